@@ -1,0 +1,41 @@
+# The two commands of the README, and what they need. Every target installs what it uses.
+#   make demo   set up, prepare the bundled digits, train a ResNet-20, log to MLflow (SQLite)
+#   make test   set up and run the default test suite (slow tests: make test-all)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch lies in this platform's wheel cache; GPU machines pass TORCH_SPEC=torch.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev,dali,ffcv,deepspeed
+STAMP := $(VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
+APT_PACKAGES := pkg-config libturbojpeg0-dev libopencv-dev
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-all clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@# FFCV compiles against libturbojpeg and OpenCV (DESIGN.md): install them when missing.
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+demo: setup
+	$(BIN)/dtrain demo
+
+test: setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

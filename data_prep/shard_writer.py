@@ -1,0 +1,172 @@
+"""Process one shard in a worker: normalise its images, write the webdataset tar atomically.
+
+A shard is done when its manifest fragment exists: the fragment is renamed into place last, after
+the tar and its index, so a run killed at any point redoes at most the shards in flight, and
+redoing a shard writes the same bytes (fixed tar headers, deterministic JPEG encoding).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import layout
+from .errors import DataPrepError
+from .images import ImageOptions, StoredImage, normalize
+from .samples import Sample, read_payload
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    split: str
+    shard_index: int
+    samples: tuple[Sample, ...]
+    out: str
+    image_options: ImageOptions
+    jpeg_files: bool        # give every accepted sample a JPEG file for fn.readers.file
+    link_originals: bool    # clean originals are reachable as OUT/src/<relpath> (no copy)
+
+
+def fragment_path(out: str | Path, split: str, shard_index: int) -> Path:
+    return Path(out) / layout.WORK_DIR / "fragments" / f"{split}-{shard_index:06d}.json"
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> int:
+    """Append a member with fixed metadata (reproducible bytes); return its payload offset."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+    padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return tar.offset - padded
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_wds_index(tar_path: Path) -> None:
+    """DALI's own indexer (the `wds2idx` module that nvidia-dali installs) when it is there.
+
+    Without DALI we write the same v1.2 text format ourselves; it lists, per sample, each
+    member's extension, payload offset, size and name.
+    """
+    idx_path = Path(layout.index_name(str(tar_path)))
+    tmp = idx_path.with_name(idx_path.name + ".tmp")
+    try:
+        from wds2idx import IndexCreator
+    except ImportError:
+        IndexCreator = None
+    if IndexCreator is not None:
+        with IndexCreator(str(tar_path), str(tmp), verbose=False) as creator:
+            creator.create_index()
+    else:
+        with tarfile.open(tar_path) as tar:
+            members = [m for m in tar.getmembers() if m.isreg()]
+        samples: dict[str, list[str]] = {}
+        for member in members:
+            key, ext = member.name.split(".", 1)
+            samples.setdefault(key, []).append(f"{ext} {member.offset_data} {member.size} {member.name}")
+        text = f"v1.2 {len(samples)}\n" + "".join(" ".join(parts) + "\n" for parts in samples.values())
+        tmp.write_text(text)
+    os.replace(tmp, idx_path)
+
+
+def _row(sample: Sample, stored: StoredImage, **where) -> dict:
+    accepted = stored.status != layout.STATUS_REJECTED
+    row = {
+        "split": sample.split, "index": -1, "source": sample.source,
+        "label": sample.label if accepted else -1, "synset": sample.synset,
+        "width": stored.width, "height": stored.height, "bytes": len(stored.data),
+        "sha256": hashlib.sha256(stored.data).hexdigest() if accepted else "",
+        "status": stored.status, "reason": stored.reason,
+        "shard": "", "offset": -1, "jpeg_path": "", "position": sample.position,
+    }
+    row.update(where)
+    return row
+
+
+def _jpeg_file(task: ShardTask, sample: Sample, stored: StoredImage, key: str) -> str:
+    if not task.jpeg_files:
+        return ""
+    if (task.link_originals and sample.relpath and stored.status == layout.STATUS_OK
+            and not any(c.isspace() for c in sample.relpath)):
+        return f"{layout.SOURCE_LINK}/{sample.relpath}"
+    relative = f"{layout.JPEG_DIR}/{sample.split}/{key}.jpg"
+    _write_atomic(Path(task.out) / relative, stored.data)
+    return relative
+
+
+def _quarantine(task: ShardTask, sample: Sample, payload, key: str) -> None:
+    if isinstance(payload, bytes):
+        _write_atomic(Path(task.out) / layout.QUARANTINE_DIR / sample.split / f"{key}.bin", payload)
+
+
+def _load(sample: Sample):
+    try:
+        return read_payload(sample), None
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+
+
+def process_shard(task: ShardTask) -> list[dict]:
+    """Write shard `task.shard_index` of `task.split`; return its manifest rows (in order)."""
+    shard = layout.shard_name(task.split, task.shard_index)
+    final = Path(task.out) / shard
+    tmp = final.with_name(final.name + ".tmp")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    try:
+        with open(tmp, "wb") as handle:
+            with tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT) as tar:
+                for sample in task.samples:
+                    key = layout.sample_key(sample.position)
+                    payload, read_error = _load(sample)
+                    if read_error:
+                        rows.append(_row(sample, StoredImage(layout.STATUS_REJECTED, read_error)))
+                        continue
+                    stored = normalize(payload, task.image_options)
+                    if stored.status == layout.STATUS_REJECTED:
+                        _quarantine(task, sample, payload, key)
+                        rows.append(_row(sample, stored))
+                        continue
+                    _tar_member(tar, f"{key}.{layout.EXT_CLS}", str(sample.label).encode())
+                    offset = _tar_member(tar, f"{key}.{layout.EXT_JPEG}", stored.data)
+                    _tar_member(tar, f"{key}.{layout.EXT_LBL}", sample.label.to_bytes(4, "little", signed=True))
+                    rows.append(_row(sample, stored, shard=shard, offset=offset,
+                                     jpeg_path=_jpeg_file(task, sample, stored, key)))
+            handle.flush()
+            os.fsync(handle.fileno())
+        if any(row["shard"] for row in rows):
+            os.replace(tmp, final)
+            write_wds_index(final)
+        else:  # every image of the shard was rejected: an empty tar would break DALI's reader
+            tmp.unlink()
+        _write_atomic(fragment_path(task.out, task.split, task.shard_index), json.dumps(rows).encode())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise DataPrepError(f"disk full while writing {final}: free space or choose another --out, "
+                                "then re-run the same command to resume") from None
+        raise DataPrepError(f"cannot write {final}: {exc.strerror or exc}") from None
+    return rows
+
+
+def load_fragment(out: str | Path, split: str, shard_index: int) -> list[dict] | None:
+    path = fragment_path(out, split, shard_index)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())

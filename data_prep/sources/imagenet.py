@@ -1,0 +1,200 @@
+"""ILSVRC-2012 as people have it: an extracted tree or the original tars, val labels in any form.
+
+Accepted under --src (or the Kaggle layout's ILSVRC/Data/CLS-LOC below it):
+  train/nXXXXXXXX/*.JPEG                           extracted train tree
+  val/nXXXXXXXX/*.JPEG  or  val/*.JPEG (flat)      val in class folders or flat
+  ILSVRC2012_img_train.tar                         tar of per-class tars, read in place
+  ILSVRC2012_img_val.tar                           flat val JPEGs, read in place
+  LOC_val_solution.csv, LOC_synset_mapping.txt     Kaggle label files (looked up in --src)
+Flat val labels come from --val-labels (LOC_val_solution.csv; a text file of one synset per line
+in sorted file order; "file synset" lines; or the devkit's ILSVRC2012_validation_ground_truth.txt,
+whose 1-based ids are mapped to synsets through the devkit's data/meta.mat with scipy).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import tarfile
+from pathlib import Path
+
+from ..errors import DataPrepError
+from ..plan import SourcePlan, classes_from_synsets, make_samples, require_dir
+from .folder import scan_class_tree
+
+TRAIN_TAR = "ILSVRC2012_img_train.tar"
+VAL_TAR = "ILSVRC2012_img_val.tar"
+LOC_SOLUTION = "LOC_val_solution.csv"
+SYNSET_MAPPING = "LOC_synset_mapping.txt"
+DEVKIT = "ILSVRC2012_devkit_t12"
+SYNSET_PATTERN = re.compile(r"^n\d{8}$")
+
+
+def _open_plain_tar(path: Path) -> tarfile.TarFile:
+    try:
+        # "r:" = uncompressed only: member offsets are then byte offsets in the file itself.
+        return tarfile.open(path, "r:")
+    except tarfile.ReadError as exc:
+        raise DataPrepError(f"{path} is not an uncompressed tar ({exc}): "
+                            "ImageNet's original tars are plain tars; decompress it first") from None
+
+
+def scan_train_tar(path: Path) -> list[tuple[str, str, dict]]:
+    """Members of the per-class tars inside the train tar, as byte ranges of the outer file."""
+    entries = []
+    with _open_plain_tar(path) as outer:
+        for class_member in outer:
+            if not (class_member.isreg() and class_member.name.endswith(".tar")):
+                continue
+            synset = Path(class_member.name).stem
+            with tarfile.open(fileobj=outer.extractfile(class_member), mode="r:") as inner:
+                for member in inner:
+                    if not member.isreg() or Path(member.name).name.startswith("."):
+                        continue
+                    source = f"{path.name}::{class_member.name}/{member.name}"
+                    ref = (str(path), class_member.offset_data + member.offset_data, member.size)
+                    entries.append((source, synset, dict(source=source, kind="tar_slice", ref=ref)))
+    if not entries:
+        raise DataPrepError(f"{path} holds no per-class tars with images: is it {TRAIN_TAR}?")
+    return entries
+
+
+def scan_flat_tar(path: Path) -> list[tuple[str, dict]]:
+    with _open_plain_tar(path) as tar:
+        found = [(Path(m.name).name, dict(source=f"{path.name}::{m.name}", kind="tar_slice",
+                                          ref=(str(path), m.offset_data, m.size)))
+                 for m in tar if m.isreg() and not Path(m.name).name.startswith(".")]
+    if not found:
+        raise DataPrepError(f"{path} holds no files: is it {VAL_TAR}?")
+    return found
+
+
+def scan_flat_dir(root: Path, src_root: Path) -> list[tuple[str, dict]]:
+    found = []
+    for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
+        relpath = path.relative_to(src_root).as_posix()
+        found.append((path.name, dict(source=relpath, kind="file", ref=(str(path),), relpath=relpath)))
+    if not found:
+        raise DataPrepError(f"{root} is empty: check --src")
+    return found
+
+
+def _devkit_synsets_by_id(meta_mat: Path) -> dict[int, str]:
+    """ILSVRC2012_ID -> WNID for the 1,000 leaf synsets of the devkit's meta.mat."""
+    if not meta_mat.exists():
+        raise DataPrepError(f"{meta_mat} not found: the devkit ground truth needs the devkit's data/meta.mat "
+                            "(pass --devkit DIR), or give --val-labels LOC_val_solution.csv")
+    from scipy.io import loadmat
+
+    synsets = loadmat(str(meta_mat), squeeze_me=True)["synsets"]
+    return {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
+
+
+def read_val_labels(path: Path, devkit: Path | None) -> tuple[dict[str, str] | None, list[str] | None]:
+    """(file stem -> synset) or (synsets in sorted file order), whichever the file holds."""
+    if not path.exists():
+        raise DataPrepError(f"--val-labels {path} does not exist")
+    text = path.read_text()
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        if not rows or not {"ImageId", "PredictionString"} <= set(rows[0]):
+            raise DataPrepError(f"{path} is not a LOC_val_solution.csv (columns ImageId,PredictionString)")
+        return {r["ImageId"]: r["PredictionString"].split()[0] for r in rows}, None
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if lines and all(len(parts) == 2 for parts in lines):
+        return {Path(name).stem: synset for name, synset in lines}, None
+    tokens = [parts[0] for parts in lines]
+    if tokens and all(SYNSET_PATTERN.match(t) for t in tokens):
+        return None, tokens
+    if tokens and all(t.isdigit() for t in tokens):
+        meta = (devkit / "data" / "meta.mat") if devkit else path.parent / "meta.mat"
+        by_id = _devkit_synsets_by_id(meta)
+        return None, [by_id[int(t)] for t in tokens]
+    raise DataPrepError(f"cannot read val labels from {path}: expected LOC_val_solution.csv, one synset per "
+                        "line, 'file synset' lines or ILSVRC2012_validation_ground_truth.txt")
+
+
+def label_flat_val(found: list[tuple[str, dict]], labels_file: Path | None, devkit: Path | None):
+    """Attach a synset to every flat val file; any mismatch is an error that names a file."""
+    if labels_file is None:
+        raise DataPrepError(f"val is flat (no class folders): give its labels with --val-labels "
+                            f"({LOC_SOLUTION} or the devkit ground truth)")
+    by_name, by_order = read_val_labels(labels_file, devkit)
+    found = sorted(found, key=lambda f: f[0])
+    if by_order is not None:
+        if len(by_order) != len(found):
+            raise DataPrepError(f"{labels_file} lists {len(by_order)} labels but val has {len(found)} files: "
+                                "they must match one to one (sorted file order)")
+        pairs = zip(found, by_order)
+    else:
+        stems = [Path(name).stem for name, _ in found]
+        unlabelled = [name for (name, _), stem in zip(found, stems) if stem not in by_name]
+        if unlabelled:
+            raise DataPrepError(f"{len(unlabelled)} val files have no label in {labels_file} "
+                                f"(first: {unlabelled[0]}): use the labels file of this val set")
+        missing = sorted(set(by_name) - set(stems))
+        if missing:
+            raise DataPrepError(f"{labels_file} labels {len(missing)} val images that are not in the val "
+                                f"source (first missing file: {missing[0]}): the val copy is incomplete")
+        pairs = ((entry, by_name[Path(entry[0]).stem]) for entry in found)
+    return [(fields["source"], synset, fields) for (_, fields), synset in pairs]
+
+
+def read_synset_names(path: Path | None) -> dict[str, str]:
+    """LOC_synset_mapping.txt: "n01440764 tench, Tinca tinca" -> {"n01440764": "tench, Tinca tinca"}."""
+    if path is None or not path.exists():
+        return {}
+    names = {}
+    for line in path.read_text().splitlines():
+        synset, _, words = line.strip().partition(" ")
+        if synset:
+            names[synset] = words.strip() or synset
+    return names
+
+
+def _first_existing(*paths: Path | None) -> Path | None:
+    return next((p for p in paths if p is not None and p.exists()), None)
+
+
+def imagenet_plan(src: Path, train_tar: Path | None = None, val_tar: Path | None = None,
+                  val_labels: Path | None = None, devkit: Path | None = None,
+                  synset_names: Path | None = None) -> SourcePlan:
+    src = require_dir(Path(src).resolve(), "--src")
+    kaggle = src / "ILSVRC" / "Data" / "CLS-LOC"
+    root = kaggle if kaggle.is_dir() else src
+    train_tar = train_tar or _first_existing(root / TRAIN_TAR, src / TRAIN_TAR)
+    val_tar = val_tar or _first_existing(root / VAL_TAR, src / VAL_TAR)
+    devkit = devkit or _first_existing(src / DEVKIT)
+    val_labels = val_labels or _first_existing(src / LOC_SOLUTION)
+
+    if (root / "train").is_dir():
+        train = scan_class_tree(root / "train", src)
+        form = "tree"
+    elif train_tar is not None:
+        train = scan_train_tar(Path(train_tar))
+        form = "tar"
+    else:
+        raise DataPrepError(f"no ImageNet train data in {src}: expected {src}/train/<synset>/*.JPEG "
+                            f"or {src}/{TRAIN_TAR} (or pass --train-tar)")
+    val = []
+    val_dir = root / "val"
+    if val_dir.is_dir() and any(p.is_dir() for p in val_dir.iterdir()):
+        val = scan_class_tree(val_dir, src)
+    elif val_dir.is_dir():
+        val = label_flat_val(scan_flat_dir(val_dir, src), val_labels, devkit)
+    elif val_tar is not None:
+        val = label_flat_val(scan_flat_tar(Path(val_tar)), val_labels, devkit)
+
+    names = read_synset_names(_first_existing(synset_names, src / SYNSET_MAPPING))
+    classes = classes_from_synsets((e[1] for e in train), names)
+    label_of = {c.synset: c.index for c in classes}
+    unknown = sorted({e[1] for e in val} - set(label_of))
+    if unknown:
+        raise DataPrepError(f"val labels name {len(unknown)} synsets that train does not have "
+                            f"(first: {unknown[0]}): train and val are from different datasets")
+    splits = {"train": make_samples("train", train, label_of)}
+    if val:
+        splits["val"] = make_samples("val", val, label_of)
+    details = {"src": str(src), "form": form, "train_tar": str(train_tar or ""), "val_tar": str(val_tar or ""),
+               "val_labels": str(val_labels or ""), "synset_names": bool(names)}
+    return SourcePlan("imagenet", classes, splits, source_root=src, details=details)

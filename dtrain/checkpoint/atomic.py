@@ -1,0 +1,177 @@
+"""Crash-safe checkpoint files: write to a temp file, fsync, rename, fsync the directory.
+
+Each checkpoint `NAME` gets a sidecar `NAME.meta.json` holding the SHA-256 and size of the
+bytes written. torch.load notices a truncated file (the zip central directory is missing) but
+not a flipped byte inside a tensor (measured: it loads silently), so the hash is what catches
+bit rot or a partial copy. A checkpoint without a sidecar (crash between the two renames, or a
+file copied without it) is still accepted when torch.load reads it.
+
+Written by hand because torch.save has no atomic mode and torch.distributed.checkpoint writes a
+directory of shards (and needs its own process group for async saves), which is more than a
+single-writer DDP checkpoint needs.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dtrain.errors import DtrainError
+
+META_SUFFIX = ".meta.json"
+TEMP_MARKER = ".tmp-"  # temp files are ".{name}.tmp-{pid}" in the destination directory
+_HASH_CHUNK = 8 << 20
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class CorruptCheckpoint(DtrainError):
+    """A checkpoint file exists but cannot be trusted (truncated, bad hash, unreadable pickle)."""
+
+
+def meta_path(path: Path) -> Path:
+    return path.with_name(path.name + META_SUFFIX)
+
+
+def temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
+
+
+class _HashingWriter:
+    """A file-like sink for torch.save that hashes and counts the bytes it writes to `fd`."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        count = view.nbytes
+        self.sha256.update(view)
+        while view:  # os.write may write less than asked
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.size += count
+        return count
+
+    def flush(self) -> None:  # os.write is unbuffered; fsync happens once at the end
+        pass
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename durable. Some filesystems refuse fsync on a directory; that is not an error."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _out_of_space(directory: Path, exc: OSError) -> DtrainError:
+    return DtrainError(
+        f"no space left to write a checkpoint in {directory} ({exc.strerror}); the previous checkpoints "
+        "are intact: free disk space, lower checkpoint.keep_last or set checkpoint.dir to another disk"
+    )
+
+
+def _write_bytes_atomically(path: Path, write: Any) -> dict[str, Any]:
+    """Run `write(sink)` into a temp file beside `path`, fsync it and rename it onto `path`."""
+    tmp = temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        try:
+            sink = _HashingWriter(fd)
+            write(sink)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        # Never leave a half-written temp file behind; the old `path` is untouched.
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE:
+            raise _out_of_space(path.parent, exc) from None
+        raise
+    return {"sha256": sink.sha256.hexdigest(), "bytes": sink.size}
+
+
+def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    payload = (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+    _write_bytes_atomically(path, lambda sink: sink.write(payload))
+
+
+def atomic_save(obj: Any, path: Path | str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """torch.save `obj` to `path` so that a crash at any moment leaves either the old or the new file.
+
+    Returns the sidecar metadata (sha256, bytes, plus `meta`). Raises DtrainError naming the
+    directory when the disk is full; the temp file is then removed and older files are untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = meta_path(path)
+    # A stale sidecar of an older file with the same name must not describe the new bytes:
+    # remove it first, so every crash point leaves (old, old), (old|new, none) or (new, new).
+    try:
+        sidecar.unlink()
+    except FileNotFoundError:
+        pass
+    info = _write_bytes_atomically(path, lambda sink: torch.save(obj, sink))
+    info.update(meta or {})
+    info["file"] = path.name
+    atomic_write_json(sidecar, info)
+    fsync_directory(path.parent)
+    return info
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(meta_path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def verify(path: Path) -> None:
+    """Raise CorruptCheckpoint when `path` disagrees with its sidecar (size, then SHA-256)."""
+    meta = read_meta(path)
+    if meta is None:
+        return
+    size = path.stat().st_size
+    if size != meta.get("bytes"):
+        raise CorruptCheckpoint(f"{path.name} has {size} bytes, its sidecar says {meta.get('bytes')} (truncated?)")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != meta.get("sha256"):
+        raise CorruptCheckpoint(f"{path.name} does not match the SHA-256 in its sidecar (corrupted on disk)")
+
+
+def atomic_load(path: Path | str, map_location: Any = "cpu") -> Any:
+    """Load a checkpoint written by atomic_save; any sign of damage raises CorruptCheckpoint.
+
+    weights_only=False: the state holds Python RNG tuples and the engine's own small objects.
+    Checkpoints are the run's own files, trusted like its code; never load one from a stranger.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DtrainError(f"checkpoint {path} does not exist; check checkpoint.resume / checkpoint.dir")
+    verify(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # truncated zip, bad pickle, EOF: all mean "cannot trust this file"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CorruptCheckpoint(f"{path.name} cannot be read by torch.load: {reason}") from None

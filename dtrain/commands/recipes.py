@@ -1,0 +1,68 @@
+"""`dtrain recipes` and `dtrain show-config`: what can be trained, and with which exact values."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from dtrain.config import dump_yaml, find_recipe, load_config, recipe_names, to_dict
+
+
+@click.command()
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
+def recipes(output_format: str) -> None:
+    """List the recipes (one per paper setting) that `dtrain train RECIPE` accepts."""
+    rows = []
+    for name in recipe_names():
+        config = load_config(name)
+        rows.append(
+            {
+                "recipe": name,
+                "model": config.model.name,
+                "classes": config.model.num_classes,
+                "batch": config.optim.batch_size,
+                "lr": config.optim.lr,
+                "schedule": _schedule_summary(config),
+                "paper": config.paper,
+                "path": str(find_recipe(name)),
+                "description": config.description,
+            }
+        )
+    if output_format == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = ("recipe", "model", "classes", "batch", "lr", "schedule", "paper")
+    table = [header] + [tuple(str(row[key]) for key in header) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def _schedule_summary(config) -> str:
+    schedule = config.schedule
+    if schedule.kind == "step_iters":
+        text = f"/10 at iters {schedule.milestones}, stop {schedule.max_iters}"
+    elif schedule.kind == "step_epochs":
+        text = f"/10 at epochs {schedule.milestones}, {schedule.epochs} epochs"
+    elif schedule.kind == "plateau":
+        end = f"{schedule.max_iters} iters" if schedule.max_iters else f"{schedule.epochs} epochs"
+        text = f"/10 on plateau, up to {end}"
+    else:
+        text = schedule.kind
+    if schedule.warmup != "none":
+        text += f", {schedule.warmup} warm-up {schedule.warmup_lr} for {schedule.warmup_iters} iters"
+    return text
+
+
+@click.command("show-config")
+@click.argument("recipe")
+@click.argument("overrides", nargs=-1)
+@click.option("--format", "output_format", type=click.Choice(["yaml", "json"]), default="yaml")
+def show_config(recipe: str, overrides: tuple[str, ...], output_format: str) -> None:
+    """Print the resolved config of RECIPE with key=value OVERRIDES applied."""
+    config = load_config(recipe, overrides)
+    if output_format == "json":
+        click.echo(json.dumps(to_dict(config), indent=2))
+    else:
+        click.echo(dump_yaml(config), nl=False)

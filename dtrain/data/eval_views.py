@@ -1,0 +1,98 @@
+"""Test-time views of one image, by eval.mode; the model's softmax scores are averaged over them.
+
+    center       shorter side -> data.val_resize, centre data.val_crop crop (1 view). With
+                 CIFAR-sized data (val_resize == val_crop == image size) it is the original image.
+    ten-crop     R1: the 4 corners and the centre at val_crop from the val_resize image, and
+                 their horizontal flips (10 views; view 4 is the `center` view).
+    multi-scale  R1 fully-convolutional: the whole image with its shorter side at each of
+                 eval.scales, and its flip (2 x len(scales) views of different sizes).
+    single-320   R2: shorter side 320, centre 320x320 crop (1 view).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from dtrain.config import DataConfig
+from dtrain.errors import ConfigError
+
+from .transforms import Normalize, center_crop, crop, hflip, resize_shorter_side, to_tensor
+
+R2_SINGLE_CROP = 320  # R2 Table 5: shorter side 320, 320x320 centre crop
+
+
+@dataclass(frozen=True)
+class CenterView:
+    resize: int
+    crop_size: int
+    fixed_size = True  # every image gives views of one size, so images can be batched
+
+    def __call__(self, image: Image.Image) -> list[Image.Image]:
+        return [center_crop(resize_shorter_side(image, self.resize), self.crop_size)]
+
+
+@dataclass(frozen=True)
+class TenCrop:
+    resize: int
+    crop_size: int
+    fixed_size = True
+
+    def __call__(self, image: Image.Image) -> list[Image.Image]:
+        image = resize_shorter_side(image, self.resize)
+        width, height, size = image.width, image.height, self.crop_size
+        if width < size or height < size:
+            raise ValueError(f"cannot ten-crop {size}x{size} from a {width}x{height} image")
+        # torchvision's TenCrop order: top-left, top-right, bottom-left, bottom-right, centre.
+        crops = [
+            crop(image, 0, 0, size, size),
+            crop(image, width - size, 0, size, size),
+            crop(image, 0, height - size, size, size),
+            crop(image, width - size, height - size, size, size),
+            center_crop(image, size),
+        ]
+        return crops + [hflip(c) for c in crops]
+
+
+@dataclass(frozen=True)
+class MultiScale:
+    scales: tuple[int, ...]
+    fixed_size = False  # sizes follow each image's aspect ratio
+
+    def __call__(self, image: Image.Image) -> list[Image.Image]:
+        views = []
+        for scale in self.scales:
+            resized = resize_shorter_side(image, scale)
+            views += [resized, hflip(resized)]
+        return views
+
+
+EVAL_VIEWS: dict[str, Callable[[DataConfig, Sequence[int]], Callable[[Image.Image], list[Image.Image]]]] = {
+    "center": lambda d, scales: CenterView(d.val_resize, d.val_crop),
+    "ten-crop": lambda d, scales: TenCrop(d.val_resize, d.val_crop),
+    "multi-scale": lambda d, scales: MultiScale(tuple(int(s) for s in scales)),
+    "single-320": lambda d, scales: CenterView(R2_SINGLE_CROP, R2_SINGLE_CROP),
+}
+
+
+class EvalTransform:
+    """PIL image -> list of normalised float32 CHW tensors, one per view."""
+
+    def __init__(self, data: DataConfig, mode: str, scales: Sequence[int]):
+        if mode not in EVAL_VIEWS:
+            raise ConfigError(f"eval.mode={mode!r} is not one of {', '.join(EVAL_VIEWS)}")
+        if mode == "multi-scale" and not scales:
+            raise ConfigError("eval.mode=multi-scale needs eval.scales, e.g. [224, 256, 384, 480, 640]")
+        if mode in ("center", "ten-crop") and data.val_resize < data.val_crop:
+            raise ConfigError(
+                f"data.val_resize={data.val_resize} is smaller than data.val_crop={data.val_crop}; "
+                "make val_resize >= val_crop")
+        self.views = EVAL_VIEWS[mode](data, scales)
+        self.fixed_size = self.views.fixed_size
+        self.normalize = Normalize(data.mean, data.std)
+
+    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+        return [self.normalize(to_tensor(view)) for view in self.views(image.convert("RGB"))]

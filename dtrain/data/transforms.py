@@ -1,0 +1,253 @@
+"""Training augmentations of the papers, written on PIL and torch.
+
+torchvision cannot be installed beside the CPU torch of this platform (see DESIGN.md), so the
+few transforms the recipes need are written here, following torchvision's definitions
+(shorter-side resize, RandomResizedCrop's sampling) and fb.resnet.torch's lighting.
+
+Every random choice is drawn from a `numpy.random.Generator` passed in by the caller, which
+seeds it per sample from (seed, epoch, sample index): the same sample in the same epoch gets the
+same augmentation whatever the number of loader workers or where a resumed run starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dtrain.config import DataConfig
+from dtrain.errors import ConfigError
+
+# AlexNet's PCA of ImageNet RGB pixels (values in [0, 1]), as used by fb.resnet.torch.
+LIGHTING_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+LIGHTING_EIGVEC = torch.tensor([
+    [-0.5675, 0.7192, 0.4009],
+    [-0.5808, -0.0045, -0.8140],
+    [-0.5836, -0.6948, 0.4203],
+])
+
+RESAMPLE = Image.BILINEAR  # PIL's bilinear filter antialiases when it shrinks, like torchvision's
+
+GeometricAugment = Callable[[Image.Image, np.random.Generator], Image.Image]
+
+
+# ------------------------------------------------------------------------------------------
+# Deterministic geometry
+# ------------------------------------------------------------------------------------------
+
+
+def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    """Resize so the shorter side is `size`, keeping the aspect ratio (torchvision's Resize(int))."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    if short == size:
+        return image  # keeps the original view bit-exact (CIFAR: val_resize == image size)
+    new_long = int(size * long / short)
+    new_size = (size, new_long) if width <= height else (new_long, size)
+    return image.resize(new_size, RESAMPLE)
+
+
+def crop(image: Image.Image, left: int, top: int, width: int, height: int) -> Image.Image:
+    return image.crop((left, top, left + width, top + height))
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    if width < size or height < size:
+        raise ValueError(f"cannot centre-crop {size}x{size} from a {width}x{height} image")
+    # torchvision rounds the offset to the nearest pixel.
+    return crop(image, int(round((width - size) / 2.0)), int(round((height - size) / 2.0)), size, size)
+
+
+def random_crop(image: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
+    width, height = image.size
+    if width < size or height < size:
+        raise ValueError(f"cannot crop {size}x{size} from a {width}x{height} image")
+    left = int(rng.integers(0, width - size + 1))
+    top = int(rng.integers(0, height - size + 1))
+    return crop(image, left, top, size, size)
+
+
+def hflip(image: Image.Image) -> Image.Image:
+    return image.transpose(Image.FLIP_LEFT_RIGHT)
+
+
+def maybe_flip(image: Image.Image, rng: np.random.Generator, enabled: bool) -> Image.Image:
+    # Draw even when disabled so that flip=false changes nothing but the flip.
+    flip = rng.random() < 0.5
+    return hflip(image) if enabled and flip else image
+
+
+def zero_pad(image: Image.Image, pad: int) -> Image.Image:
+    if pad <= 0:
+        return image
+    width, height = image.size
+    canvas = Image.new(image.mode, (width + 2 * pad, height + 2 * pad), 0)
+    canvas.paste(image, (pad, pad))
+    return canvas
+
+
+# ------------------------------------------------------------------------------------------
+# Random geometric augmentations (one per data.train_augment)
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScaleJitter:
+    """R1: shorter side resized to a random integer in [low, high], random crop, flip."""
+
+    low: int
+    high: int
+    crop_size: int
+    flip: bool
+
+    def resize(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        return resize_shorter_side(image, int(rng.integers(self.low, self.high + 1)))
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        image = random_crop(self.resize(image, rng), self.crop_size, rng)
+        return maybe_flip(image, rng, self.flip)
+
+
+def random_resized_crop_box(
+    width: int, height: int, scale: Sequence[float], ratio: Sequence[float], rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """(left, top, crop_width, crop_height) as torchvision's RandomResizedCrop.get_params.
+
+    Area fraction uniform in `scale`, aspect ratio log-uniform in `ratio`, 10 tries, then the
+    largest centred crop whose aspect ratio lies in `ratio`.
+    """
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        crop_w = int(round(math.sqrt(target_area * aspect)))
+        crop_h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top = int(rng.integers(0, height - crop_h + 1))
+            left = int(rng.integers(0, width - crop_w + 1))
+            return left, top, crop_w, crop_h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        crop_w, crop_h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        crop_w, crop_h = int(round(height * max(ratio))), height
+    else:
+        crop_w, crop_h = width, height
+    return (width - crop_w) // 2, (height - crop_h) // 2, crop_w, crop_h
+
+
+@dataclass(frozen=True)
+class RandomResizedCrop:
+    """R2 "scale + aspect ratio" (Inception-style) crop, resized to crop_size, then flip."""
+
+    scale: tuple[float, float]
+    ratio: tuple[float, float]
+    crop_size: int
+    flip: bool
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        left, top, w, h = random_resized_crop_box(image.width, image.height, self.scale, self.ratio, rng)
+        size = (self.crop_size, self.crop_size)
+        image = image.resize(size, RESAMPLE, box=(left, top, left + w, top + h))
+        return maybe_flip(image, rng, self.flip)
+
+
+@dataclass(frozen=True)
+class PadCrop:
+    """CIFAR (R1 4.2): zero-pad by `pad` pixels, random crop_size crop, flip."""
+
+    pad: int
+    crop_size: int
+    flip: bool
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        image = random_crop(zero_pad(image, self.pad), self.crop_size, rng)
+        return maybe_flip(image, rng, self.flip)
+
+
+@dataclass(frozen=True)
+class NoAugment:
+    """Shorter side to val_resize and a centre crop_size crop: the same image every epoch."""
+
+    resize: int
+    crop_size: int
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        return center_crop(resize_shorter_side(image, self.resize), self.crop_size)
+
+
+TRAIN_AUGMENTS: dict[str, Callable[[DataConfig], GeometricAugment]] = {
+    "scale_jitter": lambda d: ScaleJitter(d.scale_range[0], d.scale_range[1], d.crop_size, d.flip),
+    "random_resized_crop": lambda d: RandomResizedCrop(
+        (d.rrc_scale[0], d.rrc_scale[1]), (d.rrc_ratio[0], d.rrc_ratio[1]), d.crop_size, d.flip),
+    "pad_crop": lambda d: PadCrop(d.pad, d.crop_size, d.flip),
+    "none": lambda d: NoAugment(d.val_resize, d.crop_size),
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Tensor stages: [0, 1] float, PCA lighting, normalisation
+# ------------------------------------------------------------------------------------------
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB -> float32 CHW in [0, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def lighting_shift(std: float, rng: np.random.Generator) -> torch.Tensor:
+    """Per-channel RGB offset of AlexNet's PCA lighting: eigvec @ (alpha * eigval), alpha ~ N(0, std)."""
+    alpha = torch.from_numpy(rng.normal(0.0, std, size=3).astype(np.float32))
+    return LIGHTING_EIGVEC @ (alpha * LIGHTING_EIGVAL)
+
+
+class Normalize:
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        return (tensor - self.mean) / self.std
+
+
+class TrainTransform:
+    """PIL image + per-sample generator -> normalised float32 CHW tensor."""
+
+    def __init__(self, data: DataConfig):
+        if data.train_augment not in TRAIN_AUGMENTS:
+            raise ConfigError(
+                f"data.train_augment={data.train_augment!r} is not one of {', '.join(TRAIN_AUGMENTS)}")
+        self.geometric = TRAIN_AUGMENTS[data.train_augment](data)
+        self.lighting_std = float(data.lighting_std)
+        self.normalize = Normalize(data.mean, data.std)
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        tensor = to_tensor(self.geometric(image.convert("RGB"), rng))
+        if self.lighting_std > 0:
+            tensor = tensor + lighting_shift(self.lighting_std, rng).view(3, 1, 1)
+        return self.normalize(tensor)
+
+
+def check_train_geometry(data: DataConfig, min_width: int, min_height: int) -> None:
+    """Refuse, before any worker starts, an augmentation the smallest image cannot take."""
+    short = min(min_width, min_height)
+    augment = data.train_augment
+    if augment == "scale_jitter" and data.scale_range[0] < data.crop_size:
+        raise ConfigError(
+            f"data.scale_range starts at {data.scale_range[0]}, below data.crop_size={data.crop_size}: "
+            "the random crop would not fit; raise scale_range or lower crop_size")
+    if augment == "pad_crop" and short + 2 * data.pad < data.crop_size:
+        raise ConfigError(
+            f"data.crop_size={data.crop_size} does not fit in the smallest image ({min_width}x{min_height}) "
+            f"padded by data.pad={data.pad}; lower crop_size or raise pad")
+    if augment == "none" and data.val_resize < data.crop_size:
+        raise ConfigError(
+            f"data.train_augment=none crops {data.crop_size} from a shorter side of "
+            f"data.val_resize={data.val_resize}; make val_resize >= crop_size")

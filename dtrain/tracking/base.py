@@ -1,0 +1,71 @@
+"""The tracker protocol every backend implements, and the tracker that does nothing.
+
+The engine talks to one `Tracker` on every rank; ranks other than 0 (and `tracking.backend=none`)
+get a `NullTracker`, so the training loop never branches on rank or backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Run tracking as the engine sees it. No method raises because a tracking server is down."""
+
+    @property
+    def run_id(self) -> str | None:
+        """The id to store in checkpoints so that a resumed run continues the same tracked run."""
+        ...
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffered: sent in batches on flush(), never one request per value."""
+        ...
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    """Accepts everything and keeps nothing: ranks != 0 and `tracking.backend=none`."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, status: str = "FINISHED") -> None:
+        pass
+
+
+def check_status(status: str) -> str:
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"tracker status must be one of {', '.join(TERMINAL_STATUSES)}, got {status!r}")
+    return status
