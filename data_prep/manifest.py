@@ -99,12 +99,15 @@ def tool_versions() -> dict:
     return versions
 
 
-def build_summary(dataset: str, rows: list[dict], outputs: dict, options: dict, source: dict,
+def _reject_entry(out: Path, row: dict) -> dict:
+    quarantined = f"{layout.QUARANTINE_DIR}/{row['split']}/{layout.sample_key(row['position'])}.bin"
+    return {"split": row["split"], "source": row["source"], "synset": row["synset"], "reason": row["reason"],
+            "quarantine": quarantined if (out / quarantined).exists() else ""}
+
+
+def build_summary(out: Path, dataset: str, rows: list[dict], outputs: dict, options: dict, source: dict,
                   timing: dict) -> dict:
-    rejects = [
-        {"split": r["split"], "source": r["source"], "synset": r["synset"], "reason": r["reason"]}
-        for r in rows if r["status"] == layout.STATUS_REJECTED
-    ]
+    rejects = [_reject_entry(out, r) for r in rows if r["status"] == layout.STATUS_REJECTED]
     conversions = Counter(r["reason"] for r in rows if r["status"] == layout.STATUS_CONVERTED)
     return {
         "dataset": dataset,

@@ -1,0 +1,117 @@
+"""RUN_DIR/metrics.jsonl: an append-only, line-flushed record of everything a run tracks.
+
+It is the `tracking.backend=jsonl` tracker and, under MLflow, the local copy that survives a
+tracking server being down (every metric is written here before it is sent anywhere).
+One JSON object per line, each with a "type":
+    {"type": "run", "run_id": ..., "backend": ..., "uri": ...}        a (re)start of the run
+    {"type": "params", "params": {...}}   {"type": "tags", "tags": {...}}
+    {"type": "metrics", "step": 1200, "metrics": {"train/loss": 2.31, ...}}
+    {"type": "artifact", "path": ..., "artifact_path": ...}   {"type": "status", "status": "FINISHED"}
+and a "time" (Unix seconds). NaN/inf losses are written as JSON's NaN/Infinity, which Python reads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from dtrain.tracking.base import check_status
+
+JSONL_NAME = "metrics.jsonl"
+LOCAL_ARTIFACT_DIR = "artifacts"
+
+
+class JsonlTracker:
+    def __init__(self, run_dir: str | Path, *, run_id: str | None = None, run_name: str = "",
+                 backend: str = "jsonl", uri: str | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / JSONL_NAME
+        self.run_id: str | None = run_id or uuid.uuid4().hex
+        # Line-buffered append: a crash loses at most the line being written.
+        self._file = open(self.path, "a", buffering=1, encoding="utf-8")
+        self.write_record("run", run_id=self.run_id, run_name=run_name, backend=backend, uri=uri)
+
+    def write_record(self, kind: str, **fields: Any) -> None:
+        if self._file.closed:
+            return
+        self._file.write(json.dumps({"type": kind, "time": round(time.time(), 3), **fields}, default=str) + "\n")
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.write_record("params", params={k: _jsonable(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.write_record("metrics", step=int(step), metrics={k: float(v) for k, v in metrics.items()})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.write_record("tags", tags={k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Records the artifact and keeps a copy under RUN_DIR/artifacts unless it already lives in RUN_DIR."""
+        source = Path(path)
+        if not _is_inside(source, self.run_dir):
+            target_dir = self.run_dir / LOCAL_ARTIFACT_DIR / (artifact_path or "")
+            target_dir.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target_dir / source.name, dirs_exist_ok=True)
+            elif source.is_file():
+                shutil.copy2(source, target_dir / source.name)
+        self.write_record("artifact", path=str(source.resolve()), artifact_path=artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.write_text_file(text, artifact_file)
+        self.write_record("artifact", path=str(self.run_dir / LOCAL_ARTIFACT_DIR / artifact_file),
+                          artifact_path=str(Path(artifact_file).parent) if "/" in artifact_file else None)
+
+    def write_text_file(self, text: str, artifact_file: str) -> Path:
+        """RUN_DIR/artifacts/ARTIFACT_FILE, where MLflow then picks it up too."""
+        target = self.run_dir / LOCAL_ARTIFACT_DIR / artifact_file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        return target
+
+    def flush(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self._file.closed:
+            return
+        self.write_record("status", status=check_status(status))
+        self._file.close()
+
+
+def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The records of a metrics.jsonl; a torn last line (the process died mid-write) is skipped."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def metric_history(path: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(step, value), ...]} in the order logged, e.g. to plot a run without MLflow."""
+    history: dict[str, list[tuple[int, float]]] = {}
+    for record in read_records(path):
+        if record.get("type") == "metrics":
+            for key, value in record["metrics"].items():
+                history.setdefault(key, []).append((record["step"], value))
+    return history
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+
+
+def _is_inside(path: Path, directory: Path) -> bool:
+    try:
+        path.resolve().relative_to(directory.resolve())
+        return True
+    except ValueError:
+        return False
