@@ -79,7 +79,7 @@ def filelist_name(split: str) -> str:
 
 
 def sample_key(position: int) -> str:
-    """webdataset key of a candidate sample: its position in the sorted source list of its split.
+    """webdataset key of a candidate sample: its position in the shard order of its split.
 
     Keys contain no dots (webdataset splits key and extension at the first dot).
     """

@@ -11,8 +11,8 @@ the BN in front of conv_i.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -192,7 +192,8 @@ class ResidualUnit(nn.Module):
         self.branch_steps = tuple(names[preactivation_count:])
 
         # `downsample` is torchvision's name for the shortcut module, kept for its state_dict keys.
-        self.downsample = SHORTCUT_OPTIONS[shortcut_option](in_channels, self.out_channels, stride, layout.projection_bn)
+        make_shortcut = SHORTCUT_OPTIONS[shortcut_option]
+        self.downsample = make_shortcut(in_channels, self.out_channels, stride, layout.projection_bn)
         self.shortcut_reads_preactivation = is_projection(self.downsample)
         self.merge = None
         if self.downsample is not None:
@@ -216,6 +217,12 @@ class ResidualUnit(nn.Module):
             source = activated if self.shortcut_reads_preactivation else x
             out = self.merge(out, self.downsample(source), source)
         return self._run(self.after_add_steps, out)
+
+    def extra_repr(self) -> str:
+        preactivation = " ".join(self.preactivation_steps)
+        shortcut = "no shortcut" if self.downsample is None else "merge with shortcut"
+        after_add = " ".join(self.after_add_steps) or "-"
+        return f"steps: [{preactivation}] {' '.join(self.branch_steps)}; {shortcut}; after add: {after_add}"
 
     def last_branch_bn(self) -> nn.BatchNorm2d | None:
         """The last BN inside F: zeroing its gamma makes F(x) = 0 at init (zero_init_residual)."""

@@ -68,7 +68,7 @@ class ResNet(nn.Module):
 
         channels = stem.width
         self.stage_names: list[str] = []
-        for stage, (depth, width) in enumerate(zip(spec.stage_depths, spec.stage_widths)):
+        for stage, (depth, width) in enumerate(zip(spec.stage_depths, spec.stage_widths, strict=True)):
             units = []
             for index in range(depth):
                 first_unit_of_net = stage == 0 and index == 0

@@ -10,8 +10,8 @@ Two registries, both keyed by the names a user passes to `models.build`:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
