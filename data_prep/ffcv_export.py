@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import dataclass
@@ -50,9 +51,14 @@ class ShardImages:
 
 
 def write_beton(out: Path, split: str, accepted_rows: list[dict], options: FfcvOptions,
-                small_images: bool, workers: int) -> Path:
+                small_images: bool, workers: int, show_progress: bool = True) -> Path:
+    import ffcv.writer
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
+    from tqdm import tqdm
+
+    # DatasetWriter always draws its own bar; --quiet and non-terminal runs should stay silent.
+    ffcv.writer.tqdm = functools.partial(tqdm, desc=f"ffcv {split}", disable=not show_progress)
 
     final = out / layout.ffcv_name(split)
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -48,9 +48,14 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> int:
     return tar.offset - padded
 
 
+def tmp_name(path: Path) -> Path:
+    """A per-process temporary name: a worker orphaned by a killed run cannot clash with a new run."""
+    return path.with_name(f"{path.name}.tmp.{os.getpid()}")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = tmp_name(path)
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -65,7 +70,7 @@ def write_wds_index(tar_path: Path) -> None:
     member's extension, payload offset, size and name.
     """
     idx_path = Path(layout.index_name(str(tar_path)))
-    tmp = idx_path.with_name(idx_path.name + ".tmp")
+    tmp = tmp_name(idx_path)
     try:
         from wds2idx import IndexCreator
     except ImportError:
@@ -126,7 +131,7 @@ def process_shard(task: ShardTask) -> list[dict]:
     """Write shard `task.shard_index` of `task.split`; return its manifest rows (in order)."""
     shard = layout.shard_name(task.split, task.shard_index)
     final = Path(task.out) / shard
-    tmp = final.with_name(final.name + ".tmp")
+    tmp = tmp_name(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     try:

@@ -21,10 +21,10 @@ def scan_class_tree(root: Path, src_root: Path) -> list[tuple[str, str, dict]]:
     as a reject with its reason rather than silently skipped.
     """
     entries = []
-    class_dirs = sorted(e for e in os.scandir(root) if e.is_dir() and _visible(e.name))
+    class_dirs = sorted((e for e in os.scandir(root) if e.is_dir() and _visible(e.name)), key=lambda e: e.name)
     if not class_dirs:
         raise DataPrepError(f"no class folders in {root}: expected {root}/<class>/<image files>")
-    for class_dir in sorted(class_dirs, key=lambda e: e.name):
+    for class_dir in class_dirs:
         for dirpath, dirnames, filenames in os.walk(class_dir.path):
             dirnames[:] = sorted(d for d in dirnames if _visible(d))
             for name in filenames:

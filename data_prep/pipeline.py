@@ -1,0 +1,239 @@
+"""Run a SourcePlan into OUT: shards in a process pool, then manifest, file lists, FFCV, summary.
+
+Resumable at shard granularity: a shard whose manifest fragment exists is not redone, and the
+run's options are pinned in OUT/.work/state.json so a resumed run cannot mix settings.
+summary.json is written last; its presence means the output is complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+
+from . import layout
+from .errors import DataPrepError
+from .ffcv_export import FfcvOptions, ffcv_available, write_beton
+from .images import ImageOptions
+from .manifest import (assign_indices, build_summary, write_atomic_text, write_classes, write_filelist,
+                       write_manifest)
+from .plan import SourcePlan
+from .shard_writer import ShardTask, load_fragment, process_shard
+
+# Test hook: exit hard (os._exit, no cleanup) after this many shards, to test kill-and-resume.
+TEST_HOOK_EXIT_AFTER_SHARDS = "DATA_PREP_TEST_HOOK_EXIT_AFTER_SHARDS"
+
+# What --overwrite removes: only entries this tool writes, never the rest of a user's directory.
+OWNED_ENTRIES = (layout.SUMMARY, layout.CLASSES, layout.MANIFEST, layout.WDS_DIR, layout.FFCV_DIR,
+                 layout.FILELIST_DIR, layout.JPEG_DIR, layout.SOURCE_LINK, layout.QUARANTINE_DIR, layout.WORK_DIR)
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    out: Path
+    formats: tuple[str, ...] = layout.FORMATS
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    shard_size: int = 1000
+    image: ImageOptions = ImageOptions()
+    ffcv: FfcvOptions = FfcvOptions()
+    copy_jpegs: bool = False      # filelist points at copies under OUT/jpeg, never at --src
+    overwrite: bool = False
+    quiet: bool = False
+
+    def pinned(self) -> dict:
+        """The options that shape the output bytes (a resumed run must use the same)."""
+        return {"formats": sorted(self.formats), "shard_size": self.shard_size, "image": asdict(self.image),
+                "ffcv": asdict(self.ffcv), "copy_jpegs": self.copy_jpegs}
+
+
+def _say(options: PrepareOptions, message: str) -> None:
+    if not options.quiet:
+        click.echo(message, err=True)
+
+
+def _plan_digest(plan: SourcePlan) -> str:
+    digest = hashlib.sha256()
+    for split, samples in sorted(plan.splits.items()):
+        for s in samples:
+            digest.update(f"{split}\t{s.position}\t{s.source}\t{s.label}\n".encode())
+    return digest.hexdigest()
+
+
+def _prepare_out(plan: SourcePlan, options: PrepareOptions) -> bool:
+    """Create/check OUT. False when OUT already holds a finished output (re-run = no-op)."""
+    out = options.out
+    if out.exists() and not out.is_dir():
+        raise DataPrepError(f"--out {out} is a file: give a directory")
+    if options.overwrite:
+        for name in OWNED_ENTRIES:
+            path = out / name
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
+    elif (out / layout.SUMMARY).exists():
+        finished = json.loads((out / layout.SUMMARY).read_text()).get("dataset")
+        if finished != plan.dataset:
+            raise DataPrepError(f"--out {out} holds a finished {finished} output, not {plan.dataset}: "
+                                "choose another --out, or pass --overwrite to replace it")
+        return False
+    elif out.is_dir() and any(out.iterdir()) and not (out / layout.WORK_DIR).exists():
+        raise DataPrepError(f"--out {out} is not empty and holds no dtrain prepare output: "
+                            "choose an empty directory, or pass --overwrite")
+    state_path = out / layout.WORK_DIR / "state.json"
+    state = {"dataset": plan.dataset, "options": options.pinned(), "plan": _plan_digest(plan)}
+    if state_path.exists() and json.loads(state_path.read_text()) != state:
+        raise DataPrepError(f"{out} holds an unfinished run of another source or other options: re-run it "
+                            "with the same options to resume, or pass --overwrite to start over")
+    try:
+        write_atomic_text(state_path, json.dumps(state, indent=1))
+    except OSError as exc:
+        raise DataPrepError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+    return True
+
+
+def _link_source(plan: SourcePlan, options: PrepareOptions) -> bool:
+    """OUT/src -> --src, so clean original JPEGs need no copy for fn.readers.file."""
+    if plan.source_root is None or options.copy_jpegs or "filelist" not in options.formats:
+        return False
+    link = options.out / layout.SOURCE_LINK
+    if link.is_symlink() and Path(os.readlink(link)) == plan.source_root:
+        return True
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(plan.source_root, target_is_directory=True)
+    return True
+
+
+def _tasks(plan: SourcePlan, options: PrepareOptions, link_originals: bool) -> list[ShardTask]:
+    tasks = []
+    for split in layout.SPLITS:
+        samples = plan.splits.get(split, [])
+        for shard_index, start in enumerate(range(0, len(samples), options.shard_size)):
+            tasks.append(ShardTask(split, shard_index, tuple(samples[start:start + options.shard_size]),
+                                   str(options.out), options.image, "filelist" in options.formats,
+                                   link_originals))
+    return tasks
+
+
+def _run_shards(pending: list[ShardTask], options: PrepareOptions) -> None:
+    from tqdm import tqdm
+
+    exit_after = int(os.environ.get(TEST_HOOK_EXIT_AFTER_SHARDS, "0"))
+    progress = tqdm(total=sum(len(t.samples) for t in pending), unit="img", desc="prepare",
+                    disable=options.quiet or not sys.stderr.isatty(), smoothing=0.05)
+    done = 0
+
+    def finished(task_size: int, pool=None) -> None:
+        nonlocal done
+        progress.update(task_size)
+        done += 1
+        if exit_after and done >= exit_after:
+            if pool is not None:
+                pool.terminate()  # like a killed job: the workers die mid-shard too
+            os._exit(17)
+
+    if options.workers <= 1 or len(pending) <= 1:
+        for task in pending:
+            process_shard(task)
+            finished(len(task.samples))
+    else:
+        # spawn: workers share nothing implicit with a parent that may hold threads (tqdm, FFCV).
+        context = multiprocessing.get_context("spawn")
+        sizes = {(t.split, t.shard_index): len(t.samples) for t in pending}
+        with context.Pool(min(options.workers, len(pending))) as pool:
+            for done_key in pool.imap_unordered(_process_shard_keyed, pending):
+                finished(sizes[done_key], pool)
+    progress.close()
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Half-written files of a killed run (their shards are redone)."""
+    for folder in (layout.WDS_DIR, layout.JPEG_DIR, layout.QUARANTINE_DIR, layout.WORK_DIR):
+        for path in (out / folder).rglob("*.tmp.*"):
+            path.unlink(missing_ok=True)
+
+
+def _process_shard_keyed(task: ShardTask) -> tuple[str, int]:
+    process_shard(task)
+    return task.split, task.shard_index
+
+
+def run_prepare(plan: SourcePlan, options: PrepareOptions) -> dict | None:
+    """Write OUT for plan; returns the summary, or None when OUT was already complete."""
+    try:
+        return _run(plan, options)
+    except OSError as exc:  # the shard stage reports its own; this covers manifest, lists, FFCV
+        if exc.errno == errno.ENOSPC:
+            raise DataPrepError(f"disk full while writing {options.out}: free space, then re-run the same "
+                                "command to resume") from None
+        raise DataPrepError(f"cannot write {exc.filename or options.out}: {exc.strerror or exc}") from None
+
+
+def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
+    started = time.time()
+    if not _prepare_out(plan, options):
+        _say(options, f"{options.out} is already complete: nothing to do (pass --overwrite to rebuild)")
+        return None
+    _remove_stale_temporaries(options.out)
+    link_originals = _link_source(plan, options)
+    tasks = _tasks(plan, options, link_originals)
+    pending = [t for t in tasks if load_fragment(options.out, t.split, t.shard_index) is None]
+    if len(pending) < len(tasks):
+        _say(options, f"resuming: {len(tasks) - len(pending)} of {len(tasks)} shards already done")
+    _run_shards(pending, options)
+    shard_seconds = time.time() - started
+
+    rows = []
+    for task in tasks:
+        rows.extend(load_fragment(options.out, task.split, task.shard_index))
+    assign_indices(rows)
+    write_manifest(options.out, rows)
+    write_classes(options.out, plan.classes)
+    written_shards = sorted({r["shard"] for r in rows if r["shard"]})  # an all-rejected shard has no tar
+    outputs = {"manifest": layout.MANIFEST, "classes": layout.CLASSES,
+               "wds": {s: [n for n in written_shards if n.startswith(f"{layout.WDS_DIR}/{s}/")] for s in plan.splits}}
+    accepted = {s: [r for r in rows if r["split"] == s and r["status"] != layout.STATUS_REJECTED]
+                for s in plan.splits}
+    if "filelist" in options.formats:
+        for split in plan.splits:
+            write_filelist(options.out, split, accepted[split])
+        outputs["filelists"] = {s: layout.filelist_name(s) for s in plan.splits}
+    if "ffcv" in options.formats:
+        outputs["ffcv"] = _write_ffcv(plan, options, accepted)
+    elapsed = time.time() - started
+    images = sum(len(s) for s in plan.splits.values())
+    timing = {"seconds": round(elapsed, 3), "shard_seconds": round(shard_seconds, 3),
+              "workers": options.workers, "images_per_s_shards": round(images / max(shard_seconds, 1e-9), 1)}
+    options_record = {**options.pinned(), "workers": options.workers}
+    summary = build_summary(options.out, plan.dataset, rows, outputs, options_record, plan.details, timing)
+    write_atomic_text(options.out / layout.SUMMARY, json.dumps(summary, indent=1) + "\n")
+    counts = ", ".join(f"{s}: {c['accepted']} images ({c['rejected']} rejected)" for s, c in summary["splits"].items())
+    _say(options, f"wrote {options.out} in {elapsed:.1f} s: {counts}")
+    return summary
+
+
+def _write_ffcv(plan: SourcePlan, options: PrepareOptions, accepted: dict) -> dict | str:
+    if not ffcv_available():
+        _say(options, "note: ffcv is not installed, no .beton written (pip install 'dtrain[ffcv]')")
+        return "skipped: ffcv is not installed"
+    written = {}
+    for split, rows in accepted.items():
+        final = options.out / layout.ffcv_name(split)
+        if rows and not final.exists():  # a .beton is renamed into place only once complete
+            # FFCV forks all its workers up front; more than one per 64-image chunk only costs start-up.
+            workers = max(1, min(options.workers, -(-len(rows) // 64)))
+            write_beton(options.out, split, rows, options.ffcv, plan.small_images, workers,
+                        show_progress=not options.quiet and sys.stderr.isatty())
+        if rows:
+            written[split] = layout.ffcv_name(split)
+    return written

@@ -1,0 +1,74 @@
+"""data_prep.images: odd files found in real ImageNet are converted to RGB JPEG or rejected with a reason."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_prep import layout
+from data_prep.fixtures import ODD_FILES
+from data_prep.images import ImageOptions, normalize_bytes, normalize_pixels
+from data_prep.samples import synthetic_pixels
+
+PIXELS = synthetic_pixels(7, 64, 48)
+
+
+def _decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize("kind", sorted(ODD_FILES))
+def test_each_odd_file_is_converted_to_rgb_jpeg_or_rejected_with_reason(kind):
+    make, fate = ODD_FILES[kind]
+    stored = normalize_bytes(make(PIXELS), ImageOptions())
+    assert stored.status == fate
+    assert stored.reason
+    if fate == layout.STATUS_CONVERTED:
+        image = _decode(stored.data)
+        assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (64, 48))
+        assert (stored.width, stored.height) == (64, 48)
+    else:
+        assert stored.data == b"" and stored.width == 0
+
+
+def test_clean_rgb_jpeg_keeps_its_original_bytes():
+    buffer = io.BytesIO()
+    Image.fromarray(PIXELS).save(buffer, format="JPEG", quality=80)
+    stored = normalize_bytes(buffer.getvalue(), ImageOptions(max_side=64))
+    assert stored.status == layout.STATUS_OK and stored.reason == ""
+    assert stored.data == buffer.getvalue()
+
+
+def test_cmyk_conversion_keeps_the_colours():
+    make, _ = ODD_FILES["cmyk"]
+    stored = normalize_bytes(make(PIXELS), ImageOptions(jpeg_quality=95))
+    difference = np.abs(np.asarray(_decode(stored.data), dtype=float) - PIXELS).mean()
+    assert difference < 12, "CMYK -> RGB must not invert or scramble the channels"
+
+
+def test_max_side_shrinks_the_longer_side_and_keeps_aspect():
+    buffer = io.BytesIO()
+    Image.fromarray(synthetic_pixels(1, 200, 100)).save(buffer, format="JPEG")
+    stored = normalize_bytes(buffer.getvalue(), ImageOptions(max_side=50))
+    assert stored.status == layout.STATUS_CONVERTED and "resized 200x100 -> 50x25" in stored.reason
+    assert _decode(stored.data).size == (50, 25)
+
+
+def test_pixels_encode_deterministically():
+    first = normalize_pixels(PIXELS, ImageOptions(jpeg_quality=95))
+    assert first.data == normalize_pixels(PIXELS.copy(), ImageOptions(jpeg_quality=95)).data
+    assert np.abs(np.asarray(_decode(first.data), dtype=float) - PIXELS).mean() < 4
+
+
+def test_transparent_png_becomes_white_not_black():
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)  # fully transparent
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).save(buffer, format="PNG")
+    stored = normalize_bytes(buffer.getvalue(), ImageOptions())
+    assert stored.status == layout.STATUS_CONVERTED
+    assert np.asarray(_decode(stored.data)).min() > 240
