@@ -20,7 +20,7 @@ from PIL import Image
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
-from .transforms import Normalize, center_crop, crop, hflip, resize_shorter_side, to_tensor
+from .transforms import Normalize, center_crop, crop, hflip, resize_shorter_side, to_pixels
 
 R2_SINGLE_CROP = 320  # R2 Table 5: shorter side 320, 320x320 centre crop
 
@@ -79,7 +79,8 @@ EVAL_VIEWS: dict[str, Callable[[DataConfig, Sequence[int]], Callable[[Image.Imag
 
 
 class EvalTransform:
-    """PIL image -> list of normalised float32 CHW tensors, one per view."""
+    """PIL image -> list of uint8 HWC views; `normalize` turns a stacked batch of one view into
+    the network's input."""
 
     def __init__(self, data: DataConfig, mode: str, scales: Sequence[int]):
         if mode not in EVAL_VIEWS:
@@ -94,5 +95,9 @@ class EvalTransform:
         self.fixed_size = self.views.fixed_size
         self.normalize = Normalize(data.mean, data.std)
 
+    def pixels(self, image: Image.Image) -> list[torch.Tensor]:
+        return [to_pixels(view) for view in self.views(image.convert("RGB"))]
+
     def __call__(self, image: Image.Image) -> list[torch.Tensor]:
-        return [self.normalize(to_tensor(view)) for view in self.views(image.convert("RGB"))]
+        """Normalised float32 CHW views of one image."""
+        return [self.normalize(view[None])[0] for view in self.pixels(image)]

@@ -192,14 +192,20 @@ TRAIN_AUGMENTS: dict[str, Callable[[DataConfig], GeometricAugment]] = {
 
 
 # ------------------------------------------------------------------------------------------
-# Tensor stages: [0, 1] float, PCA lighting, normalisation
+# Tensor stages: uint8 pixels in the workers; [0, 1] float, PCA lighting and normalisation as one
+# batched multiply-add on the training device (4x less data to move, no float math per sample
+# in Python; DALI and FFCV also normalise on the device).
 # ------------------------------------------------------------------------------------------
 
 
+def to_pixels(image: Image.Image) -> torch.Tensor:
+    """PIL image -> uint8 HWC RGB tensor."""
+    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8))
+
+
 def to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL RGB -> float32 CHW in [0, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    """PIL image -> float32 CHW in [0, 1]."""
+    return to_pixels(image).permute(2, 0, 1).float().div_(255.0)
 
 
 def lighting_shift(std: float, rng: np.random.Generator) -> torch.Tensor:
@@ -209,16 +215,27 @@ def lighting_shift(std: float, rng: np.random.Generator) -> torch.Tensor:
 
 
 class Normalize:
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    """uint8 NHWC pixels (+ per-sample RGB offsets in [0, 1] units) -> float32 NCHW
+    ((pixels / 255 + offset) - mean) / std, computed as one multiply-add on the pixels' device."""
 
-    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
-        return (tensor - self.mean) / self.std
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean = torch.tensor(mean, dtype=torch.float64)
+        self.std = torch.tensor(std, dtype=torch.float64)
+
+    def __call__(self, pixels: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
+        batch, height, width, channels = pixels.shape
+        device = pixels.device
+        scale = (1.0 / (255.0 * self.std)).float().to(device).view(1, channels, 1, 1)
+        shift = torch.zeros(batch, channels, dtype=torch.float64) if offsets is None else offsets.double().cpu()
+        bias = ((shift - self.mean) / self.std).float().to(device).view(batch, channels, 1, 1)
+        out = torch.empty((batch, channels, height, width), dtype=torch.float32, device=device)
+        out.copy_(pixels.permute(0, 3, 1, 2))
+        return out.mul_(scale).add_(bias)
 
 
 class TrainTransform:
-    """PIL image + per-sample generator -> normalised float32 CHW tensor."""
+    """PIL image + per-sample generator -> (uint8 HWC pixels, float32 [3] lighting offset);
+    `normalize` turns a stacked batch of them into the network's input."""
 
     def __init__(self, data: DataConfig):
         if data.train_augment not in TRAIN_AUGMENTS:
@@ -228,11 +245,15 @@ class TrainTransform:
         self.lighting_std = float(data.lighting_std)
         self.normalize = Normalize(data.mean, data.std)
 
+    def sample(self, image: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = to_pixels(self.geometric(image.convert("RGB"), rng))
+        offset = lighting_shift(self.lighting_std, rng) if self.lighting_std > 0 else torch.zeros(3)
+        return pixels, offset
+
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> torch.Tensor:
-        tensor = to_tensor(self.geometric(image.convert("RGB"), rng))
-        if self.lighting_std > 0:
-            tensor = tensor + lighting_shift(self.lighting_std, rng).view(3, 1, 1)
-        return self.normalize(tensor)
+        """One normalised float32 CHW image (what a loader batch holds for this sample)."""
+        pixels, offset = self.sample(image, rng)
+        return self.normalize(pixels[None], offset[None])[0]
 
 
 def check_train_geometry(data: DataConfig, min_width: int, min_height: int) -> None:

@@ -1,0 +1,165 @@
+"""The reference loaders: any image source + our transforms + torch's DataLoader.
+
+torch's DataLoader does the worker processes, prefetching and pinning; we only give it a
+batch sampler whose keys carry (epoch, sample index), so what a batch holds never depends on the
+number of workers or on where iteration started. Workers return uint8 pixels; the batch is
+moved to the device and normalised there in one multiply-add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .eval_views import EvalTransform
+from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
+from .transforms import TrainTransform
+
+
+class ImageSource(Protocol):
+    def __len__(self) -> int: ...
+    def label(self, index: int) -> int: ...
+    def image(self, index: int) -> Image.Image: ...
+    def image_sizes(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class EvalBatch(NamedTuple):
+    views: list[torch.Tensor]  # one [B, C, H, W] tensor per view
+    labels: torch.Tensor  # [B] int64
+    valid: torch.Tensor  # [B] bool; False for padding, which must not be counted
+
+
+class _TrainSamples(Dataset):
+    def __init__(self, source: ImageSource, transform: TrainTransform, seed: int):
+        self.source, self.transform, self.seed = source, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        epoch, index = key
+        pixels, offset = self.transform.sample(self.source.image(index), sample_rng(self.seed, epoch, index))
+        return pixels, offset, self.source.label(index)
+
+
+class _EvalSamples(Dataset):
+    def __init__(self, source: ImageSource, transform: EvalTransform):
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, bool]) -> tuple[list[torch.Tensor], int, bool]:
+        index, valid = key
+        return self.transform.pixels(self.source.image(index)), self.source.label(index), valid
+
+
+def _collate_train(items: list[tuple[torch.Tensor, torch.Tensor, int]]):
+    pixels = torch.stack([item[0] for item in items])
+    offsets = torch.stack([item[1] for item in items])
+    labels = torch.tensor([item[2] for item in items], dtype=torch.int64)
+    return pixels, offsets, labels
+
+
+def _collate_eval(items: list[tuple[list[torch.Tensor], int, bool]]) -> EvalBatch:
+    num_views = len(items[0][0])
+    views = [torch.stack([item[0][v] for item in items]) for v in range(num_views)]
+    labels = torch.tensor([item[1] for item in items], dtype=torch.int64)
+    valid = torch.tensor([item[2] for item in items], dtype=torch.bool)
+    return EvalBatch(views, labels, valid)
+
+
+def _data_loader(dataset: Dataset, batch_sampler, collate, workers: int, device: torch.device) -> DataLoader:
+    # DataLoader draws its workers' base seed at every iter(); from the global torch RNG unless
+    # given a generator. Our samples never use that seed, but a draw from the global stream
+    # would make a resumed run's RNG state differ from the uninterrupted run's.
+    return DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator(),
+    )
+
+
+class TrainLoader:
+    """Batches (images float32 NCHW normalised, labels int64) on `device` for one rank.
+
+    len(loader) is the number of batches of a whole epoch (the same on every rank); after
+    set_epoch(epoch, skip_batches=k) iteration yields batches k..len-1 of that epoch.
+    """
+
+    def __init__(self, source: ImageSource, transform: TrainTransform, *, batch_size: int, rank: int,
+                 world_size: int, seed: int, workers: int, device: torch.device):
+        self.source = source
+        self.device = device
+        self.normalize = transform.normalize
+        self.sampler = TrainBatchSampler(len(source), batch_size, rank, world_size, seed)
+        self.loader = _data_loader(_TrainSamples(source, transform, seed), self.sampler, _collate_train,
+                                   workers, device)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the split (the epoch uses len(self) * global batch of them)."""
+        return len(self.source)
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.sampler.set_epoch(epoch, skip_batches)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        non_blocking = self.device.type == "cuda"
+        for pixels, offsets, labels in self.loader:
+            images = self.normalize(pixels.to(self.device, non_blocking=non_blocking), offsets)
+            yield images, labels.to(self.device, non_blocking=non_blocking)
+
+
+class EvalLoader:
+    """EvalBatch(views, labels, valid) on `device`; padding (valid=False) evens out the ranks.
+
+    Views of different sizes (multi-scale on images of different shapes) cannot be stacked, so
+    then each batch holds one image.
+    """
+
+    def __init__(self, source: ImageSource, transform: EvalTransform, *, batch_size: int, rank: int,
+                 world_size: int, workers: int, device: torch.device):
+        self.source = source
+        self.device = device
+        self.normalize = transform.normalize
+        if not transform.fixed_size and not _all_same_size(*source.image_sizes()):
+            batch_size = 1
+        self.batch_size = batch_size
+        self.sampler = EvalBatchSampler(len(source), batch_size, rank, world_size)
+        self.loader = _data_loader(_EvalSamples(source, transform), self.sampler, _collate_eval, workers, device)
+
+    @property
+    def num_samples(self) -> int:
+        """Real samples of the split over all ranks (padding excluded)."""
+        return len(self.source)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[EvalBatch]:
+        non_blocking = self.device.type == "cuda"
+        for batch in self.loader:
+            yield EvalBatch([self.normalize(v.to(self.device, non_blocking=non_blocking)) for v in batch.views],
+                            batch.labels.to(self.device, non_blocking=non_blocking),
+                            batch.valid.to(self.device, non_blocking=non_blocking))
+
+
+def _all_same_size(widths: Sequence[int], heights: Sequence[int]) -> bool:
+    return len(set(zip(np.asarray(widths).tolist(), np.asarray(heights).tolist()))) <= 1
