@@ -1,0 +1,65 @@
+"""Run tracking: MLflow (default), a JSONL file, or nothing — one `Tracker` protocol.
+
+    tracker = build_tracker(cfg.tracking, run_dir=run_dir, rank=rank, run_name=name,
+                            resume_run_id=checkpoint.get("mlflow_run_id"))
+    record_run_start(tracker, cfg, world_size=world)   # params, system tags, resolved config
+    tracker.log_metrics({"train/loss": 2.3}, step=50)  # via MetricAggregator(cfg.tracking.metrics_every_iters)
+    record_run_end(tracker, {"val/top1_err": 0.236}, status="FINISHED")   # final metrics, close
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from dtrain.config import TrackingConfig
+from dtrain.tracking.aggregate import MetricAggregator
+from dtrain.tracking.base import NullTracker, Tracker
+from dtrain.tracking.jsonl import JsonlTracker, metric_history, read_records
+from dtrain.tracking.run_record import record_run_end, record_run_start
+from dtrain.tracking.system_tags import system_tags
+
+__all__ = ["Tracker", "NullTracker", "JsonlTracker", "MetricAggregator", "build_tracker", "resolve_uri",
+           "system_tags", "read_records", "metric_history", "record_run_start", "record_run_end", "BACKENDS"]
+
+DB_NAME = "mlflow.db"
+
+
+def resolve_uri(configured: str | None, run_dir: Path) -> str:
+    """tracking.uri, else $MLFLOW_TRACKING_URI (a server for multi-node runs), else RUN_DIR/mlflow.db."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(run_dir).resolve() / DB_NAME}"
+
+
+def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:
+    from dtrain.tracking.mlflow_tracker import MlflowTracker  # imports mlflow only when used
+
+    return MlflowTracker(uri=resolve_uri(cfg.uri, run_dir), experiment=cfg.experiment, run_dir=run_dir,
+                         run_name=run_name, resume_run_id=resume_run_id,
+                         flush_every_seconds=cfg.flush_every_seconds)
+
+
+def _jsonl(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:
+    return JsonlTracker(run_dir, run_id=resume_run_id or uuid.uuid4().hex, run_name=run_name)
+
+
+def _none(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:
+    return NullTracker()
+
+
+BACKENDS: dict[str, Callable[..., Tracker]] = {"mlflow": _mlflow, "jsonl": _jsonl, "none": _none}
+
+
+def build_tracker(cfg: TrackingConfig, *, run_dir: Path, rank: int, run_name: str,
+                  resume_run_id: str | None = None) -> Tracker:
+    """The tracker for this process: rank 0 gets cfg.backend's, every other rank a NullTracker."""
+    if rank != 0:
+        return NullTracker()
+    try:
+        factory = BACKENDS[cfg.backend]
+    except KeyError:
+        from dtrain.errors import ConfigError
+
+        raise ConfigError(f"tracking.backend={cfg.backend!r} is not one of {', '.join(BACKENDS)}") from None
+    return factory(cfg, Path(run_dir), cfg.run_name or run_name, resume_run_id)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -31,7 +30,7 @@ class JsonlTracker:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / JSONL_NAME
-        self.run_id: str | None = run_id or uuid.uuid4().hex
+        self.run_id: str | None = run_id
         # Line-buffered append: a crash loses at most the line being written.
         self._file = open(self.path, "a", buffering=1, encoding="utf-8")
         self.write_record("run", run_id=self.run_id, run_name=run_name, backend=backend, uri=uri)
@@ -62,17 +61,15 @@ class JsonlTracker:
                 shutil.copy2(source, target_dir / source.name)
         self.write_record("artifact", path=str(source.resolve()), artifact_path=artifact_path)
 
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self.write_text_file(text, artifact_file)
-        self.write_record("artifact", path=str(self.run_dir / LOCAL_ARTIFACT_DIR / artifact_file),
-                          artifact_path=str(Path(artifact_file).parent) if "/" in artifact_file else None)
-
-    def write_text_file(self, text: str, artifact_file: str) -> Path:
-        """RUN_DIR/artifacts/ARTIFACT_FILE, where MLflow then picks it up too."""
+    def log_text(self, text: str, artifact_file: str) -> tuple[Path, str | None]:
+        """Writes RUN_DIR/artifacts/ARTIFACT_FILE; returns it and its artifact directory (for MLflow)."""
         target = self.run_dir / LOCAL_ARTIFACT_DIR / artifact_file
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
-        return target
+        parent = str(Path(artifact_file).parent)
+        artifact_path = None if parent == "." else parent
+        self.write_record("artifact", path=str(target), artifact_path=artifact_path)
+        return target, artifact_path
 
     def flush(self) -> None:
         if not self._file.closed:

@@ -1,0 +1,89 @@
+"""A real `dtrain mlflow-server` that dies mid-run and comes back: no metric is lost."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from dtrain.config import TrackingConfig
+from dtrain.tracking import build_tracker
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_server(tmp_path, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "dtrain", "mlflow-server", "--backend-store-uri",
+               f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}", "--artifacts-destination",
+               str(tmp_path / "server" / "artifacts"), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    _stop(process)
+    pytest.fail("mlflow server did not come up within 150 s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)  # the server and its uvicorn worker, started by this test
+    process.wait(timeout=30)
+
+
+def test_server_outage_loses_nothing(tmp_path, monkeypatch, caplog):
+    from mlflow.tracking import MlflowClient
+
+    from dtrain.tracking import mlflow_tracker
+
+    monkeypatch.setattr(mlflow_tracker, "RETRY_FIRST_SECONDS", 0.0)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # a server's first replies are slow on a busy machine
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    server = _start_server(tmp_path, port)
+    try:
+        tracker = build_tracker(TrackingConfig(flush_every_seconds=3600), run_dir=tmp_path / "run", rank=0,
+                                run_name="outage", resume_run_id=None)
+        run_id = tracker.run_id
+        assert run_id
+        tracker.log_params({"optim.lr": 0.1})
+        for step in range(1, 501):
+            tracker.log_metrics({"train/loss": float(step)}, step=step)
+        tracker.flush()
+        _stop(server)
+        with caplog.at_level(logging.WARNING, logger="dtrain.tracking"):
+            for step in range(501, 1001):
+                tracker.log_metrics({"train/loss": float(step)}, step=step)
+            tracker.flush()
+            assert tracker.pending_metrics == 500
+            server = _start_server(tmp_path, port)
+            tracker.log_text("model: resnet18\n", "config.yaml")  # sends the buffer first
+            tracker.close("FINISHED")
+        assert sum(" is unreachable " in r.getMessage() for r in caplog.records) == 1
+        client = MlflowClient(tracking_uri=uri)
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss"))
+        assert history == [(s, float(s)) for s in range(1, 1001)]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.params == {"optim.lr": "0.1"}
+        assert [a.path for a in client.list_artifacts(run_id)] == ["config.yaml"]
+        assert list((tmp_path / "server" / "artifacts").rglob("config.yaml"))  # proxied to the server's store
+    finally:
+        _stop(server)
