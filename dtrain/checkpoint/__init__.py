@@ -1,0 +1,31 @@
+"""Checkpoints: atomic save/load, retention, auto-resume, RNG state of every rank, preemption.
+
+    from dtrain.checkpoint import CheckpointManager, PreemptionHandler, SavePolicy
+    from dtrain.checkpoint import capture_rng_state, restore_rng_state, gather_rng_states
+"""
+
+from dtrain.checkpoint.atomic import CorruptCheckpoint, atomic_load, atomic_save
+from dtrain.checkpoint.manager import CheckpointManager, checkpoint_name
+from dtrain.checkpoint.policy import SavePolicy
+from dtrain.checkpoint.rng import (
+    capture_rng_state,
+    gather_rng_states,
+    restore_rank_rng_state,
+    restore_rng_state,
+)
+from dtrain.checkpoint.signals import PREEMPTED_EXIT_CODE, PreemptionHandler
+
+__all__ = [
+    "CheckpointManager",
+    "CorruptCheckpoint",
+    "PREEMPTED_EXIT_CODE",
+    "PreemptionHandler",
+    "SavePolicy",
+    "atomic_load",
+    "atomic_save",
+    "capture_rng_state",
+    "checkpoint_name",
+    "gather_rng_states",
+    "restore_rank_rng_state",
+    "restore_rng_state",
+]

@@ -49,13 +49,20 @@ class _HashingWriter:
         self.fd = fd
         self.sha256 = hashlib.sha256()
         self.size = 0
+        # torch.save's zip writer replaces an OSError from write() by its own RuntimeError when
+        # it closes the archive; keep the original so a full disk is still recognised.
+        self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         count = view.nbytes
         self.sha256.update(view)
         while view:  # os.write may write less than asked
-            written = os.write(self.fd, view)
+            try:
+                written = os.write(self.fd, view)
+            except OSError as exc:
+                self.error = self.error or exc
+                raise
             view = view[written:]
         self.size += count
         return count
@@ -88,10 +95,15 @@ def _out_of_space(directory: Path, exc: OSError) -> DtrainError:
 def _write_bytes_atomically(path: Path, write: Any) -> dict[str, Any]:
     """Run `write(sink)` into a temp file beside `path`, fsync it and rename it onto `path`."""
     tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError as exc:  # no inode left is a full disk too
+        if exc.errno in _OUT_OF_SPACE:
+            raise _out_of_space(path.parent, exc) from None
+        raise
+    sink = _HashingWriter(fd)
     try:
         try:
-            sink = _HashingWriter(fd)
             write(sink)
             os.fsync(fd)
         finally:
@@ -103,8 +115,9 @@ def _write_bytes_atomically(path: Path, write: Any) -> dict[str, Any]:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE:
-            raise _out_of_space(path.parent, exc) from None
+        os_error = sink.error or (exc if isinstance(exc, OSError) else None)
+        if os_error is not None and os_error.errno in _OUT_OF_SPACE:
+            raise _out_of_space(path.parent, os_error) from None
         raise
     return {"sha256": sink.sha256.hexdigest(), "bytes": sink.size}
 

@@ -1,0 +1,238 @@
+"""A directory of checkpoints: ckpt-{step:09d}.pt files, best.pt, retention and auto-resume.
+
+Layout of the directory (RUN_DIR/checkpoints by default):
+    ckpt-000001000.pt            the state after step 1000 (plus ckpt-000001000.pt.meta.json)
+    best.pt                      a hard link to (or copy of) the checkpoint with the best metric
+    ckpt-000002000.pt.corrupt    a checkpoint found damaged on resume, kept for inspection
+
+Only rank 0 writes; every rank reads. The directory must be on a filesystem every rank sees
+(a shared disk for multi-node runs). When a process group is up, load_latest lets rank 0 choose
+the checkpoint and broadcasts its name, so all ranks resume from the same one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from dtrain.checkpoint.atomic import (
+    TEMP_MARKER,
+    CorruptCheckpoint,
+    atomic_load,
+    atomic_save,
+    atomic_write_json,
+    fsync_directory,
+    meta_path,
+    read_meta,
+    temp_path,
+)
+from dtrain.errors import DtrainError
+
+log = logging.getLogger("dtrain.checkpoint")
+
+CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+BEST_NAME = "best.pt"
+CORRUPT_SUFFIX = ".corrupt"
+
+
+class ResumeError(DtrainError):
+    """Rank 0's verdict on the checkpoints, raised identically on every rank."""
+
+    # dtrain.distributed.failure prints errors carrying this flag once (rank 0), not once per rank.
+    raised_on_every_rank = True
+
+
+def checkpoint_name(step: int) -> str:
+    return f"ckpt-{step:09d}.pt"
+
+
+class CheckpointManager:
+    def __init__(self, directory: Path | str, keep_last: int = 3, keep_best: bool = True, rank: int = 0) -> None:
+        """keep_last <= 0 keeps every checkpoint."""
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+        self.keep_best = keep_best
+        self.rank = rank
+        if rank == 0:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_temp_files()
+
+    # -- listing -------------------------------------------------------------------------------
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(step, path) of every ckpt-*.pt in the directory, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = CHECKPOINT_NAME.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / BEST_NAME
+
+    def best_metric(self) -> float | None:
+        meta = read_meta(self.best_path) if self.best_path.is_file() else None
+        return None if meta is None else meta.get("metric")
+
+    # -- saving --------------------------------------------------------------------------------
+
+    def save(self, state: dict[str, Any], step: int, metric: float | None = None, lower_is_better: bool = True) -> Path:
+        """Write `state` as the checkpoint of `step` (rank 0 only; other ranks just get the path).
+
+        Not a collective: other ranks do not wait for the write. If they must (before exiting on
+        preemption, say), the caller puts a barrier after it.
+        """
+        path = self.directory / checkpoint_name(step)
+        if self.rank != 0:
+            return path
+        started = time.perf_counter()
+        meta = {
+            "step": step,
+            "metric": metric,
+            "lower_is_better": lower_is_better,
+            "saved_at": time.time(),
+            "torch": torch.__version__,
+        }
+        info = atomic_save(state, path, meta)
+        if metric is not None and self.keep_best and self._is_better(metric, lower_is_better):
+            self._update_best(path, info)
+        self._apply_retention(keep=path)
+        log.info("saved %s (%.1f MB in %.2f s)", path, info["bytes"] / 1e6, time.perf_counter() - started)
+        return path
+
+    def _is_better(self, metric: float, lower_is_better: bool) -> bool:
+        if math.isnan(metric):
+            return False
+        best = self.best_metric()
+        if best is None:
+            return True
+        return metric < best if lower_is_better else metric > best
+
+    def _update_best(self, source: Path, info: dict[str, Any]) -> None:
+        # A hard link costs no space while the numbered checkpoint exists and survives its
+        # deletion by retention; filesystems without links get a copy.
+        best_meta = meta_path(self.best_path)
+        try:
+            best_meta.unlink()
+        except FileNotFoundError:
+            pass
+        tmp = temp_path(self.best_path)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, self.best_path)
+        atomic_write_json(best_meta, {**info, "file": BEST_NAME, "source": source.name})
+        fsync_directory(self.directory)
+
+    def _apply_retention(self, keep: Path) -> None:
+        if self.keep_last <= 0:
+            return
+        existing = self.checkpoints()
+        for _, path in existing[: max(0, len(existing) - self.keep_last)]:
+            if path == keep:  # never the one just written, whatever newer-named files exist
+                continue
+            for victim in (path, meta_path(path)):
+                try:
+                    victim.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def _remove_stale_temp_files(self) -> None:
+        # Left by a writer killed between creating its temp file and renaming it.
+        for path in self.directory.iterdir():
+            if path.name.startswith(".") and TEMP_MARKER in path.name:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load(self, path: Path | str, map_location: Any = "cpu") -> dict[str, Any]:
+        return atomic_load(path, map_location=map_location)
+
+    def load_latest(self, map_location: Any = "cpu") -> tuple[dict[str, Any], Path] | None:
+        """The newest checkpoint that loads, or None when the directory holds none.
+
+        A damaged newer checkpoint is reported in one warning line, renamed to *.corrupt (so new
+        checkpoints of the resumed run never sort behind it) and the previous one is used. When
+        every checkpoint is damaged this raises rather than silently starting from scratch.
+        With a process group up this is a collective: call it on every rank.
+        """
+        distributed = dist.is_available() and dist.is_initialized()
+        chosen: Any = None
+        decision: tuple[str, str] | None = None
+        if self.rank == 0 or not distributed:
+            try:
+                chosen = self._choose_latest(map_location)
+            except DtrainError as exc:
+                chosen = exc
+            decision = self._describe(chosen)
+        if distributed:
+            box = [decision]
+            dist.broadcast_object_list(box, src=0)
+            decision = box[0]
+        kind, value = decision
+        if kind == "error":
+            raise ResumeError(value)
+        if kind == "none":
+            return None
+        if isinstance(chosen, tuple):
+            return chosen
+        path = self.directory / value
+        if not path.is_file():
+            raise DtrainError(
+                f"rank {self.rank} cannot see checkpoint {path} that rank 0 chose: checkpoint.dir must be "
+                "on a filesystem shared by every node"
+            )
+        return atomic_load(path, map_location=map_location), path
+
+    @staticmethod
+    def _describe(chosen: Any) -> tuple[str, str]:
+        if isinstance(chosen, DtrainError):
+            return ("error", str(chosen))
+        if chosen is None:
+            return ("none", "")
+        return ("path", chosen[1].name)
+
+    def _choose_latest(self, map_location: Any) -> tuple[dict[str, Any], Path] | None:
+        candidates = [path for _, path in reversed(self.checkpoints())]
+        if not candidates:
+            return None
+        damaged: list[tuple[Path, str]] = []
+        for path in candidates:
+            try:
+                state = atomic_load(path, map_location=map_location)
+            except CorruptCheckpoint as exc:
+                damaged.append((path, str(exc)))
+                continue
+            for bad, reason in damaged:
+                log.warning("checkpoint %s is corrupt (%s); resuming from %s instead", bad, reason, path)
+                if self.rank == 0:
+                    self._quarantine(bad)
+            return state, path
+        names = ", ".join(path.name for path, _ in damaged)
+        raise DtrainError(
+            f"every checkpoint in {self.directory} is corrupt ({names}); move them away to start "
+            "from scratch, or set checkpoint.resume=never"
+        )
+
+    def _quarantine(self, path: Path) -> None:
+        for source in (path, meta_path(path)):
+            if source.exists():
+                os.replace(source, source.with_name(source.name + CORRUPT_SUFFIX))
+        fsync_directory(self.directory)

@@ -1,0 +1,120 @@
+"""Atomic checkpoint files: a crash or a full disk never costs the previous checkpoint."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from dtrain.checkpoint import atomic
+from dtrain.checkpoint.atomic import CorruptCheckpoint, atomic_load, atomic_save, meta_path
+from dtrain.errors import DtrainError
+
+
+def _state(value: float) -> dict:
+    return {"w": torch.full((256,), value), "step": int(value)}
+
+
+def test_roundtrip_and_sidecar(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    info = atomic_save(_state(1.0), path, {"step": 1})
+    assert info["bytes"] == path.stat().st_size
+    assert meta_path(path).is_file()
+    loaded = atomic_load(path)
+    assert torch.equal(loaded["w"], torch.full((256,), 1.0)) and loaded["step"] == 1
+    assert not [p for p in tmp_path.iterdir() if atomic.TEMP_MARKER in p.name]
+
+
+def test_failure_before_rename_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ckpt.pt"
+    atomic_save(_state(1.0), path)
+
+    def crash(*args: object) -> None:
+        raise RuntimeError("simulated crash between temp write and rename")
+
+    monkeypatch.setattr(atomic.os, "replace", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        atomic_save(_state(2.0), path)
+    monkeypatch.undo()
+    assert atomic_load(path)["w"][0].item() == 1.0
+    assert not [p for p in tmp_path.iterdir() if atomic.TEMP_MARKER in p.name]
+
+
+def test_hard_crash_before_rename_keeps_old_file(tmp_path: Path) -> None:
+    """A real process death (os._exit) after the temp file is written and fsynced."""
+    path = tmp_path / "ckpt.pt"
+    atomic_save(_state(1.0), path)
+    script = textwrap.dedent(
+        f"""
+        import os, torch
+        from dtrain.checkpoint import atomic
+        atomic.os.replace = lambda *a: os._exit(9)
+        atomic.atomic_save({{"w": torch.full((256,), 2.0), "step": 2}}, {str(path)!r})
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert result.returncode == 9, result.stderr.decode()[-2000:]
+    leftovers = [p for p in tmp_path.iterdir() if atomic.TEMP_MARKER in p.name]
+    assert len(leftovers) == 1  # the dead writer's temp file, fully written but never renamed
+    loaded = atomic_load(path)  # the sidecar was removed before the write: old file still loads
+    assert loaded["w"][0].item() == 1.0
+
+
+def test_truncated_file_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    atomic_save(_state(1.0), path)
+    meta_path(path).unlink()  # without the sidecar, torch.load itself must notice
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptCheckpoint, match="ckpt.pt"):
+        atomic_load(path)
+
+
+def test_flipped_byte_is_caught_by_hash(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    atomic_save(_state(1.0), path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside tensor bytes: torch.load alone would load garbage
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpoint, match="SHA-256"):
+        atomic_load(path)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DtrainError, match="does not exist"):
+        atomic_load(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_disk_full_is_one_line_error_and_keeps_old(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    path = tmp_path / "ckpt.pt"
+    atomic_save(_state(1.0), path)
+    real_write = os.write
+    calls = {"n": 0}
+
+    def full_disk_write(fd: int, data: object) -> int:
+        calls["n"] += 1
+        if calls["n"] > 3:  # a few bytes go through, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    def full_disk_fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "write":
+        monkeypatch.setattr(atomic.os, "write", full_disk_write)
+    else:
+        monkeypatch.setattr(atomic.os, "fsync", full_disk_fsync)
+    with pytest.raises(DtrainError) as info:
+        atomic_save(_state(2.0), path)
+    monkeypatch.undo()
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path) in message and "space" in message
+    assert not [p for p in tmp_path.iterdir() if atomic.TEMP_MARKER in p.name]
+    assert atomic_load(path)["w"][0].item() == 1.0
