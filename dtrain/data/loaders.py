@@ -8,6 +8,7 @@ moved to the device and normalised there in one multiply-add.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol
 
@@ -74,6 +75,14 @@ def _collate_eval(items: list[tuple[list[torch.Tensor], int, bool]]) -> EvalBatc
     return EvalBatch(views, labels, valid)
 
 
+def _ignore_preemption_signals(worker_id: int) -> None:
+    """torchrun, Slurm and Kubernetes signal the whole process group on preemption. A worker
+    that died of that SIGTERM would crash the main process before it writes its preemption
+    checkpoint, so workers leave SIGTERM/SIGUSR1 to the main process, which stops them."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 def _data_loader(dataset: Dataset, batch_sampler, collate, workers: int, device: torch.device) -> DataLoader:
     # DataLoader draws its workers' base seed at every iter(); from the global torch RNG unless
     # given a generator. Our samples never use that seed, but a draw from the global stream
@@ -86,6 +95,7 @@ def _data_loader(dataset: Dataset, batch_sampler, collate, workers: int, device:
         persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
         generator=torch.Generator(),
+        worker_init_fn=_ignore_preemption_signals,
     )
 
 

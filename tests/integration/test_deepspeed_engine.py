@@ -1,0 +1,135 @@
+"""distributed.engine=deepspeed on 2 CPU processes (gloo): ZeRO-1 with gradient accumulation
+trains, writes DeepSpeed checkpoints inside dtrain's, and a run killed mid-way (or preempted by
+SIGTERM through torchrun) and resumed ends bitwise equal to the uninterrupted run (model weights,
+so the partitioned momentum was restored too).
+
+The first DeepSpeed start on a machine JIT-compiles a CPU comm op (about a minute, more on a busy
+machine); it is cached in TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("deepspeed", reason="DeepSpeed not installed (pip install 'dtrain[deepspeed]')")
+
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
+
+# Until dtrain/train.py picks the Trainer by distributed.engine (via
+# dtrain.distributed.deepspeed_engine.trainer_class), this entry does the same selection.
+ENTRY = """import sys
+import dtrain.train as train
+from dtrain.distributed.deepspeed_engine import trainer_class
+train.Trainer = trainer_class("deepspeed")
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+ARGS = ["digits_resnet20", "data.loader=synthetic", "data.synthetic_samples=64", "data.synthetic_image_size=32",
+        # No loader worker processes: torchrun signals the whole process group on SIGTERM, and a
+        # DataLoader worker that dies of it takes the run down before it can checkpoint.
+        "data.workers=0", "optim.batch_size=16", "optim.grad_accum=2", "schedule.max_iters=40",
+        "schedule.epochs=null", "eval.every_epochs=0", "tracking.backend=jsonl", "train.device=cpu",
+        "checkpoint.every_iters=10", "checkpoint.every_minutes=0", "checkpoint.at_epoch_end=false",
+        "distributed.engine=deepspeed", "distributed.zero_stage=1"]
+LAST = "ckpt-000000040.pt"
+
+
+def command(run_dir: Path, tmp_path: Path) -> list[str]:
+    entry = tmp_path / "entry.py"
+    entry.write_text(ENTRY)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(entry),
+            *ARGS, f"run_dir={run_dir}"]
+
+
+def environment(crash_at: int | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DTRAIN_TEST_CRASH_AT_STEP"}
+    env.update(OMP_NUM_THREADS="1", MLFLOW_TRACKING_URI="")
+    if crash_at is not None:
+        env["DTRAIN_TEST_CRASH_AT_STEP"] = str(crash_at)  # os._exit(1) after that step: a killed job
+    return env
+
+
+def train(run_dir: Path, tmp_path: Path, crash_at: int | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(command(run_dir, tmp_path), env=environment(crash_at), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def assert_same_weights(expected_path: Path, got_path: Path) -> None:
+    expected, got = weights(expected_path), weights(got_path)
+    assert expected.keys() == got.keys()
+    assert [k for k in expected if not torch.equal(expected[k], got[k])] == []
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """The uninterrupted run: its checkpoint directory."""
+    tmp_path = tmp_path_factory.mktemp("straight")
+    result = train(tmp_path / "run", tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return tmp_path / "run" / "checkpoints"
+
+
+def test_zero1_trains_and_writes_deepspeed_shards_inside_dtrain_checkpoints(straight: Path) -> None:
+    assert (straight / LAST).is_file()
+    shards = sorted(p.name for p in (straight / "deepspeed" / "step-40").iterdir())
+    # ZeRO-1: each of the 2 ranks wrote its own optimiser partition.
+    assert [s for s in shards if "optim_states" in s] == ["zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                                                         "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    state = torch.load(straight / LAST, map_location="cpu", weights_only=False)
+    assert state["deepspeed"]["tag"] == "step-40"
+    assert state["deepspeed"]["config"]["zero_optimization"]["stage"] == 1
+    # Retention (keep_last 3 + best) removed the DeepSpeed directories of deleted checkpoints too.
+    kept = {p.name for p in straight.glob("ckpt-*.pt")}
+    assert {f"ckpt-{int(d.name[5:]):09d}.pt" for d in (straight / "deepspeed").glob("step-*")} == kept
+
+
+def test_killed_run_resumes_to_the_same_weights(straight: Path, tmp_path: Path) -> None:
+    killed = train(tmp_path / "run", tmp_path, crash_at=25)
+    assert killed.returncode != 0
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert not (checkpoints / LAST).exists() and (checkpoints / "ckpt-000000020.pt").is_file()
+
+    resumed = train(tmp_path / "run", tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and "at step 20" in resumed.stdout
+    # Same weights after 40 steps, so the ZeRO optimiser shards (momentum) came back too.
+    assert_same_weights(straight / LAST, checkpoints / LAST)
+
+
+def test_preempted_run_checkpoints_on_sigterm_and_resumes_to_the_same_weights(straight: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    log = tmp_path / "preempted.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(command(run_dir, tmp_path), env=environment(), cwd=tmp_path, stdout=out,
+                                   stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 600
+            while "step 10/40" not in log.read_text():
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)  # torchrun forwards it to both training processes
+            process.wait(timeout=300)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    output = log.read_text()
+    assert "preempted (SIGTERM)" in output, output[-3000:]
+    saved = sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))
+    assert saved and saved[-1].name != LAST
+
+    resumed = train(run_dir, tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    assert_same_weights(straight / LAST, run_dir / "checkpoints" / LAST)
