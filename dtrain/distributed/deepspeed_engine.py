@@ -230,8 +230,3 @@ def _with_amp(cfg: RunConfig, amp: str) -> RunConfig:
     import dataclasses
 
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp=amp))
-
-
-def trainer_class(engine: str) -> type[Trainer]:
-    """The Trainer for distributed.engine (train.py's hook: `trainer_class(cfg.distributed.engine)`)."""
-    return DeepSpeedTrainer if engine == "deepspeed" else Trainer

@@ -22,19 +22,7 @@ pytest.importorskip("deepspeed", reason="DeepSpeed not installed (pip install 'd
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
-# Until dtrain/train.py picks the Trainer by distributed.engine (via
-# dtrain.distributed.deepspeed_engine.trainer_class), this entry does the same selection.
-ENTRY = """import sys
-import dtrain.train as train
-from dtrain.distributed.deepspeed_engine import trainer_class
-train.Trainer = trainer_class("deepspeed")
-sys.exit(train.main(sys.argv[1:]))
-"""
-
-
 ARGS = ["digits_resnet20", "data.loader=synthetic", "data.synthetic_samples=64", "data.synthetic_image_size=32",
-        # No loader worker processes: torchrun signals the whole process group on SIGTERM, and a
-        # DataLoader worker that dies of it takes the run down before it can checkpoint.
         "data.workers=0", "optim.batch_size=16", "optim.grad_accum=2", "schedule.max_iters=40",
         "schedule.epochs=null", "eval.every_epochs=0", "tracking.backend=jsonl", "train.device=cpu",
         "checkpoint.every_iters=10", "checkpoint.every_minutes=0", "checkpoint.at_epoch_end=false",
@@ -43,10 +31,8 @@ LAST = "ckpt-000000040.pt"
 
 
 def command(run_dir: Path, tmp_path: Path) -> list[str]:
-    entry = tmp_path / "entry.py"
-    entry.write_text(ENTRY)
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(entry),
-            *ARGS, f"run_dir={run_dir}"]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+            "dtrain.train", *ARGS, f"run_dir={run_dir}"]
 
 
 def environment(crash_at: int | None = None) -> dict[str, str]:

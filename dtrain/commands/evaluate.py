@@ -1,0 +1,90 @@
+"""`dtrain eval CHECKPOINT --mode center|ten-crop|multi-scale|single-320`: errors of a checkpoint.
+
+The model and data settings come from the config saved inside the checkpoint; --data-root and
+key=value overrides change them (e.g. data.val_resize=320). Works alone or under torchrun
+(the validation split is sharded over the processes; padding is not counted).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+MODES = ("center", "ten-crop", "multi-scale", "single-320")
+
+
+def config_from_checkpoint(state: dict, overrides: list[str], path: Path):
+    """The RunConfig saved in a checkpoint, with dotted overrides applied."""
+    from dtrain.config import RunConfig, from_dict, parse_override, validate
+    from dtrain.errors import DtrainError
+
+    raw = state.get("config")
+    if not isinstance(raw, dict):
+        raise DtrainError(f"{path} holds no training config: was it written by `dtrain train`?")
+    for text in overrides:
+        key, value = parse_override(text)
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    cfg = from_dict(RunConfig, raw)
+    validate(cfg)
+    return cfg
+
+
+def evaluate_checkpoint(checkpoint: Path, mode: str, overrides: list[str], batch_size: int | None = None):
+    """(config, EvalResult, DistContext) of one checkpoint; a collective under torchrun."""
+    from dtrain.checkpoint import atomic_load
+    from dtrain.config import check_data_root
+    from dtrain.data import build_eval_loader
+    from dtrain.distributed.context import init_distributed
+    from dtrain.engine.evaluate import evaluate
+    from dtrain.errors import DtrainError
+    from dtrain.train import build_model
+
+    if not checkpoint.is_file():
+        raise DtrainError(f"checkpoint {checkpoint} does not exist")
+    state = atomic_load(checkpoint, map_location="cpu")
+    cfg = config_from_checkpoint(state, [f"eval.mode={mode}", *overrides], checkpoint)
+    check_data_root(cfg)
+    ctx = init_distributed(cfg.distributed, cfg.train.device)
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    model.to(ctx.device)
+    per_process = max(1, (batch_size or cfg.eval.batch_size) // ctx.world_size)
+    loader = build_eval_loader(cfg.data, mode=mode, batch_size=per_process, rank=ctx.rank,
+                               world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,
+                               num_classes=cfg.model.num_classes)
+    return cfg, evaluate(model, loader, ctx), ctx
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--mode", type=click.Choice(MODES), default="center", show_default=True,
+              help="center 224 crop; R1 ten-crop; R1 fully-convolutional multi-scale; R2 single 320 crop.")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Prepared dataset (default: the data.root saved in the checkpoint).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global eval batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+def evaluate(checkpoint: Path, mode: str, data_root: Path | None, batch_size: int | None, as_json: bool,
+             overrides: tuple[str, ...]) -> None:
+    """Top-1/top-5 error of CHECKPOINT on the validation split (key=value overrides allowed)."""
+    from dtrain.distributed.context import env_rank, teardown
+
+    extra = list(overrides) + ([f"data.root={data_root}"] if data_root else [])
+    cfg, result, ctx = evaluate_checkpoint(checkpoint, mode, extra, batch_size)
+    if env_rank() == 0:
+        if as_json:
+            print(json.dumps({"checkpoint": str(checkpoint), "mode": mode, "model": cfg.model.name,
+                              "top1_err": result.top1_err, "top5_err": result.top5_err,
+                              "samples": result.samples}))
+        else:
+            print(f"{checkpoint} ({cfg.model.name}, {mode}): top-1 error {result.top1_err:.2f}%, "
+                  f"top-5 error {result.top5_err:.2f}% on {result.samples} images")
+    teardown(ctx)
+    sys.stdout.flush()

@@ -1,0 +1,117 @@
+"""Who this process is in the job: read from torchrun's environment, one process when absent.
+
+torchrun (and Slurm/Kubernetes launchers that mimic it) sets RANK, LOCAL_RANK, WORLD_SIZE,
+MASTER_ADDR and MASTER_PORT; `init_process_group(init_method="env://")` reads them. Without them
+this is a plain single process and no process group is created at all.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from dtrain.config import DistributedConfig
+from dtrain.errors import DtrainError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    backend: str | None = None  # None: no process group
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.is_distributed:
+            dist.barrier()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """In place on a copy on this process's device; the sum over ranks (itself alone if single)."""
+        if self.is_distributed:
+            tensor = tensor.to(self.device)
+            dist.all_reduce(tensor)
+        return tensor
+
+    def all_gather_object(self, obj):
+        if not self.is_distributed:
+            return [obj]
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def broadcast_object(self, obj, src: int = 0):
+        if not self.is_distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+
+def env_rank() -> int:
+    """This process's rank from the environment, before any process group exists (0 if none)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def resolve_device(requested: str, local_rank: int) -> torch.device:
+    """train.device: auto -> cuda:LOCAL_RANK when CUDA is there, else cpu."""
+    cuda = torch.cuda.is_available()
+    if requested == "cuda" and not cuda:
+        raise DtrainError("train.device=cuda but no CUDA device is visible; use train.device=cpu (or auto)")
+    if requested == "cuda" or (requested == "auto" and cuda):
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            raise DtrainError(
+                f"local rank {local_rank} has no GPU (only {count} visible): "
+                f"use --nproc-per-node {count} or fewer"
+            )
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def resolve_backend(requested: str, device: torch.device) -> str:
+    """distributed.backend: auto -> nccl on CUDA, gloo on CPU (nccl cannot move CPU tensors)."""
+    if requested == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if requested == "nccl" and device.type != "cuda":
+        raise DtrainError("distributed.backend=nccl needs CUDA; use distributed.backend=gloo (or auto) on CPU")
+    return requested
+
+
+def init_distributed(dist_cfg: DistributedConfig, device_request: str) -> DistContext:
+    """Join the job torchrun started (or stay a single process) and return who we are."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = env_rank()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_request, local_rank)
+    if world_size <= 1:
+        return DistContext(rank=0, local_rank=0, world_size=1, device=device, backend=None)
+    backend = resolve_backend(dist_cfg.backend, device)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend=backend,
+            init_method="env://",
+            timeout=datetime.timedelta(minutes=dist_cfg.timeout_minutes),
+            device_id=device if device.type == "cuda" else None,
+        )
+    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
+                       backend=backend)
+
+
+def teardown(ctx: DistContext) -> None:
+    """Leave the process group cleanly (only after a run that ended the same way on all ranks)."""
+    if ctx.is_distributed and dist.is_initialized():
+        dist.destroy_process_group()

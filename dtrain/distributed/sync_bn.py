@@ -1,0 +1,137 @@
+"""Batch normalisation over the whole global batch, on CUDA (torch's) and on CPU/gloo (ours).
+
+`torch.nn.SyncBatchNorm` refuses modules on the CPU, so CPU runs (gloo) get `GlooSyncBatchNorm`,
+written by hand because torch lacks it: its training forward all-reduces the per-channel
+(sum, sum of squares, count) of every rank, normalises with the global statistics, and its
+backward all-reduces the two per-channel gradient sums, exactly as torch's SyncBatchNorm does
+on CUDA. It subclasses `_BatchNorm`, so its parameters, buffers and state_dict keys are those of
+`nn.BatchNorm2d`: a checkpoint loads into either.
+
+Gradient convention (the same as torch's): the input gradient is that of the SUM of the ranks'
+losses; weight and bias gradients are local, and DDP's gradient averaging turns both into the
+gradient of the mean loss over the global batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def _reduce_dims(x: torch.Tensor) -> list[int]:
+    return [0] + list(range(2, x.dim()))
+
+
+def _per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view([1, -1] + [1] * (like.dim() - 2))
+
+
+class _GlobalBatchNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, group):
+        dims = _reduce_dims(x)
+        # Statistics in float64: sum/sum-of-squares cancel badly in fp32 on large batches.
+        xd = x.detach().double()
+        local = torch.cat([
+            xd.sum(dims),
+            (xd * xd).sum(dims),
+            torch.tensor([x.numel() / x.size(1)], dtype=torch.float64, device=x.device),
+        ])
+        dist.all_reduce(local, group=group)
+        channels = x.size(1)
+        total_sum, total_sq, count = local[:channels], local[channels:2 * channels], local[-1]
+        mean = total_sum / count
+        var = (total_sq / count - mean * mean).clamp_min(0)
+        invstd = torch.rsqrt(var + eps)
+        if running_mean is not None and momentum is not None:
+            with torch.no_grad():
+                unbiased = var * count / max(count.item() - 1, 1)
+                running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+                running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+        mean_f, invstd_f = mean.to(x.dtype), invstd.to(x.dtype)
+        x_hat = (x - _per_channel(mean_f, x)) * _per_channel(invstd_f, x)
+        out = x_hat
+        if weight is not None:
+            out = out * _per_channel(weight, x) + _per_channel(bias, x)
+        ctx.save_for_backward(x_hat, weight, invstd_f)
+        ctx.count = count.item()
+        ctx.group = group
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x_hat, weight, invstd = ctx.saved_tensors
+        dims = _reduce_dims(grad_out)
+        sum_dy = grad_out.sum(dims)
+        sum_dy_xhat = (grad_out * x_hat).sum(dims)
+        grad_weight = sum_dy_xhat if weight is not None else None
+        grad_bias = sum_dy if weight is not None else None
+        both = torch.cat([sum_dy, sum_dy_xhat])
+        dist.all_reduce(both, group=ctx.group)
+        channels = grad_out.size(1)
+        mean_dy = both[:channels] / ctx.count
+        mean_dy_xhat = both[channels:] / ctx.count
+        scale = invstd if weight is None else invstd * weight
+        grad_in = _per_channel(scale, grad_out) * (
+            grad_out - _per_channel(mean_dy, grad_out) - x_hat * _per_channel(mean_dy_xhat, grad_out)
+        )
+        return grad_in, grad_weight, grad_bias, None, None, None, None, None
+
+
+class GlooSyncBatchNorm(_BatchNorm):
+    """Sync BN for CPU/gloo (any backend works; CUDA runs use torch's kernels instead)."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, process_group=None, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        self.process_group = process_group
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        distributed = dist.is_available() and dist.is_initialized() and \
+            dist.get_world_size(self.process_group) > 1
+        if not (self.training and distributed):
+            return super().forward(x)  # eval, or a single process: plain BN
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as _BatchNorm does
+                momentum = 1.0 / float(self.num_batches_tracked)
+        running = self.track_running_stats
+        return _GlobalBatchNormFunction.apply(
+            x, self.weight, self.bias,
+            self.running_mean if running else None, self.running_var if running else None,
+            self.eps, momentum, self.process_group,
+        )
+
+
+def convert_to_gloo_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
+    """Replace every BatchNorm layer by GlooSyncBatchNorm, keeping parameters and buffers."""
+    converted = module
+    if isinstance(module, _BatchNorm) and not isinstance(module, GlooSyncBatchNorm):
+        converted = GlooSyncBatchNorm(module.num_features, module.eps, module.momentum,
+                                      module.affine, module.track_running_stats, process_group)
+        if module.affine:
+            with torch.no_grad():
+                converted.weight = module.weight
+                converted.bias = module.bias
+        converted.running_mean = module.running_mean
+        converted.running_var = module.running_var
+        converted.num_batches_tracked = module.num_batches_tracked
+        converted.train(module.training)
+    for name, child in module.named_children():
+        converted.add_module(name, convert_to_gloo_sync_bn(child, process_group))
+    return converted
+
+
+def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """torch's SyncBatchNorm on CUDA (fast kernels), ours everywhere else."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return convert_to_gloo_sync_bn(model)

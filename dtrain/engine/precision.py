@@ -1,0 +1,59 @@
+"""Mixed precision, memory format and compilation: the CUDA speed options of train.*.
+
+bf16 autocast needs no loss scaling; fp16 uses torch.amp.GradScaler. These are CUDA options:
+asking for AMP on a CPU run is a one-line error (CPU autocast with BatchNorm is slow and not
+what the recipes were tuned with), not a silent fallback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dtrain.config import TrainConfig
+from dtrain.errors import ConfigError
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Precision:
+    autocast: Callable[[], contextlib.AbstractContextManager] | None  # None: full fp32
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    channels_last: bool
+
+    def context(self) -> contextlib.AbstractContextManager:
+        return self.autocast() if self.autocast is not None else contextlib.nullcontext()
+
+
+def setup_precision(train: TrainConfig, device: torch.device) -> Precision:
+    if train.amp != "none" and device.type != "cuda":
+        raise ConfigError(
+            f"train.amp={train.amp} needs a CUDA device, and this run is on {device.type}; "
+            "use train.amp=none on CPU"
+        )
+    if train.amp == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.amp=bf16 needs a GPU with bfloat16 (Ampere or newer); use train.amp=fp16")
+    autocast = None
+    if train.amp != "none":
+        autocast = functools.partial(torch.autocast, device_type="cuda", dtype=AMP_DTYPES[train.amp])
+    scaler = torch.amp.GradScaler("cuda") if train.amp == "fp16" else None
+    return Precision(autocast=autocast, scaler=scaler, channels_last=train.channels_last)
+
+
+def prepare_model(model: nn.Module, train: TrainConfig, device: torch.device) -> nn.Module:
+    """Move to the device (and to channels_last when asked); done before DDP wraps the model."""
+    model = model.to(device)
+    if train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def maybe_compile(model: nn.Module, train: TrainConfig) -> nn.Module:
+    """torch.compile the (wrapped) model when train.compile; DDP-compatible since torch 2.1."""
+    return torch.compile(model) if train.compile else model

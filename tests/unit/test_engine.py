@@ -1,0 +1,107 @@
+"""The training entry point's errors (one line, exit 2) and the NaN/Inf guard."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from dtrain import models
+from dtrain.config import load_config
+from dtrain.distributed.context import DistContext
+from dtrain.engine.loop import NonFiniteLossError, Trainer, total_steps
+from dtrain.engine.progress import Progress
+from dtrain.train import build_loaders, main
+
+TINY = ["data.loader=synthetic", "data.synthetic_samples=32", "data.synthetic_image_size=16",
+        "data.crop_size=16", "data.val_resize=16", "data.val_crop=16", "data.workers=0",
+        "optim.batch_size=8", "eval.batch_size=16", "tracking.backend=none"]
+
+
+def _one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("Error: "), err
+    return err
+
+
+def test_batch_that_does_not_divide_is_a_one_line_error(capsys, tmp_path):
+    err = _one_line_error(capsys, ["digits_resnet20", *TINY, "optim.batch_size=10", "optim.grad_accum=3",
+                                   f"run_dir={tmp_path}"])
+    assert "optim.batch_size=10" in err and "multiple of 3" in err
+
+
+def test_amp_on_cpu_is_a_one_line_error(capsys, tmp_path):
+    err = _one_line_error(capsys, ["digits_resnet20", *TINY, "train.amp=fp16", f"run_dir={tmp_path}"])
+    assert "train.amp=fp16" in err and "CUDA" in err
+
+
+def test_unknown_key_and_missing_data_root_are_one_line_errors(capsys, tmp_path):
+    assert "optim.lr" in _one_line_error(capsys, ["digits_resnet20", "optim.lrr=0.1"])
+    err = _one_line_error(capsys, ["digits_resnet20", f"data.root={tmp_path / 'nothing'}", f"run_dir={tmp_path}"])
+    assert "dtrain prepare" in err
+
+
+class NanAfter(nn.Module):
+    """Wraps a model; its output becomes NaN from the `at`-th training forward on."""
+
+    def __init__(self, model: nn.Module, at: int):
+        super().__init__()
+        self.model, self.at, self.calls = model, at, 0
+
+    def forward(self, x):
+        out = self.model(x)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.at:
+                out = out * float("nan")
+        return out
+
+
+def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path):
+    cfg = load_config("digits_resnet20", [*TINY, f"run_dir={tmp_path}", "checkpoint.every_iters=2",
+                                          "checkpoint.at_epoch_end=false", "schedule.epochs=3"])
+    ctx = DistContext()
+    model = NanAfter(models.build("resnet20", num_classes=10), at=4)
+    trainer = Trainer(cfg, ctx, model, *build_loaders(cfg, ctx, 8))
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.run()
+    message = str(info.value)
+    assert "loss is nan at step 4" in message
+    assert str(tmp_path / "checkpoints" / "ckpt-000000002.pt") in message
+    weights = torch.load(tmp_path / "checkpoints" / "ckpt-000000002.pt", weights_only=False)["model"]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_total_steps_from_iterations_epochs_and_override():
+    cifar = load_config("cifar10_resnet20")
+    assert total_steps(cifar, 351) == 64000
+    r2 = load_config("resnet200_preact")
+    assert total_steps(r2, 5004) == 90 * 5004
+    short = load_config("resnet200_preact", ["train.max_epochs_override=2"])
+    assert total_steps(short, 5004) == 2 * 5004
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_plain_lines_in_a_log_file_and_a_bar_in_a_terminal():
+    log = io.StringIO()
+    plain = Progress(total_steps=100, start_step=0, enabled=True, log_every=50, stream=log)
+    for step in (1, 50, 99, 100):
+        plain.update(step, 0, {"loss": 1.25, "lr": 0.1, "img_per_s": 10.0})
+    lines = log.getvalue().splitlines()
+    assert [line.split(" loss")[0] for line in lines] == ["epoch 0 step 50/100", "epoch 0 step 100/100"]
+    assert "eta 0:00:00" in lines[-1]
+    terminal = _Terminal()
+    bar = Progress(total_steps=100, start_step=0, enabled=True, log_every=50, stream=terminal)
+    bar.update(30, 0, {"loss": 1.25, "lr": 0.1})
+    bar.close()
+    assert "30/100" in terminal.getvalue() and "\r" in terminal.getvalue()
+    silent = io.StringIO()
+    Progress(total_steps=10, start_step=0, enabled=False, log_every=1, stream=silent).update(10, 0, {})
+    assert silent.getvalue() == ""  # ranks other than 0
