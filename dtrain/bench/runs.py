@@ -1,0 +1,193 @@
+"""The four benchmarks: loaders, model, end-to-end, framework overhead."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import statistics
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dtrain import models
+from dtrain.config import DataConfig
+from dtrain.data import build_train_loader
+from dtrain.errors import ConfigError
+
+from .timing import Measurement, measure
+
+AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup: int = 5
+    iterations: int = 20
+    repeats: int = 3
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    name: str = "resnet50"
+    batch_size: int = 256
+    amp: str = "none"  # none | bf16 | fp16
+    channels_last: bool = False
+    compile: bool = False
+    num_classes: int = 1000
+    image_size: int = 224
+
+
+def _endless(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def loader_config(root: str, name: str, *, source: str, augment: str, crop: int, workers: int) -> DataConfig:
+    return DataConfig(root=root, loader=name, source=source, train_augment=augment, crop_size=crop,
+                      workers=workers, scale_range=[crop + crop // 7, 2 * crop + crop // 7])
+
+
+def bench_loaders(configs: list[DataConfig], *, batch_size: int, device: torch.device,
+                  timing: Timing) -> list[Measurement]:
+    """Loader-only img/s of several loaders, one after the other, each alone on the machine.
+
+    Not round-robin: an idle loader keeps refilling its prefetch queue (torch: 2 batches per
+    worker, DALI: 2, FFCV: 3) in the background of the next one's timing, and starts its own
+    timed repeat with that queue full. Each loader is dropped before the next is built.
+    """
+    results = []
+    for data in configs:
+        loader = build_train_loader(data, batch_size=batch_size, rank=0, world_size=1, seed=0, device=device)
+        batches = _endless(loader)
+        result = measure(f"loader:{data.loader}", lambda: next(batches), batch_size=batch_size, device=device,
+                         warmup=timing.warmup, iterations=timing.iterations, repeats=timing.repeats,
+                         workers=data.workers, augment=data.train_augment, source=data.source, crop=data.crop_size)
+        result.details["images_per_s_per_worker"] = round(result.images_per_s / max(1, data.workers), 1)
+        results.append(result)
+        del batches, loader  # stops its workers/threads before the next loader is timed
+        gc.collect()
+    return results
+
+
+class TrainStep:
+    """fwd + bwd + SGD step of one model on one device, as a bare loop writes it."""
+
+    def __init__(self, setup: ModelSetup, device: torch.device):
+        if setup.amp != "none" and device.type != "cuda":
+            raise ConfigError(f"--amp {setup.amp} needs a CUDA device; use --amp none on CPU")
+        torch.manual_seed(0)
+        self.model = models.build(setup.name, num_classes=setup.num_classes).to(device)
+        if setup.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if setup.compile else self.model
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        self.scaler = torch.amp.GradScaler("cuda") if setup.amp == "fp16" else None
+        self.setup, self.device = setup, device
+
+    def autocast(self):
+        dtype = AMP[self.setup.amp]
+        return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.setup.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            loss = F.cross_entropy(self.forward(images).float(), labels)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def synthetic_batch(setup: ModelSetup, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(setup.batch_size, 3, setup.image_size, setup.image_size, generator=generator)
+    labels = torch.randint(0, setup.num_classes, (setup.batch_size,), generator=generator)
+    return images.to(device), labels.to(device)
+
+
+def _details(setup: ModelSetup) -> dict:
+    return dict(model=setup.name, amp=setup.amp, channels_last=setup.channels_last, compile=setup.compile,
+                image_size=setup.image_size)
+
+
+def bench_model(setup: ModelSetup, device: torch.device, timing: Timing) -> Measurement:
+    step, (images, labels) = TrainStep(setup, device), synthetic_batch(setup, device)
+    return measure("model", lambda: step(images, labels), batch_size=setup.batch_size, device=device,
+                   warmup=timing.warmup, iterations=timing.iterations, repeats=timing.repeats, **_details(setup))
+
+
+def bench_end_to_end(setup: ModelSetup, data: DataConfig, device: torch.device, timing: Timing) -> Measurement:
+    step = TrainStep(setup, device)
+    loader = build_train_loader(data, batch_size=setup.batch_size, rank=0, world_size=1, seed=0, device=device,
+                                num_classes=setup.num_classes)
+    batches = _endless(loader)
+
+    def run() -> None:
+        images, labels = next(batches)
+        step(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+
+    return measure(f"e2e:{data.loader}", run, batch_size=setup.batch_size, device=device, warmup=timing.warmup,
+                   iterations=timing.iterations, repeats=timing.repeats, loader=data.loader,
+                   workers=data.workers, augment=data.train_augment, **_details(setup))
+
+
+def _engine_trainer(setup: ModelSetup, device: torch.device, run_dir: str):
+    """dtrain's Trainer for the same model, its _step being what every training step runs."""
+    from dtrain.config import load_config
+    from dtrain.distributed.context import DistContext
+    from dtrain.engine.loop import Trainer
+
+    recipe = "digits_resnet20" if models.info(setup.name).family == "cifar" else "resnet18"
+    cfg = load_config(recipe, [f"model.name={setup.name}", f"model.num_classes={setup.num_classes}",
+                               f"train.amp={setup.amp}", f"train.channels_last={str(setup.channels_last).lower()}",
+                               f"train.compile={str(setup.compile).lower()}", "data.loader=synthetic",
+                               f"optim.batch_size={setup.batch_size}", "optim.lr=0.01", "optim.grad_accum=1"])
+    torch.manual_seed(0)
+    model = models.build(setup.name, num_classes=setup.num_classes)
+    ctx = DistContext(device=device)
+    cwd = os.getcwd()
+    os.chdir(run_dir)  # the Trainer's run directory (runs/RECIPE) lands in a temporary folder
+    try:
+        return Trainer(cfg, ctx, model, train_loader=[None], eval_loader=None)
+    finally:
+        os.chdir(cwd)
+
+
+def bench_overhead(setup: ModelSetup, device: torch.device, timing: Timing) -> list[Measurement]:
+    """dtrain's training step (Trainer._step) against the bare loop, same model and batch;
+    measured alternately, repeat by repeat, so machine load hits both alike."""
+    images, labels = synthetic_batch(setup, device)
+    bare = TrainStep(setup, device)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = _engine_trainer(setup, device, run_dir)
+        engine_step = lambda: trainer._step([(images, labels)])  # noqa: E731
+        bare_step = lambda: bare(images, labels)  # noqa: E731
+        once = Timing(timing.warmup, timing.iterations, 1)
+        results = {"bare": [], "dtrain": []}
+        for _ in range(timing.repeats):
+            for name, step in (("bare", bare_step), ("dtrain", engine_step)):
+                results[name].append(measure(name, step, batch_size=setup.batch_size, device=device,
+                                             warmup=once.warmup, iterations=once.iterations, repeats=1))
+    merged = []
+    for name, runs in results.items():
+        rates = [r.images_per_s for r in runs]
+        per_cpu = statistics.median(r.details["images_per_cpu_second"] for r in runs)
+        merged.append(Measurement(f"step:{name}", statistics.median(rates), [round(r, 1) for r in rates],
+                                  setup.batch_size, timing.iterations,
+                                  {**_details(setup), "images_per_cpu_second": per_cpu}))
+    merged[1].details["ratio_to_bare"] = round(merged[1].images_per_s / merged[0].images_per_s, 4)
+    merged[1].details["ratio_to_bare_cpu_time"] = round(
+        merged[1].details["images_per_cpu_second"] / merged[0].details["images_per_cpu_second"], 4)
+    return merged

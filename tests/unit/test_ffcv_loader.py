@@ -1,0 +1,48 @@
+"""FFCV loader: what it refuses, with a one-line error naming what to use (no .beton compile needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ffcv", reason="FFCV is not installed")
+
+from _prepared_fixture import write_prepared  # noqa: E402
+from dtrain.config import DataConfig  # noqa: E402
+from dtrain.data import build_eval_loader, build_train_loader  # noqa: E402
+from dtrain.errors import ConfigError  # noqa: E402
+
+SMALL = dict(loader="ffcv", crop_size=24, scale_range=[32, 40], val_resize=32, val_crop=24, workers=1)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return write_prepared(tmp_path_factory.mktemp("ffcv"))  # no .beton: the layout without --formats ffcv
+
+
+def _train(data):
+    return build_train_loader(data, batch_size=4, rank=0, world_size=1, seed=0, device="cpu")
+
+
+@pytest.mark.parametrize("augment,message", [
+    ("scale_jitter", "no FFCV decoder.*data.loader=dali"),
+    ("pad_crop", "needs every image to be 24x24"),  # the fixture's images have several sizes
+    ("random_resized_crop", "ffcv/train.beton is missing: prepare with --formats ffcv"),
+])
+def test_train_refusals_name_the_fix(prepared, augment, message):
+    with pytest.raises(ConfigError, match=message):
+        _train(DataConfig(root=str(prepared), train_augment=augment, **SMALL))
+
+
+@pytest.mark.parametrize("mode", ["ten-crop", "multi-scale"])
+def test_eval_modes_without_an_ffcv_decoder_point_elsewhere(prepared, mode):
+    with pytest.raises(ConfigError, match="use data.loader=torch or dali"):
+        build_eval_loader(DataConfig(root=str(prepared), **SMALL), mode=mode, batch_size=2, rank=0, world_size=1,
+                          scales=[32], device="cpu")
+
+
+def test_unknown_order_is_refused(prepared):
+    from dtrain.data.ffcv_loader import FfcvTrainLoader
+
+    with pytest.raises(ConfigError, match="random, quasi_random"):
+        FfcvTrainLoader(DataConfig(root=str(prepared), train_augment="random_resized_crop", **SMALL), batch_size=4,
+                        rank=0, world_size=1, seed=0, device="cpu", order="sequential")
