@@ -120,6 +120,14 @@ class Trainer:
     def _resume(self) -> None:
         mode = self.cfg.checkpoint.resume
         if mode == "never":
+            # A fresh run among an earlier run's checkpoints would have its own deleted by
+            # retention (the old ones sort newer); never lose either run's files.
+            earlier = self.checkpoints.checkpoints()
+            if earlier:
+                raise SymmetricError(  # every rank sees the same directory
+                    f"checkpoint.resume=never, but {self.checkpoints.directory} holds an earlier run's "
+                    f"checkpoints (newest {earlier[-1][1].name}); choose a new run_dir or checkpoint.dir, "
+                    "or resume with checkpoint.resume=auto")
             return
         if mode == "auto":
             found = self.checkpoints.load_latest()

@@ -105,3 +105,20 @@ def test_progress_is_plain_lines_in_a_log_file_and_a_bar_in_a_terminal():
     silent = io.StringIO()
     Progress(total_steps=10, start_step=0, enabled=False, log_every=1, stream=silent).update(10, 0, {})
     assert silent.getvalue() == ""  # ranks other than 0
+
+
+def test_resume_never_refuses_an_earlier_runs_checkpoints(tmp_path, capsys):
+    """A fresh run among old checkpoints would lose its own to retention: refuse, name the fix."""
+    from dtrain.checkpoint import CheckpointManager
+    from dtrain.config import load_config
+    from dtrain.train import main
+
+    run_dir = tmp_path / "run"
+    CheckpointManager(run_dir / "checkpoints").save({"step": 7}, step=7)
+    args = ["digits_resnet20", "data.loader=synthetic", "data.synthetic_samples=32",
+            "data.synthetic_image_size=32", "optim.batch_size=16", "schedule.max_iters=1",
+            "tracking.backend=none", f"run_dir={run_dir}", "checkpoint.resume=never", "data.workers=0"]
+    load_config(args[0], args[1:])  # the overrides themselves are valid
+    assert main(args) == 2
+    assert "holds an earlier run's checkpoints (newest ckpt-000000007.pt)" in capsys.readouterr().err
+    assert (run_dir / "checkpoints" / "ckpt-000000007.pt").is_file()  # nothing deleted
