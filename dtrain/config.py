@@ -8,8 +8,6 @@ each part of the program receives only the section it needs.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from dtrain.errors import ConfigError
+from dtrain.errors import ConfigError, did_you_mean
+from dtrain.recipes import find_recipe, load_recipe_yaml, recipe_dirs, recipe_names  # noqa: F401 (re-exported)
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -169,82 +168,10 @@ class RunConfig:
         return Path(self.checkpoint.dir) if self.checkpoint.dir else self.resolved_run_dir() / "checkpoints"
 
 
-# ---------------------------------------------------------------------------------------------
-# Recipes on disk
-# ---------------------------------------------------------------------------------------------
-
-
-def recipe_dirs() -> list[Path]:
-    """Where recipes are looked up: $DTRAIN_CONFIGS, ./configs, then the repository's configs/."""
-    dirs = []
-    if os.environ.get("DTRAIN_CONFIGS"):
-        dirs.extend(Path(p) for p in os.environ["DTRAIN_CONFIGS"].split(os.pathsep) if p)
-    dirs.append(Path.cwd() / "configs")
-    dirs.append(Path(__file__).resolve().parent.parent / "configs")
-    seen, unique = set(), []
-    for d in dirs:
-        key = d.resolve() if d.exists() else d
-        if key not in seen and d.is_dir():
-            seen.add(key)
-            unique.append(d)
-    return unique
-
-
-def recipe_names() -> list[str]:
-    names = set()
-    for d in recipe_dirs():
-        names.update(p.stem for p in d.glob("*.yaml"))
-    return sorted(names)
-
-
-def find_recipe(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if path.is_file():
-            return path
-        raise ConfigError(f"recipe file {path} does not exist")
-    for d in recipe_dirs():
-        candidate = d / f"{name_or_path}.yaml"
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(
-        f"unknown recipe {name_or_path!r}{_did_you_mean(name_or_path, recipe_names())}; "
-        "`dtrain recipes` lists them"
-    )
-
-
-def _load_yaml_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if path.resolve() in seen:
-        raise ConfigError(f"recipe {path} extends itself in a loop")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path} is not valid YAML: {exc}".splitlines()[0]) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"recipe {path} must hold a mapping at its top level")
-    parent = data.pop("extends", None)
-    if parent is None:
-        return data
-    parent_path = (path.parent / parent).resolve()
-    if not parent_path.is_file():
-        raise ConfigError(f"recipe {path} extends {parent}, which does not exist")
-    return _deep_merge(_load_yaml_with_extends(parent_path, seen + (path.resolve(),)), data)
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def load_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Resolve a recipe name or YAML path plus `a.b=value` overrides into a validated RunConfig."""
     path = find_recipe(recipe)
-    raw = _load_yaml_with_extends(path)
+    raw = load_recipe_yaml(path)
     raw.setdefault("recipe", path.stem)
     for override in overrides:
         key, value = parse_override(override)
@@ -294,7 +221,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         if key not in fields:
             raise ConfigError(
                 f"unknown config key {prefix}{key}"
-                f"{_did_you_mean(key, list(fields), prefix)}"
+                f"{did_you_mean(key, list(fields), prefix)}"
             )
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     return cls(**kwargs)
@@ -365,11 +292,6 @@ def dump_yaml(config: RunConfig) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None)
 
 
-def _did_you_mean(key: str, choices: list[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-    return f" (did you mean {prefix}{close[0]}?)" if close else f" (valid: {', '.join(sorted(choices))})"
-
-
 # ---------------------------------------------------------------------------------------------
 # Validation of values (types are checked while building the dataclasses)
 # ---------------------------------------------------------------------------------------------
@@ -396,7 +318,7 @@ def validate(config: RunConfig) -> None:
         value = flat[key]
         if value not in allowed:
             raise ConfigError(
-                f"{key}={value!r} is not one of {', '.join(allowed)}{_did_you_mean(str(value), list(allowed))}"
+                f"{key}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), list(allowed))}"
             )
     positive = ["optim.batch_size", "optim.reference_batch", "optim.grad_accum", "eval.batch_size",
                 "data.crop_size", "data.val_crop", "data.val_resize"]

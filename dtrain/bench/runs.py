@@ -66,7 +66,8 @@ def bench_loaders(configs: list[DataConfig], *, batch_size: int, device: torch.d
     for data in configs:
         loader = build_train_loader(data, batch_size=batch_size, rank=0, world_size=1, seed=0, device=device)
         batches = _endless(loader)
-        result = measure(f"loader:{data.loader}", lambda: next(batches), batch_size=batch_size, device=device,
+        result = measure(f"loader:{data.loader}", lambda batches=batches: next(batches), batch_size=batch_size,
+                         device=device,
                          warmup=timing.warmup, iterations=timing.iterations, repeats=timing.repeats,
                          workers=data.workers, augment=data.train_augment, source=data.source, crop=data.crop_size)
         result.details["images_per_s_per_worker"] = round(result.images_per_s / max(1, data.workers), 1)

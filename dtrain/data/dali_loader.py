@@ -26,7 +26,6 @@ not bitwise those of the uninterrupted run.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch

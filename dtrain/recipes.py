@@ -1,0 +1,83 @@
+"""Recipes on disk: where `dtrain train RECIPE` finds configs/RECIPE.yaml, and `extends:` merging.
+
+dtrain.config turns the merged mapping into typed dataclasses; this module only finds and reads
+the YAML files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dtrain.errors import ConfigError, did_you_mean
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipes are looked up: $DTRAIN_CONFIGS, ./configs, then the repository's configs/."""
+    dirs = []
+    if os.environ.get("DTRAIN_CONFIGS"):
+        dirs.extend(Path(p) for p in os.environ["DTRAIN_CONFIGS"].split(os.pathsep) if p)
+    dirs.append(Path.cwd() / "configs")
+    dirs.append(Path(__file__).resolve().parent.parent / "configs")
+    seen, unique = set(), []
+    for d in dirs:
+        key = d.resolve() if d.exists() else d
+        if key not in seen and d.is_dir():
+            seen.add(key)
+            unique.append(d)
+    return unique
+
+
+def recipe_names() -> list[str]:
+    names = set()
+    for d in recipe_dirs():
+        names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def find_recipe(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if path.is_file():
+            return path
+        raise ConfigError(f"recipe file {path} does not exist")
+    for d in recipe_dirs():
+        candidate = d / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"unknown recipe {name_or_path!r}{did_you_mean(name_or_path, recipe_names())}; "
+        "`dtrain recipes` lists them"
+    )
+
+
+def load_recipe_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The recipe's mapping, with the files it `extends:` merged underneath it."""
+    if path.resolve() in seen:
+        raise ConfigError(f"recipe {path} extends itself in a loop")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must hold a mapping at its top level")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    parent_path = (path.parent / parent).resolve()
+    if not parent_path.is_file():
+        raise ConfigError(f"recipe {path} extends {parent}, which does not exist")
+    return _deep_merge(load_recipe_yaml(parent_path, seen + (path.resolve(),)), data)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
