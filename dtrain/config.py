@@ -56,6 +56,10 @@ class DataConfig:
     val_resize: int = 256  # shorter side before the centre crop
     val_crop: int = 224
     workers: int = 2  # loader worker processes per training process
+    # data.loader=ffcv: "random" (a global permutation per epoch, exact resume) or "quasi_random"
+    # (FFCV's page-wise order for datasets larger than RAM); os_cache: let the OS page cache hold the .beton
+    ffcv_order: str = "random"
+    ffcv_os_cache: bool = True
     # synthetic loader only
     synthetic_samples: int = 1024
     synthetic_image_size: int = 224
@@ -299,6 +303,7 @@ def dump_yaml(config: RunConfig) -> str:
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.loader": ("torch", "dali", "ffcv", "synthetic"),
     "data.source": ("shards", "files"),
+    "data.ffcv_order": ("random", "quasi_random"),
     "data.train_augment": ("scale_jitter", "random_resized_crop", "pad_crop", "none"),
     "optim.name": ("sgd",),
     "schedule.kind": ("step_epochs", "step_iters", "plateau", "constant", "cosine"),

@@ -124,7 +124,10 @@ class FfcvTrainLoader:
     """The TrainLoader contract over an FFCV Loader; see the module docstring for the order."""
 
     def __init__(self, data: DataConfig, *, batch_size: int, rank: int, world_size: int, seed: int,
-                 device: torch.device, num_classes: int = 1000, order: str = "random", os_cache: bool = True):
+                 device: torch.device, num_classes: int = 1000, order: str | None = None,
+                 os_cache: bool | None = None):
+        order = order or data.ffcv_order
+        os_cache = data.ffcv_os_cache if os_cache is None else os_cache
         if order not in ORDERS:
             raise ConfigError(f"FFCV order {order!r} is not one of {', '.join(ORDERS)}")
         split = read_manifest(data.root, data.train_split)
