@@ -1,0 +1,12 @@
+"""The papers' analyses, runnable on any prepared dataset.
+
+- curves:         training/test error vs iterations read from MLflow (R1 Fig. 4, 6)
+- figures:        the matplotlib drawings of those figures (PNG + SVG)
+- responses:      std of each 3x3 layer's response after BN (R1 Fig. 7)
+- model_source:   a model from a trainer checkpoint or from the registry
+- experiments:    the degradation experiment (plain vs residual at 20/32/44/56 layers)
+- training_runs:  one `python -m dtrain.train` process per experiment run
+- paper_numbers / reports / reproduction: a table row of the papers, rerun and compared
+
+Commands import these lazily: `dtrain --help` stays fast.
+"""
