@@ -80,7 +80,7 @@ def preflight(cfg: RunConfig, ctx: DistContext) -> int:
 # is an optional dependency). The DDP engine is the Trainer itself.
 TRAINERS: dict[str, str] = {
     "ddp": "dtrain.engine.loop:Trainer",
-    "deepspeed": "dtrain.distributed.deepspeed_engine:DeepSpeedTrainer",
+    "deepspeed": "dtrain.engine.deepspeed_trainer:DeepSpeedTrainer",
 }
 
 

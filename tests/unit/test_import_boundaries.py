@@ -1,5 +1,6 @@
 """One direction of dependency (DESIGN.md): models import nothing of dtrain but themselves and
-no process group, loader or logger; data_prep never imports dtrain."""
+no process group, loader or logger; data, checkpoint, tracking and distributed are leaves that
+never import the engine, the trainer or the models; data_prep never imports dtrain."""
 
 from __future__ import annotations
 
@@ -86,6 +87,21 @@ def test_data_prep_never_imports_dtrain() -> None:
         if bad:
             offenders[str(path.relative_to(ROOT))] = bad
     assert not offenders, f"data_prep imports dtrain: {offenders}"
+
+
+# Leaves may use dtrain.config/errors and each other's public APIs, never what sits above them.
+LEAVES = ("dtrain/data", "dtrain/checkpoint", "dtrain/tracking", "dtrain/distributed")
+ABOVE_THE_LEAVES = ("dtrain.engine", "dtrain.train", "dtrain.models", "dtrain.commands", "dtrain.cli",
+                    "dtrain.analysis", "dtrain.bench")
+
+
+@pytest.mark.parametrize("path", [p for leaf in LEAVES for p in _python_files(leaf)],
+                         ids=lambda p: str(p.relative_to(ROOT / "dtrain")))
+def test_leaves_never_import_the_engine_or_the_models(path: Path) -> None:
+    name, is_package = _module_name(path)
+    bad = sorted(m for m in imported_modules(path.read_text(), name, is_package)
+                 if any(_under(m, prefix) for prefix in ABOVE_THE_LEAVES))
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}; it is a leaf used by the engine"
 
 
 @pytest.mark.parametrize(
