@@ -35,7 +35,7 @@ from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
 from .loaders import EvalBatch
-from .sampling import mix_seed
+from .sampling import EpochCursor, mix_seed
 from .sources import ManifestSplit, read_manifest
 from .transforms import LIGHTING_EIGVAL, LIGHTING_EIGVEC, check_train_geometry
 
@@ -164,7 +164,7 @@ def _as_nchw(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return images.permute(0, 3, 1, 2) if channels_last else images
 
 
-class DaliTrainLoader:
+class DaliTrainLoader(EpochCursor):
     """The TrainLoader contract (see dtrain.data) over a DALI pipeline.
 
     dtype (float32 | float16) and channels_last choose the output (for AMP runs and benchmarks);
@@ -187,7 +187,6 @@ class DaliTrainLoader:
         self.device, self.channels_last = device, channels_last
         self.by_index = data.source == "files"  # the reader yields sample indices, not labels
         self.label_of = torch.as_tensor(split.labels, dtype=torch.int64, device=device)
-        self.epoch = self.skip = 0
         self._mid_epoch = False  # an earlier iteration stopped before DALI's epoch ended
 
         # Augmentation streams differ per rank; the reader's shuffle seed is shared by all ranks
@@ -204,14 +203,6 @@ class DaliTrainLoader:
         self.pipe.build()
         self.iterator = DALIGenericIterator(self.pipe, ["images", "labels"], reader_name=READER, auto_reset=True,
                                             last_batch_policy=LastBatchPolicy.DROP)
-
-    def __len__(self) -> int:
-        return self.batches
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        if not 0 <= skip_batches <= self.batches:
-            raise ConfigError(f"skip_batches={skip_batches} is outside 0..{self.batches} batches per epoch")
-        self.epoch, self.skip = epoch, skip_batches
 
     def iter_with_indices(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         """(images, labels, manifest sample indices or None for data.source=shards) per batch."""

@@ -34,7 +34,7 @@ from dtrain.errors import ConfigError
 
 from .eval_views import R2_SINGLE_CROP
 from .loaders import EvalBatch
-from .sampling import epoch_permutation, eval_assignment, mix_seed
+from .sampling import EpochCursor, epoch_permutation, eval_assignment, mix_seed
 from .sources import read_manifest
 from .transforms import LIGHTING_EIGVAL, LIGHTING_EIGVEC, Normalize, check_train_geometry
 
@@ -120,7 +120,7 @@ class _DeviceNormalize:
         return self.normalize(images.permute(0, 2, 3, 1), offsets)
 
 
-class FfcvTrainLoader:
+class FfcvTrainLoader(EpochCursor):
     """The TrainLoader contract over an FFCV Loader; see the module docstring for the order."""
 
     def __init__(self, data: DataConfig, *, batch_size: int, rank: int, world_size: int, seed: int,
@@ -139,7 +139,6 @@ class FfcvTrainLoader:
         if self.batches == 0:
             raise ConfigError(f"{self.num_samples} training samples make no global batch of "
                               f"{batch_size * world_size}; lower optim.batch_size")
-        self.epoch = self.skip = 0
         self.normalize = _DeviceNormalize(data, seed, rank)
         self.order = _FixedOrder(self._indices(0, 0))
         pipelines = {"image": decoder + _image_tail(device), "label": _label_pipeline(device)}
@@ -165,14 +164,6 @@ class FfcvTrainLoader:
         share = self.batches * self.batch_size
         order = epoch_permutation(self.num_samples, self.seed, 0)
         return np.sort(order[self.rank * share:(self.rank + 1) * share].numpy()).astype(np.uint64)
-
-    def __len__(self) -> int:
-        return self.batches
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        if not 0 <= skip_batches <= self.batches:
-            raise ConfigError(f"skip_batches={skip_batches} is outside 0..{self.batches} batches per epoch")
-        self.epoch, self.skip = epoch, skip_batches
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, skip = self.epoch, self.skip

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from dtrain.errors import DtrainError
+from dtrain.errors import ConfigError, DtrainError
 
 _SEED_MASK = (1 << 63) - 1
 
@@ -40,6 +40,23 @@ def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     generator = torch.Generator()
     generator.manual_seed(mix_seed(seed, epoch, 0x5EED))
     return torch.randperm(num_samples, generator=generator)
+
+
+class EpochCursor:
+    """len() and set_epoch() of a loader with a fixed number of batches per epoch (DALI, FFCV);
+    the loader sets `batches` and reads `epoch` and `skip` when it iterates."""
+
+    batches: int = 0
+    epoch: int = 0
+    skip: int = 0  # batches of the epoch to leave out (a run resumed mid-epoch)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        if not 0 <= skip_batches <= self.batches:
+            raise ConfigError(f"skip_batches={skip_batches} is outside 0..{self.batches} batches per epoch")
+        self.epoch, self.skip = epoch, skip_batches
 
 
 class TrainBatchSampler:
@@ -65,7 +82,7 @@ class TrainBatchSampler:
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         if not 0 <= skip_batches <= len(self):
-            raise DtrainError(f"skip_batches={skip_batches} is outside 0..{len(self)} batches per epoch")
+            raise ConfigError(f"skip_batches={skip_batches} is outside 0..{len(self)} batches per epoch")
         self.epoch = epoch
         self.skip_batches = skip_batches
 
