@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -14,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from dtrain.tracking.system_tags import git_commit, git_dirty
 
 
 @dataclass
@@ -107,15 +108,10 @@ def _version(package: str) -> str | None:
         return None
 
 
-def git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else None
+def commit_of_this_code() -> str | None:
+    """HEAD, marked "+dirty" when tracked files differ: the code a figure was measured with."""
+    commit = git_commit()
+    return commit + ("+dirty" if git_dirty() else "") if commit else None
 
 
 def environment(device: torch.device) -> dict:
@@ -124,7 +120,7 @@ def environment(device: torch.device) -> dict:
     return {
         "device": str(device), "device_name": name, "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "load_average": [round(v, 2) for v in os.getloadavg()],
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit_of_this_code(),
         "python": platform.python_version(),
         "versions": {p: _version(p) for p in ("torch", "nvidia-dali-cuda120", "nvidia-dali-cuda130", "ffcv",
                                               "numpy", "pillow")},

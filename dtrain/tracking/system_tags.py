@@ -47,9 +47,9 @@ def system_tags(world_size: int, device_names: Sequence[str] | None = None) -> d
     if commit:
         tags["mlflow.source.git.commit"] = commit
         tags["git.commit"] = commit
-        dirty = _git(["status", "--porcelain", "--untracked-files=no"])
+        dirty = git_dirty()
         if dirty is not None:
-            tags["git.dirty"] = str(bool(dirty.strip())).lower()
+            tags["git.dirty"] = str(dirty).lower()
     return tags
 
 
@@ -57,6 +57,12 @@ def git_commit(directory: Path | None = None) -> str | None:
     """HEAD of the repository holding dtrain's code (or `directory`); None outside git or on any error."""
     out = _git(["rev-parse", "HEAD"], directory)
     return out.strip() or None if out else None
+
+
+def git_dirty(directory: Path | None = None) -> bool | None:
+    """Whether tracked files differ from HEAD; None outside git or on any error."""
+    out = _git(["status", "--porcelain", "--untracked-files=no"], directory)
+    return None if out is None else bool(out.strip())
 
 
 def _git(args: list[str], directory: Path | None = None) -> str | None:
