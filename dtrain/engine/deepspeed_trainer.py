@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dtrain.config import RunConfig
+from dtrain.config import RunConfig, check_world_size
 from dtrain.distributed.wrap import ENGINES
 from dtrain.engine.loop import NonFiniteLossError, Trainer
 from dtrain.engine.state import build_state
@@ -45,10 +45,7 @@ BATCH_KEYS = {"train_batch_size": "optim.batch_size", "train_micro_batch_size_pe
 def deepspeed_config(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     """The DeepSpeed config of a dtrain run, with the override file (if any) merged over it."""
     accum = cfg.optim.grad_accum
-    micro = cfg.optim.batch_size // (world_size * accum)
-    if micro * world_size * accum != cfg.optim.batch_size:
-        raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} does not divide by world size "
-                          f"{world_size} x grad_accum {accum}")
+    micro = check_world_size(cfg, world_size)
     if cfg.distributed.zero_stage not in (0, 1, 2):
         raise ConfigError(f"distributed.zero_stage={cfg.distributed.zero_stage}: dtrain supports ZeRO stage 0, 1 "
                           "or 2 (stage 3 partitions the parameters, which evaluation and sync BN do not expect)")
