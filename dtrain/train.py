@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dtrain.config import RunConfig, check_data_root, check_world_size, load_config
+from dtrain.config import ModelConfig, RunConfig, check_data_root, check_world_size, load_config
 from dtrain.distributed.context import DistContext, env_rank, init_distributed, teardown
 from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, run_rank
 from dtrain.engine.loop import Trainer, TrainResult
@@ -99,10 +99,11 @@ def trainer_class(engine: str) -> type[Trainer]:
     return getattr(module, attribute)
 
 
-def build_model(cfg: RunConfig) -> torch.nn.Module:
+def build_model(model: ModelConfig) -> torch.nn.Module:
+    """The network a config's model section names (He-initialised)."""
     from dtrain import models
 
-    return models.build(cfg.model.name, num_classes=cfg.model.num_classes, **cfg.model.options)
+    return models.build(model.name, num_classes=model.num_classes, **model.options)
 
 
 def build_loaders(cfg: RunConfig, ctx: DistContext, per_process_batch: int):
@@ -131,7 +132,7 @@ def train_config(cfg: RunConfig, *, stream=None) -> Outcome:
             # N processes on one machine would each take every core and thrash.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         seed_everything(cfg.train.seed)
-        model = build_model(cfg)
+        model = build_model(cfg.model)
         train_loader, eval_loader = build_loaders(cfg, ctx, per_process)
         trainer = trainer_class(cfg.distributed.engine)(cfg, ctx, model, train_loader, eval_loader, stream=stream)
         result = trainer.run()

@@ -12,6 +12,7 @@ from torch import nn
 
 from dtrain.config import RunConfig, from_dict, load_config
 from dtrain.errors import DtrainError
+from dtrain.train import build_model
 
 # Keys under which a checkpoint may hold the model weights and the resolved config (the trainer
 # writes the first of each; the others accept plain `torch.save({"state_dict": ...})` files).
@@ -57,8 +58,6 @@ def _first(mapping: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def from_checkpoint(path: Path, label: str | None = None) -> LoadedModel:
-    from dtrain import models
-
     from dtrain.checkpoint import atomic_load  # checks the file against its sidecar's SHA-256
 
     file = checkpoint_file(path)
@@ -69,7 +68,7 @@ def from_checkpoint(path: Path, label: str | None = None) -> LoadedModel:
         raise DtrainError(f"{file} holds no model weights and config ({MODEL_KEYS[0]!r}, {CONFIG_KEYS[0]!r}); "
                           "is it a checkpoint written by `dtrain train`?")
     config = raw_config if isinstance(raw_config, RunConfig) else from_dict(RunConfig, dict(raw_config))
-    model = models.build(config.model.name, num_classes=config.model.num_classes, **config.model.options)
+    model = build_model(config.model)
     try:
         model.load_state_dict(_strip_wrappers(dict(weights)))
     except RuntimeError as exc:
@@ -92,5 +91,5 @@ def from_registry(name: str, recipe: str, overrides: tuple[str, ...] = (), label
         raise DtrainError(f"unknown model {name!r}{hint}; `dtrain models` lists them")
     config = load_config(recipe, (*overrides, f"model.name={name}"))
     torch.manual_seed(seed)
-    model = models.build(name, num_classes=config.model.num_classes, **config.model.options)
+    model = build_model(config.model)
     return LoadedModel(label or f"{name} (He init)", model, config, "He init")

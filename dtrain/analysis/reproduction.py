@@ -14,6 +14,7 @@ from dtrain.analysis.reports import Measured, render_report
 from dtrain.analysis.training_runs import run_training, shortened_schedule
 from dtrain.config import RunConfig, check_data_root, load_config
 from dtrain.errors import DtrainError
+from dtrain.train import build_model
 
 REPORT_NAME = "report.md"
 ARTIFACT_PATH = "reproduction/report.md"
@@ -69,8 +70,7 @@ def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: P
     if not final_path.is_file():
         raise DtrainError(f"{run_dir} holds no final_metrics.json: the run did not finish; train it first")
     final = json.loads(final_path.read_text())
-    model = models.build(config.model.name, num_classes=config.model.num_classes, **config.model.options)
-    params, madds = models.complexity(model, config.data.val_crop)
+    params, madds = models.complexity(build_model(config.model), config.data.val_crop)
     return Measured(top1_err=final.get("top1_err"), top5_err=final.get("top5_err"), params=params,
                     multiply_adds=madds, input_size=config.data.val_crop, iterations=int(final.get("step", 0)),
                     full_iterations=full_iterations(full_config), dataset=_summary(config.data.root).get("dataset", ""),

@@ -52,7 +52,7 @@ def evaluate_checkpoint(checkpoint: Path, mode: str, overrides: list[str], batch
     cfg = config_from_checkpoint(state, [f"eval.mode={mode}", *overrides], checkpoint)
     check_data_root(cfg)
     ctx = init_distributed(cfg.distributed, cfg.train.device)
-    model = build_model(cfg)
+    model = build_model(cfg.model)
     model.load_state_dict(state["model"])
     model.to(ctx.device)
     per_process = max(1, (batch_size or cfg.eval.batch_size) // ctx.world_size)
