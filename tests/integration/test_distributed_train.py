@@ -4,7 +4,6 @@ a simulated 2-node run, and failures that end every rank with the cause printed 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
@@ -30,12 +30,6 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_", "MASTER_"))}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -74,7 +68,7 @@ def test_two_processes_with_sync_bn_train_the_same_weights_as_one(single_run, tm
 
 def _two_nodes(run_dir: Path) -> list[tuple[int, str, str]]:
     """Two torchrun invocations, as two machines would run them, meeting at a c10d rendezvous."""
-    port = _free_port()
+    port = free_port()
     nodes = []
     for node_rank in (0, 1):
         cmd = [*TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from dtrain.data.sources import SyntheticSource
 from dtrain.data.transforms import RESAMPLE
 from dtrain.distributed.context import DistContext
 from dtrain.engine.evaluate import averaged_scores, evaluate
+from ports import free_port
 
 SIZE, CROP, SAMPLES, CLASSES = 12, 8, 7, 10
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
@@ -90,12 +90,6 @@ def test_eval_modes_equal_a_direct_computation(mode, scales):
     assert (result.top1_err, result.top5_err) == pytest.approx(_direct_errors(model, mode, scales))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _eval_worker(rank: int, world: int, port: int, out) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -112,7 +106,7 @@ def _eval_worker(rank: int, world: int, port: int, out) -> None:
 def test_eval_under_two_processes_counts_each_real_image_once():
     """7 images over 2 ranks: one padded sample, not counted; the same errors as one process."""
     out = mp.Manager().dict()
-    mp.spawn(_eval_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_eval_worker, args=(2, free_port(), out), nprocs=2, join=True)
     single = evaluate(_tiny_model(), build_eval_loader(_data(), mode="ten-crop", batch_size=3, rank=0,
                                                         world_size=1, num_classes=CLASSES), DistContext())
     expected = (single.top1_err, single.top5_err, SAMPLES)

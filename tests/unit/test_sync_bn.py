@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -12,14 +11,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from dtrain.distributed.sync_bn import GlooSyncBatchNorm, convert_to_gloo_sync_bn
+from ports import free_port
 
 CHANNELS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _reference():
@@ -57,7 +51,7 @@ def test_cpu_sync_bn_matches_full_batch_bn_over_two_gloo_processes():
     world = 2
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_worker, args=(world, _free_port(), out), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port(), out), nprocs=world, join=True)
 
     x, w_out, bn = _reference()
     x = x.clone().requires_grad_(True)

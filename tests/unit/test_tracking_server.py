@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,9 @@ import pytest
 
 from dtrain.config import TrackingConfig
 from dtrain.tracking import build_tracker
+from ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start_server(tmp_path, port: int) -> subprocess.Popen:
@@ -55,7 +49,7 @@ def test_server_outage_loses_nothing(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(mlflow_tracker, "RETRY_FIRST_SECONDS", 0.0)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # a server's first replies are slow on a busy machine
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     server = _start_server(tmp_path, port)
