@@ -1,6 +1,6 @@
 """Errors a user can fix: the CLI prints them as one line, never as a traceback."""
 
-import difflib
+from dtrain.suggest import did_you_mean  # noqa: F401 (re-exported: the one suggestion helper)
 
 
 class DtrainError(Exception):
@@ -9,8 +9,3 @@ class DtrainError(Exception):
 
 class ConfigError(DtrainError):
     """A config key, value or override is wrong; the message names the key and the fix."""
-
-
-def did_you_mean(key: str, choices: list[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-    return f" (did you mean {prefix}{close[0]}?)" if close else f" (valid: {', '.join(sorted(choices))})"

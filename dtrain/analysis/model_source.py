@@ -84,10 +84,9 @@ def from_registry(name: str, recipe: str, overrides: tuple[str, ...] = (), label
     from dtrain import models
 
     if name not in models.names():
-        import difflib
+        from dtrain.suggest import did_you_mean
 
-        close = difflib.get_close_matches(name, models.names(), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        hint = did_you_mean(name, models.names(), n=3, fallback="")
         raise DtrainError(f"unknown model {name!r}{hint}; `dtrain models` lists them")
     config = load_config(recipe, (*overrides, f"model.name={name}"))
     torch.manual_seed(seed)

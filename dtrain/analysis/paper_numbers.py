@@ -107,10 +107,9 @@ ROWS: dict[str, PaperRow] = {row.key: row for row in _r1_table6() + _r1_imagenet
 
 def get_row(key: str) -> PaperRow:
     """The row named `key`, or a one-line error listing the closest names."""
-    import difflib
+    from dtrain.suggest import did_you_mean
 
     if key in ROWS:
         return ROWS[key]
-    close = difflib.get_close_matches(key, list(ROWS), n=3, cutoff=0.4)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    hint = did_you_mean(key, ROWS, n=3, fallback="")
     raise DtrainError(f"unknown table row {key!r}{hint}; `dtrain reproduce --list` shows them all")

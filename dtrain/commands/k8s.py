@@ -12,7 +12,6 @@ PyTorchJob with jsonschema against launch/k8s/schema (its pod templates as core 
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ import click
 import yaml
 
 from dtrain.errors import DtrainError
+from dtrain.suggest import did_you_mean
 
 # Kubernetes version the manifests are checked against: Indexed Jobs with pod hostnames need >= 1.24;
 # 1.31 is a release every managed offering still runs.
@@ -92,8 +92,7 @@ def _merge_checked(base: dict[str, Any], update: dict[str, Any], prefix: str, so
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in base:
-            close = difflib.get_close_matches(key, list(base), n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else " (see launch/k8s/defaults.yaml)"
+            hint = did_you_mean(key, base, prefix, fallback=" (see launch/k8s/defaults.yaml)")
             raise click.UsageError(f"{source}: unknown value {dotted}{hint}")
         if isinstance(base[key], dict) and dotted not in OPEN_MAPS:
             if not isinstance(value, dict):

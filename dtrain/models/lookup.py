@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
+
+from dtrain.suggest import close_matches
 
 T = TypeVar("T")
 
@@ -20,7 +21,7 @@ class UnknownNameError(KeyError, ValueError):
 def suggestion(name: str, valid: Iterable[str]) -> str:
     """' Did you mean: a, b?' for the closest valid names, else the full list of valid names."""
     valid = list(valid)
-    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    close = close_matches(name, valid, n=3)
     if close:
         return f" Did you mean: {', '.join(close)}?"
     return f" Valid: {', '.join(valid)}."
