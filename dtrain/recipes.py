@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from dtrain import yaml12
 from dtrain.errors import ConfigError, did_you_mean
 
 
@@ -59,7 +60,7 @@ def load_recipe_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise ConfigError(f"recipe {path} extends itself in a loop")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml12.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe {path} is not valid YAML: {exc}".splitlines()[0]) from None
     if not isinstance(data, dict):
@@ -67,10 +68,22 @@ def load_recipe_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     parent = data.pop("extends", None)
     if parent is None:
         return data
-    parent_path = (path.parent / parent).resolve()
-    if not parent_path.is_file():
-        raise ConfigError(f"recipe {path} extends {parent}, which does not exist")
+    parent_path = _parent_path(path, str(parent))
     return _deep_merge(load_recipe_yaml(parent_path, seen + (path.resolve(),)), data)
+
+
+def _parent_path(path: Path, parent: str) -> Path:
+    """`extends:` takes a path relative to the extending file (`_base/imagenet_r1.yaml`) or a
+    recipe name (`digits_resnet20`), as `dtrain train` does."""
+    relative = (path.parent / parent).resolve()
+    if relative.is_file():
+        return relative
+    if Path(parent).suffix in (".yaml", ".yml") or "/" in parent:
+        raise ConfigError(f"recipe {path} extends {parent}, which does not exist")
+    try:
+        return find_recipe(parent).resolve()
+    except ConfigError as exc:
+        raise ConfigError(f"recipe {path} extends {exc}") from None
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

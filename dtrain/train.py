@@ -27,6 +27,7 @@ from dtrain.distributed.context import DistContext, env_rank, init_distributed, 
 from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, run_rank
 from dtrain.engine.loop import Trainer, TrainResult
 from dtrain.errors import DtrainError
+from dtrain.smoke import limit_eval
 from dtrain.tracking import resolve_uri
 
 USAGE = "usage: python -m dtrain.train RECIPE [key=value ...]   (e.g. digits_resnet20 optim.lr=0.05)"
@@ -117,6 +118,7 @@ def build_loaders(cfg: RunConfig, ctx: DistContext, per_process_batch: int):
     eval_loader = build_eval_loader(cfg.data, mode=cfg.eval.mode, batch_size=eval_batch, rank=ctx.rank,
                                     world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,
                                     num_classes=cfg.model.num_classes)
+    eval_loader = limit_eval(eval_loader, cfg.eval.max_samples, eval_batch * ctx.world_size)
     return train_loader, eval_loader
 
 

@@ -1,0 +1,173 @@
+"""Every value of a RunConfig checked once, in load_config, before any process starts.
+
+Types are checked while the dataclasses are built (dtrain.config.from_dict); here are the values:
+names taken from the registries that use them (one definition each), the model and its options
+(checked against the model registry without building weights), list lengths and ranges. Every
+failure is a ConfigError: one line naming the key and the fix, with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from dtrain.errors import ConfigError
+from dtrain.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from dtrain.config import ModelConfig, RunConfig
+
+# key -> where its valid names live ("module:ATTRIBUTE", a mapping or sequence), or the names
+# themselves where no registry exists. Registries are imported only when a config is checked.
+CHOICES: dict[str, str | tuple[str, ...]] = {
+    "data.loader": "dtrain.data:LOADERS",
+    "data.train_augment": "dtrain.data.transforms:TRAIN_AUGMENTS",
+    "eval.mode": "dtrain.data.eval_views:EVAL_VIEWS",
+    "schedule.kind": "dtrain.engine.lr_schedule:SCHEDULES",
+    "distributed.engine": "dtrain.train:TRAINERS",
+    "tracking.backend": "dtrain.tracking:BACKENDS",
+    "data.source": ("shards", "files"),
+    "data.ffcv_order": ("random", "quasi_random"),
+    "optim.name": ("sgd",),
+    "schedule.warmup": ("none", "constant", "linear"),
+    "distributed.backend": ("auto", "nccl", "gloo"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.amp": ("none", "bf16", "fp16"),
+}
+# checkpoint.resume takes these words or a checkpoint path.
+RESUME_MODES = ("auto", "never", "force")
+
+
+def choices(key: str) -> list[str]:
+    source = CHOICES[key]
+    if isinstance(source, tuple):
+        return list(source)
+    module_name, _, attribute = source.partition(":")
+    return list(getattr(importlib.import_module(module_name), attribute))
+
+
+def validate(config: RunConfig) -> None:
+    """Raise ConfigError for the first bad value (order: names, model, numbers)."""
+    for rule in RULES:
+        rule(config)
+
+
+def check_choices(config: RunConfig) -> None:
+    for key in CHOICES:
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        allowed = choices(key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
+    resume = config.checkpoint.resume
+    if resume not in RESUME_MODES and not (resume.endswith(".pt") or "/" in resume):
+        raise ConfigError(f"checkpoint.resume={resume!r} is not one of {', '.join(RESUME_MODES)} or a checkpoint "
+                          f"path (.pt){did_you_mean(resume, RESUME_MODES, fallback='')}")
+
+
+def check_model(model: ModelConfig) -> None:
+    """The name is registered and every option is one its builder takes, with a valid value.
+
+    Mirrors the checks of dtrain.models.build on the registry's entries, without building."""
+    from dtrain import models
+    from dtrain.models import registry
+    from dtrain.models.blocks import UnitOptions
+
+    entry = registry._REGISTRY.get(model.name)
+    if entry is None:
+        raise ConfigError(f"model.name={model.name!r} is not a model{did_you_mean(model.name, models.names(), n=3)}; "
+                          "`dtrain models` lists them")
+    if model.num_classes < 1:
+        raise ConfigError(f"model.num_classes must be at least 1, got {model.num_classes}")
+    unit_fields = UnitOptions.field_names()
+    builder_arguments = [a for a in inspect.signature(entry.builder).parameters
+                         if a not in registry._BUILDER_OWN_ARGUMENTS]
+    valid = sorted(set(unit_fields) | set(builder_arguments) - set(entry.preset))
+    for key in model.options:
+        if key in entry.preset and key not in unit_fields:
+            raise ConfigError(f"model.options.{key} is fixed by model.name={model.name}; use the generic "
+                              f"cifar_resnet or imagenet_resnet to choose {key}")
+        if key not in unit_fields and key not in builder_arguments:
+            raise ConfigError(f"model.options.{key} is not an option of {model.name}"
+                              f"{did_you_mean(key, valid, 'model.options.')}")
+    merged = {**entry.preset, **model.options}
+    try:
+        UnitOptions(**{key: value for key, value in merged.items() if key in unit_fields})
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"model.options of {model.name}: {exc}") from None
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _pair(key: str, value: list[Any], low_ok: Callable[[Any], bool], what: str) -> None:
+    _check(len(value) == 2 and low_ok(value[0]) and value[0] <= value[1],
+           f"{key} must be [low, high] with {what} and low <= high, got {value}")
+
+
+def check_data(config: RunConfig) -> None:
+    d = config.data
+    _pair("data.scale_range", d.scale_range, lambda v: v > 0, "positive sizes")
+    _pair("data.rrc_scale", d.rrc_scale, lambda v: v > 0, "fractions in (0, 1]")
+    _check(d.rrc_scale[1] <= 1, f"data.rrc_scale must be fractions in (0, 1], got {d.rrc_scale}")
+    _pair("data.rrc_ratio", d.rrc_ratio, lambda v: v > 0, "positive aspect ratios")
+    for key, value in (("data.mean", d.mean), ("data.std", d.std)):
+        _check(len(value) == 3, f"{key} must hold 3 values (R, G, B), got {value}")
+    _check(all(s > 0 for s in d.std), f"data.std must be positive, got {d.std}")
+    _positive(config, ["data.crop_size", "data.val_crop", "data.val_resize", "data.synthetic_samples",
+                       "data.synthetic_image_size"])
+    _non_negative(config, ["data.pad", "data.workers", "data.lighting_std"])
+
+
+def check_optim(config: RunConfig) -> None:
+    _positive(config, ["optim.batch_size", "optim.reference_batch", "optim.grad_accum", "optim.lr"])
+    _non_negative(config, ["optim.momentum", "optim.weight_decay"])
+
+
+def check_schedule(config: RunConfig) -> None:
+    s = config.schedule
+    if s.epochs is None and s.max_iters is None:
+        raise ConfigError("set schedule.epochs or schedule.max_iters: the run needs an end")
+    for key, value in (("schedule.epochs", s.epochs), ("schedule.max_iters", s.max_iters)):
+        _check(value is None or value >= 1, f"{key} must be at least 1 (or null), got {value}")
+    _check(list(s.milestones) == sorted(s.milestones) and all(m >= 0 for m in s.milestones),
+           f"schedule.milestones must be non-negative and ascending, got {s.milestones}")
+    _positive(config, ["schedule.gamma", "schedule.plateau_patience"])
+    _non_negative(config, ["schedule.warmup_iters", "schedule.min_lr", "schedule.warmup_lr"])
+    _check(s.warmup == "none" or s.warmup_iters > 0,
+           f"schedule.warmup={s.warmup} needs schedule.warmup_iters > 0")
+
+
+def check_run(config: RunConfig) -> None:
+    _positive(config, ["eval.batch_size", "train.log_every_iters", "tracking.metrics_every_iters",
+                       "distributed.timeout_minutes"])
+    _non_negative(config, ["eval.every_epochs", "eval.every_iters", "checkpoint.every_iters",
+                           "checkpoint.keep_last", "eval.max_samples"])
+    _check(config.distributed.zero_stage in (0, 1, 2, 3),
+           f"distributed.zero_stage must be 0, 1, 2 or 3, got {config.distributed.zero_stage}")
+    _check(all(s > 0 for s in config.eval.scales), f"eval.scales must be positive, got {config.eval.scales}")
+
+
+def _values(config: RunConfig, keys: Iterable[str]) -> Iterable[tuple[str, Any]]:
+    for key in keys:
+        section, name = key.split(".")
+        yield key, getattr(getattr(config, section), name)
+
+
+def _positive(config: RunConfig, keys: Iterable[str]) -> None:
+    for key, value in _values(config, keys):
+        _check(value > 0, f"{key} must be positive, got {value}")
+
+
+def _non_negative(config: RunConfig, keys: Iterable[str]) -> None:
+    for key, value in _values(config, keys):
+        _check(value >= 0, f"{key} must not be negative, got {value}")
+
+
+RULES: list[Callable[[RunConfig], None]] = [
+    check_choices, lambda c: check_model(c.model), check_data, check_optim, check_schedule, check_run,
+]
