@@ -24,151 +24,150 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
+def knob(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
+    """A config field whose help text `dtrain keys` and `dtrain train --help` print."""
+    return field(default=default, default_factory=factory, metadata={"help": help})
+
+
 @dataclass
 class ModelConfig:
-    name: str = "resnet50"
-    num_classes: int = 1000
-    # Passed to dtrain.models.build: shortcut ("A"|"B"|"C"), stride_in_1x1, zero_init_residual, ...
-    options: dict[str, Any] = field(default_factory=dict)
+    name: str = knob("resnet50", "a network of `dtrain models` (resnet50, resnet110, resnet200_preact, ...)")
+    num_classes: int = knob(1000, "outputs of the classifier (1000 ImageNet, 10/100 CIFAR, 10 digits)")
+    options: dict[str, Any] = knob(factory=dict, help="builder options: shortcut (A|B|C), unit, stride_in_1x1, "
+                                                      "zero_init_residual, ... (see `dtrain models`)")
 
 
 @dataclass
 class DataConfig:
-    root: str = ""  # a directory written by `dtrain prepare`
-    loader: str = "torch"  # torch | dali | ffcv | synthetic
-    source: str = "shards"  # torch loader: "shards" (webdataset tars by offset) | "files" (jpeg tree)
-    train_split: str = "train"
-    val_split: str = "val"
-    # Train augmentation, by name (see dtrain.data.transforms):
-    #   scale_jitter        R1: shorter side random in scale_range, crop_size crop, flip
-    #   random_resized_crop R2 "scale+aspect ratio" (Inception-style)
-    #   pad_crop            CIFAR: pad by `pad`, random crop_size crop, flip
-    #   none                resize/centre crop only
-    train_augment: str = "scale_jitter"
-    scale_range: list[int] = field(default_factory=lambda: [256, 480])
-    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
-    rrc_ratio: list[float] = field(default_factory=lambda: [0.75, 4.0 / 3.0])
-    crop_size: int = 224
-    pad: int = 4
-    flip: bool = True
-    lighting_std: float = 0.1  # AlexNet PCA colour augmentation; 0 disables
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    val_resize: int = 256  # shorter side before the centre crop
-    val_crop: int = 224
-    workers: int = 2  # loader worker processes per training process
-    # data.loader=ffcv: "random" (a global permutation per epoch, exact resume) or "quasi_random"
-    # (FFCV's page-wise order for datasets larger than RAM); os_cache: let the OS page cache hold the .beton
-    ffcv_order: str = "random"
-    ffcv_os_cache: bool = True
-    # synthetic loader only
-    synthetic_samples: int = 1024
-    synthetic_image_size: int = 224
+    root: str = knob("", "a directory written by `dtrain prepare`")
+    loader: str = knob("torch", "torch | dali | ffcv | synthetic")
+    source: str = knob("shards", "torch loader: shards (webdataset tars by offset) | files (jpeg tree)")
+    train_split: str = knob("train", "split of data.root to train on")
+    val_split: str = knob("val", "split of data.root to evaluate on")
+    # Train augmentation, by name (see dtrain.data.transforms).
+    train_augment: str = knob("scale_jitter", "scale_jitter (R1: shorter side in scale_range, crop, flip) | "
+                                              "random_resized_crop (R2) | pad_crop (CIFAR) | none")
+    scale_range: list[int] = knob(factory=lambda: [256, 480], help="[low, high] shorter side of scale_jitter")
+    rrc_scale: list[float] = knob(factory=lambda: [0.08, 1.0], help="[low, high] area fraction of random_resized_crop")
+    rrc_ratio: list[float] = knob(factory=lambda: [0.75, 4.0 / 3.0], help="[low, high] aspect ratio of random_resized_crop")
+    crop_size: int = knob(224, "side of the square train crop")
+    pad: int = knob(4, "pad_crop: zero padding on each side before the crop")
+    flip: bool = knob(True, "random horizontal flip")
+    lighting_std: float = knob(0.1, "AlexNet PCA colour augmentation; 0 disables")
+    mean: list[float] = knob(factory=lambda: list(IMAGENET_MEAN), help="per-channel mean (RGB, 0..1) subtracted")
+    std: list[float] = knob(factory=lambda: list(IMAGENET_STD), help="per-channel std (RGB, 0..1) divided by")
+    val_resize: int = knob(256, "shorter side before the centre crop")
+    val_crop: int = knob(224, "side of the evaluation centre crop")
+    workers: int = knob(2, "loader worker processes per training process")
+    # FFCV's page-wise order suits datasets larger than RAM; random gives exact resume.
+    ffcv_order: str = knob("random", "data.loader=ffcv: random | quasi_random")
+    ffcv_os_cache: bool = knob(True, "data.loader=ffcv: let the OS page cache hold the .beton")
+    synthetic_samples: int = knob(1024, "data.loader=synthetic: images per split")
+    synthetic_image_size: int = knob(224, "data.loader=synthetic: side of the generated images")
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"
-    batch_size: int = 256  # global mini-batch, divided over all processes
-    lr: float = 0.1  # at reference_batch; see scale_lr
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    no_decay_bn_bias: bool = False  # exclude BN parameters and biases from weight decay
-    scale_lr: bool = False  # linear scaling rule: lr * batch_size / reference_batch
-    reference_batch: int = 256
-    grad_accum: int = 1
+    name: str = knob("sgd", "optimiser (sgd)")
+    batch_size: int = knob(256, "global mini-batch, divided over all processes")
+    lr: float = knob(0.1, "learning rate at reference_batch; see scale_lr")
+    momentum: float = knob(0.9, "SGD momentum")
+    nesterov: bool = knob(False, "Nesterov momentum")
+    weight_decay: float = knob(1e-4, "L2 weight decay")
+    no_decay_bn_bias: bool = knob(False, "exclude BN parameters and biases from weight decay")
+    scale_lr: bool = knob(False, "linear scaling rule: lr * batch_size / reference_batch")
+    reference_batch: int = knob(256, "the batch size lr is given for")
+    grad_accum: int = knob(1, "micro-batches accumulated per optimiser step")
 
 
 @dataclass
 class ScheduleConfig:
-    # step_epochs | step_iters | plateau | constant | cosine
-    kind: str = "step_epochs"
-    milestones: list[int] = field(default_factory=lambda: [30, 60])  # in epochs or iterations
-    gamma: float = 0.1
-    epochs: int | None = 90
-    max_iters: int | None = None  # stops the run when reached (takes precedence over epochs)
-    # Warm-up: "none" | "constant" (R1 ResNet-110: lr warmup_lr until warmup_iters) | "linear"
-    warmup: str = "none"
-    warmup_iters: int = 0
-    warmup_lr: float = 0.01
-    plateau_patience: int = 3  # evaluations without improvement of validation error
-    plateau_threshold: float = 1e-3
-    min_lr: float = 0.0
+    kind: str = knob("step_epochs", "step_epochs | step_iters | plateau | constant | cosine")
+    milestones: list[int] = knob(factory=lambda: [30, 60], help="lr x gamma at these epochs or iterations")
+    gamma: float = knob(0.1, "lr factor at each milestone or plateau")
+    epochs: int | None = knob(90, "length of the run in epochs (null: use max_iters)")
+    max_iters: int | None = knob(None, "stops the run when reached (takes precedence over epochs)")
+    # R1's ResNet-110 warms up at lr 0.01 until training error is below 80% (400 iterations).
+    warmup: str = knob("none", "none | constant (warmup_lr until warmup_iters) | linear")
+    warmup_iters: int = knob(0, "iterations of warm-up")
+    warmup_lr: float = knob(0.01, "lr during (or at the start of) warm-up")
+    plateau_patience: int = knob(3, "evaluations without improvement of validation error")
+    plateau_threshold: float = knob(1e-3, "relative improvement that counts as one (plateau)")
+    min_lr: float = knob(0.0, "the lr never goes below this")
 
 
 @dataclass
 class DistributedConfig:
-    engine: str = "ddp"  # ddp | deepspeed
-    backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
-    sync_bn: bool = False  # BN statistics over the whole global batch
-    zero_stage: int = 0  # DeepSpeed ZeRO stage (engine=deepspeed)
-    deepspeed_config: str | None = None  # a JSON file that overrides the generated one
-    timeout_minutes: int = 30
-    find_unused_parameters: bool = False
+    engine: str = knob("ddp", "ddp | deepspeed")
+    backend: str = knob("auto", "auto (nccl on CUDA, gloo on CPU) | nccl | gloo")
+    sync_bn: bool = knob(False, "BN statistics over the whole global batch")
+    zero_stage: int = knob(0, "DeepSpeed ZeRO stage (engine=deepspeed)")
+    deepspeed_config: str | None = knob(None, "a JSON file that overrides the generated DeepSpeed config")
+    timeout_minutes: int = knob(30, "collective timeout of the process group")
+    find_unused_parameters: bool = knob(False, "DDP find_unused_parameters")
 
 
 @dataclass
 class TrainConfig:
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    amp: str = "none"  # none | bf16 | fp16
-    channels_last: bool = False
-    compile: bool = False
-    deterministic: bool = False
-    log_every_iters: int = 50
-    max_epochs_override: int | None = None
-    # Smoke mode: every image size scaled down together (dtrain.smoke) and a short evaluation, so a
-    # big net runs a few steps on a laptop: the dry run of a cluster launch.
-    smoke: bool = False
+    seed: int = knob(0, "seed of initialisation, data order and augmentation")
+    device: str = knob("auto", "auto | cpu | cuda")
+    amp: str = knob("none", "none | bf16 | fp16")
+    channels_last: bool = knob(False, "NHWC memory format (faster convolutions on tensor cores)")
+    compile: bool = knob(False, "torch.compile the model")
+    deterministic: bool = knob(False, "bitwise repeatable kernels (slower)")
+    log_every_iters: int = knob(50, "progress line every this many iterations")
+    max_epochs_override: int | None = knob(None, "stop after this many epochs, whatever the schedule")
+    # Every image size scaled down together (dtrain.smoke) and a short evaluation, so a big net
+    # runs a few steps on a laptop: the dry run of a cluster launch.
+    smoke: bool = knob(False, "smoke mode: small images and a short evaluation (dry-run a cluster launch)")
 
 
 @dataclass
 class EvalConfig:
-    mode: str = "center"  # center | ten-crop | multi-scale | single-320
-    every_epochs: int = 1
-    every_iters: int = 0  # for iteration-based recipes (0: per epoch)
-    batch_size: int = 256  # global
-    scales: list[int] = field(default_factory=lambda: [224, 256, 384, 480, 640])
-    max_samples: int = 0  # evaluate at most about this many images (whole batches); 0: the whole split
+    mode: str = knob("center", "center | ten-crop | multi-scale | single-320")
+    every_epochs: int = knob(1, "evaluate every this many epochs")
+    every_iters: int = knob(0, "evaluate every this many iterations (0: per epoch)")
+    batch_size: int = knob(256, "global evaluation batch")
+    scales: list[int] = knob(factory=lambda: [224, 256, 384, 480, 640], help="shorter sides of multi-scale")
+    max_samples: int = knob(0, "evaluate at most about this many images (whole batches); 0: all")
 
 
 @dataclass
 class CheckpointConfig:
-    dir: str = ""  # default: RUN_DIR/checkpoints
-    every_iters: int = 0
-    every_minutes: float = 30.0
-    at_epoch_end: bool = True
-    keep_last: int = 3
-    keep_best: bool = True
-    resume: str = "auto"  # auto | never | a checkpoint path
+    dir: str = knob("", "checkpoint directory (default: RUN_DIR/checkpoints)")
+    every_iters: int = knob(0, "save every this many iterations (0: off)")
+    every_minutes: float = knob(30.0, "save at least this often")
+    at_epoch_end: bool = knob(True, "save at the end of each epoch")
+    keep_last: int = knob(3, "keep this many newest checkpoints")
+    keep_best: bool = knob(True, "keep best.pt (lowest validation error)")
+    resume: str = knob("auto", "auto | never | force (resume despite changed settings) | a checkpoint path")
 
 
 @dataclass
 class TrackingConfig:
-    backend: str = "mlflow"  # mlflow | jsonl | none
-    uri: str | None = None  # default: MLFLOW_TRACKING_URI, else sqlite:///RUN_DIR/mlflow.db
-    experiment: str = "dtrain"
-    run_name: str | None = None
-    metrics_every_iters: int = 50  # aggregate (mean) train metrics over this many iterations
-    flush_every_seconds: float = 30.0
+    backend: str = knob("mlflow", "mlflow | jsonl | none")
+    uri: str | None = knob(None, "MLflow URI (default: MLFLOW_TRACKING_URI, else sqlite:///RUN_DIR/mlflow.db)")
+    experiment: str = knob("dtrain", "MLflow experiment name")
+    run_name: str | None = knob(None, "MLflow run name (default: the recipe)")
+    metrics_every_iters: int = knob(50, "aggregate (mean) train metrics over this many iterations")
+    flush_every_seconds: float = knob(30.0, "send buffered metrics at least this often")
 
 
 @dataclass
 class RunConfig:
-    recipe: str = ""
-    description: str = ""
-    paper: str = ""  # where the recipe comes from, e.g. "R1 section 4.2"
-    run_dir: str = ""  # default: runs/RECIPE
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    recipe: str = knob("", "the recipe's name (set from the file name)")
+    description: str = knob("", "one line about the recipe")
+    paper: str = knob("", "where the recipe comes from, e.g. R1 section 4.2")
+    run_dir: str = knob("", "where checkpoints, logs and config.yaml go (default: runs/RECIPE)")
+    model: ModelConfig = knob(factory=ModelConfig, help="the network and its builder options")
+    data: DataConfig = knob(factory=DataConfig, help="dataset, loader, augmentation and evaluation crops")
+    optim: OptimConfig = knob(factory=OptimConfig, help="SGD, batch size, learning rate, weight decay")
+    schedule: ScheduleConfig = knob(factory=ScheduleConfig, help="learning-rate schedule, warm-up, length of the run")
+    distributed: DistributedConfig = knob(factory=DistributedConfig, help="DDP or DeepSpeed, backend, sync BN")
+    train: TrainConfig = knob(factory=TrainConfig, help="seed, device, precision, smoke mode")
+    eval: EvalConfig = knob(factory=EvalConfig, help="evaluation views (centre, ten-crop, multi-scale) and cadence")
+    checkpoint: CheckpointConfig = knob(factory=CheckpointConfig, help="saving, retention and resume")
+    tracking: TrackingConfig = knob(factory=TrackingConfig, help="MLflow, JSONL or no tracking")
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir or Path("runs") / (self.recipe or "run"))

@@ -164,17 +164,30 @@ def print_summary(cfg: RunConfig, result: TrainResult, stream) -> None:
     lines.append(f"run dir: {result.run_dir}")
     if result.last_checkpoint:
         lines.append(f"checkpoint: {result.last_checkpoint}")
+    if result.stopped == "preempted":
+        lines.append(f"to resume: run the same command again (checkpoint.resume=auto continues from "
+                     f"{result.last_checkpoint or result.run_dir})")
     if cfg.tracking.backend == "mlflow":
         lines.append(f"MLflow run {result.run_id}: {mlflow_ui_command(cfg)}")
     print("\n".join(lines), file=stream, flush=True)
 
 
+def _without_set_flags(args: list[str]) -> list[str]:
+    """`--set K=V` is an alias of `K=V` (the same syntax as `dtrain train`)."""
+    return [arg for arg in args if arg != "--set"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(USAGE, file=sys.stderr if not args else sys.stdout)
-        return EXIT_USER_ERROR if not args else 0
-    recipe, overrides = args[0], args[1:]
+    if not args:
+        print(USAGE, file=sys.stderr)
+        return EXIT_USER_ERROR
+    if args[0] in ("-h", "--help"):
+        from dtrain.commands.train import help_text
+
+        print(help_text())
+        return 0
+    recipe, overrides = args[0], _without_set_flags(args[1:])
     try:
         cfg = load_config(recipe, overrides)
     except DtrainError as exc:

@@ -1,4 +1,7 @@
-"""Preemption: SIGTERM / SIGUSR1 ask the run to checkpoint at the next step boundary and exit.
+"""Preemption: SIGTERM / SIGUSR1 / SIGINT ask the run to checkpoint at the next step boundary and exit.
+
+Ctrl-C (SIGINT) is a preemption the user asks for; a second Ctrl-C gives the previous handler
+back and re-raises it at once (KeyboardInterrupt: the run aborts without waiting for the step).
 
 Slurm (`--signal=USR1@120`, or SIGTERM at preemption), Kubernetes (SIGTERM, then SIGKILL after
 terminationGracePeriodSeconds) and torchrun (forwards SIGTERM to every worker, then SIGKILLs
@@ -14,6 +17,7 @@ Ranks do not receive the signal at the same instant, so the decision to stop is 
 from __future__ import annotations
 
 import signal
+import sys
 from types import FrameType
 from typing import Any, Sequence
 
@@ -26,7 +30,7 @@ PREEMPTED_EXIT_CODE = 0
 
 
 class PreemptionHandler:
-    def __init__(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGUSR1)) -> None:
+    def __init__(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)) -> None:
         self.signals = tuple(signals)
         self.received: int | None = None  # the first signal number seen
         self._previous: dict[int, Any] = {}
@@ -34,6 +38,8 @@ class PreemptionHandler:
     def install(self) -> "PreemptionHandler":
         """Install the handlers (must be called from the main thread, as Python requires)."""
         for signum in self.signals:
+            if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # a background job: the shell made Ctrl-C not ours
             self._previous[signum] = signal.signal(signum, self._on_signal)
         return self
 
@@ -51,6 +57,19 @@ class PreemptionHandler:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signum
+            if signum == signal.SIGINT:
+                print("\nCtrl-C: saving a checkpoint at the end of this step (Ctrl-C again aborts at once)",
+                      file=sys.stderr, flush=True)
+            return
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            self._abort(signum, frame)
+
+    def _abort(self, signum: int, frame: FrameType | None) -> None:
+        previous = self._previous.get(signum, signal.default_int_handler)
+        signal.signal(signum, previous)
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
 
     @property
     def requested(self) -> bool:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from dtrain.commands.overrides import all_overrides, complete_override, set_option
+
 MODES = ("center", "ten-crop", "multi-scale", "single-320")
 
 
@@ -70,13 +72,14 @@ def evaluate_checkpoint(checkpoint: Path, mode: str, overrides: list[str], batch
               help="Prepared dataset (default: the data.root saved in the checkpoint).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global eval batch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
-@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_override)
+@set_option
 def evaluate(checkpoint: Path, mode: str, data_root: Path | None, batch_size: int | None, as_json: bool,
-             overrides: tuple[str, ...]) -> None:
+             overrides: tuple[str, ...], sets: tuple[str, ...]) -> None:
     """Top-1/top-5 error of CHECKPOINT on the validation split (key=value overrides allowed)."""
     from dtrain.distributed.context import env_rank, teardown
 
-    extra = list(overrides) + ([f"data.root={data_root}"] if data_root else [])
+    extra = all_overrides(overrides, sets) + ([f"data.root={data_root}"] if data_root else [])
     cfg, result, ctx = evaluate_checkpoint(checkpoint, mode, extra, batch_size)
     if env_rank() == 0:
         if as_json:

@@ -6,7 +6,17 @@ import json
 
 import click
 
+from dtrain.commands.overrides import (
+    all_overrides,
+    complete_override,
+    complete_recipe,
+    key_rows,
+    sections,
+    set_option,
+)
 from dtrain.config import dump_yaml, find_recipe, load_config, recipe_names, to_dict
+from dtrain.errors import ConfigError
+from dtrain.suggest import did_you_mean
 
 
 @click.command()
@@ -56,13 +66,37 @@ def _schedule_summary(config) -> str:
 
 
 @click.command("show-config")
-@click.argument("recipe")
-@click.argument("overrides", nargs=-1)
+@click.argument("recipe", shell_complete=complete_recipe)
+@click.argument("overrides", nargs=-1, shell_complete=complete_override)
+@set_option
 @click.option("--format", "output_format", type=click.Choice(["yaml", "json"]), default="yaml")
-def show_config(recipe: str, overrides: tuple[str, ...], output_format: str) -> None:
-    """Print the resolved config of RECIPE with key=value OVERRIDES applied."""
-    config = load_config(recipe, overrides)
+def show_config(recipe: str, overrides: tuple[str, ...], sets: tuple[str, ...], output_format: str) -> None:
+    """Print the resolved config of RECIPE with KEY=VALUE OVERRIDES applied."""
+    config = load_config(recipe, all_overrides(overrides, sets))
     if output_format == "json":
         click.echo(json.dumps(to_dict(config), indent=2))
     else:
         click.echo(dump_yaml(config), nl=False)
+
+
+def _complete_section(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return [row.key for row in sections() if row.key.startswith(incomplete)]
+
+
+@click.command("keys")
+@click.argument("section", required=False, shell_complete=_complete_section)
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
+def keys(section: str | None, output_format: str) -> None:
+    """List every config key (or those of SECTION) with its type, default and meaning."""
+    names = [row.key for row in sections()]
+    if section is not None and section not in names:
+        raise ConfigError(f"unknown config section {section!r}{did_you_mean(section, names)}")
+    rows = key_rows(section)
+    if output_format == "json":
+        click.echo(json.dumps([{"key": r.key, "type": r.type, "default": r.default, "help": r.help} for r in rows],
+                              indent=2))
+        return
+    table = [(r.key, r.type, json.dumps(r.default), r.help) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(3)]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line[:3], widths)) + "  " + line[3])

@@ -6,17 +6,28 @@ import sys
 
 import click
 
+from dtrain.commands.overrides import all_overrides, complete_override, complete_recipe, sections_epilog, set_option
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("recipe")
-@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
-def train(recipe: str, overrides: tuple[str, ...]) -> None:
-    """Train RECIPE (a name from `dtrain recipes` or a YAML path) with key=value overrides.
+
+@click.command(context_settings={"ignore_unknown_options": True}, epilog=sections_epilog())
+@click.argument("recipe", shell_complete=complete_recipe)
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_override)
+@set_option
+def train(recipe: str, overrides: tuple[str, ...], sets: tuple[str, ...]) -> None:
+    """Train RECIPE (a name from `dtrain recipes` or a YAML path) with KEY=VALUE overrides.
 
     Works alone or under torchrun, e.g. `torchrun --nproc-per-node 2 -m dtrain.train RECIPE`.
+    Ctrl-C (like SIGTERM) checkpoints at the next step and prints how to resume; a second
+    Ctrl-C aborts at once. `train.smoke=true` dry-runs a big recipe on a small machine.
     """
     from dtrain.train import main
 
-    code = main([recipe, *overrides])
+    code = main([recipe, *all_overrides(overrides, sets)])
     if code:
         sys.exit(code)
+
+
+def help_text() -> str:
+    """`dtrain train --help`, for `python -m dtrain.train --help`."""
+    with click.Context(train, info_name="python -m dtrain.train") as ctx:
+        return train.get_help(ctx)

@@ -78,9 +78,11 @@ def _collate_eval(items: list[tuple[list[torch.Tensor], int, bool]]) -> EvalBatc
 def _ignore_preemption_signals(worker_id: int) -> None:
     """torchrun, Slurm and Kubernetes signal the whole process group on preemption. A worker
     that died of that SIGTERM would crash the main process before it writes its preemption
-    checkpoint, so workers leave SIGTERM/SIGUSR1 to the main process, which stops them."""
+    checkpoint, so workers leave SIGTERM/SIGUSR1 to the main process, which stops them.
+    Ctrl-C reaches the whole foreground process group: SIGINT is the main process's too."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _data_loader(dataset: Dataset, batch_sampler, collate, workers: int, device: torch.device) -> DataLoader:

@@ -1,0 +1,95 @@
+"""One override syntax for every command that takes a recipe: `K=V` positional, `--set K=V` alias.
+
+Also what describes the keys (`dtrain keys`, `dtrain train --help`) and click's shell completion
+of recipe names and keys, all read from the RunConfig dataclasses and their field metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+import click
+from click.shell_completion import CompletionItem
+
+from dtrain.config import RunConfig
+
+SET_HELP = "A config override KEY=VALUE, the same as a positional KEY=VALUE (repeatable)."
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyRow:
+    key: str  # dotted, e.g. optim.lr
+    type: str
+    default: Any
+    help: str
+
+
+def _type_name(hint: Any) -> str:
+    text = str(hint) if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
+    return text.replace("typing.", "").replace("NoneType", "None")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def sections() -> list[KeyRow]:
+    """The sections of a RunConfig (model, data, optim, ...) with their one-line help."""
+    hints = typing.get_type_hints(RunConfig)
+    return [KeyRow(f.name, hints[f.name].__name__, None, f.metadata.get("help", ""))
+            for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])]
+
+
+def key_rows(section: str | None = None) -> list[KeyRow]:
+    """Every settable key (or those of one section) with type, default and help."""
+    rows = []
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        hint = hints[f.name]
+        if not dataclasses.is_dataclass(hint):
+            rows.append(KeyRow(f.name, _type_name(hint), _default(f), f.metadata.get("help", "")))
+            continue
+        inner = typing.get_type_hints(hint)
+        rows += [KeyRow(f"{f.name}.{g.name}", _type_name(inner[g.name]), _default(g), g.metadata.get("help", ""))
+                 for g in dataclasses.fields(hint)]
+    if section is None:
+        return rows
+    return [row for row in rows if row.key.startswith(section + ".")]
+
+
+def all_overrides(overrides: tuple[str, ...], sets: tuple[str, ...]) -> list[str]:
+    """Positional overrides, then the --set ones (later ones win, as on the command line)."""
+    return [*overrides, *sets]
+
+
+def complete_recipe(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    from dtrain.recipes import recipe_names
+
+    return [CompletionItem(name) for name in recipe_names() if name.startswith(incomplete)]
+
+
+def complete_override(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """`optim.l<TAB>` -> `optim.lr=`: keys until the '=' is typed, nothing after it."""
+    if "=" in incomplete:
+        return []
+    return [CompletionItem(f"{row.key}=", help=row.help) for row in key_rows() if row.key.startswith(incomplete)]
+
+
+def set_option(function: Any) -> Any:
+    """The --set KEY=VALUE option (the alias of positional overrides)."""
+    return click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
+                        shell_complete=complete_override)(function)
+
+
+def sections_epilog() -> str:
+    """The text under `dtrain train --help`: one line per section and where to see the values."""
+    width = max(len(row.key) for row in sections())
+    lines = ["\b", "Config sections (override any key as SECTION.KEY=VALUE):"]
+    lines += [f"  {row.key.ljust(width)}  {row.help}" for row in sections()]
+    lines += ["", "`dtrain keys [SECTION]` lists every key with type, default and help;",
+              "`dtrain show-config RECIPE [KEY=VALUE ...]` prints the resolved values of a recipe."]
+    return "\n".join(lines)
