@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dtrain.checkpoint.fingerprint import check_resume
 from dtrain.config import ModelConfig, RunConfig, check_data_root, check_world_size, load_config
 from dtrain.distributed.context import DistContext, env_rank, init_distributed, teardown
 from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, run_rank
@@ -65,6 +66,7 @@ def preflight(cfg: RunConfig, ctx: DistContext) -> int:
     try:
         per_process = check_world_size(cfg, ctx.world_size)
         check_data_root(cfg)
+        check_resume(cfg, ctx.rank)  # settings differing from the run directory's refuse an auto-resume
     except DtrainError as exc:
         problem = str(exc)
     verdicts = ctx.all_gather_object(problem)

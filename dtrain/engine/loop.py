@@ -129,7 +129,7 @@ class Trainer:
                     f"checkpoints (newest {earlier[-1][1].name}); choose a new run_dir or checkpoint.dir, "
                     "or resume with checkpoint.resume=auto")
             return
-        if mode == "auto":
+        if mode in ("auto", "force"):  # force: auto despite changed settings (checkpoint.fingerprint)
             found = self.checkpoints.load_latest()
             if found is None:
                 return
