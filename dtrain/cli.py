@@ -12,6 +12,7 @@ import sys
 import click
 
 from dtrain.errors import DtrainError
+from dtrain.extras import missing_module_message
 
 # name -> "module:attribute" of a click command or group.
 LAZY_COMMANDS: dict[str, str] = {
@@ -63,8 +64,9 @@ class LazyGroup(click.Group):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            missing = exc.name or str(exc)
-            return _unavailable(name, f"needs the module {missing!r}, which is not installed")
+            why = missing_module_message(exc.name)
+            return _unavailable(name, why or f"needs the module {exc.name!r}, which is not installed; install "
+                                             "dtrain with its extras (see README)")
         return getattr(module, attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -78,7 +80,7 @@ def _unavailable(name: str, why: str) -> click.Command:
     @click.command(name=name, context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def command(args: tuple[str, ...]) -> None:
-        raise click.ClickException(f"'dtrain {name}' {why}; install dtrain with its extras (see README).")
+        raise DtrainError(f"'dtrain {name}' {why}")
 
     return command
 
@@ -101,6 +103,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except DtrainError as exc:
         click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:  # an optional part imported where it is used
+        why = missing_module_message(exc.name)
+        if why is None:
+            raise
+        click.echo(f"Error: this command {why}", err=True)
         sys.exit(2)
 
 

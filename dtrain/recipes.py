@@ -14,15 +14,17 @@ import yaml
 
 from dtrain import yaml12
 from dtrain.errors import ConfigError, did_you_mean
+from dtrain.resources import resource_dir
 
 
 def recipe_dirs() -> list[Path]:
-    """Where recipes are looked up: $DTRAIN_CONFIGS, ./configs, then the repository's configs/."""
+    """Where recipes are looked up: $DTRAIN_CONFIGS, ./configs, then dtrain's own (the repository's
+    configs/, or the copy a wheel carries)."""
     dirs = []
     if os.environ.get("DTRAIN_CONFIGS"):
         dirs.extend(Path(p) for p in os.environ["DTRAIN_CONFIGS"].split(os.pathsep) if p)
     dirs.append(Path.cwd() / "configs")
-    dirs.append(Path(__file__).resolve().parent.parent / "configs")
+    dirs.append(resource_dir("configs"))
     seen, unique = set(), []
     for d in dirs:
         key = d.resolve() if d.exists() else d

@@ -22,6 +22,7 @@ import click
 import yaml
 
 from dtrain.errors import DtrainError
+from dtrain.resources import resource_dir
 from dtrain.suggest import did_you_mean
 
 # Kubernetes version the manifests are checked against: Indexed Jobs with pod hostnames need >= 1.24;
@@ -42,7 +43,7 @@ DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 def k8s_dir() -> Path:
     """launch/k8s of this checkout (or of $DTRAIN_HOME, e.g. /opt/dtrain in the image)."""
     candidates = [Path(os.environ["DTRAIN_HOME"]) / "launch" / "k8s"] if os.environ.get("DTRAIN_HOME") else []
-    candidates += [Path(__file__).resolve().parents[2] / "launch" / "k8s", Path.cwd() / "launch" / "k8s"]
+    candidates += [resource_dir("launch") / "k8s", Path.cwd() / "launch" / "k8s"]  # the checkout's or the wheel's
     for candidate in candidates:
         if (candidate / "defaults.yaml").is_file():
             return candidate

@@ -1,0 +1,34 @@
+"""Optional parts of dtrain and the extra that installs each, for one-line errors when missing.
+
+    pip install 'dtrain[plot]'    matplotlib: dtrain plot
+    pip install 'dtrain[demo]'    scikit-learn: dtrain demo, dtrain prepare digits
+    pip install 'dtrain[k8s]'     jinja2, kubernetes-validate, jsonschema: dtrain k8s
+    pip install 'dtrain[cuda12]'  (or cuda13) DALI: data.loader=dali
+    pip install 'dtrain[ffcv]'    FFCV: data.loader=ffcv, prepare --formats ffcv
+    pip install 'dtrain[deepspeed]'
+"""
+
+from __future__ import annotations
+
+# top-level module name -> the extra that installs it
+EXTRA_OF_MODULE: dict[str, str] = {
+    "matplotlib": "plot",
+    "sklearn": "demo",
+    "jinja2": "k8s",
+    "kubernetes_validate": "k8s",
+    "jsonschema": "k8s",
+    "nvidia": "cuda12] or dtrain[cuda13",  # DALI, built per CUDA major
+    "ffcv": "ffcv",
+    "numba": "ffcv",
+    "cv2": "ffcv",
+    "deepspeed": "deepspeed",
+}
+
+
+def missing_module_message(module: str | None) -> str | None:
+    """'needs X, which is not installed: pip install 'dtrain[EXTRA]'' or None if X is no extra's."""
+    top = (module or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    if extra is None:
+        return None
+    return f"needs {top}, which is not installed: pip install 'dtrain[{extra}]'"
