@@ -21,10 +21,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from data_prep.images import ImageOptions
-from data_prep.pipeline import PrepareOptions, run_prepare
-from data_prep.samples import synthetic_pixels
-from data_prep.sources.folder import folder_plan
+from dtrain_prep.images import ImageOptions
+from dtrain_prep.pipeline import PrepareOptions, run_prepare
+from dtrain_prep.samples import synthetic_pixels
+from dtrain_prep.sources.folder import folder_plan
 
 
 def synthesize_tree(root: Path, images: int, width: int, height: int, classes: int = 10) -> None:

@@ -17,7 +17,7 @@ from dtrain.extras import missing_module_message
 # name -> "module:attribute" of a click command or group.
 LAZY_COMMANDS: dict[str, str] = {
     "demo": "dtrain.commands.demo:demo",
-    "prepare": "data_prep.cli:prepare",
+    "prepare": "dtrain_prep.cli:prepare",
     "train": "dtrain.commands.train:train",
     "eval": "dtrain.commands.evaluate:evaluate",
     "models": "dtrain.commands.models:models",

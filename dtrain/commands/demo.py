@@ -20,7 +20,7 @@ def prepare_digits(data_dir: Path) -> None:
     if (data_dir / "manifest.parquet").is_file():
         click.echo(f"[demo] using the prepared digits in {data_dir}")
         return
-    from data_prep.cli import prepare
+    from dtrain_prep.cli import prepare
 
     click.echo(f"[demo] preparing the digits into {data_dir}")
     # wds shards (always written) + manifest are what the torch loader reads; no FFCV/DALI needed.

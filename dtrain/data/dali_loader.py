@@ -30,7 +30,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from data_prep import layout
+from dtrain_prep import layout
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 

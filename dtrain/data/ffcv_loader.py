@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep import layout
+from dtrain_prep import layout
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 

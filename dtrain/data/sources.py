@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from data_prep import layout
+from dtrain_prep import layout
 from dtrain.errors import DtrainError
 
 SOURCES = ("shards", "files")  # data.source of the torch loader

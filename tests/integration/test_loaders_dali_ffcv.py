@@ -17,7 +17,7 @@ from click.testing import CliRunner
 pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
 pytest.importorskip("ffcv", reason="FFCV is not installed")
 
-from data_prep.cli import prepare  # noqa: E402
+from dtrain_prep.cli import prepare  # noqa: E402
 from dtrain import models  # noqa: E402
 from dtrain.config import DataConfig  # noqa: E402
 from dtrain.data import build_eval_loader, build_train_loader  # noqa: E402

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from data_prep import fixtures, layout
-from data_prep.cli import prepare
-from data_prep.pipeline import TEST_HOOK_EXIT_AFTER_SHARDS
+from dtrain_prep import fixtures, layout
+from dtrain_prep.cli import prepare
+from dtrain_prep.pipeline import TEST_HOOK_EXIT_AFTER_SHARDS
 
 SHARD_SIZE = 5
 COMMON = ["--shard-size", str(SHARD_SIZE), "--quiet"]
@@ -226,7 +226,7 @@ def test_wrong_src_is_one_line(tmp_path):
 
 
 def test_disk_full_is_a_clean_message_and_leaves_no_partial_shard(raw, tmp_path, monkeypatch):
-    from data_prep import shard_writer
+    from dtrain_prep import shard_writer
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

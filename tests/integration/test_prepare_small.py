@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from data_prep import fixtures, layout
-from data_prep.cli import prepare
+from dtrain_prep import fixtures, layout
+from dtrain_prep.cli import prepare
 
 
 def run_cli(*args, expect: int = 0):

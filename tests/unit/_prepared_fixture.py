@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from data_prep import layout
+from dtrain_prep import layout
 
 
 def _jpeg(rng: np.random.Generator, width: int, height: int) -> bytes:

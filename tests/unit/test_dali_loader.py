@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
 
 from _prepared_fixture import write_prepared  # noqa: E402
-from data_prep import layout  # noqa: E402
+from dtrain_prep import layout  # noqa: E402
 from dtrain.config import DataConfig  # noqa: E402
 from dtrain.data import build_eval_loader, build_train_loader  # noqa: E402
 from dtrain.data.sources import read_manifest  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from _prepared_fixture import write_prepared
-from data_prep import layout
+from dtrain_prep import layout
 from dtrain.config import DataConfig
 from dtrain.data import LOADERS, EvalBatch, build_eval_loader, build_train_loader
 from dtrain.data.sampling import TrainBatchSampler, eval_assignment
@@ -171,7 +171,7 @@ def test_reads_what_dtrain_prepare_writes(tmp_path):
     import pyarrow.parquet as pq
     from click.testing import CliRunner
 
-    prepare = pytest.importorskip("data_prep.cli").prepare
+    prepare = pytest.importorskip("dtrain_prep.cli").prepare
     out = tmp_path / "prepared"
     result = CliRunner().invoke(prepare, [
         "synthetic", "--count", "12", "--val-count", "5", "--width", "40", "--height", "30",

@@ -132,7 +132,7 @@ def test_the_checker_catches_forbidden_imports(source: str, module_name: str, ex
 def test_importing_models_loads_no_other_dtrain_module() -> None:
     code = (
         "import sys, dtrain.models\n"
-        "print('\\n'.join(m for m in sys.modules if m.split('.')[0] in ('dtrain', 'data_prep')))"
+        "print('\\n'.join(m for m in sys.modules if m.split('.')[0] in ('dtrain', 'data_prep', 'dtrain_prep')))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "dtrain.models" in loaded

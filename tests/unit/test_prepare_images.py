@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import layout
-from data_prep.fixtures import ODD_FILES
-from data_prep.images import ImageOptions, normalize_bytes, normalize_pixels
-from data_prep.samples import synthetic_pixels
+from dtrain_prep import layout
+from dtrain_prep.fixtures import ODD_FILES
+from dtrain_prep.images import ImageOptions, normalize_bytes, normalize_pixels
+from dtrain_prep.samples import synthetic_pixels
 
 PIXELS = synthetic_pixels(7, 64, 48)
 

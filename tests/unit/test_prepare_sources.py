@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import scipy.io
 
-from data_prep import fixtures
-from data_prep.errors import DataPrepError
-from data_prep.sources.arrays import cifar_plan, digits_plan, synthetic_plan
-from data_prep.sources.folder import folder_plan
-from data_prep.sources.imagenet import imagenet_plan, read_val_labels
+from dtrain_prep import fixtures
+from dtrain_prep.errors import DataPrepError
+from dtrain_prep.sources.arrays import cifar_plan, digits_plan, synthetic_plan
+from dtrain_prep.sources.folder import folder_plan
+from dtrain_prep.sources.imagenet import imagenet_plan, read_val_labels
 
 
 @pytest.fixture(scope="module")
