@@ -3,9 +3,16 @@
 #   docker run --gpus all --shm-size=8g -v /data:/data dtrain:0.1.0 train resnet50 data.root=/data/imagenet
 # The entrypoint is `dtrain`; multi-node launchers run /opt/dtrain/launch/torchrun.sh instead.
 #
-# The devel flavour brings nvcc, which DeepSpeed needs to JIT-build its CUDA ops; PyTorch's wheel
-# brings its own CUDA runtime, so the base only has to match the driver (CUDA 12.x).
-FROM nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04
+# One CUDA version throughout: the base image's toolkit (nvcc, which DeepSpeed needs to JIT-build
+# its CUDA ops against torch's CUDA), torch's build (the default PyPI wheel of TORCH_VERSION is
+# built for TORCH_CUDA) and DALI's (the dtrain extra cuda13). tests/unit/test_dockerfile.py checks
+# that they agree, and the build stops if the installed torch reports another CUDA.
+ARG CUDA_VERSION=13.0.2
+FROM nvidia/cuda:${CUDA_VERSION}-cudnn-devel-ubuntu22.04
+
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_CUDA=13.0
+ARG DTRAIN_EXTRAS=cuda13,ffcv,deepspeed,plot,demo,k8s
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -29,9 +36,12 @@ RUN python3 -m venv "$VIRTUAL_ENV" \
 # The package and what the launchers read at run time (launch/, configs/) live in /opt/dtrain.
 WORKDIR /opt/dtrain
 COPY . /opt/dtrain
-RUN pip install --no-cache-dir "/opt/dtrain[dali,ffcv,deepspeed]"
+RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" \
+    && python -c "import sys, torch; sys.exit(None if torch.version.cuda == '${TORCH_CUDA}' else \
+        f'torch {torch.__version__} is built for CUDA {torch.version.cuda}, the image for ${TORCH_CUDA}')" \
+    && pip install --no-cache-dir "/opt/dtrain[${DTRAIN_EXTRAS}]"
 
-# Recipes and the k8s templates are found through these (the package itself is in site-packages).
+# The installed package carries its recipes and templates; these point the launchers at the copy.
 ENV DTRAIN_HOME=/opt/dtrain \
     DTRAIN_CONFIGS=/opt/dtrain/configs \
     TORCH_EXTENSIONS_DIR=/home/dtrain/.cache/torch_extensions

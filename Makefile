@@ -7,7 +7,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch lies in this platform's wheel cache; GPU machines pass TORCH_SPEC=torch.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,dali,ffcv,deepspeed
+# dev brings what the demo and the tests use (plot, demo, k8s extras, pytest, linters); DALI's CUDA 12
+# build (cuda12) runs CPU-only as well as its CUDA 13 one.
+EXTRAS ?= dev,cuda12,ffcv,deepspeed
 STAMP := $(VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
 APT_PACKAGES := pkg-config libturbojpeg0-dev libopencv-dev
 PYTEST_ARGS ?=

@@ -36,13 +36,36 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def build_args() -> dict[str, str]:
+    return dict(args.split("=", 1) for keyword, args in instructions() if keyword == "ARG" and "=" in args)
+
+
 def test_image_is_cuda_based_with_all_extras_and_ffcv_build_packages() -> None:
     rows = instructions()
-    assert rows[0][0] == "FROM" and "nvidia/cuda:12" in rows[0][1]
+    assert rows[0][0] == "ARG" and rows[1][0] == "FROM" and rows[1][1].startswith("nvidia/cuda:${CUDA_VERSION}-")
     runs = " ".join(args for keyword, args in rows if keyword == "RUN")
     for package in ("pkg-config", "libturbojpeg0-dev", "libopencv-dev"):
         assert package in runs
-    assert re.search(r"pip install [^&]*\[dali,ffcv,deepspeed\]", runs)
+    assert re.search(r"pip install [^&]*/opt/dtrain\[\$\{DTRAIN_EXTRAS\}\]", runs)
+    assert {"ffcv", "deepspeed"} <= set(build_args()["DTRAIN_EXTRAS"].split(","))
+
+
+def test_base_cuda_torch_build_and_dali_extra_are_one_cuda_version() -> None:
+    args = build_args()
+    base_cuda = args["CUDA_VERSION"]  # the toolkit (nvcc) DeepSpeed compiles with
+    torch_cuda = args["TORCH_CUDA"]  # what the pinned torch wheel is built for
+    assert re.fullmatch(r"\d+\.\d+\.\d+", base_cuda) and re.fullmatch(r"\d+\.\d+", torch_cuda)
+    assert base_cuda.split(".")[:2] == torch_cuda.split("."), (base_cuda, torch_cuda)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", args["TORCH_VERSION"])  # pinned, not a range
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    cuda_extras = [e for e in args["DTRAIN_EXTRAS"].split(",") if e.startswith("cuda")]
+    assert cuda_extras == [f"cuda{torch_cuda.split('.')[0]}"]
+    assert any(f"nvidia-dali-cuda{torch_cuda.split('.')[0]}0" in req for req in extras[cuda_extras[0]])
+    # and the build refuses a torch whose CUDA differs from TORCH_CUDA
+    runs = " ".join(a for keyword, a in instructions() if keyword == "RUN")
+    assert "torch.version.cuda == '${TORCH_CUDA}'" in runs and '"torch==${TORCH_VERSION}"' in runs
 
 
 def test_entrypoint_is_dtrain_and_user_is_the_non_root_uid_of_the_manifests() -> None:
@@ -71,7 +94,7 @@ def test_dockerignore_drops_local_state_but_keeps_what_the_build_needs() -> None
 
     for path in (".git", ".venv", "runs", "dtrain.egg-info", "dtrain/__pycache__"):
         assert ignored(path), path
-    for path in ("pyproject.toml", "README.md", "dtrain/cli.py", "data_prep/cli.py", "configs/resnet50.yaml",
+    for path in ("pyproject.toml", "README.md", "dtrain/cli.py", "data_prep/cli.py", "setup.py", "MANIFEST.in", "configs/resnet50.yaml",
                  "launch/torchrun.sh", "launch/k8s/defaults.yaml"):
         assert (ROOT / path).exists() and not ignored(path), path
 
@@ -80,4 +103,14 @@ def test_pyproject_extras_named_in_the_dockerfile_exist() -> None:
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert {"dali", "ffcv", "deepspeed"} <= set(extras)
+    assert set(build_args()["DTRAIN_EXTRAS"].split(",")) <= set(extras)
+
+
+def test_each_cuda_extra_pulls_the_dali_build_of_its_cuda_major() -> None:
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for major in ("12", "13"):
+        assert [r for r in extras[f"cuda{major}"] if r.startswith("nvidia-dali")] == [f"nvidia-dali-cuda{major}0>=1.40"]
+    core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not [r for r in core if r.startswith(("nvidia", "matplotlib", "scikit-learn"))]
