@@ -48,7 +48,7 @@ def smoke_config(config: RunConfig) -> RunConfig:
     mode = "center" if evaluation.mode == "single-320" else evaluation.mode
     limit = min(evaluation.max_samples or SMOKE_EVAL_SAMPLES, SMOKE_EVAL_SAMPLES)
     evaluation = dataclasses.replace(evaluation, mode=mode, scales=[scaled(s) for s in evaluation.scales],
-                                     max_samples=limit)
+                                     max_samples=limit, batch_size=min(evaluation.batch_size, limit))
     return dataclasses.replace(config, data=data, eval=evaluation)
 
 
