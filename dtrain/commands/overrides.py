@@ -90,6 +90,6 @@ def sections_epilog() -> str:
     width = max(len(row.key) for row in sections())
     lines = ["\b", "Config sections (override any key as SECTION.KEY=VALUE):"]
     lines += [f"  {row.key.ljust(width)}  {row.help}" for row in sections()]
-    lines += ["", "`dtrain keys [SECTION]` lists every key with type, default and help;",
-              "`dtrain show-config RECIPE [KEY=VALUE ...]` prints the resolved values of a recipe."]
+    lines += ["", "\b", "Every key with type, default and help:  dtrain keys [SECTION]",
+              "The resolved values of a recipe:        dtrain show-config RECIPE [KEY=VALUE ...]"]
     return "\n".join(lines)
