@@ -42,7 +42,7 @@ def smoke_config(config: RunConfig) -> RunConfig:
         pad=scaled(data.pad) if data.pad else 0,
         val_resize=scaled(data.val_resize),
         val_crop=scaled(data.val_crop),
-        synthetic_image_size=max(scaled(data.synthetic_image_size), scaled(max(data.scale_range))),
+        synthetic_image_size=scaled(data.synthetic_image_size),
     )
     # single-320 is a fixed 320 crop (R2): evaluate the scaled centre crop instead.
     mode = "center" if evaluation.mode == "single-320" else evaluation.mode

@@ -1,0 +1,67 @@
+"""Safe auto-resume: a run directory refuses a resume with changed result-changing settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from dtrain.checkpoint.fingerprint import FINGERPRINT_FILE, check_resume, result_settings
+from dtrain.config import load_config
+from dtrain.errors import ConfigError
+
+
+def config(tmp_path, *overrides):
+    return load_config("digits_resnet20", [f"run_dir={tmp_path}", *overrides])
+
+
+def with_checkpoint(cfg):
+    directory = cfg.resolved_checkpoint_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ckpt-000000002.pt").write_bytes(b"")
+    return cfg
+
+
+def test_first_start_records_the_settings_and_a_same_rerun_resumes(tmp_path) -> None:
+    check_resume(config(tmp_path))
+    assert (tmp_path / FINGERPRINT_FILE).is_file()
+    check_resume(with_checkpoint(config(tmp_path)))
+    # Settings that do not change what is learned may change.
+    check_resume(config(tmp_path, "data.workers=7", "train.log_every_iters=3", "tracking.backend=none",
+                        "checkpoint.every_iters=5", "data.root=/elsewhere"))
+
+
+def test_changed_settings_are_refused_naming_the_keys_and_the_two_ways_out(tmp_path) -> None:
+    check_resume(with_checkpoint(config(tmp_path)))
+    with pytest.raises(ConfigError) as caught:
+        check_resume(config(tmp_path, "optim.lr=1e-3", "model.options.shortcut=B"))
+    message = str(caught.value)
+    assert "optim.lr 0.1 -> 0.001" in message and "model.options.shortcut" in message
+    assert "run_dir=" in message and "checkpoint.resume=force" in message and "\n" not in message
+
+
+def test_force_continues_and_records_the_new_settings(tmp_path, caplog) -> None:
+    check_resume(with_checkpoint(config(tmp_path)))
+    forced = config(tmp_path, "optim.lr=1e-3", "checkpoint.resume=force")
+    check_resume(forced)
+    assert "optim.lr" in caplog.text
+    check_resume(config(tmp_path, "optim.lr=1e-3"))  # the new settings are the run's now
+    with pytest.raises(ConfigError):
+        check_resume(config(tmp_path))
+
+
+def test_without_checkpoints_a_changed_rerun_is_a_fresh_start(tmp_path) -> None:
+    check_resume(config(tmp_path))
+    check_resume(config(tmp_path, "optim.lr=1e-3"))
+    with_checkpoint(config(tmp_path))
+    with pytest.raises(ConfigError, match="optim.lr 0.001 -> 0.1"):
+        check_resume(config(tmp_path))
+
+
+def test_only_rank_zero_writes(tmp_path) -> None:
+    check_resume(config(tmp_path), rank=1)
+    assert not (tmp_path / FINGERPRINT_FILE).exists()
+
+
+def test_result_settings_keep_what_changes_results() -> None:
+    keys = set(result_settings(load_config("resnet50")))
+    assert {"optim.lr", "model.name", "data.crop_size", "schedule.milestones", "train.seed"} <= keys
+    assert not {k for k in keys if k.startswith(("tracking.", "checkpoint.")) or k in ("run_dir", "data.root")}
