@@ -70,7 +70,8 @@ def check_choices(config: RunConfig) -> None:
 def check_model(model: ModelConfig) -> None:
     """The name is registered and every option is one its builder takes, with a valid value.
 
-    Mirrors the checks of dtrain.models.build on the registry's entries, without building."""
+    Mirrors the checks of dtrain.models.build on the registry's entries, without building (a net
+    whose builder arguments are set is built on the meta device: no weights)."""
     from dtrain import models
     from dtrain.models import registry
     from dtrain.models.blocks import UnitOptions
@@ -95,8 +96,15 @@ def check_model(model: ModelConfig) -> None:
     merged = {**entry.preset, **model.options}
     try:
         UnitOptions(**{key: value for key, value in merged.items() if key in unit_fields})
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"model.options of {model.name}: {exc}") from None
+        if any(key not in unit_fields for key in model.options):
+            # Builder arguments (depth, bottleneck, ...): only the builder knows their valid values.
+            # On the meta device it allocates and initialises nothing.
+            import torch
+
+            with torch.device("meta"):
+                models.build(model.name, num_classes=model.num_classes, **model.options)
+    except (ValueError, TypeError, KeyError, AssertionError) as exc:
+        raise ConfigError(f"model.options of {model.name}: {exc}".splitlines()[0]) from None
 
 
 def _check(condition: bool, message: str) -> None:

@@ -93,6 +93,13 @@ def test_an_exponent_without_a_dot_is_a_learning_rate() -> None:
     assert result.exit_code == 0 and '"lr": 0.001' in result.output
 
 
+def test_builder_arguments_are_checked_by_the_builder_without_weights() -> None:
+    with pytest.raises(ConfigError, match="model.options of cifar_resnet: .*21"):
+        load_config("cifar10_resnet20", ["model.name=cifar_resnet", "model.options.depth=21"])
+    assert load_config("cifar10_resnet20", ["model.name=cifar_resnet", "model.options.depth=32"]).model.options == {
+        "depth": 32}
+
+
 def test_shipped_recipes_pass_validation() -> None:
     for name in recipe_names():
         load_config(name)
