@@ -138,6 +138,12 @@ def test_set_is_an_alias_of_positional_overrides() -> None:
     assert '"lr": 0.001' in aliased.output
 
 
+@pytest.mark.parametrize("command", [["train"], ["eval"], ["show-config"], ["reproduce"], ["k8s", "render"]])
+def test_every_command_taking_overrides_takes_set(command) -> None:
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0 and "--set KEY=VALUE" in result.output
+
+
 def test_completion_offers_recipes_and_keys() -> None:
     recipes = [item.value for item in complete_recipe(None, None, "cifar10_resnet11")]
     assert recipes == ["cifar10_resnet110", "cifar10_resnet110_preact"]

@@ -114,3 +114,18 @@ def test_each_cuda_extra_pulls_the_dali_build_of_its_cuda_major() -> None:
         assert [r for r in extras[f"cuda{major}"] if r.startswith("nvidia-dali")] == [f"nvidia-dali-cuda{major}0>=1.40"]
     core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert not [r for r in core if r.startswith(("nvidia", "matplotlib", "scikit-learn"))]
+
+
+def test_readme_install_shows_cpu_cuda12_cuda13_and_docker_one_command_each() -> None:
+    readme = (ROOT / "README.md").read_text()
+    install = readme[readme.index("## Install\n"):]
+    block = install[install.index("```bash"):install.index("```", install.index("```bash") + 3)]
+    commands = [line for line in block.splitlines()[1:] if line and not line.startswith("#")]
+    assert len(commands) == 4
+    cpu, cuda12, cuda13, docker = commands
+    assert "/whl/cpu" in cpu and "cuda1" not in cpu  # CPU torch first: pip then finds torch satisfied
+    assert "/whl/cu12" in cuda12 and "[cuda12" in cuda12
+    assert "[cuda13" in cuda13 and "index-url" not in cuda13
+    assert docker.startswith("docker build")
+    torch_pin = re.search(r"torch==([\d.]+)", cpu).group(1)
+    assert all(f"torch=={torch_pin}" in c for c in (cpu, cuda12, cuda13)) and build_args()["TORCH_VERSION"] == torch_pin

@@ -65,3 +65,20 @@ def test_result_settings_keep_what_changes_results() -> None:
     keys = set(result_settings(load_config("resnet50")))
     assert {"optim.lr", "model.name", "data.crop_size", "schedule.milestones", "train.seed"} <= keys
     assert not {k for k in keys if k.startswith(("tracking.", "checkpoint.")) or k in ("run_dir", "data.root")}
+
+
+@pytest.mark.slow  # two short training runs
+def test_a_changed_rerun_of_dtrain_train_is_refused_and_force_resumes(tmp_path, capsys) -> None:
+    from dtrain.cli import main
+
+    tiny = ["digits_resnet20", "data.loader=synthetic", "data.synthetic_samples=32", "data.workers=0",
+            "optim.batch_size=8", "eval.batch_size=16", "schedule.max_iters=2", "tracking.backend=jsonl",
+            f"run_dir={tmp_path}"]
+    main(["train", *tiny])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["train", *tiny, "optim.lr=1e-3"])
+    assert refused.value.code == 2
+    assert "optim.lr 0.1 -> 0.001" in capsys.readouterr().err
+    main(["train", *tiny, "optim.lr=1e-3", "schedule.max_iters=3", "checkpoint.resume=force"])
+    assert "resumed from" in capsys.readouterr().out
