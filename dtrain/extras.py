@@ -10,14 +10,14 @@
 
 from __future__ import annotations
 
-# top-level module name -> the extra that installs it
-EXTRA_OF_MODULE: dict[str, str] = {
+# top-level module name -> the extra(s) that install it
+EXTRA_OF_MODULE: dict[str, str | tuple[str, ...]] = {
     "matplotlib": "plot",
     "sklearn": "demo",
     "jinja2": "k8s",
     "kubernetes_validate": "k8s",
     "jsonschema": "k8s",
-    "nvidia": "cuda12] or dtrain[cuda13",  # DALI, built per CUDA major
+    "nvidia": ("cuda13", "cuda12"),  # DALI, built per CUDA major: the one of torch's CUDA
     "ffcv": "ffcv",
     "numba": "ffcv",
     "cv2": "ffcv",
@@ -28,7 +28,9 @@ EXTRA_OF_MODULE: dict[str, str] = {
 def missing_module_message(module: str | None) -> str | None:
     """'needs X, which is not installed: pip install 'dtrain[EXTRA]'' or None if X is no extra's."""
     top = (module or "").split(".")[0]
-    extra = EXTRA_OF_MODULE.get(top)
-    if extra is None:
+    extras = EXTRA_OF_MODULE.get(top)
+    if extras is None:
         return None
-    return f"needs {top}, which is not installed: pip install 'dtrain[{extra}]'"
+    first, *others = (extras,) if isinstance(extras, str) else extras
+    alternatives = "".join(f" (or 'dtrain[{other}]')" for other in others)
+    return f"needs {top}, which is not installed: pip install 'dtrain[{first}]'{alternatives}"
