@@ -40,6 +40,9 @@ def output_options(default_quality: int = 95):
                       help="Shrink images so that the longer side is at most this (default: keep size).")
         @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=default_quality, show_default=True,
                       help="Quality of JPEGs that must be (re-)encoded; clean JPEGs keep their bytes.")
+        @click.option("--max-pixels", type=click.IntRange(min=1), default=ImageOptions().max_pixels,
+                      show_default=True, help="Reject images with more pixels (read from the header: "
+                                              "a decompression bomb is rejected before it is decoded).")
         @click.option("--ffcv-mode", type=click.Choice(FFCV_MODES), default=None,
                       help="RGBImageField write_mode (default: raw for images <= 64 px, else jpg).")
         @click.option("--ffcv-max-side", type=click.IntRange(min=8), default=None, help="RGBImageField max_resolution.")
@@ -50,11 +53,11 @@ def output_options(default_quality: int = 95):
         @click.option("--overwrite", is_flag=True, help="Rebuild OUT even if it holds a finished output.")
         @click.option("--quiet", is_flag=True, help="No progress bar or messages.")
         @functools.wraps(command)
-        def wrapper(*args, out, formats, workers, shard_size, max_side, jpeg_quality, ffcv_mode, ffcv_max_side,
+        def wrapper(*args, out, formats, workers, shard_size, max_side, jpeg_quality, max_pixels, ffcv_mode, ffcv_max_side,
                     ffcv_quality, ffcv_compress_probability, copy_jpegs, overwrite, quiet, **kwargs):
             options = PrepareOptions(
                 out=out.resolve(), formats=formats, workers=workers, shard_size=shard_size,
-                image=ImageOptions(max_side=max_side, jpeg_quality=jpeg_quality),
+                image=ImageOptions(max_side=max_side, jpeg_quality=jpeg_quality, max_pixels=max_pixels),
                 ffcv=FfcvOptions(ffcv_mode, ffcv_max_side, ffcv_quality, ffcv_compress_probability),
                 copy_jpegs=copy_jpegs, overwrite=overwrite, quiet=quiet)
             return command(*args, options=options, **kwargs)

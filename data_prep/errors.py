@@ -1,4 +1,4 @@
-"""The one error type of data_prep: a one-line message naming the problem and the fix."""
+"""The error types of data_prep: a one-line message naming the problem and the fix."""
 
 from __future__ import annotations
 
@@ -6,7 +6,18 @@ import click
 
 
 class DataPrepError(click.ClickException):
-    """Shown by click as `Error: <message>` with exit status 1, never as a traceback."""
+    """A user error (bad path, bad option, busy --out): `Error: <message>`, exit status 2, no traceback.
+
+    2 is what `dtrain` promises for every input a user can fix (see dtrain/cli.py).
+    """
+
+    exit_code = 2
 
     def __reduce__(self):  # survives the trip back from a worker process
         return (type(self), (self.message,))
+
+
+class VerifyError(DataPrepError):
+    """`verify` found an output that differs from its manifest: the data, not the input, is wrong."""
+
+    exit_code = 1

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +44,16 @@ def _png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A few-hundred-byte PNG whose header declares width x height (a decompression bomb's shape)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
 
 
 # Planted files: name -> (how to make its bytes from a clean image's pixels, what must happen to it)

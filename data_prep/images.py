@@ -9,6 +9,7 @@ anything else is converted once and re-encoded at `jpeg_quality`.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,9 @@ from . import layout
 class ImageOptions:
     max_side: int | None = None   # shrink so that max(width, height) <= max_side; None keeps size
     jpeg_quality: int = 95        # used only where an image must be (re-)encoded
+    # Larger images are rejected from their header, before any pixel is decoded (a decompression
+    # bomb must cost a reject, not the run). PIL's own default: 89.5 Mpx, ~4x ImageNet's largest.
+    max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,27 @@ def _fit(image: Image.Image, max_side: int | None) -> Image.Image:
     return image.resize(size, Image.BICUBIC, reducing_gap=3.0)
 
 
+# 16-bit modes PIL opens grayscale PNG/TIFF in; convert("RGB") would clip them, not scale them.
+_HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """I;16 / I (16-bit samples) -> L, scaled by 255/65535; F (floats) -> L, scaled from its range."""
+    if image.mode in _HIGH_BIT_MODES:
+        pixels = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(np.round(pixels * (255.0 / 65535.0)), 0, 255).astype(np.uint8))
+    if image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)
+        low, high = float(pixels.min()), float(pixels.max())
+        scaled = (pixels - low) * (255.0 / (high - low)) if high > low else np.zeros_like(pixels)
+        return Image.fromarray(np.round(scaled).astype(np.uint8))
+    return image
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
+    image = _to_8bit(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -60,30 +82,67 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", image.size, (255, 255, 255))
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
         return background
-    return image.convert("RGB")  # L, 1, P, CMYK (PIL undoes Adobe's CMYK inversion), YCbCr, I
+    return image.convert("RGB")  # L, 1, P, CMYK (PIL undoes Adobe's CMYK inversion), YCbCr
+
+
+# EXIF orientation -> the transpose that makes the pixels upright (as ImageOps.exif_transpose does).
+_EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                   4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                   6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1) or 1)  # EXIF Orientation
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return 1  # an unreadable EXIF block: the pixels are still usable as stored
+
+
+def _open(data: bytes, max_pixels: int):
+    """(image with pixels loaded, format) or (None, reason). Size is checked from the header first."""
+    with warnings.catch_warnings():
+        # Our own limit applies; PIL's warning (and error, at 2x its limit) would only duplicate it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            source_format = image.format or "unknown"
+        except Image.DecompressionBombError as exc:
+            return None, f"too many pixels (decompression bomb?): {exc}"
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            return None, f"not a readable image: {type(exc).__name__}"
+        width, height = image.size
+        if width * height > max_pixels:
+            return None, (f"{source_format} of {width}x{height} = {width * height} pixels is over the "
+                          f"limit of {max_pixels} (raise --max-pixels to keep it)")
+        try:
+            image.load()  # decodes every pixel: catches truncated and corrupt files
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            return None, f"truncated or corrupt {source_format}: {exc}"
+    return image, source_format
 
 
 def normalize_bytes(data: bytes, options: ImageOptions) -> StoredImage:
     """An encoded file as found on disk or in a tar -> what we store."""
     if not data:
         return _reject("empty file (0 bytes)")
-    try:
-        image = Image.open(io.BytesIO(data))
-        source_format = image.format or "unknown"
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        return _reject(f"not a readable image: {type(exc).__name__}")
-    try:
-        image.load()  # decodes every pixel: catches truncated and corrupt files
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        return _reject(f"truncated or corrupt {source_format}: {exc}")
+    image, source_format = _open(data, options.max_pixels)
+    if image is None:
+        return _reject(source_format)
 
     changes = []
     if source_format != "JPEG":
         changes.append(f"{source_format} re-encoded as JPEG")
     if image.mode != "RGB":
         changes.append(f"{image.mode} -> RGB")
+    orientation = _orientation(image)
+    orientation = orientation if orientation in _EXIF_TRANSPOSE else 1
     try:
         rgb = _to_rgb(image)
+        if orientation != 1:
+            # DALI's decoder applies EXIF orientation, PIL and FFCV do not: store upright pixels
+            # (and no EXIF) so that every loader sees the same image.
+            rgb = rgb.transpose(_EXIF_TRANSPOSE[orientation]) if orientation in _EXIF_TRANSPOSE else rgb
+            changes.append(f"EXIF orientation {orientation} applied")
     except (OSError, ValueError) as exc:
         return _reject(f"cannot convert {image.mode} to RGB: {exc}")
     fitted = _fit(rgb, options.max_side)

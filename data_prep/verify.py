@@ -16,12 +16,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import layout
-from .errors import DataPrepError
+from .errors import VerifyError
 from .manifest import read_manifest, split_counts
 
 
 def _fail(message: str):
-    raise DataPrepError(f"verify failed: {message}")
+    raise VerifyError(f"verify failed: {message}")
 
 
 def _check_summary(out: Path, rows: list[dict]) -> dict:

@@ -216,12 +216,12 @@ def test_kill_and_resume_equals_the_uninterrupted_run(raw, prepared, manifest, t
 
 def test_non_empty_foreign_out_asks_for_overwrite(raw, tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
-    result = run_cli("imagenet", "--src", raw[0] / "tree", "--out", tmp_path, *COMMON, expect=1)
+    result = run_cli("imagenet", "--src", raw[0] / "tree", "--out", tmp_path, *COMMON, expect=2)
     assert "--overwrite" in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_wrong_src_is_one_line(tmp_path):
-    result = run_cli("imagenet", "--src", tmp_path / "nope", "--out", tmp_path / "o", *COMMON, expect=1)
+    result = run_cli("imagenet", "--src", tmp_path / "nope", "--out", tmp_path / "o", *COMMON, expect=2)
     assert "does not exist" in result.output and len(result.output.strip().splitlines()) == 1
 
 
@@ -234,7 +234,7 @@ def test_disk_full_is_a_clean_message_and_leaves_no_partial_shard(raw, tmp_path,
     monkeypatch.setattr(shard_writer, "_tar_member", full)
     out = tmp_path / "o"
     result = run_cli("imagenet", "--src", raw[0] / "tree", "--out", out, "--workers", 1, "--formats", "wds",
-                     *COMMON, expect=1)
+                     *COMMON, expect=2)
     assert "disk full" in result.output and "resume" in result.output
     assert not list(out.rglob("*.tmp*")) and not list(out.rglob("*.tar"))
 
@@ -244,5 +244,5 @@ def test_resuming_with_other_options_is_refused(raw, tmp_path):
     run_cli("imagenet", "--src", raw[0] / "tree", "--out", out, "--workers", 1, "--formats", "wds", *COMMON)
     (out / layout.SUMMARY).unlink()  # as if the run had been killed before finishing
     result = run_cli("imagenet", "--src", raw[0] / "tree", "--out", out, "--workers", 1, "--formats", "wds",
-                     "--shard-size", 7, "--quiet", expect=1)
+                     "--shard-size", 7, "--quiet", expect=2)
     assert "unfinished run" in result.output and "--overwrite" in result.output

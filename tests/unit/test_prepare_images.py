@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dtrain_prep import layout
+from dtrain_prep import fixtures, layout
 from dtrain_prep.fixtures import ODD_FILES
 from dtrain_prep.images import ImageOptions, normalize_bytes, normalize_pixels
 from dtrain_prep.samples import synthetic_pixels
@@ -72,3 +72,65 @@ def test_transparent_png_becomes_white_not_black():
     stored = normalize_bytes(buffer.getvalue(), ImageOptions())
     assert stored.status == layout.STATUS_CONVERTED
     assert np.asarray(_decode(stored.data)).min() > 240
+
+
+def test_decompression_bomb_is_rejected_from_its_header():
+    stored = normalize_bytes(fixtures.png_declaring(30000, 30000), ImageOptions())
+    assert stored.status == layout.STATUS_REJECTED and "pixels" in stored.reason
+
+
+def test_pixel_limit_is_configurable():
+    data = _png(PIXELS)
+    assert normalize_bytes(data, ImageOptions(max_pixels=64 * 48)).status == layout.STATUS_CONVERTED
+    stored = normalize_bytes(data, ImageOptions(max_pixels=64 * 48 - 1))
+    assert stored.status == layout.STATUS_REJECTED and "--max-pixels" in stored.reason
+
+
+def _png(pixels) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_16_bit_grayscale_is_scaled_to_8_bits_not_clipped():
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (48, 1))
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    source = Image.open(io.BytesIO(buffer.getvalue()))
+    assert source.mode.startswith("I")  # really a 16-bit image, not one PIL already reduced
+    stored = normalize_bytes(buffer.getvalue(), ImageOptions())
+    assert stored.status == layout.STATUS_CONVERTED
+    gray = np.asarray(_decode(stored.data).convert("L"), dtype=np.float64)
+    expected = ramp / 257.0
+    assert np.abs(gray - expected).mean() < 3
+    assert gray[:, 0].mean() < 10 and gray[:, -1].mean() > 245
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied_so_every_loader_sees_upright_pixels(orientation):
+    from PIL import ImageOps
+
+    source = Image.fromarray(PIXELS)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    source.save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    stored = normalize_bytes(buffer.getvalue(), ImageOptions())
+    assert stored.status == layout.STATUS_CONVERTED and "orientation" in stored.reason
+    upright = np.asarray(ImageOps.exif_transpose(_decode(buffer.getvalue())).convert("RGB"), dtype=np.float64)
+    result = _decode(stored.data)
+    assert (stored.width, stored.height) == result.size == (upright.shape[1], upright.shape[0])
+    assert _orientation_of(stored.data) == 1
+    assert np.abs(np.asarray(result, dtype=np.float64) - upright).mean() < 4
+
+
+def _orientation_of(data: bytes) -> int:
+    return int(Image.open(io.BytesIO(data)).getexif().get(0x0112, 1))
+
+
+def test_jpeg_without_orientation_keeps_its_bytes():
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    buffer = io.BytesIO()
+    Image.fromarray(PIXELS).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    assert normalize_bytes(buffer.getvalue(), ImageOptions()).data == buffer.getvalue()
