@@ -14,6 +14,7 @@ import click
 
 from . import layout
 from .ffcv_export import FFCV_MODES, FfcvOptions
+from .errors import DataPrepError
 from .images import ImageOptions
 from .pipeline import PrepareOptions, run_prepare
 
@@ -65,6 +66,19 @@ def output_options(default_quality: int = 95):
     return decorate
 
 
+CLASSES_OPTION = click.option(
+    "--classes", type=click.Path(path_type=Path), default=None,
+    help="Pin the class list: one synset per line, label = line number (e.g. LOC_synset_mapping.txt). "
+         "Default: the sorted class folders, empty ones included.")
+
+
+def check_out_outside_src(src: Path, out: Path) -> None:
+    """An --out inside --src would be scanned as input (its folders become classes, OUT/src a loop)."""
+    src, out = Path(src).resolve(), Path(out).resolve()
+    if out == src or out.is_relative_to(src):
+        raise DataPrepError(f"--out {out} is inside --src {src}: choose an --out outside the source tree")
+
+
 @click.group()
 def prepare() -> None:
     """Write ImageNet, CIFAR, digits or any image folder into webdataset (DALI), FFCV and Parquet."""
@@ -83,12 +97,14 @@ def prepare() -> None:
               help="ILSVRC2012_devkit_t12 folder (its data/meta.mat maps ground-truth ids to synsets).")
 @click.option("--synset-names", type=click.Path(path_type=Path, dir_okay=False),
               help="LOC_synset_mapping.txt (default: looked up in --src).")
+@CLASSES_OPTION
 @output_options()
-def imagenet(src, train_tar, val_tar, val_labels, devkit, synset_names, options) -> None:
+def imagenet(src, train_tar, val_tar, val_labels, devkit, synset_names, classes, options) -> None:
     """ILSVRC-2012 from an extracted tree or the original tars."""
     from .sources.imagenet import imagenet_plan
 
-    run_prepare(imagenet_plan(src, train_tar, val_tar, val_labels, devkit, synset_names), options)
+    check_out_outside_src(src, options.out)
+    run_prepare(imagenet_plan(src, train_tar, val_tar, val_labels, devkit, synset_names, classes), options)
 
 
 @prepare.command()
@@ -97,12 +113,14 @@ def imagenet(src, train_tar, val_tar, val_labels, devkit, synset_names, options)
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
               help="Hold out this share of each class as val when SRC has no train/ and val/.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@CLASSES_OPTION
 @output_options()
-def folder(src, val_fraction, seed, options) -> None:
+def folder(src, val_fraction, seed, classes, options) -> None:
     """Any class-per-folder image tree."""
     from .sources.folder import folder_plan
 
-    run_prepare(folder_plan(src, val_fraction, seed), options)
+    check_out_outside_src(src, options.out)
+    run_prepare(folder_plan(src, val_fraction, seed, classes), options)
 
 
 @prepare.command()

@@ -73,6 +73,8 @@ def _prepare_out(plan: SourcePlan, options: PrepareOptions) -> bool:
     out = options.out
     if out.exists() and not out.is_dir():
         raise DataPrepError(f"--out {out} is a file: give a directory")
+    if plan.source_root is not None and out.resolve().is_relative_to(plan.source_root.resolve()):
+        raise DataPrepError(f"--out {out} is inside --src {plan.source_root}: choose an --out outside the source tree")
     if options.overwrite:
         for name in OWNED_ENTRIES:
             path = out / name
@@ -184,6 +186,8 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     if not _prepare_out(plan, options):
         _say(options, f"{options.out} is already complete: nothing to do (pass --overwrite to rebuild)")
         return None
+    for warning in plan.warnings:
+        _say(options, f"warning: {warning}")
     _remove_stale_temporaries(options.out)
     link_originals = _link_source(plan, options)
     tasks = _tasks(plan, options, link_originals)
@@ -215,7 +219,8 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     timing = {"seconds": round(elapsed, 3), "shard_seconds": round(shard_seconds, 3),
               "workers": options.workers, "images_per_s_shards": round(images / max(shard_seconds, 1e-9), 1)}
     options_record = {**options.pinned(), "workers": options.workers}
-    summary = build_summary(options.out, plan.dataset, rows, outputs, options_record, plan.details, timing)
+    summary = build_summary(options.out, plan.dataset, rows, outputs, options_record,
+                            {**plan.details, "warnings": plan.warnings}, timing)
     write_atomic_text(options.out / layout.SUMMARY, json.dumps(summary, indent=1) + "\n")
     counts = ", ".join(f"{s}: {c['accepted']} images ({c['rejected']} rejected)" for s, c in summary["splits"].items())
     _say(options, f"wrote {options.out} in {elapsed:.1f} s: {counts}")

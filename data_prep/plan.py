@@ -25,12 +25,57 @@ class SourcePlan:
     source_root: Path | None = None       # linked as OUT/src when samples are files under it
     small_images: bool = False            # FFCV default mode: raw pixels for tiny images
     details: dict = field(default_factory=dict)  # recorded in summary.json["source"]
+    warnings: list[str] = field(default_factory=list)  # shown to the user, recorded in summary.json
 
 
 def classes_from_synsets(synsets, names: dict[str, str] | None = None) -> list[ClassInfo]:
     """Class index = position in the sorted synsets (torchvision's ImageFolder order)."""
     names = names or {}
     return [ClassInfo(i, s, names.get(s, s)) for i, s in enumerate(sorted(set(synsets)))]
+
+
+def read_classes_file(path: Path) -> list[tuple[str, str]]:
+    """--classes FILE: one class per line, "synset [words]" (LOC_synset_mapping.txt works as is)."""
+    if not path.is_file():
+        raise DataPrepError(f"--classes {path} is not a file: give a text file with one class (synset) per line")
+    pinned = []
+    for line in path.read_text().splitlines():
+        synset, _, words = line.strip().partition(" ")
+        if synset:
+            pinned.append((synset, words.strip() or synset))
+    duplicates = sorted({s for s, _ in pinned if [p for p, _ in pinned].count(s) > 1})
+    if not pinned or duplicates:
+        raise DataPrepError(f"--classes {path} " + (f"lists {duplicates[0]} twice" if duplicates else "is empty")
+                            + ": give each class once, one per line")
+    return pinned
+
+
+def class_table(folders, entries, classes_file: Path | None = None,
+                names: dict[str, str] | None = None) -> tuple[list[ClassInfo], list[str]]:
+    """Classes and warnings. Every class folder keeps its sorted position as its label, even an empty
+    one (dropping it would shift every later label); --classes pins the list and its order."""
+    names = names or {}
+    found = {e[1] for e in entries if e[1] and e[2]["kind"] != "unusable"}
+    folders = sorted(set(folders) | found)
+    if classes_file is None:
+        classes = classes_from_synsets(folders, names)
+    else:
+        pinned = read_classes_file(Path(classes_file))
+        listed = {s for s, _ in pinned}
+        unlisted = [f for f in folders if f not in listed]
+        if unlisted:
+            raise DataPrepError(f"class folder {unlisted[0]!r} is not in --classes {classes_file} "
+                                f"({len(unlisted)} such): add it there, or remove the folder")
+        classes = [ClassInfo(i, s, names.get(s, words)) for i, (s, words) in enumerate(pinned)]
+    empty = [c for c in classes if c.synset not in found]
+    warnings = [f"{len(empty)} classes have no images (first: {empty[0].synset}, label {empty[0].index}); "
+                "their labels are kept, later labels do not shift"] if empty else []
+    return classes, warnings
+
+
+def unusable_entry(relpath: str, synset: str, reason: str) -> tuple[str, str, dict]:
+    """A file under --src that cannot be a sample: listed in the manifest as a reject with its reason."""
+    return relpath, synset, dict(source=relpath, kind="unusable", ref=(reason,), relpath="")
 
 
 # Training shards are written in a seeded random order, not class by class: readers that stream
@@ -49,7 +94,7 @@ def make_samples(split: str, entries, label_of: dict[str, int]) -> list[Sample]:
     if split == "train":
         random.Random(TRAIN_ORDER_SEED).shuffle(ordered)
     return [
-        Sample(split=split, position=i, label=label_of[synset], synset=synset, **fields)
+        Sample(split=split, position=i, label=label_of.get(synset, -1), synset=synset, **fields)
         for i, (_, synset, fields) in enumerate(ordered)
     ]
 

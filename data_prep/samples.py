@@ -44,6 +44,14 @@ def _read_tar_slice(sample: Sample) -> bytes:
         return handle.read(size)
 
 
+class UnusableSource(OSError):
+    """A candidate that is known not to be a sample (link loop, FIFO, file outside a class folder)."""
+
+
+def _read_unusable(sample: Sample) -> bytes:
+    raise UnusableSource(sample.ref[0])
+
+
 def _read_array(sample: Sample) -> np.ndarray:
     assert sample.pixels is not None
     return sample.pixels
@@ -71,6 +79,7 @@ PAYLOAD_READERS: dict[str, Callable[[Sample], "bytes | np.ndarray"]] = {
     "tar_slice": _read_tar_slice,
     "array": _read_array,
     "synthetic": _read_synthetic,
+    "unusable": _read_unusable,
 }
 
 

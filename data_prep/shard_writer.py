@@ -19,7 +19,7 @@ from pathlib import Path
 from . import layout
 from .errors import DataPrepError
 from .images import ImageOptions, StoredImage, normalize
-from .samples import Sample, read_payload
+from .samples import Sample, UnusableSource, read_payload
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,8 @@ def _quarantine(task: ShardTask, sample: Sample, payload, key: str) -> None:
 def _load(sample: Sample):
     try:
         return read_payload(sample), None
+    except UnusableSource as exc:
+        return None, str(exc)
     except OSError as exc:
         return None, f"cannot read: {exc.strerror or exc}"
 

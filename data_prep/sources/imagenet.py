@@ -19,8 +19,8 @@ import tarfile
 from pathlib import Path
 
 from ..errors import DataPrepError
-from ..plan import SourcePlan, classes_from_synsets, make_samples, require_dir
-from .folder import scan_class_tree
+from ..plan import SourcePlan, class_table, make_samples, require_dir
+from .folder import class_folders, scan_class_tree
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -158,7 +158,7 @@ def _first_existing(*paths: Path | None) -> Path | None:
 
 def imagenet_plan(src: Path, train_tar: Path | None = None, val_tar: Path | None = None,
                   val_labels: Path | None = None, devkit: Path | None = None,
-                  synset_names: Path | None = None) -> SourcePlan:
+                  synset_names: Path | None = None, classes_file: Path | None = None) -> SourcePlan:
     src = require_dir(Path(src).resolve(), "--src")
     kaggle = src / "ILSVRC" / "Data" / "CLS-LOC"
     root = kaggle if kaggle.is_dir() else src
@@ -169,9 +169,11 @@ def imagenet_plan(src: Path, train_tar: Path | None = None, val_tar: Path | None
 
     if (root / "train").is_dir():
         train = scan_class_tree(root / "train", src)
+        folders = class_folders(root / "train")
         form = "tree"
     elif train_tar is not None:
         train = scan_train_tar(Path(train_tar))
+        folders = []
         form = "tar"
     else:
         raise DataPrepError(f"no ImageNet train data in {src}: expected {src}/train/<synset>/*.JPEG "
@@ -186,9 +188,9 @@ def imagenet_plan(src: Path, train_tar: Path | None = None, val_tar: Path | None
         val = label_flat_val(scan_flat_tar(Path(val_tar)), val_labels, devkit)
 
     names = read_synset_names(_first_existing(synset_names, src / SYNSET_MAPPING))
-    classes = classes_from_synsets((e[1] for e in train), names)
+    classes, warnings = class_table(folders, train, classes_file, names)
     label_of = {c.synset: c.index for c in classes}
-    unknown = sorted({e[1] for e in val} - set(label_of))
+    unknown = sorted({e[1] for e in val} - set(label_of) - {""})
     if unknown:
         raise DataPrepError(f"val labels name {len(unknown)} synsets that train does not have "
                             f"(first: {unknown[0]}): train and val are from different datasets")
@@ -196,5 +198,5 @@ def imagenet_plan(src: Path, train_tar: Path | None = None, val_tar: Path | None
     if val:
         splits["val"] = make_samples("val", val, label_of)
     details = {"src": str(src), "form": form, "train_tar": str(train_tar or ""), "val_tar": str(val_tar or ""),
-               "val_labels": str(val_labels or ""), "synset_names": bool(names)}
-    return SourcePlan("imagenet", classes, splits, source_root=src, details=details)
+               "val_labels": str(val_labels or ""), "synset_names": bool(names), "classes_file": str(classes_file or "")}
+    return SourcePlan("imagenet", classes, splits, source_root=src, details=details, warnings=warnings)

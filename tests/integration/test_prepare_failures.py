@@ -99,3 +99,68 @@ def test_val_csv_with_missing_or_extra_rows_exits_2(tmp_path, change):
     csv.write_text("\n".join(lines) + "\n")
     line = one_line(run_cli("imagenet", "--src", root, "--out", tmp_path / "o", *COMMON, expect=2))
     assert "LOC_val_solution.csv" in line
+
+
+# 4. empty class folder: labels never shift ------------------------------------------------------
+
+def test_empty_class_keeps_its_label_and_warns(tmp_path):
+    src = make_tree(tmp_path / "src", classes=("a", "b", "c"))
+    for image in (src / "b").iterdir():
+        image.unlink()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(prepare, ["folder", "--src", str(src), "--out", str(out), "--formats", "wds",
+                                          "--shard-size", "4", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "warning" in result.output and "b" in result.output
+    labels = {r["synset"]: r["label"] for r in manifest(out)}
+    assert labels == {"a": 0, "c": 2}
+    assert [c["synset"] for c in __import__("json").loads((out / layout.CLASSES).read_text())] == ["a", "b", "c"]
+
+
+def test_classes_file_pins_the_list_and_refuses_unlisted_folders(tmp_path):
+    src = make_tree(tmp_path / "src", classes=("b", "c"))
+    listing = tmp_path / "classes.txt"
+    listing.write_text("a first\nb second\nc third\n")
+    out = tmp_path / "out"
+    run_cli("folder", "--src", src, "--out", out, "--formats", "wds", "--classes", listing, *COMMON)
+    assert {r["synset"]: r["label"] for r in manifest(out)} == {"b": 1, "c": 2}
+    listing.write_text("b\n")
+    line = one_line(run_cli("folder", "--src", src, "--out", tmp_path / "o2", "--classes", listing, *COMMON,
+                            expect=2))
+    assert "'c'" in line and "--classes" in line
+
+
+# 5. every file under --src is accounted for ---------------------------------------------------------
+
+def test_every_file_under_src_is_a_manifest_row(tmp_path):
+    src = make_tree(tmp_path / "src" / "train", classes=("a", "b"))
+    elsewhere = make_tree(tmp_path / "elsewhere", classes=("sub",))
+    os.symlink(elsewhere / "sub", src / "a" / "linked")          # symlinked sub-folder of images
+    os.symlink(src / "b", src / "b" / "loop")                      # a link loop
+    os.symlink(tmp_path / "missing.jpg", src / "a" / "broken.jpg")  # a broken link
+    os.mkfifo(src / "b" / "fifo.jpg")                              # would block a naive reader
+    (src / "a" / ".hidden.jpg").write_bytes(jpeg(7))
+    (src / "stray.jpg").write_bytes(jpeg(8))                       # outside any class folder
+    out = tmp_path / "out"
+    run_cli("folder", "--src", tmp_path / "src", "--out", out, "--formats", "wds", *COMMON)
+    rows = manifest(out)
+    on_disk = sum(len(files) for _, _, files in os.walk(src, followlinks=False))
+    linked = len(list((elsewhere / "sub").iterdir()))
+    loops = 1                                      # the looping link is one row, a reject
+    assert len(rows) == on_disk + linked + loops
+    status = {r["source"]: r for r in rows}
+    assert all(status[f"train/a/linked/{p.name}"]["status"] == "ok" for p in (elsewhere / "sub").iterdir())
+    assert status["train/a/linked/sub0.jpg"]["label"] == 0
+    for reject in ("train/a/broken.jpg", "train/b/fifo.jpg", "train/stray.jpg", "train/b/loop"):
+        assert status[reject]["status"] == "rejected" and status[reject]["reason"], reject
+    assert status["train/a/.hidden.jpg"]["status"] == "ok"
+
+
+# 6. --out inside --src ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["train", "src"])
+def test_out_inside_src_is_refused(tmp_path, where):
+    src = make_tree(tmp_path / "src" / "train", classes=("a",)).parent
+    out = src / "train" / "prepared" if where == "train" else src
+    line = one_line(run_cli("folder", "--src", src, "--out", out, *COMMON, expect=2))
+    assert "inside --src" in line
