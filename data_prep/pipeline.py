@@ -24,6 +24,7 @@ from . import layout
 from .errors import DataPrepError
 from .ffcv_export import FfcvOptions, ffcv_available, write_beton
 from .images import ImageOptions
+from .lock import LOCK_NAME, locked_out
 from .manifest import (assign_indices, build_summary, write_atomic_text, write_classes, write_filelist,
                        write_manifest)
 from .plan import SourcePlan
@@ -71,8 +72,6 @@ def _plan_digest(plan: SourcePlan) -> str:
 def _prepare_out(plan: SourcePlan, options: PrepareOptions) -> bool:
     """Create/check OUT. False when OUT already holds a finished output (re-run = no-op)."""
     out = options.out
-    if out.exists() and not out.is_dir():
-        raise DataPrepError(f"--out {out} is a file: give a directory")
     if plan.source_root is not None and out.resolve().is_relative_to(plan.source_root.resolve()):
         raise DataPrepError(f"--out {out} is inside --src {plan.source_root}: choose an --out outside the source tree")
     if options.overwrite:
@@ -88,7 +87,7 @@ def _prepare_out(plan: SourcePlan, options: PrepareOptions) -> bool:
             raise DataPrepError(f"--out {out} holds a finished {finished} output, not {plan.dataset}: "
                                 "choose another --out, or pass --overwrite to replace it")
         return False
-    elif out.is_dir() and any(out.iterdir()) and not (out / layout.WORK_DIR).exists():
+    elif any(p.name != LOCK_NAME for p in out.iterdir()) and not (out / layout.WORK_DIR).exists():
         raise DataPrepError(f"--out {out} is not empty and holds no dtrain prepare output: "
                             "choose an empty directory, or pass --overwrite")
     state_path = out / layout.WORK_DIR / "state.json"
@@ -172,8 +171,11 @@ def _process_shard_keyed(task: ShardTask) -> tuple[str, int]:
 
 def run_prepare(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     """Write OUT for plan; returns the summary, or None when OUT was already complete."""
+    if options.out.exists() and not options.out.is_dir():
+        raise DataPrepError(f"--out {options.out} is a file: give a directory")
     try:
-        return _run(plan, options)
+        with locked_out(options.out):
+            return _run(plan, options)
     except OSError as exc:  # the shard stage reports its own; this covers manifest, lists, FFCV
         if exc.errno == errno.ENOSPC:
             raise DataPrepError(f"disk full while writing {options.out}: free space, then re-run the same "

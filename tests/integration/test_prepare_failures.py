@@ -164,3 +164,29 @@ def test_out_inside_src_is_refused(tmp_path, where):
     out = src / "train" / "prepared" if where == "train" else src
     line = one_line(run_cli("folder", "--src", src, "--out", out, *COMMON, expect=2))
     assert "inside --src" in line
+
+
+# 7. one prepare per --out ---------------------------------------------------------------------------
+
+def test_second_prepare_into_a_busy_out_is_refused_naming_the_pid(tmp_path):
+    import subprocess
+    import sys
+
+    src = make_tree(tmp_path / "src", per_class=1)
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from data_prep.lock import locked_out\n"
+        "with locked_out(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)"), str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = one_line(run_cli("folder", "--src", src, "--out", out, *COMMON, expect=2))
+        assert f"PID {holder.pid}" in line and "in use" in line
+        assert not (out / layout.WORK_DIR).exists()  # the busy run's files were not touched
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder was killed: its lock file is left behind, and the next run takes it over.
+    assert (out / ".prepare.lock").exists()
+    run_cli("folder", "--src", src, "--out", out, "--formats", "wds", *COMMON)
+    assert (out / layout.SUMMARY).exists()
