@@ -74,6 +74,11 @@ def ffcv_name(split: str) -> str:
     return f"{FFCV_DIR}/{split}.beton"
 
 
+def ffcv_digest_name(split: str) -> str:
+    """sha256 of every sample's stored image bytes in the .beton, 32 bytes each in sample order."""
+    return f"{FFCV_DIR}/{split}.sha256"
+
+
 def filelist_name(split: str) -> str:
     return f"{FILELIST_DIR}/{split}.txt"
 

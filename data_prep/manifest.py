@@ -1,4 +1,9 @@
-"""Merge shard fragments into manifest.parquet; write file lists, classes.json and summary.json."""
+"""Stream shard fragments into manifest.parquet and file lists; classes.json and summary.json.
+
+Rows are never all in memory at once: fragments are read one shard at a time, written to Parquet
+in record batches, and summarised by running counts (ManifestStats). The parent's memory then
+stays flat in the number of images (the counts hold one entry per split/class/shard/reject).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,7 @@ from pathlib import Path
 from . import layout
 from .plan import ClassInfo
 
-
-def assign_indices(rows: list[dict]) -> list[dict]:
-    """rows in reading order (split, shard, position): index = rank among the accepted rows."""
-    next_index: Counter = Counter()
-    for row in rows:
-        if row["status"] != layout.STATUS_REJECTED:
-            row["index"] = next_index[row["split"]]
-            next_index[row["split"]] += 1
-    return rows
+BATCH_ROWS = 65_536  # rows per Parquet row group: a few MB of memory, few groups for ImageNet
 
 
 def write_atomic_text(path: Path, text: str) -> None:
@@ -33,15 +30,94 @@ def write_atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_manifest(out: Path, rows: list[dict]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+class ManifestStats:
+    """Running counts of manifest rows: what summary.json and verify compare."""
 
-    schema = layout.manifest_schema()
-    table = pa.Table.from_pylist([{c: row[c] for c in layout.MANIFEST_COLUMNS} for row in rows], schema=schema)
-    tmp = out / (layout.MANIFEST + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out / layout.MANIFEST)
+    def __init__(self):
+        self.splits: dict = {}
+        self.per_class: dict = {}
+        self.rejects: list[dict] = []
+        self.conversions: Counter = Counter()
+        self.shards: dict[str, set] = {}
+
+    def add(self, rows) -> "ManifestStats":
+        for row in rows:
+            split = row["split"]
+            entry = self.splits.setdefault(split, {"candidates": 0, "accepted": 0, "ok": 0,
+                                                   "converted": 0, "rejected": 0, "shards": set()})
+            entry["candidates"] += 1
+            entry[row["status"]] += 1
+            if row["status"] == layout.STATUS_REJECTED:
+                self.rejects.append(row)
+                continue
+            entry["accepted"] += 1
+            entry["shards"].add(row["shard"])
+            classes = self.per_class.setdefault(split, Counter())
+            classes[row["synset"]] += 1
+            if row["status"] == layout.STATUS_CONVERTED:
+                self.conversions[row["reason"]] += 1
+        return self
+
+    def split_counts(self) -> dict:
+        return {s: {**e, "shards": len(e["shards"])} for s, e in self.splits.items()}
+
+    def shard_names(self, split: str) -> list[str]:
+        return sorted(self.splits.get(split, {}).get("shards", ()))
+
+    def per_class_counts(self) -> dict:
+        return {split: dict(sorted(c.items())) for split, c in self.per_class.items()}
+
+
+def split_counts(rows) -> dict:
+    return ManifestStats().add(rows).split_counts()
+
+
+class ManifestWriter:
+    """Rows in reading order -> indices, manifest.parquet (record batches), file lists, stats."""
+
+    def __init__(self, out: Path, filelist_splits=()):
+        import pyarrow.parquet as pq
+
+        self.out, self.stats, self.batch = out, ManifestStats(), []
+        self.next_index: Counter = Counter()
+        self.tmp = out / (layout.MANIFEST + ".tmp")
+        self.parquet = pq.ParquetWriter(self.tmp, layout.manifest_schema())
+        self.filelists = {}
+        for split in filelist_splits:
+            path = out / layout.filelist_name(split)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.filelists[split] = (path, open(path.with_name(path.name + ".tmp"), "w"))
+
+    def add(self, rows: list[dict]) -> None:
+        """rows of one shard, in order: index = rank among the accepted rows of the split."""
+        for row in rows:
+            if row["status"] != layout.STATUS_REJECTED:
+                row["index"] = self.next_index[row["split"]]
+                self.next_index[row["split"]] += 1
+                if row["jpeg_path"] and row["split"] in self.filelists:
+                    self.filelists[row["split"]][1].write(f"{row['jpeg_path']} {row['label']}\n")
+        self.stats.add(rows)
+        self.batch.extend({c: row[c] for c in layout.MANIFEST_COLUMNS} for row in rows)
+        if len(self.batch) >= BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self.batch:
+            self.parquet.write_table(pa.Table.from_pylist(self.batch, schema=layout.manifest_schema()))
+            self.batch = []
+
+    def close(self) -> ManifestStats:
+        self._flush()
+        self.parquet.close()
+        os.replace(self.tmp, self.out / layout.MANIFEST)
+        for path, handle in self.filelists.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            os.replace(path.with_name(path.name + ".tmp"), path)
+        return self.stats
 
 
 def read_manifest(out: Path) -> list[dict]:
@@ -50,39 +126,10 @@ def read_manifest(out: Path) -> list[dict]:
     return pq.read_table(Path(out) / layout.MANIFEST).to_pylist()
 
 
-def write_filelist(out: Path, split: str, rows: list[dict]) -> None:
-    lines = [f"{row['jpeg_path']} {row['label']}\n" for row in rows if row["jpeg_path"]]
-    write_atomic_text(out / layout.filelist_name(split), "".join(lines))
-
-
 def write_classes(out: Path, classes: list[ClassInfo]) -> None:
     table = [{"index": c.index, "synset": c.synset, "name": c.name.split(",")[0].strip(), "words": c.name}
              for c in classes]
     write_atomic_text(out / layout.CLASSES, json.dumps(table, indent=1) + "\n")
-
-
-def split_counts(rows: list[dict]) -> dict:
-    counts: dict = {}
-    for row in rows:
-        entry = counts.setdefault(row["split"], {"candidates": 0, "accepted": 0, "ok": 0,
-                                                  "converted": 0, "rejected": 0, "shards": set()})
-        entry["candidates"] += 1
-        entry[row["status"]] += 1
-        if row["status"] != layout.STATUS_REJECTED:
-            entry["accepted"] += 1
-            entry["shards"].add(row["shard"])
-    for entry in counts.values():
-        entry["shards"] = len(entry["shards"])
-    return counts
-
-
-def per_class_counts(rows: list[dict]) -> dict:
-    counts: dict = {}
-    for row in rows:
-        if row["status"] != layout.STATUS_REJECTED:
-            split = counts.setdefault(row["split"], {})
-            split[row["synset"]] = split.get(row["synset"], 0) + 1
-    return {split: dict(sorted(c.items())) for split, c in counts.items()}
 
 
 def _version(package: str) -> str:
@@ -105,16 +152,14 @@ def _reject_entry(out: Path, row: dict) -> dict:
             "quarantine": quarantined if (out / quarantined).exists() else ""}
 
 
-def build_summary(out: Path, dataset: str, rows: list[dict], outputs: dict, options: dict, source: dict,
+def build_summary(out: Path, dataset: str, stats: ManifestStats, outputs: dict, options: dict, source: dict,
                   timing: dict) -> dict:
-    rejects = [_reject_entry(out, r) for r in rows if r["status"] == layout.STATUS_REJECTED]
-    conversions = Counter(r["reason"] for r in rows if r["status"] == layout.STATUS_CONVERTED)
     return {
         "dataset": dataset,
-        "splits": split_counts(rows),
-        "per_class": per_class_counts(rows),
-        "rejects": rejects,
-        "conversions": dict(sorted(conversions.items())),
+        "splits": stats.split_counts(),
+        "per_class": stats.per_class_counts(),
+        "rejects": [_reject_entry(out, r) for r in stats.rejects],
+        "conversions": dict(sorted(stats.conversions.items())),
         "outputs": outputs,
         "options": options,
         "source": source,

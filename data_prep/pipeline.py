@@ -25,8 +25,7 @@ from .errors import DataPrepError
 from .ffcv_export import FfcvOptions, ffcv_available, write_beton
 from .images import ImageOptions
 from .lock import LOCK_NAME, locked_out
-from .manifest import (assign_indices, build_summary, write_atomic_text, write_classes, write_filelist,
-                       write_manifest)
+from .manifest import ManifestStats, ManifestWriter, build_summary, write_atomic_text, write_classes
 from .plan import SourcePlan
 from .shard_writer import ShardTask, load_fragment, process_shard
 
@@ -199,29 +198,24 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     _run_shards(pending, options)
     shard_seconds = time.time() - started
 
-    rows = []
-    for task in tasks:
-        rows.extend(load_fragment(options.out, task.split, task.shard_index))
-    assign_indices(rows)
-    write_manifest(options.out, rows)
+    filelist_splits = list(plan.splits) if "filelist" in options.formats else []
+    manifest = ManifestWriter(options.out, filelist_splits)
+    for task in tasks:  # one shard's rows at a time: memory stays flat in the number of images
+        manifest.add(load_fragment(options.out, task.split, task.shard_index))
+    stats = manifest.close()
     write_classes(options.out, plan.classes)
-    written_shards = sorted({r["shard"] for r in rows if r["shard"]})  # an all-rejected shard has no tar
     outputs = {"manifest": layout.MANIFEST, "classes": layout.CLASSES,
-               "wds": {s: [n for n in written_shards if n.startswith(f"{layout.WDS_DIR}/{s}/")] for s in plan.splits}}
-    accepted = {s: [r for r in rows if r["split"] == s and r["status"] != layout.STATUS_REJECTED]
-                for s in plan.splits}
-    if "filelist" in options.formats:
-        for split in plan.splits:
-            write_filelist(options.out, split, accepted[split])
+               "wds": {s: stats.shard_names(s) for s in plan.splits}}  # an all-rejected shard has no tar
+    if filelist_splits:
         outputs["filelists"] = {s: layout.filelist_name(s) for s in plan.splits}
     if "ffcv" in options.formats:
-        outputs["ffcv"] = _write_ffcv(plan, options, accepted)
+        outputs["ffcv"] = _write_ffcv(plan, options, stats)
     elapsed = time.time() - started
     images = sum(len(s) for s in plan.splits.values())
     timing = {"seconds": round(elapsed, 3), "shard_seconds": round(shard_seconds, 3),
               "workers": options.workers, "images_per_s_shards": round(images / max(shard_seconds, 1e-9), 1)}
     options_record = {**options.pinned(), "workers": options.workers}
-    summary = build_summary(options.out, plan.dataset, rows, outputs, options_record,
+    summary = build_summary(options.out, plan.dataset, stats, outputs, options_record,
                             {**plan.details, "warnings": plan.warnings}, timing)
     write_atomic_text(options.out / layout.SUMMARY, json.dumps(summary, indent=1) + "\n")
     counts = ", ".join(f"{s}: {c['accepted']} images ({c['rejected']} rejected)" for s, c in summary["splits"].items())
@@ -229,18 +223,19 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     return summary
 
 
-def _write_ffcv(plan: SourcePlan, options: PrepareOptions, accepted: dict) -> dict | str:
+def _write_ffcv(plan: SourcePlan, options: PrepareOptions, stats: ManifestStats) -> dict | str:
     if not ffcv_available():
         _say(options, "note: ffcv is not installed, no .beton written (pip install 'dtrain[ffcv]')")
         return "skipped: ffcv is not installed"
     written = {}
-    for split, rows in accepted.items():
+    for split in plan.splits:
+        count = stats.split_counts().get(split, {}).get("accepted", 0)
         final = options.out / layout.ffcv_name(split)
-        if rows and not final.exists():  # a .beton is renamed into place only once complete
+        if count and not final.exists():  # a .beton is renamed into place only once complete
             # FFCV forks all its workers up front; more than one per 64-image chunk only costs start-up.
-            workers = max(1, min(options.workers, -(-len(rows) // 64)))
-            write_beton(options.out, split, rows, options.ffcv, plan.small_images, workers,
+            workers = max(1, min(options.workers, -(-count // 64)))
+            write_beton(options.out, split, options.ffcv, plan.small_images, workers,
                         show_progress=not options.quiet and sys.stderr.isatty())
-        if rows:
+        if count:
             written[split] = layout.ffcv_name(split)
     return written

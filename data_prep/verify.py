@@ -3,7 +3,8 @@
 Checks, in order: summary.json is complete; manifest counts equal the summary's; every accepted
 row's JPEG sits in its shard at its offset under its tar header with its sha256, next to its
 label members; every shard has its wds2idx index listing its samples; file lists name existing
-files whose bytes match; each .beton holds as many samples (and the same labels) as the manifest.
+files whose bytes match; each .beton holds as many samples (and the same labels) as the manifest, and
+every sample's stored image bytes hash to the sha256 recorded when the .beton was written.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import tarfile
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from . import layout
 from .errors import VerifyError
+from .ffcv_export import stored_digests
 from .manifest import read_manifest, split_counts
 
 
@@ -94,6 +98,17 @@ def _check_beton(out: Path, split: str, rows: list[dict]) -> None:
     labels = [int(v) for v in reader.metadata["f1"]]
     if labels != [r["label"] for r in rows]:
         _fail(f"{path.name}: labels differ from the manifest")
+    digest_path = out / layout.ffcv_digest_name(split)
+    if not digest_path.exists():
+        _fail(f"{digest_path} is missing: re-run prepare with --overwrite to record the .beton's checksums")
+    recorded = np.frombuffer(digest_path.read_bytes(), dtype="<u1").reshape(-1, 32)
+    stored = stored_digests(path)
+    if recorded.shape != stored.shape:
+        _fail(f"{digest_path.name} holds {len(recorded)} checksums, {path.name} {len(stored)} samples")
+    differ = np.flatnonzero((recorded != stored).any(axis=1))
+    if len(differ):
+        _fail(f"{path.name}: the stored image of sample {differ[0]} ({rows[differ[0]]['source']}) differs from "
+              f"what was written (checksum; {len(differ)} samples differ)")
 
 
 def verify_output(out: Path, show_progress: bool = True) -> str:

@@ -7,6 +7,7 @@ with exit status 2.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from pathlib import Path
@@ -190,3 +191,85 @@ def test_second_prepare_into_a_busy_out_is_refused_naming_the_pid(tmp_path):
     assert (out / ".prepare.lock").exists()
     run_cli("folder", "--src", src, "--out", out, "--formats", "wds", *COMMON)
     assert (out / layout.SUMMARY).exists()
+
+
+# 2. large images in the .beton; a dead FFCV writer fails the run ----------------------------------
+
+needs_ffcv = pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="ffcv is not installed")
+
+
+def _big_image_tree(tmp_path: Path) -> Path:
+    src = make_tree(tmp_path / "src", classes=("a", "b"), per_class=2)
+    (src / "a" / "big.jpg").write_bytes(jpeg(99, 1000, 800))  # 2.4 MB of raw pixels
+    return src
+
+
+@needs_ffcv
+def test_image_larger_than_the_base_page_size_is_written(tmp_path, monkeypatch):
+    from ffcv.reader import Reader
+
+    from data_prep import ffcv_export
+
+    monkeypatch.setattr(ffcv_export, "FFCV_DEFAULT_PAGE_SIZE", 1 << 21)  # FFCV's minimum, < 2.4 MB
+    out = tmp_path / "out"
+    run_cli("folder", "--src", _big_image_tree(tmp_path), "--out", out, "--ffcv-mode", "raw", *COMMON)
+    reader = Reader(str(out / layout.ffcv_name("train")))
+    assert reader.num_samples == 5 and reader.page_size >= 1000 * 800 * 3
+    assert sorted(zip(reader.metadata["f0"]["width"], reader.metadata["f0"]["height"]))[-1] == (1000, 800)
+
+
+@needs_ffcv
+def test_dead_ffcv_writer_fails_the_run_at_once_with_its_error(tmp_path, monkeypatch):
+    import signal
+    import time
+
+    from data_prep import ffcv_export
+
+    monkeypatch.setattr(ffcv_export, "page_size_for", lambda *args: 1 << 21)  # too small for big.jpg
+    signal.signal(signal.SIGALRM, lambda *args: pytest.fail("the FFCV stage hung"))
+    signal.alarm(120)
+    try:
+        started = time.monotonic()
+        line = one_line(run_cli("folder", "--src", _big_image_tree(tmp_path), "--out", tmp_path / "out",
+                                "--ffcv-mode", "raw", *COMMON, expect=2))
+    finally:
+        signal.alarm(0)
+    assert "FFCV writer process" in line and "Tried allocating" in line
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "out" / layout.ffcv_name("train")).exists()
+
+
+# 8. verify reads the stored image bytes of the .beton -------------------------------------------------
+
+@needs_ffcv
+def test_jpg_beton_stores_the_validated_shard_bytes_and_verify_catches_a_flipped_bit(tmp_path):
+    from ffcv.reader import Reader
+
+    src = make_tree(tmp_path / "src", per_class=3)
+    out = tmp_path / "out"
+    run_cli("folder", "--src", src, "--out", out, *COMMON)
+    rows = [r for r in manifest(out) if r["status"] != layout.STATUS_REJECTED]
+    digests = np.frombuffer((out / layout.ffcv_digest_name("train")).read_bytes(), "<u1").reshape(-1, 32)
+    assert [d.tobytes().hex() for d in digests] == [r["sha256"] for r in rows]  # no decode, no re-encode
+    assert "OK" in run_cli("verify", out).output
+    reader = Reader(str(out / layout.ffcv_name("train")))
+    entry = next(e for e in reader.alloc_table if int(e["sample_id"]) == 4)
+    beton = out / layout.ffcv_name("train")
+    data = bytearray(beton.read_bytes())
+    data[int(entry["ptr"]) + int(entry["size"]) // 2] ^= 0x01
+    beton.write_bytes(bytes(data))
+    line = one_line(run_cli("verify", out, expect=1))
+    assert "sample 4" in line and "checksum" in line
+
+
+def test_no_ffcv_import_when_formats_leave_it_out(tmp_path):
+    import subprocess
+    import sys
+
+    src = make_tree(tmp_path / "src", per_class=1)
+    command = [sys.executable, "-X", "importtime", "-m", "dtrain", "prepare", "folder", "--src", str(src),
+               "--out", str(tmp_path / "out"), "--quiet", "--workers", "1", "--formats", "wds,filelist"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    assert "data_prep" in imported and not imported & {"ffcv", "numba", "cv2"}
