@@ -20,6 +20,10 @@ from . import layout
 
 FFCV_MODES = ("jpg", "raw", "proportion", "smart")
 FFCV_DEFAULT_PAGE_SIZE = 1 << 23       # DatasetWriter's default (8 MiB); never go below it
+# Test hooks (environment, so that they reach the spawned FFCV process): a lower base page size,
+# or a fixed page size (too small on purpose, to test a dying writer).
+TEST_HOOK_BASE_PAGE = "DATA_PREP_TEST_HOOK_FFCV_BASE_PAGE"
+TEST_HOOK_PAGE = "DATA_PREP_TEST_HOOK_FFCV_PAGE"
 PAGE_MARGIN = 1 << 20                  # headroom for a re-encoded JPEG bigger than its raw pixels
 
 
@@ -79,6 +83,8 @@ def _passthrough(columns: SplitColumns, mode: str, max_side: int | None) -> np.n
 
 def page_size_for(columns: SplitColumns, passthrough: np.ndarray, max_side: int | None) -> int:
     """The smallest power of two >= FFCV's default that holds the largest stored sample."""
+    if os.environ.get(TEST_HOOK_PAGE):
+        return int(os.environ[TEST_HOOK_PAGE])
     largest = int(columns.size[passthrough].max(initial=0))
     encoded = ~passthrough
     if encoded.any():
@@ -88,7 +94,7 @@ def page_size_for(columns: SplitColumns, passthrough: np.ndarray, max_side: int 
             scale = np.minimum(1.0, max_side / sides)
         pixels = np.ceil(columns.width[encoded] * scale) * np.ceil(columns.height[encoded] * scale)
         largest = max(largest, int(pixels.max()) * 3 + PAGE_MARGIN)
-    page = FFCV_DEFAULT_PAGE_SIZE
+    page = int(os.environ.get(TEST_HOOK_BASE_PAGE, FFCV_DEFAULT_PAGE_SIZE))
     while page < largest:
         page *= 2
     return page
@@ -144,6 +150,13 @@ def write_beton(out: Path, split: str, options: FfcvOptions, small_images: bool,
     os.replace(digest_path.with_name(digest_path.name + ".tmp"), digest_path)
     os.replace(tmp, final)  # last: a .beton in place is complete, with its digests beside it
     return final
+
+
+def write_betons(out: Path, jobs: list[tuple[str, int]], options: FfcvOptions, small_images: bool,
+                 show_progress: bool) -> None:
+    """jobs: (split, writer processes) for every .beton still to write."""
+    for split, workers in jobs:
+        write_beton(out, split, options, small_images, workers, show_progress)
 
 
 def stored_digests(path: Path) -> np.ndarray:

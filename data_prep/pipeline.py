@@ -22,7 +22,7 @@ import click
 
 from . import layout
 from .errors import DataPrepError
-from .ffcv_export import FfcvOptions, ffcv_available, write_beton
+from .ffcv_export import FfcvOptions, ffcv_available, write_betons
 from .images import ImageOptions
 from .lock import LOCK_NAME, locked_out
 from .manifest import ManifestStats, ManifestWriter, build_summary, write_atomic_text, write_classes
@@ -223,19 +223,37 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     return summary
 
 
+# Above this many images the FFCV stage runs in a spawned process: FFCV forks its writers from
+# there, so they inherit a small process (one split's manifest columns) instead of this one and
+# its plan of every image (a forked child starts with its parent's resident pages). Below it, the
+# fresh process's own FFCV import (~5 CPU-seconds) would cost more than it saves.
+FRESH_FFCV_PROCESS_MIN_IMAGES = 50_000
+
+
+def _in_fresh_process(function, *args):
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as executor:
+        try:
+            return executor.submit(function, *args).result()
+        except BrokenProcessPool:
+            raise DataPrepError(f"the FFCV writer process died writing a .beton in {args[0]}: re-run the same "
+                                "command to resume (look for an out-of-memory kill in the system log)") from None
+
+
 def _write_ffcv(plan: SourcePlan, options: PrepareOptions, stats: ManifestStats) -> dict | str:
     if not ffcv_available():
         _say(options, "note: ffcv is not installed, no .beton written (pip install 'dtrain[ffcv]')")
         return "skipped: ffcv is not installed"
-    written = {}
-    for split in plan.splits:
-        count = stats.split_counts().get(split, {}).get("accepted", 0)
-        final = options.out / layout.ffcv_name(split)
-        if count and not final.exists():  # a .beton is renamed into place only once complete
-            # FFCV forks all its workers up front; more than one per 64-image chunk only costs start-up.
-            workers = max(1, min(options.workers, -(-count // 64)))
-            write_beton(options.out, split, options.ffcv, plan.small_images, workers,
-                        show_progress=not options.quiet and sys.stderr.isatty())
-        if count:
-            written[split] = layout.ffcv_name(split)
-    return written
+    counts = {split: stats.split_counts().get(split, {}).get("accepted", 0) for split in plan.splits}
+    # FFCV forks all its workers up front; more than one per 64-image chunk only costs start-up.
+    # A .beton is renamed into place only once complete: one in place is done.
+    jobs = [(split, max(1, min(options.workers, -(-count // 64)))) for split, count in counts.items()
+            if count and not (options.out / layout.ffcv_name(split)).exists()]
+    args = (options.out, jobs, options.ffcv, plan.small_images, not options.quiet and sys.stderr.isatty())
+    if jobs and sum(counts.values()) >= FRESH_FFCV_PROCESS_MIN_IMAGES:
+        _in_fresh_process(write_betons, *args)
+    elif jobs:
+        write_betons(*args)
+    return {split: layout.ffcv_name(split) for split, count in counts.items() if count}

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: ~300 bytes less per image, 1.3M of them in the parent
 class Sample:
     split: str
     position: int          # place in the sorted candidate list of its split (-> webdataset key)

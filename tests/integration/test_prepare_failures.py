@@ -210,7 +210,7 @@ def test_image_larger_than_the_base_page_size_is_written(tmp_path, monkeypatch):
 
     from data_prep import ffcv_export
 
-    monkeypatch.setattr(ffcv_export, "FFCV_DEFAULT_PAGE_SIZE", 1 << 21)  # FFCV's minimum, < 2.4 MB
+    monkeypatch.setenv(ffcv_export.TEST_HOOK_BASE_PAGE, str(1 << 21))  # FFCV's minimum, < 2.4 MB
     out = tmp_path / "out"
     run_cli("folder", "--src", _big_image_tree(tmp_path), "--out", out, "--ffcv-mode", "raw", *COMMON)
     reader = Reader(str(out / layout.ffcv_name("train")))
@@ -225,7 +225,7 @@ def test_dead_ffcv_writer_fails_the_run_at_once_with_its_error(tmp_path, monkeyp
 
     from data_prep import ffcv_export
 
-    monkeypatch.setattr(ffcv_export, "page_size_for", lambda *args: 1 << 21)  # too small for big.jpg
+    monkeypatch.setenv(ffcv_export.TEST_HOOK_PAGE, str(1 << 21))  # too small for big.jpg
     signal.signal(signal.SIGALRM, lambda *args: pytest.fail("the FFCV stage hung"))
     signal.alarm(120)
     try:
@@ -273,3 +273,20 @@ def test_no_ffcv_import_when_formats_leave_it_out(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
     assert "data_prep" in imported and not imported & {"ffcv", "numba", "cv2"}
+
+
+@needs_ffcv
+@pytest.mark.slow
+def test_ffcv_stage_in_a_fresh_process_writes_the_beton_and_reports_a_dead_writer(tmp_path, monkeypatch):
+    from ffcv.reader import Reader
+
+    from data_prep import ffcv_export, pipeline
+
+    monkeypatch.setattr(pipeline, "FRESH_FFCV_PROCESS_MIN_IMAGES", 0)
+    src = _big_image_tree(tmp_path)
+    run_cli("folder", "--src", src, "--out", tmp_path / "ok", "--ffcv-mode", "raw", *COMMON)
+    assert Reader(str(tmp_path / "ok" / layout.ffcv_name("train"))).num_samples == 5
+    monkeypatch.setenv(ffcv_export.TEST_HOOK_PAGE, str(1 << 21))
+    line = one_line(run_cli("folder", "--src", src, "--out", tmp_path / "bad", "--ffcv-mode", "raw", *COMMON,
+                            expect=2))
+    assert "Tried allocating" in line
