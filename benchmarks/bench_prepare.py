@@ -1,10 +1,15 @@
-"""Prepare throughput: images/s of `dtrain prepare folder` with 1 and with N worker processes.
+"""`dtrain prepare` at scale: img/s, the ratio to FFCV's own DatasetWriter, peak RSS vs image count.
 
-Synthesises a class-per-folder tree of JPEGs (default 400 at 500x375, ImageNet's typical size),
-then prepares the same input twice. Every image is decoded in full (the integrity check); with
---max-side each one is also resized and re-encoded, the expensive path.
+Three measurements, each in a fresh process (so that its peak RSS and imports are its own):
+  1. throughput: `dtrain prepare folder` (shards + manifest + file lists + .beton) on a tree of
+     realistic JPEGs (default 2,000 at 500x375), and FFCV's DatasetWriter alone on the same files
+     (PIL decode -> RGBImageField jpg, as FFCV's own ImageNet example writes) -> their ratio;
+  2. memory: the same prepare on N tiny images for each N of --memory-counts: peak RSS of the
+     parent and of its largest child, and the slope in bytes per image (-> ImageNet's 1.33M);
+  3. the machine's load average around every run (a shared host makes wall time move).
 
-    .venv/bin/python benchmarks/bench_prepare.py --images 400 --workers 2 --json benchmarks/results/prepare.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_prepare.py --images 2000 --workers 2 \
+        --memory-counts 25000,100000 --json benchmarks/results/prepare_scale.json
 """
 
 from __future__ import annotations
@@ -15,75 +20,198 @@ import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
-
-from dtrain_prep.images import ImageOptions
-from dtrain_prep.pipeline import PrepareOptions, run_prepare
-from dtrain_prep.samples import synthetic_pixels
-from dtrain_prep.sources.folder import folder_plan
+IMAGENET_IMAGES = 1_331_167
 
 
-def synthesize_tree(root: Path, images: int, width: int, height: int, classes: int = 10) -> None:
+def synthesize_tree(root: Path, images: int, width: int, height: int, classes: int = 10) -> int:
+    """root/<class>/<image>.jpg; returns the bytes written."""
+    from PIL import Image
+
+    from dtrain_prep.samples import synthetic_pixels
+
+    total = 0
+    tile = None
     for i in range(images):
         class_dir = root / f"class{i % classes:03d}"
         class_dir.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        Image.fromarray(synthetic_pixels(i, width, height)).save(buffer, format="JPEG", quality=90)
-        (class_dir / f"img{i:06d}.jpg").write_bytes(buffer.getvalue())
+        if tile is None or width * height > 4096:  # tiny images: one encoded tile is enough
+            buffer = io.BytesIO()
+            Image.fromarray(synthetic_pixels(i, width, height)).save(buffer, format="JPEG", quality=90)
+            tile = buffer.getvalue()
+        (class_dir / f"img{i:07d}.jpg").write_bytes(tile)
+        total += len(tile)
+    return total
 
 
-def measure(src: Path, out: Path, workers: int, formats: tuple[str, ...], max_side: int | None) -> dict:
-    options = PrepareOptions(out=out, formats=formats, workers=workers, shard_size=50,
-                             image=ImageOptions(max_side=max_side), quiet=True)
-    started, cpu_before = time.perf_counter(), _cpu_seconds()
-    summary = run_prepare(folder_plan(src), options)
-    wall, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_before
-    images = summary["splits"]["train"]["accepted"]
-    # images per CPU-second does not depend on what else the machine runs (shared hosts).
-    return {"workers": workers, "images": images, "seconds": round(wall, 3),
-            "images_per_s": round(images / wall, 1),
-            "shard_images_per_s": summary["timing"]["images_per_s_shards"],
-            "images_per_cpu_s": round(images / cpu, 1)}
+def _usage() -> dict:
+    import multiprocessing
 
-
-def _cpu_seconds() -> float:
+    multiprocessing.active_children()  # reaps finished children (FFCV never joins its writers): their CPU counts
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return {"cpu_s": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
+            "peak_rss_parent_mb": own.ru_maxrss / 1024, "peak_rss_largest_child_mb": children.ru_maxrss / 1024}
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def child_prepare(src: str, out: str, workers: int, formats: list[str], fresh_ffcv_min: int | None = None) -> dict:
+    """One `dtrain prepare folder` run, in this (fresh) process; FFCV's import timed apart, as below."""
+    import_started = time.perf_counter()
+    if "ffcv" in formats:
+        import ffcv.fields  # noqa: F401
+        import ffcv.writer  # noqa: F401
+    import_s = time.perf_counter() - import_started
+    started = time.perf_counter()
+    from dtrain_prep import pipeline
+    from dtrain_prep.pipeline import PrepareOptions, run_prepare
+    from dtrain_prep.sources.folder import folder_plan
+
+    if fresh_ffcv_min is not None:
+        pipeline.FRESH_FFCV_PROCESS_MIN_IMAGES = fresh_ffcv_min
+
+    scan_started = time.perf_counter()
+    plan = folder_plan(Path(src))
+    scan_s = time.perf_counter() - scan_started
+    summary = run_prepare(plan, PrepareOptions(out=Path(out), formats=tuple(formats), workers=workers, quiet=True))
+    wall = time.perf_counter() - started
+    timing = summary["timing"]
+    return {"seconds": wall, "import_s": import_s, "scan_s": scan_s, "shard_s": timing["shard_seconds"],
+            "after_shards_s": timing["seconds"] - timing["shard_seconds"],
+            "images": summary["splits"]["train"]["accepted"], "out_bytes": _tree_bytes(Path(out)), **_usage()}
+
+
+class _Files:
+    """FFCV's documented indexable-dataset path: decode each file to an RGB array."""
+
+    def __init__(self, paths: list[str], labels: list[int]):
+        self.paths, self.labels = paths, labels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        import numpy as np
+        from PIL import Image
+
+        return np.asarray(Image.open(self.paths[index]).convert("RGB")), self.labels[index]
+
+
+def child_ffcv(src: str, out: str, workers: int) -> dict:
+    """FFCV's own DatasetWriter on the same files, in this (fresh) process; its import timed apart."""
+    started = time.perf_counter()
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+    import_s = time.perf_counter() - started
+    classes = sorted(p.name for p in Path(src).iterdir())
+    files = sorted((str(p), classes.index(p.parent.name)) for p in Path(src).rglob("*.jpg"))
+    write_started = time.perf_counter()
+    writer = DatasetWriter(out, {"image": RGBImageField(write_mode="jpg"), "label": IntField()}, num_workers=workers)
+    writer.from_indexed_dataset(_Files([f for f, _ in files], [c for _, c in files]), chunksize=64)
+    return {"seconds": time.perf_counter() - write_started, "import_s": import_s, "images": len(files),
+            "out_bytes": os.path.getsize(out), **_usage()}
+
+
+CHILDREN = {"prepare": child_prepare, "ffcv": child_ffcv}
+
+
+def run_child(kind: str, **kwargs) -> dict:
+    """Run CHILDREN[kind] in a fresh interpreter; its result plus the load average around it."""
+    load_before = os.getloadavg()[0]
+    command = [sys.executable, __file__, "--child", json.dumps({"kind": kind, **kwargs})]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} run failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def throughput(tmp: Path, images: int, width: int, height: int, workers: int, formats: list[str]) -> dict:
+    src = tmp / "src"
+    input_bytes = synthesize_tree(src, images, width, height)
+    ours = run_child("prepare", src=str(src), out=str(tmp / "prepared"), workers=workers, formats=formats)
+    ffcv = run_child("ffcv", src=str(src), out=str(tmp / "ffcv.beton"), workers=workers)
+    ours["images_per_s"] = round(ours["images"] / ours["seconds"], 1)
+    ours["images_per_cpu_s"] = round(ours["images"] / ours["cpu_s"], 1)
+    ffcv["images_per_s"] = round(ffcv["images"] / ffcv["seconds"], 1)
+    ffcv["images_per_cpu_s"] = round(ffcv["images"] / ffcv["cpu_s"], 1)
+    return {"input": f"{images} JPEGs {width}x{height}, {input_bytes / images / 1024:.1f} KiB each",
+            "input_bytes": input_bytes, "workers": workers, "formats": formats, "dtrain_prepare": ours,
+            "ffcv_writer": ffcv,
+            "ratio_wall": round(ours["seconds"] / ffcv["seconds"], 2),
+            "ratio_wall_with_ffcv_import": round((ours["seconds"] + ours["import_s"])
+                                                 / (ffcv["seconds"] + ffcv["import_s"]), 2),
+            "ratio_cpu": round(ours["cpu_s"] / ffcv["cpu_s"], 2)}
+
+
+def memory(tmp: Path, counts: list[int], workers: int, formats: list[str], fresh_ffcv_min: int | None) -> dict:
+    runs = []
+    for count in counts:
+        src = tmp / f"tiny{count}"
+        synthesize_tree(src, count, 16, 16, classes=100)
+        run = run_child("prepare", src=str(src), out=str(tmp / f"tiny{count}_out"), workers=workers, formats=formats,
+                        fresh_ffcv_min=fresh_ffcv_min)
+        runs.append({"images": count, **{k: run[k] for k in ("seconds", "peak_rss_parent_mb",
+                                                               "peak_rss_largest_child_mb", "load_average")}})
+    result = {"formats": formats, "workers": workers, "fresh_ffcv_process_min_images": fresh_ffcv_min, "runs": runs}
+    if len(runs) >= 2:
+        first, last = runs[0], runs[-1]
+        for who in ("parent", "largest_child"):
+            key = f"peak_rss_{who}_mb"
+            slope = (last[key] - first[key]) * 1024 * 1024 / (last["images"] - first["images"])
+            result[f"{who}_bytes_per_image"] = round(slope, 1)
+            result[f"{who}_imagenet_mb"] = round(last[key] + slope * (IMAGENET_IMAGES - last["images"]) / 2**20)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--height", type=int, default=375)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N of the second run")
-    parser.add_argument("--formats", default="wds", help="wds,filelist,ffcv (ffcv adds its import+write)")
-    parser.add_argument("--max-side", type=int, default=None, help="resize + re-encode every image")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--formats", default="wds,ffcv,filelist")
+    parser.add_argument("--memory-counts", default="25000,100000", help="comma list; empty: skip")
+    parser.add_argument("--fresh-ffcv-min", type=int, default=None,
+                        help="override FRESH_FFCV_PROCESS_MIN_IMAGES (0: every run writes the .beton in a "
+                             "spawned process, so that all counts measure the same path)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        spec = json.loads(args.child)
+        print(json.dumps(CHILDREN[spec.pop("kind")](**spec)))
+        return
 
+    formats = [f for f in args.formats.split(",") if f]
+    counts = [int(c) for c in args.memory_counts.split(",") if c]
+    result = {"benchmark": "prepare_scale", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
+              "load_average_start": [round(v, 2) for v in os.getloadavg()]}
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "src"
-        synthesize_tree(src, args.images, args.width, args.height)
-        formats = tuple(f for f in args.formats.split(",") if f)
-        runs = [measure(src, Path(tmp) / f"out{w}", w, formats, args.max_side) for w in (1, args.workers)]
-    result = {
-        "benchmark": "prepare", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
-        "input": f"{args.images} JPEGs {args.width}x{args.height}", "formats": formats, "max_side": args.max_side,
-        "runs": runs, "speedup": round(runs[1]["images_per_s"] / runs[0]["images_per_s"], 2),
-    }
-    for run in runs:
-        print(f"workers={run['workers']}: {run['images_per_s']} images/s overall, "
-              f"{run['shard_images_per_s']} images/s in the shard stage ({run['seconds']} s), "
-              f"{run['images_per_cpu_s']} images per CPU-second")
-    print(f"speedup with {args.workers} workers: {result['speedup']}x (load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores)")
-    result["load_average"] = round(os.getloadavg()[0], 1)
+        if args.images:
+            result["throughput"] = throughput(Path(tmp), args.images, args.width, args.height, args.workers, formats)
+            t = result["throughput"]
+            print(f"dtrain prepare: {t['dtrain_prepare']['images_per_s']} img/s "
+                  f"({t['dtrain_prepare']['seconds']} s); FFCV DatasetWriter alone: {t['ffcv_writer']['images_per_s']} "
+                  f"img/s ({t['ffcv_writer']['seconds']} s + {t['ffcv_writer']['import_s']} s import); "
+                  f"ratio {t['ratio_wall']}x wall, {t['ratio_cpu']}x CPU")
+        if counts:
+            result["memory"] = memory(Path(tmp), counts, args.workers, formats, args.fresh_ffcv_min)
+            for run in result["memory"]["runs"]:
+                print(f"{run['images']} images: peak RSS parent {run['peak_rss_parent_mb']:.0f} MB, "
+                      f"largest child {run['peak_rss_largest_child_mb']:.0f} MB ({run['seconds']} s)")
+    result["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
