@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from data_prep import fixtures, layout
-from data_prep.cli import prepare
-from data_prep.samples import synthetic_pixels
+from dtrain_prep import fixtures, layout
+from dtrain_prep.cli import prepare
+from dtrain_prep.samples import synthetic_pixels
 
 COMMON = ["--shard-size", "4", "--quiet", "--workers", "1"]
 
@@ -176,7 +176,7 @@ def test_second_prepare_into_a_busy_out_is_refused_naming_the_pid(tmp_path):
     src = make_tree(tmp_path / "src", per_class=1)
     out = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from data_prep.lock import locked_out\n"
+        "import sys, time; from pathlib import Path; from dtrain_prep.lock import locked_out\n"
         "with locked_out(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)"), str(out)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -208,7 +208,7 @@ def _big_image_tree(tmp_path: Path) -> Path:
 def test_image_larger_than_the_base_page_size_is_written(tmp_path, monkeypatch):
     from ffcv.reader import Reader
 
-    from data_prep import ffcv_export
+    from dtrain_prep import ffcv_export
 
     monkeypatch.setenv(ffcv_export.TEST_HOOK_BASE_PAGE, str(1 << 21))  # FFCV's minimum, < 2.4 MB
     out = tmp_path / "out"
@@ -223,7 +223,7 @@ def test_dead_ffcv_writer_fails_the_run_at_once_with_its_error(tmp_path, monkeyp
     import signal
     import time
 
-    from data_prep import ffcv_export
+    from dtrain_prep import ffcv_export
 
     monkeypatch.setenv(ffcv_export.TEST_HOOK_PAGE, str(1 << 21))  # too small for big.jpg
     signal.signal(signal.SIGALRM, lambda *args: pytest.fail("the FFCV stage hung"))
@@ -272,7 +272,7 @@ def test_no_ffcv_import_when_formats_leave_it_out(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
-    assert "data_prep" in imported and not imported & {"ffcv", "numba", "cv2"}
+    assert "dtrain_prep" in imported and not imported & {"ffcv", "numba", "cv2"}
 
 
 @needs_ffcv
@@ -280,7 +280,7 @@ def test_no_ffcv_import_when_formats_leave_it_out(tmp_path):
 def test_ffcv_stage_in_a_fresh_process_writes_the_beton_and_reports_a_dead_writer(tmp_path, monkeypatch):
     from ffcv.reader import Reader
 
-    from data_prep import ffcv_export, pipeline
+    from dtrain_prep import ffcv_export, pipeline
 
     monkeypatch.setattr(pipeline, "FRESH_FFCV_PROCESS_MIN_IMAGES", 0)
     src = _big_image_tree(tmp_path)
