@@ -65,11 +65,11 @@ TABLES: dict[str, TableProtocol] = {t.source: t for t in (
                   "original 32x32 image'; column error (%) (ResNet-110: 'best of 5 runs', mean +- std beside it)"),
     TableProtocol("R2 Table 1", "center", "R1's CIFAR test (single original view); column error (%) on the "
                   "CIFAR-10 test set, 'fail' = error above 20%"),
-    TableProtocol("R2 Table 2", "center", "R1's CIFAR test; columns ResNet-110 and ResNet-164, error (%)"),
-    TableProtocol("R2 Table 3", "center", "R1's CIFAR test; columns baseline unit and pre-activation unit, "
+    TableProtocol("R2 Table 2", "center", "R1's CIFAR test (single original view); columns ResNet-110 and ResNet-164, error (%)"),
+    TableProtocol("R2 Table 3", "center", "R1's CIFAR test (single original view); columns baseline unit and pre-activation unit, "
                   "error (%)"),
-    TableProtocol("R2 Table 4", "center", "caption: 'Our results are the median of 5 runs with mean +- std in "
-                  "the brackets'; column error (%)", statistic="median of 5"),
+    TableProtocol("R2 Table 4", "center", "R1's CIFAR test (single original view); caption: 'Our results are the "
+                  "median of 5 runs with mean +- std in the brackets'; column error (%)", statistic="median of 5"),
     TableProtocol("R2 Table 5", "single-320", "column 'test crop' 320x320 (224x224 for the first row); "
                   "caption: 'single-crop error'"),
     TableProtocol("R2 sec. 5", "center", "text: 'single-crop (224x224) validation error 24.6%/7.5% vs. 23.6%/7.1%'"),
