@@ -26,6 +26,8 @@ from .ffcv_export import FfcvOptions, ffcv_available, write_beton
 from .images import ImageOptions
 from .manifest import (assign_indices, build_summary, write_atomic_text, write_classes, write_filelist,
                        write_manifest)
+from .minival import carve_minival
+from .pixel_stats import write_pixel_statistics
 from .plan import SourcePlan
 from .shard_writer import ShardTask, load_fragment, process_shard
 
@@ -48,6 +50,8 @@ class PrepareOptions:
     copy_jpegs: bool = False      # filelist points at copies under OUT/jpeg, never at --src
     overwrite: bool = False
     quiet: bool = False
+    minival: int = 0              # training images moved to split "minival" (data_prep/minival.py)
+    minival_seed: int = 0
 
     def pinned(self) -> dict:
         """The options that shape the output bytes (a resumed run must use the same)."""
@@ -196,7 +200,7 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     rows = []
     for task in tasks:
         rows.extend(load_fragment(options.out, task.split, task.shard_index))
-    assign_indices(rows)
+    assign_indices(carve_minival(rows, options.minival, options.minival_seed))
     write_manifest(options.out, rows)
     write_classes(options.out, plan.classes)
     written_shards = sorted({r["shard"] for r in rows if r["shard"]})  # an all-rejected shard has no tar
@@ -215,6 +219,8 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     timing = {"seconds": round(elapsed, 3), "shard_seconds": round(shard_seconds, 3),
               "workers": options.workers, "images_per_s_shards": round(images / max(shard_seconds, 1e-9), 1)}
     options_record = {**options.pinned(), "workers": options.workers}
+    if write_pixel_statistics(options.out, rows):  # R1's per-pixel mean (data_prep/pixel_stats.py)
+        outputs["pixel_stats"] = "pixel_stats.json"
     summary = build_summary(options.out, plan.dataset, rows, outputs, options_record, plan.details, timing)
     write_atomic_text(options.out / layout.SUMMARY, json.dumps(summary, indent=1) + "\n")
     counts = ", ".join(f"{s}: {c['accepted']} images ({c['rejected']} rejected)" for s, c in summary["splits"].items())
