@@ -12,7 +12,7 @@ from dtrain.analysis.reports import Measured, render_report, repeat_statistics
 from dtrain.checkpoint import atomic_save
 from dtrain.config import load_config, to_dict
 from dtrain.engine.lr_schedule import keep_epochs
-from tests.unit._prepared_fixture import write_prepared
+from _prepared_fixture import write_prepared
 
 # Written from the papers' captions and columns, independently of the code's TABLES: R1 Tables
 # 2/3 say "10-crop testing", Table 4 is the multi-scale single model, Table 5 the ensemble, CIFAR
@@ -109,7 +109,8 @@ def _checkpoint(tmp_path, root, seed: int):
     from dtrain.train import build_model
 
     cfg = load_config("cifar10_resnet20", [f"data.root={root}", "model.num_classes=3", "data.workers=0",
-                                           "data.val_resize=32", "data.val_crop=32", f"train.seed={seed}"])
+                                           "data.val_resize=32", "data.val_crop=32", f"train.seed={seed}",
+                                           "data.normalize=channel"])
     torch.manual_seed(seed)
     path = tmp_path / f"ckpt-{seed}.pt"
     atomic_save({"model": build_model(cfg.model).state_dict(), "config": to_dict(cfg)}, path)
