@@ -127,3 +127,10 @@ def test_protocols_run_on_checkpoints_and_an_ensemble(tmp_path):
         assert result.samples == 5 and result.eval_mode == name and 0 <= result.top1_err <= 100
     ensemble = evaluate_protocol(paths, PROTOCOLS["ensemble"], small, which="ensemble")
     assert ensemble.samples == 5 and ensemble.paths == tuple(str(p) for p in paths)
+
+
+def test_resnet1202_warms_up_as_r1_trains_it_like_resnet110():
+    warm = load_config("cifar10_resnet110").schedule
+    s = load_config("cifar10_resnet1202").schedule
+    assert (s.warmup, s.warmup_lr, s.warmup_iters) == (warm.warmup, warm.warmup_lr, warm.warmup_iters) == \
+        ("constant", 0.01, 400)
