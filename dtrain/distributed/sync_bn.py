@@ -115,12 +115,12 @@ class GlooSyncBatchNorm(_BatchNorm):
         )
 
 
-def convert_to_gloo_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
-    """Replace every BatchNorm layer by GlooSyncBatchNorm, keeping parameters and buffers."""
+def _replace_batchnorm(module: nn.Module, kind: type, make) -> nn.Module:
+    """Replace every BatchNorm layer that is not yet `kind` by make(layer), keeping its parameters
+    and buffers (the same tensors, so state_dict keys and values stay those of nn.BatchNorm2d)."""
     converted = module
-    if isinstance(module, _BatchNorm) and not isinstance(module, GlooSyncBatchNorm):
-        converted = GlooSyncBatchNorm(module.num_features, module.eps, module.momentum,
-                                      module.affine, module.track_running_stats, process_group)
+    if isinstance(module, _BatchNorm) and not isinstance(module, kind):
+        converted = make(module)
         if module.affine:
             with torch.no_grad():
                 converted.weight = module.weight
@@ -130,8 +130,14 @@ def convert_to_gloo_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
         converted.num_batches_tracked = module.num_batches_tracked
         converted.train(module.training)
     for name, child in module.named_children():
-        converted.add_module(name, convert_to_gloo_sync_bn(child, process_group))
+        converted.add_module(name, _replace_batchnorm(child, kind, make))
     return converted
+
+
+def convert_to_gloo_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
+    """Replace every BatchNorm layer by GlooSyncBatchNorm, keeping parameters and buffers."""
+    return _replace_batchnorm(module, GlooSyncBatchNorm, lambda bn: GlooSyncBatchNorm(
+        bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, process_group))
 
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
@@ -225,16 +231,5 @@ class GroupBatchNorm(_BatchNorm):
 
 def convert_to_group_bn(module: nn.Module, group_size: int) -> nn.Module:
     """Replace every BatchNorm layer by GroupBatchNorm(group_size), keeping parameters and buffers."""
-    converted = module
-    if isinstance(module, _BatchNorm) and not isinstance(module, GroupBatchNorm):
-        converted = GroupBatchNorm(module.num_features, group_size, module.eps, module.momentum,
-                                   module.affine, module.track_running_stats)
-        if module.affine:
-            converted.weight, converted.bias = module.weight, module.bias
-        converted.running_mean = module.running_mean
-        converted.running_var = module.running_var
-        converted.num_batches_tracked = module.num_batches_tracked
-        converted.train(module.training)
-    for name, child in module.named_children():
-        converted.add_module(name, convert_to_group_bn(child, group_size))
-    return converted
+    return _replace_batchnorm(module, GroupBatchNorm, lambda bn: GroupBatchNorm(
+        bn.num_features, group_size, bn.eps, bn.momentum, bn.affine, bn.track_running_stats))
