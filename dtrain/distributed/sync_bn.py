@@ -183,7 +183,9 @@ class GroupBatchNorm(_BatchNorm):
                  track_running_stats=True, device=None, dtype=None):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         if group_size < 1:
-            raise ValueError(f"bn_group_size must be positive, got {group_size}")
+            from dtrain.errors import ConfigError
+
+            raise ConfigError(f"distributed.bn_group_size must be positive (0 turns it off), got {group_size}")
         self.group_size = group_size
 
     def _check_input_dim(self, input: torch.Tensor) -> None:

@@ -103,3 +103,10 @@ def test_processes_see_the_statistics_of_their_group(world, per_rank, group):
         assert torch.allclose(out[0]["rm"], out[1]["rm"])
         mean = x[:group].mean(dim=(0, 2, 3))
         assert torch.allclose(out[0]["rm"], 0.1 * mean, atol=1e-5)
+
+
+def test_negative_group_size_is_one_line_naming_the_key():
+    from dtrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="distributed.bn_group_size must be positive"):
+        apply_sync_bn(nn.Sequential(nn.BatchNorm2d(3)), DistributedConfig(bn_group_size=-4), DistContext())
