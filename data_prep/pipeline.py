@@ -26,6 +26,8 @@ from .ffcv_export import FfcvOptions, ffcv_available, write_betons
 from .images import ImageOptions
 from .lock import LOCK_NAME, locked_out
 from .manifest import ManifestStats, ManifestWriter, build_summary, write_atomic_text, write_classes
+from .minival import MinivalCarver
+from .pixel_stats import PIXEL_STATS, PixelAccumulator, write_pixel_statistics
 from .plan import SourcePlan
 from .shard_writer import ShardTask, load_fragment, process_shard
 
@@ -48,6 +50,8 @@ class PrepareOptions:
     copy_jpegs: bool = False      # filelist points at copies under OUT/jpeg, never at --src
     overwrite: bool = False
     quiet: bool = False
+    minival: int = 0              # training images moved to split "minival" (data_prep/minival.py)
+    minival_seed: int = 0
 
     def pinned(self) -> dict:
         """The options that shape the output bytes (a resumed run must use the same)."""
@@ -182,6 +186,21 @@ def run_prepare(plan: SourcePlan, options: PrepareOptions) -> dict | None:
         raise DataPrepError(f"cannot write {exc.filename or options.out}: {exc.strerror or exc}") from None
 
 
+def _write_manifest(options: PrepareOptions, tasks: list, filelist_splits: list):
+    """Shard fragments -> manifest, file lists, counts and the train split's pixel statistics, one
+    shard's rows at a time so memory stays flat in the number of images. The minival choice needs
+    only the number of accepted training rows, counted in a first pass."""
+    accepted_train = sum(1 for t in tasks for r in load_fragment(options.out, t.split, t.shard_index)
+                         if r["split"] == "train" and r["status"] != layout.STATUS_REJECTED) if options.minival else 0
+    carver = MinivalCarver(options.minival, accepted_train, options.minival_seed)
+    manifest, pixels = ManifestWriter(options.out, filelist_splits), PixelAccumulator(options.out)
+    for task in tasks:
+        rows = carver.apply(load_fragment(options.out, task.split, task.shard_index))
+        manifest.add(rows)
+        pixels.add(rows)
+    return manifest.close(), pixels.result()
+
+
 def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     started = time.time()
     if not _prepare_out(plan, options):
@@ -199,10 +218,7 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     shard_seconds = time.time() - started
 
     filelist_splits = list(plan.splits) if "filelist" in options.formats else []
-    manifest = ManifestWriter(options.out, filelist_splits)
-    for task in tasks:  # one shard's rows at a time: memory stays flat in the number of images
-        manifest.add(load_fragment(options.out, task.split, task.shard_index))
-    stats = manifest.close()
+    stats, pixels = _write_manifest(options, tasks, filelist_splits)
     write_classes(options.out, plan.classes)
     outputs = {"manifest": layout.MANIFEST, "classes": layout.CLASSES,
                "wds": {s: stats.shard_names(s) for s in plan.splits}}  # an all-rejected shard has no tar
@@ -215,6 +231,8 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     timing = {"seconds": round(elapsed, 3), "shard_seconds": round(shard_seconds, 3),
               "workers": options.workers, "images_per_s_shards": round(images / max(shard_seconds, 1e-9), 1)}
     options_record = {**options.pinned(), "workers": options.workers}
+    if write_pixel_statistics(options.out, pixels):  # R1's per-pixel mean (data_prep/pixel_stats.py)
+        outputs["pixel_stats"] = PIXEL_STATS
     summary = build_summary(options.out, plan.dataset, stats, outputs, options_record,
                             {**plan.details, "warnings": plan.warnings}, timing)
     write_atomic_text(options.out / layout.SUMMARY, json.dumps(summary, indent=1) + "\n")

@@ -54,6 +54,8 @@ class DataConfig:
     pad: int = knob(4, "pad_crop: zero padding on each side before the crop")
     flip: bool = knob(True, "random horizontal flip")
     lighting_std: float = knob(0.1, "AlexNet PCA colour augmentation; 0 disables")
+    normalize: str = knob("channel", "channel ((x - mean) / std per channel) | per_pixel_mean (R1: the mean image "
+                                     "`dtrain prepare` stores with data.root, then / std)")
     mean: list[float] = knob(factory=lambda: list(IMAGENET_MEAN), help="per-channel mean (RGB, 0..1) subtracted")
     std: list[float] = knob(factory=lambda: list(IMAGENET_STD), help="per-channel std (RGB, 0..1) divided by")
     val_resize: int = knob(256, "shorter side before the centre crop")
@@ -94,6 +96,8 @@ class ScheduleConfig:
     plateau_patience: int = knob(3, "evaluations without improvement of validation error")
     plateau_threshold: float = knob(1e-3, "relative improvement that counts as one (plateau)")
     min_lr: float = knob(0.0, "the lr never goes below this")
+    iters_at_batch: int | None = knob(None, "epoch-keeping: milestones (step_iters), max_iters and warmup_iters are "
+                                            "counted at this global batch and rescaled at another optim.batch_size")
 
 
 @dataclass
@@ -101,6 +105,8 @@ class DistributedConfig:
     engine: str = knob("ddp", "ddp | deepspeed")
     backend: str = knob("auto", "auto (nccl on CUDA, gloo on CPU) | nccl | gloo")
     sync_bn: bool = knob(False, "BN statistics over the whole global batch")
+    bn_group_size: int = knob(0, "samples per BN group (R2: 32): sub-group sync BN below the per-process batch, "
+                                 "ghost batches above it; 0: off")
     zero_stage: int = knob(0, "DeepSpeed ZeRO stage (engine=deepspeed)")
     deepspeed_config: str | None = knob(None, "a JSON file that overrides the generated DeepSpeed config")
     timeout_minutes: int = knob(30, "collective timeout of the process group")
@@ -185,6 +191,9 @@ def load_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> Run
         key, value = parse_override(override)
         _set_dotted(raw, key, value)
     config = from_dict(RunConfig, raw)
+    from dtrain.engine.lr_schedule import keep_epochs  # repro14: epoch-keeping schedule (#14)
+
+    config.schedule = keep_epochs(config.schedule, config.optim.batch_size)
     if config.train.smoke:
         from dtrain.smoke import smoke_config
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 CHOICES: dict[str, str | tuple[str, ...]] = {
     "data.loader": "dtrain.data:LOADERS",
     "data.train_augment": "dtrain.data.transforms:TRAIN_AUGMENTS",
+    "data.normalize": ("channel", "per_pixel_mean"),
     "eval.mode": "dtrain.data.eval_views:EVAL_VIEWS",
     "schedule.kind": "dtrain.engine.lr_schedule:SCHEDULES",
     "distributed.engine": "dtrain.train:TRAINERS",

@@ -6,7 +6,8 @@
 - model_source:   a model from a trainer checkpoint or from the registry
 - experiments:    the degradation experiment (plain vs residual at 20/32/44/56 layers)
 - training_runs:  one `python -m dtrain.train` process per experiment run
-- paper_numbers / reports / reproduction: a table row of the papers, rerun and compared
+- paper_numbers(_r2) / reports / reproduction: a table row of the papers, rerun and compared
+- paper_protocols / protocol_eval: how each table was tested, run on checkpoints (or an ensemble)
 
 Commands import these lazily: `dtrain --help` stays fast.
 """

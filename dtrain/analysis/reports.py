@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
 from dtrain.analysis.paper_numbers import PaperRow
@@ -25,6 +26,21 @@ class Measured:
     run_dir: str = ""
     seconds: float | None = None
     budget_iters: int | None = None
+    protocol_results: list = field(default_factory=list)  # protocol_eval.ProtocolResult: final, best / ensemble
+
+    def tested(self, which: str = "final"):
+        return next((r for r in self.protocol_results if r.which == which), None)
+
+    @property
+    def compared(self) -> tuple[float | None, float | None, str]:
+        """(top-1, top-5, how measured) compared with the paper: the protocol test of the final
+        checkpoint (or ensemble), else the training run's own last validation."""
+        for which in ("final", "ensemble"):
+            result = self.tested(which)
+            if result is not None:
+                return result.top1_err, result.top5_err, f"{result.protocol} on the {which} checkpoint" + (
+                    "s" if which == "ensemble" else "")
+        return self.top1_err, self.top5_err, f"the run's last validation (eval.mode={self.eval_mode})"
 
     @property
     def shortened(self) -> bool:
@@ -60,9 +76,7 @@ def _madds(value: float) -> str:
     return f"{value / 1e9:.2f}e9" if value >= 1e9 else f"{value / 1e6:.1f}e6"
 
 
-def render_report(row: PaperRow, m: Measured) -> str:
-    """Markdown comparing the paper's numbers (SPEC.md) with the run's; caveats first."""
-    title = f"# Reproduction of {row.source}: {row.model} on {row.dataset}"
+def _caveats(row: PaperRow, m: Measured) -> list[str]:
     caveats = []
     if m.shortened:
         share = f" ({100 * m.iterations / m.full_iterations:.2f}% of the recipe's {m.full_iterations})" \
@@ -73,19 +87,91 @@ def render_report(row: PaperRow, m: Measured) -> str:
     if not dataset_matches(row, m):
         caveats.append(f"**Different dataset**: the paper measured on {row.dataset}, this run used "
                        f"{m.dataset or 'an unknown dataset'} ({m.data_root}).")
-    caveats.append(f"Paper's test protocol: {row.protocol}. This run evaluated with eval.mode={m.eval_mode}.")
-    params_paper = row.params_m * 1e6 if row.params_m is not None else None
-    lines = [title, "", *[f"- {c}" for c in caveats], "",
-             "| quantity | paper | measured | difference |", "|---|---|---|---|",
-             f"| top-1 error % | {_num(row.top1_err)} | {_num(m.top1_err)} | {_diff(m.top1_err, row.top1_err)} |"]
+    protocol = row.protocol
+    tested = m.compared[2]
+    caveats.append(f"Paper's test protocol: **{protocol.name}** ({protocol.description}; {row.source}). "
+                   f"Compared here: {tested}.")
+    if not m.protocol_results:
+        caveats.append("**Protocol not run**: the error below is the run's own validation, not the paper's protocol.")
+    if row.fails:
+        caveats.append("The paper reports this row as **fail** (test error above 20%).")
+    return caveats
+
+
+# The paper's statistic over runs -> the key of repeat_statistics that matches it (else the median).
+_PAPER_STATISTIC = {"best of 5": "best", "median of 5": "median"}
+
+
+def _headline(row: PaperRow, m: Measured, repeats: list[Measured]) -> tuple[float | None, float | None, str]:
+    """(top-1, top-5, label) compared with the paper: one run's, or over --seeds runs the statistic
+    the paper reports (R1 Table 6: best; R2 Table 4: median), top-5 of the same run."""
+    runs = [r for r in repeats if r.compared[0] is not None]
+    if not runs:
+        return m.compared[0], m.compared[1], ""
+    key = _PAPER_STATISTIC.get(row.runs_statistic, "median")
+    target = repeat_statistics([r.compared[0] for r in runs])[key]
+    closest = min(runs, key=lambda r: abs(r.compared[0] - target))
+    return target, closest.compared[1], f" ({key} of {len(runs)} runs)"
+
+
+def _error_lines(row: PaperRow, m: Measured, repeats: list[Measured]) -> list[str]:
+    top1, top5, label = _headline(row, m, repeats)
+    paper1 = "fail (>20)" if row.fails else _num(row.top1_err)
+    lines = [f"| top-1 error %{label} | {paper1} | {_num(top1)} | {_diff(top1, row.top1_err)} |"]
     if row.top5_err is not None:
-        lines.append(f"| top-5 error % | {_num(row.top5_err)} | {_num(m.top5_err)} | {_diff(m.top5_err, row.top5_err)} |")
+        lines.append(f"| top-5 error % | {_num(row.top5_err)} | {_num(top5)} | {_diff(top5, row.top5_err)} |")
+    return lines
+
+
+def _tested_lines(m: Measured) -> list[str]:
+    if not m.protocol_results and m.top1_err is None:
+        return []
+    lines = ["", "## Errors by checkpoint and test", "", "| checkpoint | test | top-1 % | top-5 % | images |",
+             "|---|---|---|---|---|"]
+    for r in m.protocol_results:
+        lines.append(f"| {r.which} | {r.protocol} | {_num(r.top1_err)} | {_num(r.top5_err)} | {r.samples} |")
+    lines.append(f"| final (training loop) | {m.eval_mode} | {_num(m.top1_err)} | {_num(m.top5_err)} | — |")
+    return lines
+
+
+def repeat_statistics(errors: list[float]) -> dict[str, float]:
+    """best / median / mean / std (sample) of the runs' errors, as R1 Table 6 and R2 Table 4 give them."""
+    return {"best": min(errors), "median": statistics.median(errors), "mean": statistics.fmean(errors),
+            "std": statistics.stdev(errors) if len(errors) > 1 else 0.0}
+
+
+def _repeat_lines(row: PaperRow, repeats: list[Measured]) -> list[str]:
+    if not repeats:
+        return []
+    errors = [r.compared[0] for r in repeats if r.compared[0] is not None]
+    if not errors:
+        return []
+    stats = repeat_statistics(errors)
+    paper_stat = {"best of 5": "best", "median of 5": "median"}.get(row.runs_statistic)
+    paper_mean = f"{row.paper_mean:.2f} +- {row.paper_std:.2f}" if row.paper_mean is not None else "—"
+    lines = ["", f"## {len(errors)} runs (seeds 0..{len(repeats) - 1}); the paper reports: {row.runs_statistic}", "",
+             "| statistic | paper | measured |", "|---|---|---|",
+             f"| best | {_num(row.top1_err) if paper_stat == 'best' else '—'} | {_num(stats['best'])} |",
+             f"| median | {_num(row.top1_err) if paper_stat == 'median' else '—'} | {_num(stats['median'])} |",
+             f"| mean +- std | {paper_mean} | {stats['mean']:.2f} +- {stats['std']:.2f} |",
+             "", "per run: " + ", ".join(f"{e:.2f}" for e in errors)]
+    return lines
+
+
+def render_report(row: PaperRow, m: Measured, repeats: list[Measured] | None = None) -> str:
+    """Markdown comparing the paper's numbers (SPEC.md) with the run's; caveats first."""
+    title = f"# Reproduction of {row.source}: {row.model} on {row.dataset}"
+    params_paper = row.params_m * 1e6 if row.params_m is not None else None
+    lines = [title, "", *[f"- {c}" for c in _caveats(row, m)], "",
+             "| quantity | paper | measured | difference |", "|---|---|---|---|",
+             *_error_lines(row, m, repeats or [])]
     lines.append(f"| params | {_num(row.params_m, 2, 'M')} | {m.params / 1e6:.2f}M | {_ratio(m.params, params_paper)} |")
     paper_madds = _madds(row.multiply_adds) if row.multiply_adds else "—"
     lines.append(f"| multiply-adds ({m.input_size}x{m.input_size}) | {paper_madds} | {_madds(m.multiply_adds)} "
                  f"| {_ratio(m.multiply_adds, row.multiply_adds)} |")
     if row.note:
         lines += ["", f"Paper's note: {row.note}."]
+    lines += _tested_lines(m) + _repeat_lines(row, repeats or [])
     lines += ["", "## Run", "",
               f"- row: `{row.key}` ({row.source}); numbers from SPEC.md",
               f"- recipe: `{m.recipe}`" + (f" with `{' '.join(m.overrides)}`" if m.overrides else ""),

@@ -1,6 +1,12 @@
-"""`dtrain reproduce ROW`: train the recipe of a paper's table row, measure the model's params and
-multiply-adds, and write a report comparing them with the paper (RUN_DIR/report.md, also logged
-to the run in MLflow as reproduction/report.md)."""
+"""`dtrain reproduce ROW`: train the recipe of a paper's table row, test its final and best
+checkpoints with the row's test protocol (paper_protocols), measure params and multiply-adds, and
+write a report comparing them with the paper (RUN_DIR/report.md, also logged to the run in MLflow
+as reproduction/report.md).
+
+`--seeds N` trains N runs (train.seed=0..N-1, one after the other, in RUN_DIR/seed-i) and reports
+best / median / mean +- std as the papers did (R1 Table 6: best of 5; R2 Table 4: median of 5).
+Ensemble rows (R1 Table 5) train every member and test the mean of their scores.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtrain.analysis.paper_numbers import PaperRow
+from dtrain.analysis.protocol_eval import evaluate_protocol, run_checkpoints
 from dtrain.analysis.reports import Measured, render_report
 from dtrain.analysis.training_runs import run_training, shortened_schedule
 from dtrain.config import RunConfig, check_data_root, load_config
@@ -17,7 +24,9 @@ from dtrain.errors import DtrainError
 from dtrain.train import build_model
 
 REPORT_NAME = "report.md"
+RESULTS_NAME = "protocol_results.json"
 ARTIFACT_PATH = "reproduction/report.md"
+REPORTED_SPLIT = "val"  # the papers' tables report the validation/test split, never minival
 
 
 @dataclass
@@ -28,10 +37,12 @@ class ReproduceOptions:
     overrides: tuple[str, ...] = ()
     train: bool = True  # False: report on an existing run in run_dir
     overwrite: bool = False
+    seeds: int = 1
+    eval_overrides: tuple[str, ...] = ()  # applied to the protocol test only (e.g. eval.scales on tiny data)
 
 
-def run_overrides(row: PaperRow, opts: ReproduceOptions) -> list[str]:
-    overrides = list(row.overrides)
+def run_overrides(row: PaperRow, opts: ReproduceOptions, recipe_overrides: tuple[str, ...] | None = None) -> list[str]:
+    overrides = list(row.overrides if recipe_overrides is None else recipe_overrides)
     if opts.data_root:
         overrides.append(f"data.root={opts.data_root}")
     if opts.budget_iters:
@@ -62,8 +73,26 @@ def _summary(root: str) -> dict:
         return {}
 
 
+def protocol_overrides(config: RunConfig, opts: ReproduceOptions) -> list[str]:
+    """What the protocol test changes in the run's saved config: the reported split (a recipe that
+    validates on minival for its plateau rule is still reported on val) and the user's eval overrides."""
+    split = [f"data.val_split={REPORTED_SPLIT}"] if config.data.val_split != REPORTED_SPLIT else []
+    root = [f"data.root={opts.data_root}"] if opts.data_root else []
+    return split + root + list(opts.eval_overrides)
+
+
+def protocol_test(row: PaperRow, config: RunConfig, run_dir: Path, opts: ReproduceOptions, echo=print) -> list:
+    """The row's protocol on the run's final and best checkpoints; saved to RUN_DIR/protocol_results.json."""
+    results = []
+    for which, path in run_checkpoints(run_dir).items():
+        echo(f"  testing the {which} checkpoint with {row.protocol.name} ({path.name})")
+        results.append(evaluate_protocol([path], row.protocol, protocol_overrides(config, opts), which=which))
+    (run_dir / RESULTS_NAME).write_text(json.dumps([r.as_dict() for r in results], indent=1) + "\n")
+    return results
+
+
 def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: Path, opts: ReproduceOptions,
-            overrides: list[str], seconds: float | None) -> Measured:
+            overrides: list[str], seconds: float | None, protocol_results: list | None = None) -> Measured:
     from dtrain import models
 
     final_path = run_dir / "final_metrics.json"
@@ -76,7 +105,8 @@ def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: P
                     full_iterations=full_iterations(full_config), dataset=_summary(config.data.root).get("dataset", ""),
                     data_root=config.data.root, eval_mode=config.eval.mode, recipe=row.recipe, overrides=overrides,
                     run_id=final.get("run_id"), run_dir=str(run_dir),
-                    seconds=seconds if seconds is not None else final.get("seconds"), budget_iters=opts.budget_iters)
+                    seconds=seconds if seconds is not None else final.get("seconds"), budget_iters=opts.budget_iters,
+                    protocol_results=list(protocol_results or []))
 
 
 def log_report(config: RunConfig, run_dir: Path, run_id: str | None, report: str, row: PaperRow) -> bool:
@@ -97,21 +127,57 @@ def log_report(config: RunConfig, run_dir: Path, run_id: str | None, report: str
         return False
 
 
-def reproduce(row: PaperRow, opts: ReproduceOptions, echo=print) -> tuple[Path, str]:
-    run_dir = opts.run_dir or default_run_dir(row)
-    overrides = run_overrides(row, opts)
-    config = load_config(row.recipe, [*overrides, f"run_dir={run_dir}"])
-    full_config = load_config(row.recipe, [*row.overrides, *([f"data.root={opts.data_root}"] if opts.data_root else [])])
+def _one_run(row: PaperRow, recipe: str, recipe_overrides: tuple[str, ...], run_dir: Path, opts: ReproduceOptions,
+             echo, extra: tuple[str, ...] = (), test: bool = True) -> tuple[RunConfig, Measured]:
+    overrides = run_overrides(row, opts, recipe_overrides) + list(extra)
+    config = load_config(recipe, [*overrides, f"run_dir={run_dir}"])
+    full_config = load_config(recipe, [*recipe_overrides, *([f"data.root={opts.data_root}"] if opts.data_root else [])])
     seconds = None
     if opts.train:
         check_data_root(config)  # fail before starting a subprocess
-        echo(f"training {row.recipe} for {row.key} -> {run_dir}")
-        seconds = run_training(row.recipe, run_dir, overrides, overwrite=opts.overwrite, echo=echo,
+        echo(f"training {recipe} for {row.key} -> {run_dir}")
+        seconds = run_training(recipe, run_dir, overrides, overwrite=opts.overwrite, echo=echo,
                                keep_tracking_env=True).seconds
-    measured = measure(row, config, full_config, run_dir, opts, overrides, seconds)
-    report = render_report(row, measured)
+    results = protocol_test(row, config, run_dir, opts, echo) if test else []
+    return config, measure(row, config, full_config, run_dir, opts, overrides, seconds, results)
+
+
+def _seed_runs(row: PaperRow, run_dir: Path, opts: ReproduceOptions, echo) -> tuple[RunConfig, Measured, list]:
+    if opts.seeds <= 1:
+        config, measured = _one_run(row, row.recipe, row.overrides, run_dir, opts, echo)
+        return config, measured, []
+    runs = [_one_run(row, row.recipe, row.overrides, run_dir / f"seed-{seed}", opts, echo, (f"train.seed={seed}",))
+            for seed in range(opts.seeds)]
+    return runs[0][0], runs[0][1], [m for _, m in runs]
+
+
+def _ensemble(row: PaperRow, run_dir: Path, opts: ReproduceOptions, echo) -> tuple[RunConfig, Measured]:
+    """Train every member, then the protocol over the members' final checkpoints together."""
+    members = [_one_run(row, recipe, overrides, run_dir / f"member-{i}-{recipe}", opts, echo, test=False)
+               for i, (recipe, overrides) in enumerate(row.members)]
+    finals = [run_checkpoints(Path(m.run_dir))["final"] for _, m in members]
+    echo(f"  testing the ensemble of {len(finals)} final checkpoints with {row.protocol.name}")
+    config, first = members[0]
+    result = evaluate_protocol(finals, row.protocol, protocol_overrides(config, opts), which="ensemble")
+    (run_dir / RESULTS_NAME).write_text(json.dumps([result.as_dict()], indent=1) + "\n")
+    first.protocol_results = [result]
+    first.params = sum(m.params for _, m in members)
+    first.multiply_adds = sum(m.multiply_adds for _, m in members)
+    first.run_dir = str(run_dir)
+    return config, first
+
+
+def reproduce(row: PaperRow, opts: ReproduceOptions, echo=print) -> tuple[Path, str]:
+    run_dir = opts.run_dir or default_run_dir(row)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    repeats: list[Measured] = []
+    if row.members:
+        config, measured = _ensemble(row, run_dir, opts, echo)
+    else:
+        config, measured, repeats = _seed_runs(row, run_dir, opts, echo)
+    report = render_report(row, measured, repeats)
     path = run_dir / REPORT_NAME
     path.write_text(report)
-    if log_report(config, run_dir, measured.run_id, report, row):
+    if log_report(config, Path(measured.run_dir), measured.run_id, report, row):
         echo(f"logged {ARTIFACT_PATH} to MLflow run {measured.run_id}")
     return path, report

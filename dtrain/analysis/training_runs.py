@@ -27,11 +27,12 @@ class FinishedRun:
 
 def shortened_schedule(budget_iters: int) -> list[str]:
     """The CIFAR recipe compressed to `budget_iters`: lr / 10 at 50% and 75% of the run, as R1's
-    32k and 48k of 64k iterations, so a short run still sees both lr drops."""
+    32k and 48k of 64k iterations, so a short run still sees both lr drops. The budget is in
+    iterations at the run's own batch (no epoch-keeping rescaling)."""
     if budget_iters < 4:
         raise DtrainError(f"--budget-iters={budget_iters} is too small; give at least 4 iterations")
     return ["schedule.kind=step_iters", f"schedule.milestones=[{budget_iters // 2},{budget_iters * 3 // 4}]",
-            "schedule.epochs=null", f"schedule.max_iters={budget_iters}"]
+            "schedule.epochs=null", f"schedule.max_iters={budget_iters}", "schedule.iters_at_batch=null"]
 
 
 def train_command(recipe: str, run_dir: Path, overrides: list[str]) -> list[str]:

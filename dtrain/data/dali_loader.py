@@ -34,6 +34,7 @@ from dtrain_prep import layout
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
+from .eval_fallback import refuse_per_pixel_mean, with_torch_fallback
 from .loaders import EvalBatch
 from .sampling import EpochCursor, mix_seed
 from .sources import ManifestSplit, read_manifest
@@ -176,6 +177,7 @@ class DaliTrainLoader(EpochCursor):
                  channels_last: bool = False):
         if dtype not in OUTPUT_DTYPES:
             raise ConfigError(f"DALI loader output dtype {dtype} is not one of float32, float16")
+        refuse_per_pixel_mean(data, "dali")
         split = read_manifest(data.root, data.train_split)
         check_train_geometry(data, int(split.widths.min()), int(split.heights.min()))
         self.num_samples = len(split)
@@ -242,6 +244,7 @@ class DaliEvalLoader:
                  scales: list[int], device: torch.device, num_classes: int = 1000):
         if mode not in ("center", "single-320", "ten-crop"):
             raise ConfigError(f"eval.mode={mode} is not available with data.loader=dali; use data.loader=torch")
+        refuse_per_pixel_mean(data, "dali")
         if mode != "single-320" and data.val_resize < data.val_crop:
             raise ConfigError(f"data.val_resize={data.val_resize} is smaller than data.val_crop={data.val_crop}; "
                               "make val_resize >= val_crop")
@@ -297,7 +300,8 @@ class DaliEvalLoader:
 def _builders():
     from dtrain.data import LoaderBuilders  # the package is initialised by the time DALI is chosen
 
-    return LoaderBuilders(train=DaliTrainLoader, eval=DaliEvalLoader)
+    return LoaderBuilders(train=DaliTrainLoader,
+                          eval=with_torch_fallback("dali", ("center", "single-320", "ten-crop"), DaliEvalLoader))
 
 
 BUILDERS = _builders()

@@ -20,7 +20,8 @@ from PIL import Image
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
-from .transforms import Normalize, center_crop, crop, hflip, resize_shorter_side, to_pixels
+from .stats import build_normalize
+from .transforms import center_crop, crop, hflip, resize_shorter_side, to_pixels
 
 R2_SINGLE_CROP = 320  # R2 Table 5: shorter side 320, 320x320 centre crop
 
@@ -93,7 +94,7 @@ class EvalTransform:
                 "make val_resize >= val_crop")
         self.views = EVAL_VIEWS[mode](data, scales)
         self.fixed_size = self.views.fixed_size
-        self.normalize = Normalize(data.mean, data.std)
+        self.normalize = build_normalize(data)
 
     def pixels(self, image: Image.Image) -> list[torch.Tensor]:
         return [to_pixels(view) for view in self.views(image.convert("RGB"))]

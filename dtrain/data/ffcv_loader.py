@@ -15,9 +15,12 @@ torch loader's). order="quasi_random" instead uses FFCV's QuasiRandom order (for
 than RAM, with os_cache=False) over a fixed seeded partition of the samples per rank: still
 exactly once per epoch, not a global reshuffle.
 
-Augmentations: random_resized_crop (RandomResizedCropRGBImageDecoder), pad_crop
-(SimpleRGBImageDecoder + RandomTranslate, FFCV's CIFAR recipe) and none (CenterCrop decoder);
-R1's scale_jitter has no FFCV decoder. Evaluation: center and single-320 (CenterCrop decoder).
+Augmentations: R1's scale_jitter (ScaleJitterRGBImageDecoder below: shorter side random in
+data.scale_range, then a crop_size crop, as one crop-and-resize of the decoded image),
+random_resized_crop (RandomResizedCropRGBImageDecoder), pad_crop (SimpleRGBImageDecoder +
+RandomTranslate, FFCV's CIFAR recipe) and none (CenterCrop decoder). Evaluation: center and
+single-320 (CenterCrop decoder); ten-crop and multi-scale fall back to the torch loader over the
+same prepared dataset (its webdataset shards), with a one-line notice.
 """
 
 from __future__ import annotations
@@ -32,16 +35,18 @@ from dtrain_prep import layout
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
+from .eval_fallback import with_torch_fallback
 from .eval_views import R2_SINGLE_CROP
 from .loaders import EvalBatch
 from .sampling import EpochCursor, epoch_permutation, eval_assignment, mix_seed
 from .sources import read_manifest
-from .transforms import LIGHTING_EIGVAL, LIGHTING_EIGVEC, Normalize, check_train_geometry
+from .stats import build_normalize
+from .transforms import LIGHTING_EIGVAL, LIGHTING_EIGVEC, check_train_geometry
 
 try:  # imported only when data.loader=ffcv is chosen (see LOADERS in dtrain/data/__init__.py)
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
-                                       SimpleRGBImageDecoder)
+                                       ResizedCropRGBImageDecoder, SimpleRGBImageDecoder)
     from ffcv.loader import Loader, OrderOption
     from ffcv.traversal_order.base import TraversalOrder
     from ffcv.transforms import RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice, ToTensor, ToTorchImage
@@ -83,9 +88,38 @@ def _image_tail(device: torch.device) -> list:
     return [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=True)]
 
 
+def scale_jitter_crop(height, width, scale, ratio):
+    """(top, left, h, w) of R1's scale augmentation in the decoded image's pixels: resizing the
+    shorter side to s ~ U{low..high} and cropping `size` pixels is cropping a size * short / s
+    square here and resizing it to size. `scale` carries (low, high, size); numba-compiled by FFCV."""
+    s = np.random.randint(int(scale[0]), int(scale[1]) + 1)
+    short = min(height, width)
+    side = min(max(1, int(round(scale[2] * short / s))), short)
+    i = int(np.random.uniform(0, height - side + 1))
+    j = int(np.random.uniform(0, width - side + 1))
+    return i, j, side, side
+
+
+class ScaleJitterRGBImageDecoder(ResizedCropRGBImageDecoder):
+    """FFCV decoder for R1's scale_jitter: a random crop_size view of the image rescaled to a random
+    shorter side in [low, high] (the flip is FFCV's RandomHorizontalFlip after it)."""
+
+    def __init__(self, size: int, low: int, high: int):
+        super().__init__((size, size))
+        self.scale = np.array([low, high, size], dtype=np.float64)
+        self.ratio = np.array([1.0, 1.0])
+        self.output_size = (size, size)
+
+    @property
+    def get_crop_generator(self):
+        return scale_jitter_crop
+
+
 def _train_decoder(data: DataConfig, widths: np.ndarray, heights: np.ndarray) -> list:
     size, augment = data.crop_size, data.train_augment
-    if augment == "random_resized_crop":
+    if augment == "scale_jitter":
+        ops = [ScaleJitterRGBImageDecoder(size, data.scale_range[0], data.scale_range[1])]
+    elif augment == "random_resized_crop":
         ops = [RandomResizedCropRGBImageDecoder((size, size), scale=tuple(data.rrc_scale), ratio=tuple(data.rrc_ratio))]
     elif augment == "pad_crop":
         if not (np.all(widths == size) and np.all(heights == size)):
@@ -95,8 +129,8 @@ def _train_decoder(data: DataConfig, widths: np.ndarray, heights: np.ndarray) ->
     elif augment == "none":
         return [CenterCropRGBImageDecoder((size, size), ratio=size / data.val_resize)]
     else:
-        raise ConfigError(f"data.train_augment={augment} has no FFCV decoder; use random_resized_crop, pad_crop "
-                          "or none, or data.loader=dali / torch")
+        raise ConfigError(f"data.train_augment={augment} has no FFCV decoder; use scale_jitter, "
+                          "random_resized_crop, pad_crop or none, or data.loader=dali / torch")
     return ops + ([RandomHorizontalFlip()] if data.flip else [])
 
 
@@ -108,7 +142,7 @@ class _DeviceNormalize:
     """
 
     def __init__(self, data: DataConfig, seed: int, rank: int):
-        self.normalize = Normalize(data.mean, data.std)
+        self.normalize = build_normalize(data)
         self.lighting_std, self.seed, self.rank = float(data.lighting_std), seed, rank
 
     def __call__(self, images: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
@@ -202,7 +236,7 @@ class FfcvEvalLoader:
         keys = eval_assignment(self.num_samples, rank, world_size)
         self.valid = torch.tensor([valid for _, valid in keys], dtype=torch.bool)
         self.batch_size, self.device = batch_size, device
-        self.normalize = Normalize(data.mean, data.std)
+        self.normalize = build_normalize(data)
         order = _FixedOrder(np.array([index for index, _ in keys], dtype=np.uint64))
         pipelines = {"image": [decoder] + _image_tail(device), "label": _label_pipeline(device)}
         self.loader = Loader(_beton(data, data.val_split), batch_size=batch_size, num_workers=max(1, data.workers),
@@ -221,7 +255,8 @@ class FfcvEvalLoader:
 def _builders():
     from dtrain.data import LoaderBuilders  # the package is initialised by the time FFCV is chosen
 
-    return LoaderBuilders(train=FfcvTrainLoader, eval=FfcvEvalLoader)
+    return LoaderBuilders(train=FfcvTrainLoader,
+                          eval=with_torch_fallback("ffcv", ("center", "single-320"), FfcvEvalLoader))
 
 
 BUILDERS = _builders()

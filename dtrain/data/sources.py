@@ -73,8 +73,9 @@ def read_manifest(root: str | Path, split: str) -> ManifestSplit:
     table = table.filter(keep).sort_by("index")
     if table.num_rows == 0:
         splits = sorted(set(pq.read_table(path, columns=["split"])["split"].to_pylist()))
+        hint = " or prepare with --minival 10000" if split == "minival" else ""
         raise DtrainError(f"{path} has no accepted samples of split {split!r} (it has: {', '.join(splits)}); "
-                          "set data.train_split / data.val_split")
+                          f"set data.train_split / data.val_split{hint}")
     index = table["index"].to_numpy()
     if not np.array_equal(index, np.arange(len(index))):
         raise DtrainError(f"{path}: the indices of split {split!r} are not 0..n-1; re-run `dtrain prepare`")

@@ -1,10 +1,16 @@
-"""Per-channel statistics of image batches: for tests and for checking data.mean / data.std."""
+"""Per-channel statistics of image batches (for tests and for checking data.mean / data.std), and
+the normalisation data.normalize chooses: per channel, or R1's per-pixel mean image."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
+import numpy as np
 import torch
+
+from dtrain.config import DataConfig
+from dtrain.errors import ConfigError
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,3 +40,27 @@ def loader_channel_stats(batches: Iterable[torch.Tensor], max_batches: int | Non
         raise ValueError("no batches to measure")
     mean = total / count
     return mean, (total_sq / count - mean ** 2).clamp_min(0).sqrt()
+
+
+# ---- data.normalize: what the loaders subtract and divide by ---------------------------------
+
+
+def per_pixel_mean(root: str | Path) -> np.ndarray:
+    """The HxWx3 mean image in [0, 1] that `dtrain prepare` stored with the dataset at `root`."""
+    from data_prep.pixel_stats import PER_PIXEL_MEAN
+
+    path = Path(root) / PER_PIXEL_MEAN
+    if not path.is_file():
+        raise ConfigError(f"data.normalize=per_pixel_mean needs {path}, written by `dtrain prepare` for datasets of "
+                          "one image size; re-run prepare (--overwrite) or set data.normalize=channel")
+    return np.load(path)
+
+
+def build_normalize(data: DataConfig, loader: str | None = None):
+    """The Normalize of data.normalize: per-channel (data.mean / data.std), or R1's per-pixel mean
+    image of the dataset then / data.std. The synthetic loader has no stored dataset: channel."""
+    from .transforms import Normalize, PerPixelMeanNormalize
+
+    if data.normalize == "per_pixel_mean" and (loader or data.loader) != "synthetic":
+        return PerPixelMeanNormalize(per_pixel_mean(data.root), data.std)
+    return Normalize(data.mean, data.std)

@@ -22,6 +22,8 @@ from PIL import Image
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
+from .stats import build_normalize
+
 # AlexNet's PCA of ImageNet RGB pixels (values in [0, 1]), as used by fb.resnet.torch.
 LIGHTING_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
 LIGHTING_EIGVEC = torch.tensor([
@@ -233,6 +235,32 @@ class Normalize:
         return out.mul_(scale).add_(bias)
 
 
+class PerPixelMeanNormalize(Normalize):
+    """R1: subtract the dataset's per-pixel mean image (HxWx3 in [0, 1], from `dtrain prepare`), then
+    / std per channel (a uniform rescale that the BN after conv1 absorbs). The mean is subtracted at
+    the view's pixel positions after the crop; views of another size (multi-scale testing) get the
+    mean image resized to theirs."""
+
+    def __init__(self, mean_image, std: Sequence[float]):
+        super().__init__([0.0, 0.0, 0.0], std)
+        image = torch.as_tensor(mean_image, dtype=torch.float64).permute(2, 0, 1)  # CHW
+        self.scaled_mean = (image / self.std.view(-1, 1, 1)).float()[None]
+        self._cache: dict = {}
+
+    def _mean_for(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        key = (height, width, str(device))
+        if key not in self._cache:
+            mean = self.scaled_mean
+            if tuple(mean.shape[-2:]) != (height, width):
+                mean = torch.nn.functional.interpolate(mean, size=(height, width), mode="bilinear", align_corners=False)
+            self._cache[key] = mean.to(device)
+        return self._cache[key]
+
+    def __call__(self, pixels: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
+        out = super().__call__(pixels, offsets)
+        return out.sub_(self._mean_for(out.shape[2], out.shape[3], out.device))
+
+
 class TrainTransform:
     """PIL image + per-sample generator -> (uint8 HWC pixels, float32 [3] lighting offset);
     `normalize` turns a stacked batch of them into the network's input."""
@@ -243,7 +271,7 @@ class TrainTransform:
                 f"data.train_augment={data.train_augment!r} is not one of {', '.join(TRAIN_AUGMENTS)}")
         self.geometric = TRAIN_AUGMENTS[data.train_augment](data)
         self.lighting_std = float(data.lighting_std)
-        self.normalize = Normalize(data.mean, data.std)
+        self.normalize = build_normalize(data)
 
     def sample(self, image: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = to_pixels(self.geometric(image.convert("RGB"), rng))

@@ -7,6 +7,9 @@ backward all-reduces the two per-channel gradient sums, exactly as torch's SyncB
 on CUDA. It subclasses `_BatchNorm`, so its parameters, buffers and state_dict keys are those of
 `nn.BatchNorm2d`: a checkpoint loads into either.
 
+`GroupBatchNorm` (distributed.bn_group_size) takes BN statistics over a fixed number of samples,
+as the papers did (R2: 32 images per GPU): sub-group sync BN below it, ghost batches above it.
+
 Gradient convention (the same as torch's): the input gradient is that of the SUM of the ranks'
 losses; weight and bias gradients are local, and DDP's gradient averaging turns both into the
 gradient of the mean loss over the global batch.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -111,12 +115,12 @@ class GlooSyncBatchNorm(_BatchNorm):
         )
 
 
-def convert_to_gloo_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
-    """Replace every BatchNorm layer by GlooSyncBatchNorm, keeping parameters and buffers."""
+def _replace_batchnorm(module: nn.Module, kind: type, make) -> nn.Module:
+    """Replace every BatchNorm layer that is not yet `kind` by make(layer), keeping its parameters
+    and buffers (the same tensors, so state_dict keys and values stay those of nn.BatchNorm2d)."""
     converted = module
-    if isinstance(module, _BatchNorm) and not isinstance(module, GlooSyncBatchNorm):
-        converted = GlooSyncBatchNorm(module.num_features, module.eps, module.momentum,
-                                      module.affine, module.track_running_stats, process_group)
+    if isinstance(module, _BatchNorm) and not isinstance(module, kind):
+        converted = make(module)
         if module.affine:
             with torch.no_grad():
                 converted.weight = module.weight
@@ -126,8 +130,14 @@ def convert_to_gloo_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
         converted.num_batches_tracked = module.num_batches_tracked
         converted.train(module.training)
     for name, child in module.named_children():
-        converted.add_module(name, convert_to_gloo_sync_bn(child, process_group))
+        converted.add_module(name, _replace_batchnorm(child, kind, make))
     return converted
+
+
+def convert_to_gloo_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
+    """Replace every BatchNorm layer by GlooSyncBatchNorm, keeping parameters and buffers."""
+    return _replace_batchnorm(module, GlooSyncBatchNorm, lambda bn: GlooSyncBatchNorm(
+        bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, process_group))
 
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
@@ -135,3 +145,93 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return convert_to_gloo_sync_bn(model)
+
+
+# ---- BN over a fixed number of samples: distributed.bn_group_size ------------------------------
+
+_SUBGROUPS: dict[tuple[int, int], object] = {}  # (id of the world group, ranks per group) -> this rank's group
+
+
+def _subgroup(ranks_per_group: int):
+    """This rank's group of `ranks_per_group` consecutive ranks; created on first use by every rank
+    at once (all ranks reach the same BN layer with the same batch size)."""
+    key = (id(dist.group.WORLD), ranks_per_group)
+    if key not in _SUBGROUPS:
+        world = dist.get_world_size()
+        if world % ranks_per_group:
+            from dtrain.errors import ConfigError
+
+            raise ConfigError(f"distributed.bn_group_size needs groups of {ranks_per_group} processes, but the "
+                              f"world size {world} does not divide by {ranks_per_group}; change bn_group_size "
+                              "or the number of processes")
+        _SUBGROUPS[key] = dist.new_subgroups(group_size=ranks_per_group)[0]
+    return _SUBGROUPS[key]
+
+
+class GroupBatchNorm(_BatchNorm):
+    """BN whose training statistics are taken over `group_size` samples, whatever the per-process batch:
+
+    - per-process batch == group_size: plain BN (R2: 32 images per GPU, 8 GPUs);
+    - smaller: sync BN over a sub-group of group_size / batch consecutive processes;
+    - larger: ghost-batch BN, statistics of each consecutive chunk of group_size samples.
+
+    Running statistics take one update per step from the mean of the groups' mean and unbiased
+    variance, so their momentum means what it means for nn.BatchNorm2d. Eval uses them as plain BN does;
+    parameters, buffers and state_dict keys are nn.BatchNorm2d's."""
+
+    def __init__(self, num_features, group_size: int, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        if group_size < 1:
+            from dtrain.errors import ConfigError
+
+            raise ConfigError(f"distributed.bn_group_size must be positive (0 turns it off), got {group_size}")
+        self.group_size = group_size
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def _momentum(self) -> float:
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+        return momentum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if not self.training:
+            return super().forward(x)
+        batch = x.size(0)
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        ranks_per_group = min(max(1, self.group_size // batch), world)
+        if batch < self.group_size and ranks_per_group > 1:
+            running = self.track_running_stats
+            return _GlobalBatchNormFunction.apply(
+                x, self.weight, self.bias, self.running_mean if running else None,
+                self.running_var if running else None, self.eps, self._momentum(), _subgroup(ranks_per_group))
+        return self._ghost(x)
+
+    def _ghost(self, x: torch.Tensor) -> torch.Tensor:
+        chunks = x.split(self.group_size)
+        out = torch.cat([F.batch_norm(c, None, None, self.weight, self.bias, True, 0.0, self.eps) for c in chunks])
+        if self.track_running_stats:
+            momentum = self._momentum()
+            with torch.no_grad():
+                dims = _reduce_dims(x)
+                means = torch.stack([c.mean(dims) for c in chunks]).mean(0)
+                variances = torch.stack([c.var(dims, unbiased=c.numel() > c.size(1)) for c in chunks]).mean(0)
+                self.running_mean.mul_(1 - momentum).add_(means.to(self.running_mean.dtype), alpha=momentum)
+                self.running_var.mul_(1 - momentum).add_(variances.to(self.running_var.dtype), alpha=momentum)
+        return out
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", group_size={self.group_size}"
+
+
+def convert_to_group_bn(module: nn.Module, group_size: int) -> nn.Module:
+    """Replace every BatchNorm layer by GroupBatchNorm(group_size), keeping parameters and buffers."""
+    return _replace_batchnorm(module, GroupBatchNorm, lambda bn: GroupBatchNorm(
+        bn.num_features, group_size, bn.eps, bn.momentum, bn.affine, bn.track_running_stats))

@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dtrain.config import DistributedConfig
 from dtrain.distributed.context import DistContext
-from dtrain.distributed.sync_bn import convert_sync_batchnorm
+from dtrain.distributed.sync_bn import convert_sync_batchnorm, convert_to_group_bn
 from dtrain.errors import ConfigError
 
 EngineWrapper = Callable[[nn.Module, DistributedConfig, DistContext], nn.Module]
@@ -32,7 +32,10 @@ ENGINES: dict[str, EngineWrapper] = {"ddp": _wrap_ddp}
 
 
 def apply_sync_bn(model: nn.Module, dist_cfg: DistributedConfig, ctx: DistContext) -> nn.Module:
-    """BN over the global batch when asked for and there is more than one process."""
+    """BN over bn_group_size samples if set (any world size); else over the global batch when asked
+    for and there is more than one process."""
+    if dist_cfg.bn_group_size:
+        return convert_to_group_bn(model, dist_cfg.bn_group_size)
     if dist_cfg.sync_bn and ctx.is_distributed:
         return convert_sync_batchnorm(model, ctx.device)
     return model

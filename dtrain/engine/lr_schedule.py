@@ -17,6 +17,7 @@ lr 0.01 for ~400 iterations, then the schedule) or linear (from warmup_lr to the
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,28 @@ def scaled_lr(optim: OptimConfig) -> float:
     if optim.scale_lr:
         return optim.lr * optim.batch_size / optim.reference_batch
     return optim.lr
+
+
+def keep_epochs(cfg: ScheduleConfig, batch_size: int) -> ScheduleConfig:
+    """The schedule at `batch_size` that keeps the epochs of one written for schedule.iters_at_batch.
+
+    Iteration counts (step_iters milestones, max_iters, warmup_iters) scale by
+    iters_at_batch / batch_size, so batch 64 runs R2's 64k iterations at batch 128 as 128k, with the
+    lr drops at the same epochs (the authors' code schedules by epoch). The result records
+    iters_at_batch = batch_size, so resolving it again changes nothing."""
+    reference = cfg.iters_at_batch
+    if not reference or reference == batch_size:
+        return cfg
+    if reference <= 0:
+        raise ConfigError(f"schedule.iters_at_batch must be positive, got {reference}")
+
+    def scale(iters: int) -> int:
+        return int(round(iters * reference / batch_size))
+
+    milestones = [scale(m) for m in cfg.milestones] if cfg.kind == "step_iters" else list(cfg.milestones)
+    return dataclasses.replace(cfg, milestones=milestones, iters_at_batch=batch_size,
+                               max_iters=scale(cfg.max_iters) if cfg.max_iters else cfg.max_iters,
+                               warmup_iters=scale(cfg.warmup_iters))
 
 
 class LRSchedule:

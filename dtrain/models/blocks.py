@@ -50,8 +50,14 @@ def _bottleneck_shapes(in_channels: int, width: int, stride: int, stride_in_1x1:
     return [(in_channels, width, 1, stride_1x1), (width, width, 3, stride_3x3), (width, 4 * width, 1, 1)]
 
 
+def _single_shapes(in_channels: int, width: int, stride: int, stride_in_1x1: bool) -> list[ConvShape]:
+    # R2 Table 3 "ResNet-110 (1layer skip)": every shortcut skips one 3x3 layer.
+    return [(in_channels, width, 3, stride)]
+
+
 BRANCH_KINDS: dict[str, BranchKind] = {
     "basic": BranchKind("basic", expansion=1, convs_per_unit=2, conv_shapes=_basic_shapes),
+    "single": BranchKind("single", expansion=1, convs_per_unit=1, conv_shapes=_single_shapes),
     "bottleneck": BranchKind("bottleneck", expansion=4, convs_per_unit=3, conv_shapes=_bottleneck_shapes),
 }
 

@@ -138,14 +138,27 @@ class GatingMerge(nn.Module):
 
 
 class DropoutShortcutMerge(nn.Module):
-    """y = F(x) + dropout(h(x)) (R2 Fig. 2f)."""
+    """y = F(x) + m * h(x), m ~ Bernoulli(1 - p) per element (R2 Fig. 2f).
+
+    R2 (sec. 3.1): dropout on the shortcut "statistically imposes a scale of lambda with an
+    expectation of 0.5 on the shortcut", like constant scaling by 0.5. `nn.Dropout` rescales the
+    kept values by 1 / (1 - p), which keeps the shortcut's expected scale at 1 and so is not the
+    ablation R2 ran; here kept values are not rescaled, and at test time h(x) is multiplied by its
+    expectation 1 - p (the original dropout's test rule)."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(p)
+        self.p = p
 
     def forward(self, residual: torch.Tensor, shortcut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return residual + self.dropout(shortcut)
+        keep = 1.0 - self.p
+        if not self.training:
+            return residual + keep * shortcut
+        mask = torch.empty_like(shortcut).bernoulli_(keep)
+        return residual + mask * shortcut
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, expected shortcut scale={1.0 - self.p}"
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,9 @@ def test_ffcv_random_resized_crop_and_quasi_random_order(prepared):
     assert images.shape == (8 * BATCH, 3, 32, 32)
     from dtrain.data.ffcv_loader import FfcvTrainLoader
 
+    jitter = _loaders(prepared, "ffcv", world_size=1, train_augment="scale_jitter", scale_range=[48, 96])[0]
+    jitter.set_epoch(0)
+    assert next(iter(jitter))[0].shape == (BATCH, 3, 32, 32)  # R1's scale augmentation, FFCV-decoded
     data = DataConfig(root=str(prepared), loader="ffcv", **PLAIN)
     seen = []
     for rank in (0, 1):

@@ -47,6 +47,7 @@ def test_shortened_schedule_keeps_r1_proportions():
     # R1: lr / 10 at 32k and 48k of 64k iterations
     assert shortened_schedule(64000)[1] == "schedule.milestones=[32000,48000]"
     assert shortened_schedule(120)[1:] == ["schedule.milestones=[60,90]", "schedule.epochs=null",
-                                           "schedule.max_iters=120"]
+                                           "schedule.max_iters=120",
+                                           "schedule.iters_at_batch=null"]  # the budget is at the run's batch
     with pytest.raises(DtrainError):
         shortened_schedule(2)

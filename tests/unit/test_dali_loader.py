@@ -84,10 +84,19 @@ def test_eval_counts_every_sample_once_over_two_ranks(prepared, mode, views, sid
     assert counted == Counter(read_manifest(prepared, "val").labels.tolist())
 
 
-def test_multi_scale_points_to_the_torch_loader(prepared):
-    with pytest.raises(ConfigError, match="data.loader=torch"):
-        build_eval_loader(DataConfig(root=str(prepared), **SMALL), mode="multi-scale", batch_size=2, rank=0,
-                          world_size=1, scales=[32], device="cpu")
+def test_multi_scale_falls_back_to_the_torch_loader(prepared, capsys):
+    from dtrain.data.loaders import EvalLoader
+
+    loader = build_eval_loader(DataConfig(root=str(prepared), **SMALL), mode="multi-scale", batch_size=2, rank=0,
+                               world_size=1, scales=[32], device="cpu")
+    assert isinstance(loader, EvalLoader)
+    assert "data.loader=dali has no eval.mode=multi-scale" in capsys.readouterr().err
+
+
+def test_per_pixel_mean_is_refused_with_the_fix(prepared):
+    with pytest.raises(ConfigError, match="data.normalize=channel"):
+        build_train_loader(DataConfig(root=str(prepared), normalize="per_pixel_mean", **SMALL), batch_size=2,
+                           rank=0, world_size=1, seed=0, device="cpu")
 
 
 def test_class_sorted_shards_are_refused_for_training(tmp_path):

@@ -24,7 +24,7 @@ def _train(data):
 
 
 @pytest.mark.parametrize("augment,message", [
-    ("scale_jitter", "no FFCV decoder.*data.loader=dali"),
+    ("scale_jitter", "ffcv/train.beton is missing: prepare with --formats ffcv"),  # R1's augmentation exists
     ("pad_crop", "needs every image to be 24x24"),  # the fixture's images have several sizes
     ("random_resized_crop", "ffcv/train.beton is missing: prepare with --formats ffcv"),
 ])
@@ -33,11 +33,32 @@ def test_train_refusals_name_the_fix(prepared, augment, message):
         _train(DataConfig(root=str(prepared), train_augment=augment, **SMALL))
 
 
-@pytest.mark.parametrize("mode", ["ten-crop", "multi-scale"])
-def test_eval_modes_without_an_ffcv_decoder_point_elsewhere(prepared, mode):
-    with pytest.raises(ConfigError, match="use data.loader=torch or dali"):
-        build_eval_loader(DataConfig(root=str(prepared), **SMALL), mode=mode, batch_size=2, rank=0, world_size=1,
-                          scales=[32], device="cpu")
+@pytest.mark.parametrize("mode,views", [("ten-crop", 10), ("multi-scale", 2)])
+def test_eval_modes_without_an_ffcv_decoder_fall_back_to_the_torch_loader(prepared, mode, views, capsys):
+    from dtrain.data.loaders import EvalLoader
+
+    loader = build_eval_loader(DataConfig(root=str(prepared), **SMALL), mode=mode, batch_size=2, rank=0,
+                               world_size=1, scales=[32], device="cpu")
+    assert isinstance(loader, EvalLoader)
+    assert len(next(iter(loader)).views) == views
+    assert "data.loader=ffcv has no eval.mode=" in capsys.readouterr().err
+
+
+def test_scale_jitter_crop_is_r1s_resize_then_crop():
+    # shorter side s ~ U{low..high}, then a `size` crop == a size*short/s square of the original
+    import numpy as np
+
+    from dtrain.data.ffcv_loader import scale_jitter_crop
+
+    np.random.seed(0)
+    height, width, low, high, size = 300, 400, 256, 480, 224
+    sides = []
+    for _ in range(500):
+        i, j, h, w = scale_jitter_crop(height, width, np.array([low, high, size], dtype=float), None)
+        assert h == w and 0 <= i <= height - h and 0 <= j <= width - w
+        sides.append(h)
+    assert min(sides) >= round(size * height / high) and max(sides) <= round(size * height / low)
+    assert max(sides) - min(sides) > 0.8 * (size * height / low - size * height / high)
 
 
 def test_unknown_order_is_refused(prepared):

@@ -38,6 +38,7 @@ def test_names_cover_both_papers() -> None:
         *(f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)),
         *(f"plain{d}" for d in (20, 32, 44, 56, 110, 1202)),
         "resnet110_preact", "resnet164_preact", "resnet1001_preact", "resnet164", "resnet1001",
+        "resnet110_1layer", "resnet110_1layer_preact",
     }  # fmt: skip
     assert set(models.names()) == expected
     assert len(models.names()) == len(expected)

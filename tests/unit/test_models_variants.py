@@ -164,14 +164,21 @@ def test_conv_shortcut_projects_every_unit() -> None:
     assert extra == convs + 2 * 18 * (16 + 32 + 64)  # each 1x1 conv with its BN
 
 
-def test_dropout_shortcut_drops_only_in_training() -> None:
+def test_dropout_shortcut_has_expected_scale_half_as_r2_describes() -> None:
+    # R2 sec. 3.1: dropout 0.5 on the shortcut imposes a scale with expectation 0.5 (nn.Dropout's
+    # 1/(1-p) rescaling would keep it at 1). Measured in training, and used as such at test time.
     net = models.build("resnet110", shortcut_mode="dropout_shortcut")
     unit = net.layer1[3]
-    assert unit.merge.dropout.p == 0.5
+    torch.manual_seed(0)
+    shortcut = torch.rand(64, 16, 8, 8) + 0.5
+    unit.merge.train()
+    scale = unit.merge(torch.zeros_like(shortcut), shortcut, shortcut) / shortcut
+    assert set(scale.unique().tolist()) == {0.0, 1.0}  # kept values are not rescaled
+    assert abs(scale.mean().item() - 0.5) < 0.01  # 65,536 draws: std of the mean ~0.002
     x = torch.rand(2, 16, 8, 8)
     with torch.no_grad():
         unit.eval()
-        assert torch.allclose(unit(x), torch.relu(_basic_branch(unit, x) + x), atol=1e-6)
+        assert torch.allclose(unit(x), torch.relu(_basic_branch(unit, x) + 0.5 * x), atol=1e-6)
 
 
 def test_bad_variant_options_are_named() -> None:
@@ -183,3 +190,16 @@ def test_bad_variant_options_are_named() -> None:
         models.build("resnet110", shortcut_mode="dropout_shortcut", shortcut_dropout=1.5)
     with pytest.raises(ValueError, match="unknown shortcut option 'D'"):
         models.build("resnet34", shortcut="D")
+
+
+@pytest.mark.parametrize("name", ["resnet110_1layer", "resnet110_1layer_preact"])
+def test_one_layer_skip_resnet110_has_36_single_conv_units_per_stage(name: str) -> None:
+    # R2 Table 3 "ResNet-110 (1layer skip)": 110 weighted layers, every shortcut skips one 3x3 conv.
+    net = models.build(name)
+    stages = (net.layer1, net.layer2, net.layer3)
+    assert [len(stage) for stage in stages] == [36, 36, 36]
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) + 1 == 110  # 108 unit convs + the stem conv, + the fc
+    assert all(len([m for m in unit.modules() if isinstance(m, torch.nn.Conv2d)]) == 1
+               for stage in stages for unit in stage)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)

@@ -1,0 +1,87 @@
+"""How each table of the papers measured its numbers: the test protocol and the statistic over runs.
+
+A reproduction is only comparable with a table when it is tested the way the table was, so every
+table of R1/R2 that `dtrain reproduce` covers is listed in TABLES with the words of its caption or
+column that fix the protocol (SPEC.md and the seeds hold the papers' text). Each row of
+`paper_numbers.ROWS` takes its protocol from here; tests check that they agree.
+
+Protocols (PROTOCOLS) map onto `dtrain eval --mode` (dtrain.data.eval_views):
+
+    center       one view: CIFAR's original 32x32 image; ImageNet's 224 crop of the image
+                 resized to shorter side 256 (R2 Table 5 "test crop 224x224", R2 sec. 5)
+    ten-crop     R1 Tables 2/3: 4 corners + centre 224 crops and their flips
+    multi-scale  R1 Table 4: fully-convolutional, scores averaged over shorter sides
+                 {224, 256, 384, 480, 640} and flips
+    single-320   R2 Table 5: one 320x320 crop of the image resized to shorter side 320
+    ensemble     R1 Table 5: multi-scale scores averaged over several models
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+R1_SCALES = (224, 256, 384, 480, 640)  # R1 sec. 3.4: shorter sides of the multi-scale test
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    eval_mode: str  # eval.mode of `dtrain eval` that runs it
+    description: str
+    overrides: tuple[str, ...] = ()  # config overrides the evaluation needs (e.g. the scales)
+    ensemble: bool = False  # scores averaged over several checkpoints
+
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("center", "center", "single view: CIFAR's original image, ImageNet's 224 centre crop of shorter side 256"),
+    Protocol("ten-crop", "ten-crop", "10-crop: 4 corners + centre 224 crops and their flips (R1 sec. 3.4)"),
+    Protocol("multi-scale", "multi-scale", "fully-convolutional, scores averaged over shorter sides "
+             "{224, 256, 384, 480, 640} and flips (R1 sec. 3.4)",
+             overrides=(f"eval.scales=[{','.join(str(s) for s in R1_SCALES)}]",)),
+    Protocol("single-320", "single-320", "single 320x320 crop of the image resized to shorter side 320 (R2 sec. 5)"),
+    Protocol("ensemble", "multi-scale", "multi-scale scores averaged over the ensemble's models (R1 Table 5)",
+             overrides=(f"eval.scales=[{','.join(str(s) for s in R1_SCALES)}]",), ensemble=True),
+)}
+
+
+@dataclass(frozen=True)
+class TableProtocol:
+    """One table (or one column of it) of a paper: the protocol its caption or header names."""
+
+    source: str  # as PaperRow.source, e.g. "R1 Table 3"
+    protocol: str  # key of PROTOCOLS
+    evidence: str  # the caption / column words that fix the protocol
+    statistic: str = "single run"  # "single run" | "best of 5" | "median of 5"
+
+
+TABLES: dict[str, TableProtocol] = {t.source: t for t in (
+    TableProtocol("R1 Table 2", "ten-crop", "caption: 'Top-1 error (%, 10-crop testing) on ImageNet validation'"),
+    TableProtocol("R1 Table 3", "ten-crop", "caption: 'Error rates (%, 10-crop testing) on ImageNet validation'"),
+    TableProtocol("R1 Table 4", "multi-scale", "caption: 'single-model results on the ImageNet validation set'; "
+                  "sec. 3.4: best results with the fully-convolutional multi-scale test"),
+    TableProtocol("R1 Table 5", "ensemble", "caption: 'Error rates (%) of ensembles. The top-5 error is on the "
+                  "test set of ImageNet'; column top-5 err. (test)"),
+    TableProtocol("R1 Table 6", "center", "sec. 4.2: 'For testing, we only evaluate the single view of the "
+                  "original 32x32 image'; column error (%) (ResNet-110: 'best of 5 runs', mean +- std beside it)"),
+    TableProtocol("R2 Table 1", "center", "R1's CIFAR test (single original view); column error (%) on the "
+                  "CIFAR-10 test set, 'fail' = error above 20%"),
+    TableProtocol("R2 Table 2", "center", "R1's CIFAR test (single original view); columns ResNet-110 and ResNet-164, error (%)"),
+    TableProtocol("R2 Table 3", "center", "R1's CIFAR test (single original view); columns baseline unit and pre-activation unit, "
+                  "error (%)"),
+    TableProtocol("R2 Table 4", "center", "R1's CIFAR test (single original view); caption: 'Our results are the "
+                  "median of 5 runs with mean +- std in the brackets'; column error (%)", statistic="median of 5"),
+    TableProtocol("R2 Table 5", "single-320", "column 'test crop' 320x320 (224x224 for the first row); "
+                  "caption: 'single-crop error'"),
+    TableProtocol("R2 sec. 5", "center", "text: 'single-crop (224x224) validation error 24.6%/7.5% vs. 23.6%/7.1%'"),
+)}
+
+# Rows of a table whose protocol differs from the table's usual one, with the column that says so.
+ROW_PROTOCOLS: dict[str, tuple[str, str]] = {
+    "r2-table5-resnet152-224": ("center", "R2 Table 5 row 1, column 'test crop' 224x224"),
+}
+
+
+def protocol_of(source: str, key: str) -> Protocol:
+    """The protocol a row of `source` was measured with (its table's, or its own exception)."""
+    name = ROW_PROTOCOLS[key][0] if key in ROW_PROTOCOLS else TABLES[source].protocol
+    return PROTOCOLS[name]

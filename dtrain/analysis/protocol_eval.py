@@ -1,0 +1,107 @@
+"""Run a paper's test protocol on checkpoints: one model, or an ensemble of several (R1 Table 5).
+
+The training loop validates with the recipe's cheap eval.mode (a centre crop); a table of the
+papers was measured otherwise (10-crop, multi-scale, a 320 crop), so `dtrain reproduce` tests the
+final and the best checkpoint again with the row's protocol (paper_protocols) before it compares.
+
+An ensemble's prediction is the mean of its members' softmax scores, each member's scores being
+averaged over the protocol's views first (R1 sec. 3.4 / 4.1). `EnsembleModel` returns the log
+of that mean, so the standard evaluator (softmax of its output) averages exactly those scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dtrain.analysis.paper_protocols import Protocol
+from dtrain.errors import DtrainError
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class ProtocolResult:
+    which: str  # "final" | "best" | "ensemble"
+    protocol: str
+    eval_mode: str
+    paths: tuple[str, ...]
+    top1_err: float
+    top5_err: float
+    samples: int
+    overrides: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"which": self.which, "protocol": self.protocol, "eval_mode": self.eval_mode,
+                "paths": list(self.paths), "top1_err": self.top1_err, "top5_err": self.top5_err,
+                "samples": self.samples, "overrides": list(self.overrides)}
+
+
+class EnsembleModel(nn.Module):
+    """log(mean_i softmax(member_i(x))): softmax of the output is the members' mean score."""
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members]).mean(dim=0)
+        return torch.log(probs.clamp_min(1e-30))
+
+
+def run_checkpoints(run_dir: Path) -> dict[str, Path]:
+    """{"final": newest ckpt-*.pt, "best": best.pt} of a finished run (best only if written)."""
+    from dtrain.checkpoint.manager import CheckpointManager
+
+    manager = CheckpointManager(Path(run_dir) / CHECKPOINT_DIR)
+    found = manager.checkpoints()
+    if not found:
+        raise DtrainError(f"{run_dir}/{CHECKPOINT_DIR} holds no checkpoint: the run did not save one; train it first")
+    chosen = {"final": found[-1][1]}
+    if manager.best_path.is_file():
+        chosen["best"] = manager.best_path
+    return chosen
+
+
+def _load(path: Path, overrides: list[str]):
+    from dtrain.checkpoint import atomic_load
+    from dtrain.commands.evaluate import config_from_checkpoint
+    from dtrain.train import build_model
+
+    if not path.is_file():
+        raise DtrainError(f"checkpoint {path} does not exist")
+    state = atomic_load(path, map_location="cpu")
+    cfg = config_from_checkpoint(state, overrides, path)
+    model = build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    return cfg, model
+
+
+def evaluate_protocol(paths: Sequence[Path], protocol: Protocol, overrides: Sequence[str] = (),
+                      which: str = "final", batch_size: int | None = None) -> ProtocolResult:
+    """Errors (%) of one checkpoint, or of the ensemble of several, under `protocol`, on the
+    validation split the first checkpoint's config names (overrides may change it)."""
+    from dtrain.config import check_data_root
+    from dtrain.data import build_eval_loader
+    from dtrain.distributed.context import DistContext
+    from dtrain.engine.evaluate import evaluate
+
+    if not paths:
+        raise DtrainError("no checkpoint to evaluate")
+    all_overrides = [f"eval.mode={protocol.eval_mode}", *protocol.overrides, *overrides]
+    loaded = [_load(Path(p), all_overrides) for p in paths]
+    cfg = loaded[0][0]
+    check_data_root(cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    models = [model.to(device) for _, model in loaded]
+    model = models[0] if len(models) == 1 else EnsembleModel(models)
+    loader = build_eval_loader(cfg.data, mode=protocol.eval_mode, batch_size=batch_size or cfg.eval.batch_size,
+                               rank=0, world_size=1, scales=cfg.eval.scales, device=device,
+                               num_classes=cfg.model.num_classes)
+    result = evaluate(model, loader, DistContext(device=device))
+    return ProtocolResult(which, protocol.name, protocol.eval_mode, tuple(str(p) for p in paths),
+                          result.top1_err, result.top5_err, result.samples, tuple(all_overrides))
