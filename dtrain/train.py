@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from dtrain.checkpoint.fingerprint import check_resume
+from dtrain.checkpoint.run_lock import lock_run_dir
 from dtrain.config import ModelConfig, RunConfig, check_data_root, check_world_size, load_config
 from dtrain.distributed.context import DistContext, env_rank, init_distributed, teardown
 from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, run_rank
@@ -66,6 +67,8 @@ def preflight(cfg: RunConfig, ctx: DistContext) -> int:
     try:
         per_process = check_world_size(cfg, ctx.world_size)
         check_data_root(cfg)
+        if ctx.is_main:
+            lock_run_dir(cfg.resolved_run_dir())  # one run per run_dir; held until exit
         check_resume(cfg, ctx.rank)  # settings differing from the run directory's refuse an auto-resume
     except DtrainError as exc:
         problem = str(exc)

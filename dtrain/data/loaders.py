@@ -17,6 +17,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from dtrain.distributed.lifetime import die_with_parent, stop_children_at_exit
+
 from .eval_views import EvalTransform
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
 from .transforms import TrainTransform
@@ -75,17 +77,22 @@ def _collate_eval(items: list[tuple[list[torch.Tensor], int, bool]]) -> EvalBatc
     return EvalBatch(views, labels, valid)
 
 
-def _ignore_preemption_signals(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
     """torchrun, Slurm and Kubernetes signal the whole process group on preemption. A worker
     that died of that SIGTERM would crash the main process before it writes its preemption
-    checkpoint, so workers leave SIGTERM/SIGUSR1 to the main process, which stops them.
-    Ctrl-C reaches the whole foreground process group: SIGINT is the main process's too."""
+    checkpoint, so workers leave SIGTERM/SIGUSR1 to the main process. Ctrl-C reaches the whole
+    foreground process group: SIGINT is the main process's too. In exchange a worker dies with the
+    main process (PDEATHSIG), and the main process kills its workers at exit
+    (dtrain.distributed.lifetime), so ignoring these signals never keeps a process alive."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
 
 
 def _data_loader(dataset: Dataset, batch_sampler, collate, workers: int, device: torch.device) -> DataLoader:
+    if workers > 0:
+        stop_children_at_exit()
     # DataLoader draws its workers' base seed at every iter(); from the global torch RNG unless
     # given a generator. Our samples never use that seed, but a draw from the global stream
     # would make a resumed run's RNG state differ from the uninterrupted run's.
@@ -97,7 +104,7 @@ def _data_loader(dataset: Dataset, batch_sampler, collate, workers: int, device:
         persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
         generator=torch.Generator(),
-        worker_init_fn=_ignore_preemption_signals,
+        worker_init_fn=_init_worker,
     )
 
 
