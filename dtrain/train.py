@@ -163,7 +163,7 @@ def mlflow_ui_command(cfg: RunConfig) -> str:
 def print_summary(cfg: RunConfig, result: TrainResult, stream) -> None:
     final = result.final
     lines = [f"finished: {result.stopped} at step {result.step} (epoch {result.epoch}) in {result.seconds:.1f} s"]
-    if final is not None:
+    if final is not None and result.stopped != "preempted":  # a preempted run's last evaluation is stale
         lines.append(f"validation: top-1 error {final.top1_err:.2f}% (accuracy {100 - final.top1_err:.2f}%), "
                      f"top-5 error {final.top5_err:.2f}% on {final.samples} images ({cfg.eval.mode})")
     lines.append(f"run dir: {result.run_dir}")
@@ -173,7 +173,9 @@ def print_summary(cfg: RunConfig, result: TrainResult, stream) -> None:
         lines.append(f"to resume: run the same command again (checkpoint.resume=auto continues from "
                      f"{result.last_checkpoint or result.run_dir})")
     if cfg.tracking.backend == "mlflow":
-        lines.append(f"MLflow run {result.run_id}: {mlflow_ui_command(cfg)}")
+        lines.append(f"MLflow run {result.run_id}: {mlflow_ui_command(cfg)}" if result.run_id else
+                     f"MLflow: not reached; metrics are in {result.run_dir / 'metrics.jsonl'} "
+                     f"(send them with: dtrain mlflow-sync {result.run_dir})")
     print("\n".join(lines), file=stream, flush=True)
 
 

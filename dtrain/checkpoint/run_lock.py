@@ -169,6 +169,13 @@ class RunDirLock:
         threading.Thread(target=beat, name="dtrain-run-lock", daemon=True).start()
 
 
+def live_holder(run_dir: Path) -> dict | None:
+    """Who holds run_dir's lock, or None when nobody does (or the holder is gone)."""
+    lock = RunDirLock(Path(run_dir))
+    holder = lock._read()
+    return holder if holder is not None and not lock._stale(holder) else None
+
+
 def release_all() -> None:
     """Release every lock this process holds (also before an os._exit, which skips atexit)."""
     for lock in list(_held):

@@ -33,11 +33,14 @@ def resolve_uri(configured: str | None, run_dir: Path) -> str:
 
 
 def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:
+    from dtrain.tracking.background import BackgroundTracker
     from dtrain.tracking.mlflow_tracker import MlflowTracker  # imports mlflow only when used
 
-    return MlflowTracker(uri=resolve_uri(cfg.uri, run_dir), experiment=cfg.experiment, run_dir=run_dir,
-                         run_name=run_name, resume_run_id=resume_run_id,
-                         flush_every_seconds=cfg.flush_every_seconds)
+    # In a thread of its own: a slow or silent server never stalls a training step.
+    return BackgroundTracker(lambda: MlflowTracker(uri=resolve_uri(cfg.uri, run_dir), experiment=cfg.experiment,
+                                                   run_dir=run_dir, run_name=run_name, resume_run_id=resume_run_id,
+                                                   flush_every_seconds=cfg.flush_every_seconds),
+                             run_dir, resume_run_id=resume_run_id)
 
 
 def _jsonl(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:
