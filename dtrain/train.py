@@ -26,7 +26,8 @@ from dtrain.checkpoint.fingerprint import check_resume
 from dtrain.checkpoint.run_lock import lock_run_dir
 from dtrain.config import ModelConfig, RunConfig, check_data_root, check_world_size, load_config
 from dtrain.distributed.context import DistContext, env_rank, init_distributed, teardown
-from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, run_rank
+from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, run_rank, user_error_line
+from dtrain.distributed.lifetime import exit_within
 from dtrain.engine.loop import Trainer, TrainResult
 from dtrain.errors import DtrainError
 from dtrain.smoke import limit_eval
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(recipe, overrides)
     except DtrainError as exc:
         if env_rank() == 0:  # the same argv on every rank: say it once
-            print(f"Error: {exc}", file=sys.stderr)
+            print(user_error_line(exc), file=sys.stderr)
         return EXIT_USER_ERROR
     try:
         return train_config(cfg).exit_code
@@ -210,4 +211,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_within(main()))

@@ -8,6 +8,7 @@ moved to the device and normalised there in one multiply-add.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol
@@ -18,6 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dtrain.distributed.lifetime import die_with_parent, stop_children_at_exit
+from dtrain.errors import DtrainError
 
 from .eval_views import EvalTransform
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
@@ -90,6 +92,19 @@ def _init_worker(worker_id: int) -> None:
     die_with_parent()
 
 
+@contextlib.contextmanager
+def _readable_data_errors(split: str) -> Iterator[None]:
+    """A shard deleted, truncated or unreadable after the run started: one line, not a traceback
+    (a worker's error arrives as its whole traceback in the message; its last line says it)."""
+    try:
+        yield
+    except OSError as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        cause = lines[-1].strip() if lines else type(exc).__name__
+        raise DtrainError(f"cannot read the {split} data: {cause}; check data.root, or run `dtrain prepare "
+                          "verify DATA_ROOT` and re-run `dtrain prepare` for the damaged files") from None
+
+
 def _data_loader(dataset: Dataset, batch_sampler, collate, workers: int, device: torch.device) -> DataLoader:
     if workers > 0:
         stop_children_at_exit()
@@ -141,9 +156,10 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         non_blocking = self.device.type == "cuda"
-        for pixels, offsets, labels in self.loader:
-            images = self.normalize(pixels.to(self.device, non_blocking=non_blocking), offsets)
-            yield images, labels.to(self.device, non_blocking=non_blocking)
+        with _readable_data_errors("training"):
+            for pixels, offsets, labels in self.loader:
+                images = self.normalize(pixels.to(self.device, non_blocking=non_blocking), offsets)
+                yield images, labels.to(self.device, non_blocking=non_blocking)
 
 
 class EvalLoader:
@@ -174,6 +190,10 @@ class EvalLoader:
 
     def __iter__(self) -> Iterator[EvalBatch]:
         non_blocking = self.device.type == "cuda"
+        with _readable_data_errors("validation"):
+            yield from self._batches(non_blocking)
+
+    def _batches(self, non_blocking: bool) -> Iterator[EvalBatch]:
         for batch in self.loader:
             yield EvalBatch([self.normalize(v.to(self.device, non_blocking=non_blocking)) for v in batch.views],
                             batch.labels.to(self.device, non_blocking=non_blocking),

@@ -55,6 +55,15 @@ def describe_failure(exc: BaseException, rank: int, world_size: int) -> str | No
     return f"{where}training failed:\n{body}"
 
 
+def user_error_line(exc: BaseException) -> str:
+    """The one line for a user error; under torchrun it adds that restarts will not help, since
+    torchrun retries any failed worker whatever its exit code."""
+    line = f"Error: {exc}"
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        line += " (a configuration error: torchrun's restarts cannot fix it)"
+    return line
+
+
 def exit_code_for(exc: BaseException) -> int:
     """2 for a user error, 1 for a failure; a DtrainError that is not the user's fault (a peer
     that could not join, say) carries its own `exit_code`."""

@@ -19,9 +19,11 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 
 _PR_SET_PDEATHSIG = 1
 _JOIN_SECONDS = 5.0
+EXIT_GRACE_SECONDS = 60.0
 _hook_installed = False
 
 
@@ -52,6 +54,10 @@ def launched_by_torchrun() -> bool:
 def stop_daemonic_children() -> None:
     """SIGKILL this process's daemonic multiprocessing children (DataLoader workers) and reap them."""
     children = [child for child in multiprocessing.active_children() if child.daemon]
+    if children and threading.current_thread() is threading.main_thread():
+        # torch's DataLoader turns a worker's death into an exception from its SIGCHLD handler;
+        # these deaths are ours.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for child in children:
         try:
             os.kill(child.pid, signal.SIGKILL)
@@ -59,6 +65,21 @@ def stop_daemonic_children() -> None:
             pass
     for child in children:
         child.join(_JOIN_SECONDS)
+
+
+def exit_within(code: int, seconds: float = EXIT_GRACE_SECONDS) -> int:
+    """Return `code`, and make sure the interpreter is gone `seconds` later whatever still runs
+    (a non-daemon thread of a library, a child that will not die): a finished run must not hold
+    its GPUs for an hour. A daemon timer outlives sys.exit's cleanup and calls os._exit."""
+    def force() -> None:
+        sys.stderr.write(f"dtrain: still exiting after {seconds:.0f} s; forcing exit {code}\n")
+        sys.stderr.flush()
+        os._exit(code)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
+    return code
 
 
 def stop_children_at_exit() -> None:
