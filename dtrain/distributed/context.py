@@ -111,6 +111,10 @@ def init_distributed(dist_cfg: DistributedConfig, device_request: str) -> DistCo
 
 
 def teardown(ctx: DistContext) -> None:
-    """Leave the process group cleanly (only after a run that ended the same way on all ranks)."""
+    """Leave the job: hand back the run_dir lock (dtrain.checkpoint.run_lock) and leave the
+    process group cleanly (only after a run that ended the same way on all ranks)."""
+    from dtrain.checkpoint.run_lock import release_all
+
+    release_all()
     if ctx.is_distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -45,7 +45,11 @@ class JoinTimeout(DtrainError):
 
 def _connect_store(timeout: datetime.timedelta, rank: int, world_size: int) -> dist.Store:
     """The TCPStore torchrun announced: the agent's own when it shares it, else rank 0 hosts one."""
-    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    try:
+        host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    except (KeyError, ValueError):
+        raise DtrainError("WORLD_SIZE is set but MASTER_ADDR/MASTER_PORT are not: launch with torchrun "
+                          "(or set both), or unset WORLD_SIZE for one process") from None
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
     try:
         return dist.TCPStore(host, port, world_size, is_master=not agent_store and rank == 0,

@@ -36,11 +36,16 @@ def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: st
     from dtrain.tracking.background import BackgroundTracker
     from dtrain.tracking.mlflow_tracker import MlflowTracker  # imports mlflow only when used
 
-    # In a thread of its own: a slow or silent server never stalls a training step.
-    return BackgroundTracker(lambda: MlflowTracker(uri=resolve_uri(cfg.uri, run_dir), experiment=cfg.experiment,
-                                                   run_dir=run_dir, run_name=run_name, resume_run_id=resume_run_id,
-                                                   flush_every_seconds=cfg.flush_every_seconds),
-                             run_dir, resume_run_id=resume_run_id)
+    uri = resolve_uri(cfg.uri, run_dir)
+
+    def tracker() -> Tracker:
+        return MlflowTracker(uri=uri, experiment=cfg.experiment, run_dir=run_dir, run_name=run_name,
+                             resume_run_id=resume_run_id, flush_every_seconds=cfg.flush_every_seconds)
+
+    if not uri.startswith(("http://", "https://")):
+        return tracker()  # a local store answers or fails at once
+    # A server can accept and never answer: in a thread of its own it never stalls a step.
+    return BackgroundTracker(tracker, run_dir, resume_run_id=resume_run_id)
 
 
 def _jsonl(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:
