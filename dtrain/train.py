@@ -26,7 +26,7 @@ from dtrain.checkpoint.fingerprint import check_resume
 from dtrain.checkpoint.run_lock import lock_run_dir
 from dtrain.config import ModelConfig, RunConfig, check_data_root, check_world_size, load_config
 from dtrain.distributed.context import DistContext, env_rank, init_distributed, teardown
-from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, run_rank, user_error_line
+from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, exit_code_for, run_rank, user_error_line
 from dtrain.distributed.lifetime import exit_within
 from dtrain.engine.loop import Trainer, TrainResult
 from dtrain.errors import DtrainError
@@ -204,10 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         return train_config(cfg).exit_code
-    except DtrainError as exc:  # before the process group exists (device, backend)
-        if env_rank() == 0:
-            print(f"Error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    except DtrainError as exc:  # before the process group exists (device, backend, joining it)
+        if env_rank() == 0 or exit_code_for(exc) != EXIT_USER_ERROR:  # a join failure is per rank
+            print(user_error_line(exc), file=sys.stderr)
+        return exit_code_for(exc)
 
 
 if __name__ == "__main__":

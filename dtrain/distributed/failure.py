@@ -59,7 +59,7 @@ def user_error_line(exc: BaseException) -> str:
     """The one line for a user error; under torchrun it adds that restarts will not help, since
     torchrun retries any failed worker whatever its exit code."""
     line = f"Error: {exc}"
-    if "TORCHELASTIC_RUN_ID" in os.environ:
+    if "TORCHELASTIC_RUN_ID" in os.environ and exit_code_for(exc) == EXIT_USER_ERROR:
         line += " (a configuration error: torchrun's restarts cannot fix it)"
     return line
 

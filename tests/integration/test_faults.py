@@ -142,15 +142,18 @@ def test_a_run_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
 def test_sigterm_with_loader_workers_checkpoints_and_exits_promptly(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     process = start([sys.executable, "-m", "dtrain.train", *base_args(run_dir, "schedule.max_iters=100000",
-                                                                       "data.workers=2")], tmp_path / "log")
+                                                                       "data.workers=2", "eval.every_iters=2")],
+                    tmp_path / "log")
     deadline = time.monotonic() + 120
-    while not (run_dir / "metrics.jsonl").exists() or "step" not in (tmp_path / "log").read_text():
+    while "val top-1 err" not in (tmp_path / "log").read_text():  # an evaluation done, then the signal
         assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "log").read_text()[-2000:]
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGTERM)  # what Slurm and Kubernetes do: the whole group
     assert process.wait(timeout=60) == 0
     assert_tree_gone(process.pid)
-    assert "preempted" in (tmp_path / "log").read_text()
+    output = (tmp_path / "log").read_text()
+    assert "preempted" in output and "val top-1 err" in output  # it had evaluated before the signal
+    assert "validation: top-1" not in output  # the summary does not pass an old evaluation off as final
     assert sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))
 
 
