@@ -69,7 +69,7 @@ def preflight(cfg: RunConfig, ctx: DistContext) -> int:
         per_process = check_world_size(cfg, ctx.world_size)
         check_data_root(cfg)
         if ctx.is_main:
-            lock_run_dir(cfg.resolved_run_dir())  # one run per run_dir; held until exit
+            lock_run_dir(cfg.resolved_run_dir())  # one run per run_dir; teardown() releases it
         check_resume(cfg, ctx.rank)  # settings differing from the run directory's refuse an auto-resume
     except DtrainError as exc:
         problem = str(exc)
