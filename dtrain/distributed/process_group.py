@@ -104,19 +104,23 @@ def form_process_group(backend: str, rank: int, world_size: int, device: torch.d
                        join_seconds: float, collective_minutes: float) -> None:
     """init_process_group in a fresh namespace, bounded by `join_seconds`; then the long timeout."""
     join = datetime.timedelta(seconds=join_seconds)
+    collective = datetime.timedelta(minutes=collective_minutes)
+    # torch's way to lengthen a formed group's timeout is private; without it the group gets the
+    # long timeout from the start (the handshake above still fails fast).
+    set_pg_timeout = getattr(dist.distributed_c10d, "_set_pg_timeout", None)
     deadline = time.monotonic() + join_seconds
     store = _connect_store(join, rank, world_size)
     namespace = agree_on_namespace(store, rank, world_size, deadline)
     try:
         dist.init_process_group(backend=backend, store=dist.PrefixStore(namespace, store), rank=rank,
-                                world_size=world_size, timeout=join,
+                                world_size=world_size, timeout=join if set_pg_timeout else collective,
                                 device_id=device if device.type == "cuda" else None)
         dist.barrier()  # the group really formed: every pair connected
     except (RuntimeError, dist.DistError) as exc:
         raise JoinTimeout(f"process group did not form within {join_seconds:g} s ({_first_line(exc)})") from None
-    collective = datetime.timedelta(minutes=collective_minutes)
     store.set_timeout(collective)  # later new_group()s use the store too (DeepSpeed does)
-    dist.distributed_c10d._set_pg_timeout(collective)
+    if set_pg_timeout is not None:
+        set_pg_timeout(collective)
 
 
 def _first_line(exc: BaseException) -> str:

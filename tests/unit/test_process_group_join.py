@@ -3,12 +3,17 @@ peer does not come: the two causes of the torchrun restart hang (dtrain/distribu
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch.distributed as dist
+from ports import free_port
 
 from dtrain.distributed.process_group import JoinTimeout, agree_on_namespace
 
@@ -52,3 +57,15 @@ def test_a_missing_peer_fails_fast_with_one_line() -> None:
     with pytest.raises(JoinTimeout, match="no answer"):
         agree_on_namespace(store, 1, 2, time.monotonic() + 1.0)  # rank 0 never comes
     assert time.monotonic() - started < 10
+
+
+def test_the_formed_group_gets_the_long_collective_timeout() -> None:
+    script = ("import torch, torch.distributed as dist\n"
+              "from dtrain.distributed.process_group import form_process_group\n"
+              "form_process_group('gloo', 0, 1, torch.device('cpu'), join_seconds=5, collective_minutes=30)\n"
+              "print(dist.distributed_c10d._get_default_group()._get_backend(torch.device('cpu')).options._timeout)\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PYTHONPATH": str(root)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "0:30:00"  # joining had 5 s; collectives get distributed.timeout_minutes
