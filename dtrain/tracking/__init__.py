@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,7 @@ def resolve_uri(configured: str | None, run_dir: Path) -> str:
 def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:
     from dtrain.tracking.background import BackgroundTracker
     from dtrain.tracking.mlflow_tracker import MlflowTracker  # imports mlflow only when used
+    from dtrain.tracking.sync import catch_up as send_missing
 
     uri = resolve_uri(cfg.uri, run_dir)
 
@@ -45,7 +47,9 @@ def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: st
     if not uri.startswith(("http://", "https://")):
         return tracker()  # a local store answers or fails at once
     # A server can accept and never answer: in a thread of its own it never stalls a step.
-    return BackgroundTracker(tracker, run_dir, resume_run_id=resume_run_id)
+    # A resumed run first sends what earlier attempts could only keep in metrics.jsonl.
+    catch_up = partial(send_missing, run_dir, uri, resume_run_id) if resume_run_id else None
+    return BackgroundTracker(tracker, run_dir, resume_run_id=resume_run_id, catch_up=catch_up)
 
 
 def _jsonl(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:

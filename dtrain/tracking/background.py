@@ -35,7 +35,9 @@ _CLOSE = "close"
 
 class BackgroundTracker:
     def __init__(self, factory: Callable[[], Tracker], run_dir: str | Path, *, resume_run_id: str | None = None,
-                 close_seconds: float = CLOSE_SECONDS, max_items: int = QUEUE_ITEMS) -> None:
+                 close_seconds: float = CLOSE_SECONDS, max_items: int = QUEUE_ITEMS,
+                 catch_up: Callable[[], Any] | None = None) -> None:
+        """`catch_up` runs first in the thread (a resumed run sends what an earlier attempt could not)."""
         self.run_dir = Path(run_dir)
         self.close_seconds = close_seconds
         self._resume_run_id = resume_run_id
@@ -48,7 +50,8 @@ class BackgroundTracker:
         self._spilled = 0
         self._built = threading.Event()
         self._asked_run_id = False
-        self._thread = threading.Thread(target=self._work, args=(factory,), name="dtrain-tracker", daemon=True)
+        self._thread = threading.Thread(target=self._work, args=(factory, catch_up), name="dtrain-tracker",
+                                        daemon=True)
         self._thread.start()
 
     @property
@@ -120,7 +123,14 @@ class BackgroundTracker:
         except queue.Full:
             self._spill([(method, args)])
 
-    def _work(self, factory: Callable[[], Tracker]) -> None:
+    def _work(self, factory: Callable[[], Tracker], catch_up: Callable[[], Any] | None) -> None:
+        try:
+            if catch_up is not None:
+                catch_up()
+        except Exception as exc:  # noqa: BLE001 - the server may still be down; mlflow-sync later
+            log.warning("could not send the earlier attempts' metrics to MLflow (%s); `dtrain mlflow-sync %s` "
+                        "does it after the run", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                        self.run_dir)
         try:
             self._inner = factory()
         except Exception as exc:  # noqa: BLE001 - tracking must never end a run

@@ -1,4 +1,5 @@
 """`dtrain mlflow-sync RUN_DIR`: send MLflow what a run kept only in RUN_DIR/metrics.jsonl.
+(A resumed run does the same for its MLflow run in the background: `catch_up`.)
 
 metrics.jsonl holds every param, tag, metric and the final status of a run, whether or not the
 tracking server was reachable. This sends the params MLflow lacks, every tag, each (metric, step)
@@ -73,10 +74,10 @@ def sync_run_dir(run_dir: Path, uri: str | None = None, experiment: str = "dtrai
         raise DtrainError(f"{run_dir} belongs to a run that is still going; sync it after it ends")
     seen = _read(path)
     from dtrain.tracking import resolve_uri
-    from mlflow.tracking import MlflowClient
+    from dtrain.tracking.mlflow_tracker import _make_client  # a new SQLite store starts from a template
 
     uri = uri or seen.uri or resolve_uri(None, Path(run_dir))
-    client = MlflowClient(tracking_uri=uri)
+    client = _make_client(uri)
     try:
         run = _get_or_create(client, seen, experiment)
         run_id = run.info.run_id
@@ -93,6 +94,22 @@ def sync_run_dir(run_dir: Path, uri: str | None = None, experiment: str = "dtrai
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise DtrainError(f"MLflow at {uri} did not take the run ({text}); retry when it is reachable") from None
     return SyncReport(run_id, uri, metrics_sent, params_sent, seen.status)
+
+
+def catch_up(run_dir: Path, uri: str, run_id: str) -> int:
+    """On resume: send the run `run_id` what the JSONL holds and it lacks (no status: the run goes
+    on). Returns the metric points sent; raises whatever MLflow raises."""
+    from dtrain.tracking.mlflow_tracker import _make_client
+
+    path = Path(run_dir) / JSONL_NAME
+    if not path.is_file():
+        return 0
+    seen = _read(path)
+    client = _make_client(uri)
+    run = client.get_run(run_id)
+    _send_params(client, run_id, seen.params, run.data.params)
+    _send_tags(client, run_id, seen.tags)
+    return _send_metrics(client, run_id, seen.metrics)
 
 
 def _append_run_record(path: Path, run_id: str, uri: str, run_name: str) -> None:
