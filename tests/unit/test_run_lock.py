@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -74,3 +75,12 @@ def test_unusable_run_dirs_are_one_line_errors(tmp_path: Path) -> None:
         lock_run_dir(a_file)
     with pytest.raises(DtrainError, match="choose a writable run_dir"):
         lock_run_dir(a_file / "below")
+
+
+def test_a_read_only_run_dir_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def read_only(self: Path, data: bytes) -> int:
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    with pytest.raises(DtrainError, match=r"cannot write in run_dir .* \(Read-only file system\); choose a writable"):
+        lock_run_dir(tmp_path / "run")
