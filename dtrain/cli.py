@@ -31,6 +31,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "reproduce": "dtrain.commands.reproduce:reproduce",
     "k8s": "dtrain.commands.k8s:k8s",
     "mlflow-server": "dtrain.commands.mlflow_server:mlflow_server",
+    "mlflow-sync": "dtrain.commands.mlflow_sync:mlflow_sync",
 }
 
 _SHORT_HELP = {
@@ -49,6 +50,7 @@ _SHORT_HELP = {
     "reproduce": "Reproduce a table row of the papers and write a report.",
     "k8s": "Render Kubernetes manifests for a cluster run.",
     "mlflow-server": "Start the MLflow tracking server the nodes log to.",
+    "mlflow-sync": "Send MLflow what a run kept only in its metrics.jsonl.",
 }
 
 

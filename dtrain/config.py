@@ -110,6 +110,7 @@ class DistributedConfig:
     zero_stage: int = knob(0, "DeepSpeed ZeRO stage (engine=deepspeed)")
     deepspeed_config: str | None = knob(None, "a JSON file that overrides the generated DeepSpeed config")
     timeout_minutes: int = knob(30, "collective timeout of the process group")
+    init_timeout_seconds: int = knob(60, "seconds to join the process group; a restart that cannot join fails fast")
     find_unused_parameters: bool = knob(False, "DDP find_unused_parameters")
 
 

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from dtrain.checkpoint.fingerprint import check_resume
+from dtrain.checkpoint.run_lock import lock_run_dir
 from dtrain.config import ModelConfig, RunConfig, check_data_root, check_world_size, load_config
 from dtrain.distributed.context import DistContext, env_rank, init_distributed, teardown
-from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, run_rank
+from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, exit_code_for, run_rank, user_error_line
+from dtrain.distributed.lifetime import exit_within
 from dtrain.engine.loop import Trainer, TrainResult
 from dtrain.errors import DtrainError
 from dtrain.smoke import limit_eval
@@ -66,6 +68,8 @@ def preflight(cfg: RunConfig, ctx: DistContext) -> int:
     try:
         per_process = check_world_size(cfg, ctx.world_size)
         check_data_root(cfg)
+        if ctx.is_main:
+            lock_run_dir(cfg.resolved_run_dir())  # one run per run_dir; teardown() releases it
         check_resume(cfg, ctx.rank)  # settings differing from the run directory's refuse an auto-resume
     except DtrainError as exc:
         problem = str(exc)
@@ -160,7 +164,7 @@ def mlflow_ui_command(cfg: RunConfig) -> str:
 def print_summary(cfg: RunConfig, result: TrainResult, stream) -> None:
     final = result.final
     lines = [f"finished: {result.stopped} at step {result.step} (epoch {result.epoch}) in {result.seconds:.1f} s"]
-    if final is not None:
+    if final is not None and result.stopped != "preempted":  # a preempted run's last evaluation is stale
         lines.append(f"validation: top-1 error {final.top1_err:.2f}% (accuracy {100 - final.top1_err:.2f}%), "
                      f"top-5 error {final.top5_err:.2f}% on {final.samples} images ({cfg.eval.mode})")
     lines.append(f"run dir: {result.run_dir}")
@@ -170,7 +174,9 @@ def print_summary(cfg: RunConfig, result: TrainResult, stream) -> None:
         lines.append(f"to resume: run the same command again (checkpoint.resume=auto continues from "
                      f"{result.last_checkpoint or result.run_dir})")
     if cfg.tracking.backend == "mlflow":
-        lines.append(f"MLflow run {result.run_id}: {mlflow_ui_command(cfg)}")
+        lines.append(f"MLflow run {result.run_id}: {mlflow_ui_command(cfg)}" if result.run_id else
+                     f"MLflow: not reached; metrics are in {result.run_dir / 'metrics.jsonl'} "
+                     f"(send them with: dtrain mlflow-sync {result.run_dir})")
     print("\n".join(lines), file=stream, flush=True)
 
 
@@ -194,15 +200,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(recipe, overrides)
     except DtrainError as exc:
         if env_rank() == 0:  # the same argv on every rank: say it once
-            print(f"Error: {exc}", file=sys.stderr)
+            print(user_error_line(exc), file=sys.stderr)
         return EXIT_USER_ERROR
     try:
         return train_config(cfg).exit_code
-    except DtrainError as exc:  # before the process group exists (device, backend)
-        if env_rank() == 0:
-            print(f"Error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    except DtrainError as exc:  # before the process group exists (device, backend, joining it)
+        if env_rank() == 0 or exit_code_for(exc) != EXIT_USER_ERROR:  # a join failure is per rank
+            print(user_error_line(exc), file=sys.stderr)
+        return exit_code_for(exc)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_within(main()))

@@ -3,8 +3,13 @@
 Each checkpoint `NAME` gets a sidecar `NAME.meta.json` holding the SHA-256 and size of the
 bytes written. torch.load notices a truncated file (the zip central directory is missing) but
 not a flipped byte inside a tensor (measured: it loads silently), so the hash is what catches
-bit rot or a partial copy. A checkpoint without a sidecar (crash between the two renames, or a
-file copied without it) is still accepted when torch.load reads it.
+bit rot or a partial copy.
+
+The file itself also ends with a trailer holding the SHA-256 and length of the torch.save bytes
+before it (zip readers find their directory from the end and ignore what follows the archive;
+torch.load reads such a file unchanged). A lost sidecar (crash between the two renames, a file
+copied without it) is then no free pass: the trailer is checked instead. Only a file with
+neither (written before the trailer existed) is trusted to torch.load alone.
 
 Written by hand because torch.save has no atomic mode and torch.distributed.checkpoint writes a
 directory of shards (and needs its own process group for async saves), which is more than a
@@ -27,6 +32,8 @@ from dtrain.errors import DtrainError
 META_SUFFIX = ".meta.json"
 TEMP_MARKER = ".tmp-"  # temp files are ".{name}.tmp-{pid}" in the destination directory
 _HASH_CHUNK = 8 << 20
+TRAILER_MAGIC = b"dtrain-sha256-v1"
+TRAILER_SIZE = len(TRAILER_MAGIC) + 32 + 8  # magic, SHA-256 of the payload, payload length (LE)
 _OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -142,12 +149,46 @@ def atomic_save(obj: Any, path: Path | str, meta: dict[str, Any] | None = None) 
         sidecar.unlink()
     except FileNotFoundError:
         pass
-    info = _write_bytes_atomically(path, lambda sink: torch.save(obj, sink))
+    info = _write_bytes_atomically(path, lambda sink: _save_with_trailer(obj, sink))
     info.update(meta or {})
     info["file"] = path.name
     atomic_write_json(sidecar, info)
     fsync_directory(path.parent)
     return info
+
+
+def _save_with_trailer(obj: Any, sink: _HashingWriter) -> None:
+    torch.save(obj, sink)
+    payload_digest, payload_size = sink.sha256.digest(), sink.size
+    sink.write(TRAILER_MAGIC + payload_digest + payload_size.to_bytes(8, "little"))
+
+
+def _file_digest(path: Path, limit: int | None = None) -> Any:
+    digest = hashlib.sha256()
+    remaining = path.stat().st_size if limit is None else limit
+    with open(path, "rb") as handle:
+        while remaining > 0 and (chunk := handle.read(min(_HASH_CHUNK, remaining))):
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest
+
+
+def _verify_trailer(path: Path) -> None:
+    """Check the digest the file carries itself; a file without a trailer is left to torch.load."""
+    size = path.stat().st_size
+    if size < TRAILER_SIZE:
+        return
+    with open(path, "rb") as handle:
+        handle.seek(size - TRAILER_SIZE)
+        trailer = handle.read(TRAILER_SIZE)
+    if not trailer.startswith(TRAILER_MAGIC):
+        return
+    expected, length = trailer[len(TRAILER_MAGIC):-8], int.from_bytes(trailer[-8:], "little")
+    if length != size - TRAILER_SIZE:
+        raise CorruptCheckpoint(f"{path.name} has {size - TRAILER_SIZE} bytes before its trailer, "
+                                f"the trailer says {length} (truncated?)")
+    if _file_digest(path, length).digest() != expected:
+        raise CorruptCheckpoint(f"{path.name} does not match the SHA-256 it carries (corrupted on disk)")
 
 
 def read_meta(path: Path) -> dict[str, Any] | None:
@@ -158,18 +199,16 @@ def read_meta(path: Path) -> dict[str, Any] | None:
 
 
 def verify(path: Path) -> None:
-    """Raise CorruptCheckpoint when `path` disagrees with its sidecar (size, then SHA-256)."""
+    """Raise CorruptCheckpoint when `path` disagrees with its sidecar (size, then SHA-256), or,
+    without a sidecar, with the digest in its own trailer."""
     meta = read_meta(path)
     if meta is None:
+        _verify_trailer(path)
         return
     size = path.stat().st_size
     if size != meta.get("bytes"):
         raise CorruptCheckpoint(f"{path.name} has {size} bytes, its sidecar says {meta.get('bytes')} (truncated?)")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    if digest.hexdigest() != meta.get("sha256"):
+    if _file_digest(path).hexdigest() != meta.get("sha256"):
         raise CorruptCheckpoint(f"{path.name} does not match the SHA-256 in its sidecar (corrupted on disk)")
 
 

@@ -227,8 +227,8 @@ class CheckpointManager:
             return state, path
         names = ", ".join(path.name for path, _ in damaged)
         raise DtrainError(
-            f"every checkpoint in {self.directory} is corrupt ({names}); move them away to start "
-            "from scratch, or set checkpoint.resume=never"
+            f"every checkpoint in {self.directory} is corrupt ({names}); move them out of that "
+            "directory to start from scratch, or start a new run with another run_dir"
         )
 
     def _quarantine(self, path: Path) -> None:

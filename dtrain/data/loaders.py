@@ -8,6 +8,7 @@ moved to the device and normalised there in one multiply-add.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol
@@ -16,6 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+
+from dtrain.distributed.lifetime import die_with_parent, stop_children_at_exit
+from dtrain.errors import DtrainError
 
 from .eval_views import EvalTransform
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
@@ -75,17 +79,35 @@ def _collate_eval(items: list[tuple[list[torch.Tensor], int, bool]]) -> EvalBatc
     return EvalBatch(views, labels, valid)
 
 
-def _ignore_preemption_signals(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
     """torchrun, Slurm and Kubernetes signal the whole process group on preemption. A worker
     that died of that SIGTERM would crash the main process before it writes its preemption
-    checkpoint, so workers leave SIGTERM/SIGUSR1 to the main process, which stops them.
-    Ctrl-C reaches the whole foreground process group: SIGINT is the main process's too."""
+    checkpoint, so workers leave SIGTERM/SIGUSR1 to the main process. Ctrl-C reaches the whole
+    foreground process group: SIGINT is the main process's too. In exchange a worker dies with the
+    main process (PDEATHSIG), and the main process kills its workers at exit
+    (dtrain.distributed.lifetime), so ignoring these signals never keeps a process alive."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+
+
+@contextlib.contextmanager
+def _readable_data_errors(split: str) -> Iterator[None]:
+    """A shard deleted, truncated or unreadable after the run started: one line, not a traceback
+    (a worker's error arrives as its whole traceback in the message; its last line says it)."""
+    try:
+        yield
+    except OSError as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        cause = lines[-1].strip() if lines else type(exc).__name__
+        raise DtrainError(f"cannot read the {split} data: {cause}; check data.root, or run `dtrain prepare "
+                          "verify DATA_ROOT` and re-run `dtrain prepare` for the damaged files") from None
 
 
 def _data_loader(dataset: Dataset, batch_sampler, collate, workers: int, device: torch.device) -> DataLoader:
+    if workers > 0:
+        stop_children_at_exit()
     # DataLoader draws its workers' base seed at every iter(); from the global torch RNG unless
     # given a generator. Our samples never use that seed, but a draw from the global stream
     # would make a resumed run's RNG state differ from the uninterrupted run's.
@@ -97,7 +119,7 @@ def _data_loader(dataset: Dataset, batch_sampler, collate, workers: int, device:
         persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
         generator=torch.Generator(),
-        worker_init_fn=_ignore_preemption_signals,
+        worker_init_fn=_init_worker,
     )
 
 
@@ -134,9 +156,10 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         non_blocking = self.device.type == "cuda"
-        for pixels, offsets, labels in self.loader:
-            images = self.normalize(pixels.to(self.device, non_blocking=non_blocking), offsets)
-            yield images, labels.to(self.device, non_blocking=non_blocking)
+        with _readable_data_errors("training"):
+            for pixels, offsets, labels in self.loader:
+                images = self.normalize(pixels.to(self.device, non_blocking=non_blocking), offsets)
+                yield images, labels.to(self.device, non_blocking=non_blocking)
 
 
 class EvalLoader:
@@ -167,6 +190,10 @@ class EvalLoader:
 
     def __iter__(self) -> Iterator[EvalBatch]:
         non_blocking = self.device.type == "cuda"
+        with _readable_data_errors("validation"):
+            yield from self._batches(non_blocking)
+
+    def _batches(self, non_blocking: bool) -> Iterator[EvalBatch]:
         for batch in self.loader:
             yield EvalBatch([self.normalize(v.to(self.device, non_blocking=non_blocking)) for v in batch.views],
                             batch.labels.to(self.device, non_blocking=non_blocking),

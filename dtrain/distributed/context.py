@@ -7,7 +7,6 @@ this is a plain single process and no process group is created at all.
 
 from __future__ import annotations
 
-import datetime
 import os
 from dataclasses import dataclass
 
@@ -15,6 +14,8 @@ import torch
 import torch.distributed as dist
 
 from dtrain.config import DistributedConfig
+from dtrain.distributed.lifetime import die_with_parent, launched_by_torchrun
+from dtrain.distributed.process_group import form_process_group
 from dtrain.errors import DtrainError
 
 
@@ -96,22 +97,24 @@ def init_distributed(dist_cfg: DistributedConfig, device_request: str) -> DistCo
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = env_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if launched_by_torchrun():
+        die_with_parent()  # no orphan trains on (and writes checkpoints) after its agent is killed
     device = resolve_device(device_request, local_rank)
     if world_size <= 1:
         return DistContext(rank=0, local_rank=0, world_size=1, device=device, backend=None)
     backend = resolve_backend(dist_cfg.backend, device)
     if not dist.is_initialized():
-        dist.init_process_group(
-            backend=backend,
-            init_method="env://",
-            timeout=datetime.timedelta(minutes=dist_cfg.timeout_minutes),
-            device_id=device if device.type == "cuda" else None,
-        )
+        form_process_group(backend, rank, world_size, device, join_seconds=dist_cfg.init_timeout_seconds,
+                           collective_minutes=dist_cfg.timeout_minutes)
     return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
                        backend=backend)
 
 
 def teardown(ctx: DistContext) -> None:
-    """Leave the process group cleanly (only after a run that ended the same way on all ranks)."""
+    """Leave the job: hand back the run_dir lock (dtrain.checkpoint.run_lock) and leave the
+    process group cleanly (only after a run that ended the same way on all ranks)."""
+    from dtrain.checkpoint.run_lock import release_all
+
+    release_all()
     if ctx.is_distributed and dist.is_initialized():
         dist.destroy_process_group()

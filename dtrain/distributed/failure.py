@@ -55,8 +55,31 @@ def describe_failure(exc: BaseException, rank: int, world_size: int) -> str | No
     return f"{where}training failed:\n{body}"
 
 
+def user_error_line(exc: BaseException) -> str:
+    """The one line for a user error; under torchrun it adds that restarts will not help, since
+    torchrun retries any failed worker whatever its exit code."""
+    line = f"Error: {exc}"
+    if "TORCHELASTIC_RUN_ID" in os.environ and exit_code_for(exc) == EXIT_USER_ERROR:
+        line += " (a configuration error: torchrun's restarts cannot fix it)"
+    return line
+
+
 def exit_code_for(exc: BaseException) -> int:
-    return EXIT_USER_ERROR if isinstance(exc, DtrainError) else EXIT_FAILURE
+    """2 for a user error, 1 for a failure; a DtrainError that is not the user's fault (a peer
+    that could not join, say) carries its own `exit_code`."""
+    if isinstance(exc, DtrainError):
+        return getattr(exc, "exit_code", EXIT_USER_ERROR)
+    return EXIT_FAILURE
+
+
+def hard_exit(code: int) -> None:
+    """os._exit after the little that must not be skipped: atexit hooks do not run."""
+    from dtrain.checkpoint.run_lock import release_all
+    from dtrain.distributed.lifetime import stop_daemonic_children
+
+    release_all()
+    stop_daemonic_children()
+    os._exit(code)
 
 
 def run_rank(body: Callable[[], int], rank: int, world_size: int) -> int:
@@ -80,5 +103,5 @@ def run_rank(body: Callable[[], int], rank: int, world_size: int) -> int:
         code = exit_code_for(exc)
         if world_size > 1:
             sys.stdout.flush()
-            os._exit(code)  # no destroy_process_group: it is a collective and may hang
+            hard_exit(code)  # no destroy_process_group: it is a collective and may hang
         return code

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -33,11 +34,22 @@ def resolve_uri(configured: str | None, run_dir: Path) -> str:
 
 
 def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:
+    from dtrain.tracking.background import BackgroundTracker
     from dtrain.tracking.mlflow_tracker import MlflowTracker  # imports mlflow only when used
+    from dtrain.tracking.sync import catch_up as send_missing
 
-    return MlflowTracker(uri=resolve_uri(cfg.uri, run_dir), experiment=cfg.experiment, run_dir=run_dir,
-                         run_name=run_name, resume_run_id=resume_run_id,
-                         flush_every_seconds=cfg.flush_every_seconds)
+    uri = resolve_uri(cfg.uri, run_dir)
+
+    def tracker() -> Tracker:
+        return MlflowTracker(uri=uri, experiment=cfg.experiment, run_dir=run_dir, run_name=run_name,
+                             resume_run_id=resume_run_id, flush_every_seconds=cfg.flush_every_seconds)
+
+    if not uri.startswith(("http://", "https://")):
+        return tracker()  # a local store answers or fails at once
+    # A server can accept and never answer: in a thread of its own it never stalls a step.
+    # A resumed run first sends what earlier attempts could only keep in metrics.jsonl.
+    catch_up = partial(send_missing, run_dir, uri, resume_run_id) if resume_run_id else None
+    return BackgroundTracker(tracker, run_dir, resume_run_id=resume_run_id, catch_up=catch_up)
 
 
 def _jsonl(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:

@@ -86,6 +86,24 @@ def test_flipped_byte_is_caught_by_hash(tmp_path: Path) -> None:
         atomic_load(path)
 
 
+def test_a_lost_sidecar_is_no_free_pass_for_a_flipped_byte(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    atomic_save(_state(1.0), path)
+    meta_path(path).unlink()
+    assert atomic_load(path)["w"][0].item() == 1.0  # intact: the digest in the file agrees
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpoint, match="SHA-256 it carries"):
+        atomic_load(path)
+
+
+def test_a_checkpoint_without_trailer_or_sidecar_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "old.pt"  # written by torch.save alone, as before the trailer existed
+    torch.save(_state(2.0), path)
+    assert atomic_load(path)["w"][0].item() == 2.0
+
+
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DtrainError, match="does not exist"):
         atomic_load(tmp_path / "nope.pt")

@@ -12,8 +12,6 @@ import urllib.request
 
 import pytest
 
-from dtrain.config import TrackingConfig
-from dtrain.tracking import build_tracker
 from ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -54,8 +52,9 @@ def test_server_outage_loses_nothing(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     server = _start_server(tmp_path, port)
     try:
-        tracker = build_tracker(TrackingConfig(flush_every_seconds=3600), run_dir=tmp_path / "run", rank=0,
-                                run_name="outage", resume_run_id=None)
+        # The MLflow tracker itself, synchronous (build_tracker runs it in a background thread).
+        tracker = mlflow_tracker.MlflowTracker(uri=uri, experiment="dtrain", run_dir=tmp_path / "run",
+                                               run_name="outage", flush_every_seconds=3600)
         run_id = tracker.run_id
         assert run_id
         tracker.log_params({"optim.lr": 0.1})

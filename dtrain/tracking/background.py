@@ -1,0 +1,186 @@
+"""A tracker that never stalls a training step: the real tracker runs in a thread of its own.
+
+A tracking server that accepts connections but never answers stalled training 20 s at start,
+23 s mid-run and 63 s at the end (each HTTP request waits its timeout). Here every call only
+puts an item on a bounded queue; one daemon thread builds the real tracker (connecting is a
+request too) and feeds it. When the queue is full (the server has been stuck for a long time)
+items go straight to RUN_DIR/metrics.jsonl instead, so nothing is lost.
+
+At the end, close() waits at most `close_seconds` (default 10 s) for the thread to send what is
+queued and set the run's status. After that the run ends anyway: what was not handed to the
+tracker is written to metrics.jsonl, and `dtrain mlflow-sync RUN_DIR` sends whatever MLflow
+lacks and sets the final status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from dtrain.tracking.base import Tracker, check_status
+from dtrain.tracking.jsonl import JSONL_NAME
+
+log = logging.getLogger(__name__)
+
+QUEUE_ITEMS = 10_000
+CLOSE_SECONDS = 10.0
+RUN_ID_WAIT_SECONDS = 3.0
+_CLOSE = "close"
+
+
+class BackgroundTracker:
+    def __init__(self, factory: Callable[[], Tracker], run_dir: str | Path, *, resume_run_id: str | None = None,
+                 close_seconds: float = CLOSE_SECONDS, max_items: int = QUEUE_ITEMS,
+                 catch_up: Callable[[], Any] | None = None) -> None:
+        """`catch_up` runs first in the thread (a resumed run sends what an earlier attempt could not)."""
+        self.run_dir = Path(run_dir)
+        self.close_seconds = close_seconds
+        self._resume_run_id = resume_run_id
+        self._inner: Tracker | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=max_items)
+        self._closed = False
+        self._done = threading.Event()
+        self._abandoned = False
+        self._spill_lock = threading.Lock()
+        self._spilled = 0
+        self._built = threading.Event()
+        self._asked_run_id = False
+        self._thread = threading.Thread(target=self._work, args=(factory, catch_up), name="dtrain-tracker",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def run_id(self) -> str | None:
+        """The tracked run's id (stored in checkpoints). The first call waits, once and at most
+        RUN_ID_WAIT_SECONDS, for the tracker to connect; a silent server then leaves it None
+        (the checkpoint then names no run, and a resumed run starts a new one)."""
+        if not self._asked_run_id:
+            self._asked_run_id = True
+            self._built.wait(RUN_ID_WAIT_SECONDS)
+        inner = self._inner
+        return inner.run_id if inner is not None and inner.run_id else self._resume_run_id
+
+    @property
+    def finished(self) -> bool:
+        """True once the real tracker has closed (everything it was given is sent or given up on)."""
+        return self._done.is_set() and not self._abandoned
+
+    # -- the Tracker protocol: enqueue only -----------------------------------------------------
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._put("log_params", dict(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self._put("log_metrics", {k: float(v) for k, v in metrics.items()}, int(step))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._put("set_tags", dict(tags))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._put("log_artifact", str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._put("log_text", text, artifact_file)
+
+    def flush(self) -> None:
+        self._put("flush")
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Hand over the terminal status and wait at most close_seconds; never longer."""
+        if self._closed:
+            return
+        self._closed = True
+        check_status(status)
+        deadline = time.monotonic() + self.close_seconds
+        try:
+            self._queue.put((_CLOSE, (status,)), timeout=self.close_seconds)
+        except queue.Full:
+            pass
+        if self._done.wait(max(0.0, deadline - time.monotonic())):
+            if self._spilled:
+                log.warning("%d tracking calls waited in %s instead of MLflow; send them with "
+                            "`dtrain mlflow-sync %s`", self._spilled, self.run_dir / JSONL_NAME, self.run_dir)
+            return
+        self._abandoned = True
+        left = self._drain()
+        self._spill(left + [("close", (status,))])
+        log.warning("MLflow did not finish within %.0f s; the run ends anyway and %s keeps every metric: send "
+                    "them and set the run's status with `dtrain mlflow-sync %s`", self.close_seconds,
+                    self.run_dir / JSONL_NAME, self.run_dir)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _put(self, method: str, *args: Any) -> None:
+        if self._closed:
+            return
+        try:
+            self._queue.put_nowait((method, args))
+        except queue.Full:
+            self._spill([(method, args)])
+
+    def _work(self, factory: Callable[[], Tracker], catch_up: Callable[[], Any] | None) -> None:
+        try:
+            if catch_up is not None:
+                catch_up()
+        except Exception as exc:  # noqa: BLE001 - the server may still be down; mlflow-sync later
+            log.warning("could not send the earlier attempts' metrics to MLflow (%s); `dtrain mlflow-sync %s` "
+                        "does it after the run", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                        self.run_dir)
+        try:
+            self._inner = factory()
+        except Exception as exc:  # noqa: BLE001 - tracking must never end a run
+            log.warning("tracking could not start (%s); everything stays in %s", exc, self.run_dir / JSONL_NAME)
+            self._inner = None
+        self._built.set()
+        while True:
+            method, args = self._queue.get()
+            if self._abandoned:
+                return
+            if self._inner is None:
+                self._spill([(method, args)])
+            else:
+                try:
+                    getattr(self._inner, method)(*args)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("tracking call %s failed: %s", method, exc)
+            if method == _CLOSE:
+                self._done.set()
+                return
+
+    def _drain(self) -> list[tuple[str, tuple]]:
+        items = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _spill(self, items: list[tuple[str, tuple]]) -> None:
+        """Write calls the real tracker never got to metrics.jsonl, in its record format."""
+        records = [record for method, args in items if (record := _as_record(method, args)) is not None]
+        if not records:
+            return
+        self._spilled += len(records)
+        with self._spill_lock, open(self.run_dir / JSONL_NAME, "a", encoding="utf-8") as handle:
+            for kind, fields in records:
+                handle.write(json.dumps({"type": kind, "time": round(time.time(), 3), **fields}, default=str) + "\n")
+
+
+def _as_record(method: str, args: tuple) -> tuple[str, dict] | None:
+    if method == "log_metrics":
+        return "metrics", {"step": args[1], "metrics": args[0]}
+    if method == "log_params":
+        return "params", {"params": {k: v if isinstance(v, (int, float, bool, str, type(None))) else str(v)
+                                     for k, v in args[0].items()}}
+    if method == "set_tags":
+        return "tags", {"tags": {k: str(v) for k, v in args[0].items()}}
+    if method == "log_artifact":
+        return "artifact", {"path": args[0], "artifact_path": args[1]}
+    if method == _CLOSE:
+        return "status", {"status": args[0]}
+    return None  # flush; log_text's file is written by the tracker itself

@@ -1,0 +1,53 @@
+"""A tracking server that never answers must not stall training, and at the end must cost at most
+the bounded flush, with every metric left in metrics.jsonl (dtrain/tracking/background.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from dtrain.tracking import read_records
+from dtrain.tracking.background import BackgroundTracker
+from dtrain.tracking.jsonl import JsonlTracker
+
+
+class _Recorder(JsonlTracker):
+    """A real JSONL tracker standing in for MLflow; optionally stuck on its first metrics call."""
+
+    def __init__(self, run_dir: Path, stuck: threading.Event | None = None) -> None:
+        super().__init__(run_dir, run_id="r1")
+        self.stuck = stuck
+
+    def log_metrics(self, metrics, step):
+        if self.stuck is not None:
+            self.stuck.wait()  # a request that never gets its answer
+        super().log_metrics(metrics, step)
+
+
+def test_calls_reach_the_tracker_in_order_and_close_sets_the_status(tmp_path: Path) -> None:
+    tracker = BackgroundTracker(lambda: _Recorder(tmp_path), tmp_path, close_seconds=10)
+    for step in range(1, 4):
+        tracker.log_metrics({"loss": 1.0 / step}, step)
+    tracker.close("FINISHED")
+    assert tracker.finished and tracker.run_id == "r1"
+    records = list(read_records(tmp_path / "metrics.jsonl"))
+    assert [r["step"] for r in records if r["type"] == "metrics"] == [1, 2, 3]
+    assert records[-1] == {**records[-1], "type": "status", "status": "FINISHED"}
+
+
+def test_a_silent_server_stalls_neither_steps_nor_the_exit(tmp_path: Path) -> None:
+    never = threading.Event()
+    tracker = BackgroundTracker(lambda: _Recorder(tmp_path, stuck=never), tmp_path, close_seconds=1.0, max_items=5)
+    started = time.monotonic()
+    for step in range(1, 21):  # the queue holds 5: the rest go straight to metrics.jsonl
+        tracker.log_metrics({"loss": float(step)}, step)
+    assert time.monotonic() - started < 0.5
+    tracker.close("FINISHED")
+    assert time.monotonic() - started < 3.0
+    assert not tracker.finished
+    records = list(read_records(tmp_path / "metrics.jsonl"))
+    steps = sorted(r["step"] for r in records if r["type"] == "metrics")
+    assert steps == list(range(2, 21))  # step 1 is the call the server never answered
+    assert any(r["type"] == "status" and r["status"] == "FINISHED" for r in records)
+    never.set()
