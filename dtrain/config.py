@@ -147,6 +147,10 @@ class TrackingConfig:
     run_name: str | None = None
     metrics_every_iters: int = 50  # aggregate (mean) train metrics over this many iterations
     flush_every_seconds: float = 30.0
+    log_model: bool = True  # MLflow: log the final (and best) network with mlflow.pytorch at the end
+    register_as: str | None = None  # MLflow: also register the final model under this name
+    system_metrics: bool = True  # MLflow system metrics (CPU, memory, GPU) from rank 0
+    system_metrics_interval: float = 10.0  # seconds between system-metric samples
 
 
 @dataclass

@@ -27,7 +27,7 @@ from dtrain.distributed.context import DistContext, env_rank, init_distributed, 
 from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, run_rank
 from dtrain.engine.loop import Trainer, TrainResult
 from dtrain.errors import DtrainError
-from dtrain.tracking import resolve_uri
+from dtrain.tracking import prefix_rank_output, resolve_uri
 
 USAGE = "usage: python -m dtrain.train RECIPE [key=value ...]   (e.g. digits_resnet20 optim.lr=0.05)"
 
@@ -123,6 +123,7 @@ def build_loaders(cfg: RunConfig, ctx: DistContext, per_process_batch: int):
 def train_config(cfg: RunConfig, *, stream=None) -> Outcome:
     """Train `cfg` in this process (one rank of the job torchrun started, or alone)."""
     ctx = init_distributed(cfg.distributed, cfg.train.device)
+    prefix_rank_output(ctx.rank)  # "[rank N] " before every line ranks other than 0 print
 
     def body() -> int:
         nonlocal result
@@ -163,7 +164,7 @@ def print_summary(cfg: RunConfig, result: TrainResult, stream) -> None:
     if result.last_checkpoint:
         lines.append(f"checkpoint: {result.last_checkpoint}")
     if cfg.tracking.backend == "mlflow":
-        lines.append(f"MLflow run {result.run_id}: {mlflow_ui_command(cfg)}")
+        lines.append(f"MLflow run {result.run_id}: {result.run_link or mlflow_ui_command(cfg)}")
     print("\n".join(lines), file=stream, flush=True)
 
 

@@ -8,6 +8,7 @@
   exponential backoff. A tracking server never stops training. A batch whose reply was lost is
   sent again with the same timestamps; MLflow's store ignores such exact duplicates.
 - `mlflow` is imported here, lazily: `import dtrain.tracking` stays cheap (mlflow takes ~2-3 s).
+- The model, dataset inputs, system metrics and the run link: see mlflow_extras.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from dtrain.tracking.base import check_status
+from dtrain.tracking import mlflow_extras
+from dtrain.tracking.base import DatasetRecord, check_status
 from dtrain.tracking.jsonl import JsonlTracker
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class MlflowTracker:
         flush_every_seconds: float = 30.0,
         client: Any = None,
         max_buffered_metrics: int = MAX_BUFFERED_METRICS,
+        system_metrics_interval: float | None = None,
     ) -> None:
         self.uri = uri
         self.experiment = experiment
@@ -75,6 +78,9 @@ class MlflowTracker:
         self._resume_run_id = resume_run_id
         self._run_id: str | None = resume_run_id
         self._connected = False
+        self._experiment: str | None = None
+        self.system_metrics_interval = system_metrics_interval  # None: no system metrics
+        self._system_monitor: Any = None
         self._existing_params: dict[str, str] = {}
         self._pending_params: dict[str, str] = {}
         self._pending_tags: dict[str, str] = {}
@@ -96,6 +102,13 @@ class MlflowTracker:
     @property
     def run_id(self) -> str | None:
         return self._run_id
+
+    @property
+    def run_link(self) -> str | None:
+        """The run page's URL (after `mlflow ui ...` for a local store); None until the store is reached."""
+        if not (self._run_id and self._experiment):
+            return None
+        return mlflow_extras.how_to_open(self.uri, mlflow_extras.run_url(self.uri, self._experiment, self._run_id))
 
     # -- the Tracker protocol ------------------------------------------------------------------
 
@@ -136,6 +149,26 @@ class MlflowTracker:
         self._pending_artifacts.append((str(local_file), artifact_path))
         self.flush()
 
+    def log_datasets(self, datasets: Sequence[DatasetRecord]) -> None:
+        self.local.log_datasets(datasets)
+        if datasets and self._connected:
+            self._call("dataset inputs", lambda: self._client.log_inputs(
+                self._run_id, datasets=mlflow_extras.dataset_inputs(datasets)))
+
+    def log_model(self, model: Any, example_input: Any, *, name: str, register_as: str | None = None) -> None:
+        """Once, at the end of a run: a failure is logged, never raised (the checkpoint has the model)."""
+        if not self._connected or self._closed:
+            log.warning("MLflow unreachable: model %r not logged; the checkpoint has it", name)
+            return
+        self.flush()
+        try:
+            model_uri = mlflow_extras.log_model(self.uri, self._experiment, self._run_id, model, example_input,
+                                                name=name, register_as=register_as)
+        except Exception as exc:
+            log.warning("MLflow could not log model %r (%s); the checkpoint has it", name, _one_line(exc))
+            return
+        self.local.write_record("model", name=name, model_uri=model_uri, registered_as=register_as)
+
     def flush(self) -> None:
         """Send what is buffered, unless a recent failure asks to wait (backoff)."""
         if self._closed:
@@ -149,6 +182,8 @@ class MlflowTracker:
             return
         self._closed = True
         self._pending_status = check_status(status)
+        if self._system_monitor is not None:
+            self._system_monitor.finish()  # its last samples are sent before the run ends
         self._send_pending(force=True)
         deadline = time.monotonic() + (CLOSE_RETRY_SECONDS if status != "KILLED" else 0.0)
         pause = 1.0
@@ -215,7 +250,11 @@ class MlflowTracker:
             run = self._call("the run", lambda: client.create_run(experiment_id, run_name=self.run_name or None,
                                                                    tags=tags), drop_ok=False)
         self._run_id = run.info.run_id
+        self._experiment = run.info.experiment_id
         self._connected = True
+        if self.system_metrics_interval:
+            self._system_monitor = mlflow_extras.start_system_metrics(
+                self.uri, self._run_id, self.system_metrics_interval, resumed=not run_is_new)
         if run_is_new:
             self.local.run_id = self._run_id
             self.local.write_record("run", run_id=self._run_id, run_name=self.run_name, backend="mlflow", uri=self.uri)
@@ -226,9 +265,14 @@ class MlflowTracker:
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
                 client.restore_experiment(experiment.experiment_id)
+            if mlflow_extras.EXPERIMENT_KIND_TAG not in experiment.tags:
+                client.set_experiment_tag(experiment.experiment_id, mlflow_extras.EXPERIMENT_KIND_TAG,
+                                          mlflow_extras.TRAINING_EXPERIMENT_KIND)
             return experiment.experiment_id
         try:
-            return client.create_experiment(self.experiment, artifact_location=_artifact_location(self.uri))
+            return client.create_experiment(
+                self.experiment, artifact_location=_artifact_location(self.uri),
+                tags={mlflow_extras.EXPERIMENT_KIND_TAG: mlflow_extras.TRAINING_EXPERIMENT_KIND})
         except Exception:  # another run created it in between
             experiment = client.get_experiment_by_name(self.experiment)
             if experiment is None:
