@@ -90,7 +90,7 @@ def dataset_records(config: RunConfig) -> list[DatasetRecord]:
     if data.loader == "synthetic":
         digest = hashlib.sha256(json.dumps(to_dict(data), sort_keys=True).encode()).hexdigest()
         profile = {"samples": data.synthetic_samples, "classes": config.model.num_classes}
-        return [DatasetRecord("synthetic", context, digest[:32], "synthetic", profile)
+        return [DatasetRecord("synthetic", context, _split_digest(digest, context), "synthetic", profile)
                 for context in ("training", "validation")]
     root = Path(data.root)
     try:
@@ -104,9 +104,15 @@ def dataset_records(config: RunConfig) -> list[DatasetRecord]:
         counts = summary.get("splits", {}).get(split, {})
         profile = {"split": split, "samples": counts.get("accepted"), "rejected": counts.get("rejected"),
                    "classes": len(summary.get("per_class", {}).get(split, {})) or config.model.num_classes}
-        records.append(DatasetRecord(str(summary.get("dataset", root.name)), context, digest[:32],
+        records.append(DatasetRecord(str(summary.get("dataset", root.name)), context, _split_digest(digest, split),
                                      str(root.resolve()), profile))
     return records
+
+
+def _split_digest(data_digest: str, split: str) -> str:
+    """One digest per split: MLflow keeps one input per (name, digest), so the splits of one
+    manifest need their own."""
+    return hashlib.sha256(f"{data_digest}:{split}".encode()).hexdigest()[:32]
 
 
 def _file_digest(path: Path) -> str | None:
