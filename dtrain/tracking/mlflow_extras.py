@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # custom_model_development, ...). Set only when the experiment does not have one yet.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_EXPERIMENT_KIND = "custom_model_development"
+# The UI's own switch between its GenAI and "Model training" views, carried by the link: without
+# it the page opens in whichever view the browser used last (GenAI for a first visit).
+TRAINING_VIEW_QUERY = "workflowType=machine_learning"
 # Where `mlflow ui` serves by default: the link printed for a SQLite store.
 LOCAL_UI = "http://127.0.0.1:5000"
 # MLflow's input tag that says what a dataset was used for (shown beside the dataset's name).
@@ -40,7 +43,7 @@ def is_server(uri: str) -> bool:
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
     """The run page: on the server for an HTTP URI, on a local `mlflow ui` otherwise."""
     base = uri.rstrip("/") if is_server(uri) else LOCAL_UI
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW_QUERY}"
 
 
 def how_to_open(uri: str, url: str) -> str:
@@ -66,10 +69,16 @@ def log_model(uri: str, experiment_id: str, run_id: str, model: Any, example_inp
     with torch.no_grad():
         output = cpu_model(example)
     signature = infer_signature(example.numpy(), output.numpy())
-    info = mlflow.pytorch.log_model(
-        cpu_model, name=name, signature=signature, serialization_format="pickle",
-        pip_requirements=_requirements(), registered_model_name=register_as, run_id=run_id,
-    )
+    pytorch_log = logging.getLogger("mlflow.pytorch")
+    level = pytorch_log.level
+    pytorch_log.setLevel(logging.ERROR)  # its warning about pickle: a choice made above, for a reason
+    try:
+        info = mlflow.pytorch.log_model(
+            cpu_model, name=name, signature=signature, serialization_format="pickle",
+            pip_requirements=_requirements(), registered_model_name=register_as, run_id=run_id,
+        )
+    finally:
+        pytorch_log.setLevel(level)
     return info.model_uri
 
 

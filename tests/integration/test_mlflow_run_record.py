@@ -42,7 +42,8 @@ def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(
 
     # The printed header and summary hold a direct link to this run, after the `mlflow ui` command.
     out = capsys.readouterr().out
-    link = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{result.run_id}"
+    link = (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{result.run_id}"
+            "?workflowType=machine_learning")
     header = next(line for line in out.splitlines() if line.startswith("dtrain rank 0 of 1 |"))
     assert f"run dir {tmp_path.resolve()}" in header and link in header
     assert f"mlflow ui --backend-store-uri {uri}  then open {link}" in out
