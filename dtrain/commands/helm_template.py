@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -347,21 +346,13 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "hasKey": lambda d, k: isinstance(d, dict) and k in d,
     "kindIs": lambda kind, v: _kind(v) == kind,
     "join": lambda sep, items: sep.join(_print(i) for i in (items or [])),
-    "shellQuote": lambda *v: " ".join(shlex.quote(_print(x)) for x in v),
 }
 
 
+# Python type -> the kind Sprig's kindIs names (bool before int: True is an int in Python).
+KINDS: tuple[tuple[type, str], ...] = ((bool, "bool"), (str, "string"), (int, "int64"), (float, "float64"),
+                                       (dict, "map"), (list, "slice"))
+
+
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, int):
-        return "int64"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, dict):
-        return "map"
-    if isinstance(value, list):
-        return "slice"
-    return "invalid"
+    return next((kind for python_type, kind in KINDS if isinstance(value, python_type)), "invalid")

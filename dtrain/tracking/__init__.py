@@ -38,10 +38,10 @@ def resolve_uri(configured: str | None, run_dir: Path) -> str:
 def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:
     from dtrain.tracking.mlflow_tracker import MlflowTracker  # imports mlflow only when used
 
+    sampling = cfg.system_metrics_interval if cfg.system_metrics and cfg.system_metrics_interval > 0 else None
     return MlflowTracker(uri=resolve_uri(cfg.uri, run_dir), experiment=cfg.experiment, run_dir=run_dir,
                          run_name=run_name, resume_run_id=resume_run_id,
-                         flush_every_seconds=cfg.flush_every_seconds,
-                         system_metrics_interval=cfg.system_metrics_interval if cfg.system_metrics and cfg.system_metrics_interval > 0 else None)
+                         flush_every_seconds=cfg.flush_every_seconds, system_metrics_interval=sampling)
 
 
 def _jsonl(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:

@@ -66,5 +66,5 @@ def header_line(*, world_size: int, run_dir: Path | str, devices: Sequence[str],
     described = ", ".join(f"{n} x {name}" if n > 1 else name for name, n in counts.items())
     parts = [f"{HEADER_START}{world_size}", f"run dir {Path(run_dir).resolve()}",
              f"devices {described} on {socket.gethostname()}"]
-    parts.append(f"MLflow {run_link}" if run_link else "MLflow off")
+    parts.append(f"MLflow {run_link}" if run_link else "no MLflow run")
     return " | ".join(parts)

@@ -86,6 +86,7 @@ class MlflowTracker:
         self._pending_tags: dict[str, str] = {}
         self._pending_metrics: list[tuple[str, float, int, int]] = []  # key, value, ms, step
         self._pending_artifacts: list[tuple[str, str | None]] = []
+        self._pending_datasets: list[DatasetRecord] = []
         self._pending_status: str | None = None
         self._failures = 0
         self._retry_at = 0.0
@@ -151,9 +152,8 @@ class MlflowTracker:
 
     def log_datasets(self, datasets: Sequence[DatasetRecord]) -> None:
         self.local.log_datasets(datasets)
-        if datasets and self._connected:
-            self._call("dataset inputs", lambda: self._client.log_inputs(
-                self._run_id, datasets=mlflow_extras.dataset_inputs(datasets)))
+        self._pending_datasets.extend(datasets)
+        self.flush()
 
     def log_model(self, model: Any, example_input: Any, *, name: str, register_as: str | None = None) -> None:
         """Once, at the end of a run: a failure is logged, never raised (the checkpoint has the model)."""
@@ -214,6 +214,7 @@ class MlflowTracker:
             self._send_tags()
             self._send_metrics()
             self._send_artifacts()
+            self._send_datasets()
             if self._pending_status:
                 self._call("the run status", lambda: self._client.set_terminated(self._run_id, self._pending_status))
                 self._pending_status = None
@@ -329,6 +330,12 @@ class MlflowTracker:
             else:
                 log.warning("artifact %s no longer exists; not sent to MLflow", path)
             self._pending_artifacts.pop(0)
+
+    def _send_datasets(self) -> None:
+        if self._pending_datasets:
+            inputs = mlflow_extras.dataset_inputs(self._pending_datasets)
+            self._call("dataset inputs", lambda: self._client.log_inputs(self._run_id, datasets=inputs))
+            self._pending_datasets.clear()
 
     def _call(self, what: str, send: Callable[[], Any], drop_ok: bool = True) -> Any:
         """Run one MLflow call: a rejected payload is dropped with a warning, anything else is retried."""

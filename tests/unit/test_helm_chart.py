@@ -65,7 +65,8 @@ def test_every_cluster_policy_value_reaches_the_pods_and_validates(job_kind: str
             assert container["resources"][side]["rdma/rdma_shared_device_a"] == "1"
         assert container["securityContext"]["capabilities"]["add"] == ["IPC_LOCK"]
     account = _one(docs, "ServiceAccount")
-    assert account["metadata"]["name"] == "trainer" and "iam.gke.io/gcp-service-account" in account["metadata"]["annotations"]
+    assert account["metadata"]["name"] == "trainer"
+    assert "iam.gke.io/gcp-service-account" in account["metadata"]["annotations"]
     assert _one(docs, "Deployment")["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
 
 

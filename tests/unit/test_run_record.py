@@ -53,3 +53,15 @@ def test_header_names_world_size_run_dir_devices_and_link(tmp_path):
     line = header_line(world_size=16, run_dir=tmp_path, devices=["NVIDIA H200"] * 8, run_link="http://m/#/r")
     assert line.startswith("dtrain rank 0 of 16 | ") and f"run dir {tmp_path}" in line
     assert "devices 8 x NVIDIA H200 on " in line and line.endswith("MLflow http://m/#/r") and "\n" not in line
+
+
+def test_run_link_is_the_servers_page_or_mlflow_ui_then_the_local_page():
+    from dtrain.tracking.mlflow_extras import how_to_open, run_url
+
+    server = run_url("http://mlflow:5000/", "3", "abc")
+    assert server == "http://mlflow:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    assert how_to_open("http://mlflow:5000/", server) == server
+    local = run_url("sqlite:////runs/r/mlflow.db", "1", "abc")
+    assert how_to_open("sqlite:////runs/r/mlflow.db", local) == (
+        "mlflow ui --backend-store-uri sqlite:////runs/r/mlflow.db  then open "
+        "http://127.0.0.1:5000/#/experiments/1/runs/abc?workflowType=machine_learning")
