@@ -56,14 +56,22 @@ def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(
     assert checkpoint == str(result.last_checkpoint.resolve())
     reference = build_model(cfg.model)
     reference.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
-    model_output = next(o for o in run.outputs.model_outputs)
-    logged = client.get_logged_model(model_output.model_id)
-    assert logged.name == "model" and logged.experiment_id == run.info.experiment_id
-    loaded = mlflow.pytorch.load_model(f"models:/{logged.model_id}")
+    logged = {m.name: m for m in (client.get_logged_model(o.model_id) for o in run.outputs.model_outputs)}
+    assert logged["model"].experiment_id == run.info.experiment_id
     images = torch.randn(4, 3, 16, 16)
+    loaded = mlflow.pytorch.load_model(f"models:/{logged['model'].model_id}")
     with torch.no_grad():
         assert torch.allclose(loaded.eval()(images), reference.eval()(images), atol=1e-6)
-    signature = mlflow.models.get_model_info(f"models:/{logged.model_id}").signature
+    # The best checkpoint is logged too when it is an earlier one, with its own weights.
+    best = run.data.tags["dtrain.checkpoint.best"]
+    if torch.load(best, map_location="cpu", weights_only=False)["step"] != result.step:
+        reference.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
+        loaded = mlflow.pytorch.load_model(f"models:/{logged['best_model'].model_id}")
+        with torch.no_grad():
+            assert torch.allclose(loaded.eval()(images), reference.eval()(images), atol=1e-6)
+    else:
+        assert set(logged) == {"model"}
+    signature = mlflow.models.get_model_info(f"models:/{logged['model'].model_id}").signature
     assert signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 3, 16, 16)
     assert not any(a.path.endswith(".pt") for a in client.list_artifacts(result.run_id))
 
