@@ -151,8 +151,27 @@ def check_values(v: dict[str, Any]) -> None:
     for key in ("imagePullSecrets", "tolerations", "topologySpreadConstraints", "capabilities"):
         if not isinstance(v[key], list):
             raise click.UsageError(f"{key} must be a list, got {v[key]!r}")
+    for key, value in v["overrides"].items():
+        if isinstance(value, dict) and _is_config_section(key):
+            example = next(iter(value), "KEY")
+            raise click.UsageError(f"overrides.{key} is a mapping; write config overrides as dotted keys, "
+                                   f"e.g. overrides: {{{key}.{example}: ...}} (a mapping would replace the section)")
     if not v["image"]:
         raise click.UsageError("image is empty: set the image built from the Dockerfile (e.g. --set image=REG/dtrain:TAG)")
+
+
+def _is_config_section(dotted: str) -> bool:
+    """Whether `dotted` names a section of the run config (data, optim ...), not one value."""
+    import dataclasses
+
+    from dtrain.config import RunConfig
+
+    node: Any = RunConfig()
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(node) or not hasattr(node, part):
+            return False
+        node = getattr(node, part)
+    return dataclasses.is_dataclass(node)
 
 
 def check_recipe(v: dict[str, Any], rendered: dict[str, str]) -> None:

@@ -137,6 +137,7 @@ def test_set_overrides_values_and_can_drop_mlflow() -> None:
     [
         (["nodez=3"], "unknown value nodez (did you mean nodes?)"),
         (["imagePullSecret=[]"], "unknown value imagePullSecret (did you mean imagePullSecrets?)"),
+        (["overrides.data={root: /data}"], "overrides.data is a mapping; write config overrides as dotted keys"),
         (["jobKind=MPIJob"], "jobKind='MPIJob' must be one of PyTorchJob, IndexedJob"),
         (["ttlSecondsAfterFinished=-1"], "ttlSecondsAfterFinished=-1 must be a non-negative integer"),
         (["name=ResNet_200"], "DNS label"),
