@@ -87,7 +87,21 @@ def load_values(values_file: Path | None, sets: tuple[str, ...] = ()) -> dict[st
         node[leaf] = yaml.safe_load(text) if text.strip() else ""
         _merge_checked(values, nested, prefix="", source="--set")
     check_values(values)
+    check_schema(values)
     return values
+
+
+def check_schema(values: dict[str, Any]) -> None:
+    """The chart's values.schema.json, which `helm install/template/lint` also enforce."""
+    try:
+        import jsonschema
+    except ModuleNotFoundError:
+        return  # the checks above cover the same ground with better messages
+    schema = json.loads((chart_dir() / "values.schema.json").read_text())
+    error = next(iter(jsonschema.Draft7Validator(schema).iter_errors(values)), None)
+    if error is not None:
+        where = ".".join(map(str, error.absolute_path)) or "values"
+        raise click.UsageError(f"{where}: {error.message} (launch/helm/dtrain/values.schema.json)")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

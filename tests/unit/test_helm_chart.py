@@ -4,10 +4,12 @@ the result validates offline; the Go-template subset behaves as Go's does."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
@@ -82,6 +84,37 @@ def test_defaults_leave_every_optional_field_out() -> None:
 def test_set_reaches_keys_with_dots_inside_free_form_maps() -> None:
     docs = _docs("labels.kueue.x-k8s.io/queue-name=team-b", "serviceAccount.annotations.a.b/c=d", values_file=None)
     assert _one(docs, "PyTorchJob")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-b"
+
+
+def test_values_schema_knows_exactly_the_values_of_values_yaml() -> None:
+    """helm validates values against values.schema.json: it must list every value, no more."""
+    import json
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def keys(properties: dict, values: dict, prefix: str = "") -> list[str]:
+        out = []
+        for key, value in values.items():
+            out.append(prefix + key)
+            prop = properties.get(key, {})
+            prop = schema["definitions"][prop["$ref"].rsplit("/", 1)[1]] if "$ref" in prop else prop
+            if isinstance(value, dict) and prop.get("additionalProperties") is False:
+                assert set(prop["properties"]) == set(value), key
+                out += keys(prop["properties"], value, f"{prefix}{key}.")
+        return out
+
+    assert set(schema["properties"]) == set(defaults)
+    assert "mlflow.backendStoreUri" in keys(schema["properties"], defaults)
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["cpu=[4]"], "cpu: [4] is not of type"),
+    (["pytorchJob.cleanPodPolicy=Sometimes"], "pytorchJob.cleanPodPolicy: 'Sometimes' is not one of"),
+])
+def test_values_the_schema_refuses_are_refused_by_render_too(sets: list[str], message: str) -> None:
+    with pytest.raises(click.UsageError, match=re.escape(message)):
+        k8s_cmd.load_values(None, tuple(sets))
 
 
 def test_there_is_one_copy_of_the_templates() -> None:
