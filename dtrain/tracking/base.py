@@ -49,7 +49,7 @@ class Tracker(Protocol):
         """The data the run read, as run inputs (MLflow) or a record (JSONL)."""
         ...
 
-    def log_model(self, model: Any, example_input: Any, *, name: str, register_as: str | None = None) -> None:
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
         """The trained network as a loadable model with an input/output signature (MLflow only);
         `register_as` also registers it in the model registry."""
         ...
@@ -89,7 +89,7 @@ class NullTracker:
     def log_datasets(self, datasets: Sequence[DatasetRecord]) -> None:
         pass
 
-    def log_model(self, model: Any, example_input: Any, *, name: str, register_as: str | None = None) -> None:
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
         pass
 
     def flush(self) -> None:

@@ -155,7 +155,7 @@ class MlflowTracker:
         self._pending_datasets.extend(datasets)
         self.flush()
 
-    def log_model(self, model: Any, example_input: Any, *, name: str, register_as: str | None = None) -> None:
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
         """Once, at the end of a run: a failure is logged, never raised (the checkpoint has the model)."""
         if not self._connected or self._closed:
             log.warning("MLflow unreachable: model %r not logged; the checkpoint has it", name)
