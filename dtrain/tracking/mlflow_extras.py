@@ -22,13 +22,10 @@ from dtrain.tracking.base import DatasetRecord
 
 log = logging.getLogger(__name__)
 
-# The experiment tag MLflow 3's UI reads to open an experiment in its "Model training" view
-# instead of the GenAI view (values in the UI's ExperimentKind: genai_development,
-# custom_model_development, ...). Set only when the experiment does not have one yet.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-TRAINING_EXPERIMENT_KIND = "custom_model_development"
-# The UI's own switch between its GenAI and "Model training" views, carried by the link: without
-# it the page opens in whichever view the browser used last (GenAI for a first visit).
+# MLflow 3.17's UI picks its GenAI or "Model training" view from the URL's workflowType, else the
+# browser's last choice (GenAI on a first visit); no experiment setting changes that (its
+# mlflow.experimentKind tag is not read while the view switch is shown: checked in Chromium).
+# So the link carries the training view.
 TRAINING_VIEW_QUERY = "workflowType=machine_learning"
 # Where `mlflow ui` serves by default: the link printed for a SQLite store.
 LOCAL_UI = "http://127.0.0.1:5000"

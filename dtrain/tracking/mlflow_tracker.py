@@ -266,14 +266,9 @@ class MlflowTracker:
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
                 client.restore_experiment(experiment.experiment_id)
-            if mlflow_extras.EXPERIMENT_KIND_TAG not in experiment.tags:
-                client.set_experiment_tag(experiment.experiment_id, mlflow_extras.EXPERIMENT_KIND_TAG,
-                                          mlflow_extras.TRAINING_EXPERIMENT_KIND)
             return experiment.experiment_id
         try:
-            return client.create_experiment(
-                self.experiment, artifact_location=_artifact_location(self.uri),
-                tags={mlflow_extras.EXPERIMENT_KIND_TAG: mlflow_extras.TRAINING_EXPERIMENT_KIND})
+            return client.create_experiment(self.experiment, artifact_location=_artifact_location(self.uri))
         except Exception:  # another run created it in between
             experiment = client.get_experiment_by_name(self.experiment)
             if experiment is None:

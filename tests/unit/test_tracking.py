@@ -142,8 +142,7 @@ class FakeClient:
 
     def get_experiment_by_name(self, name):
         self._check()
-        return SimpleNamespace(experiment_id="1", lifecycle_stage="active",
-                               tags={"mlflow.experimentKind": "custom_model_development"})
+        return SimpleNamespace(experiment_id="1", lifecycle_stage="active")
 
     def create_run(self, experiment_id, run_name=None, tags=None):
         self._check()
