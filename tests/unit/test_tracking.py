@@ -168,6 +168,20 @@ def _fake_tracker(tmp_path, client, **kwargs):
                          flush_every_seconds=3600, **kwargs)
 
 
+def test_a_server_run_links_to_its_page_on_the_server(tmp_path):
+    tracker = _fake_tracker(tmp_path, FakeClient())
+    assert tracker.run_link == "http://fake/#/experiments/1/runs/run-1?workflowType=machine_learning"
+    tracker.close()
+
+
+def test_no_link_while_the_server_is_unreachable(tmp_path):
+    client = FakeClient()
+    client.down = True
+    tracker = _fake_tracker(tmp_path, client)
+    assert tracker.run_link is None
+    tracker.close("KILLED")
+
+
 @pytest.mark.parametrize("count", [1, 999, 1000, 2500])
 def test_metrics_go_out_in_batches_of_at_most_1000(tmp_path, count):
     client = FakeClient()
