@@ -19,7 +19,7 @@ import pytest
 
 from dtrain.config import load_config
 from dtrain.train import train_config
-from tests.ports import free_port
+from ports import free_port
 
 RUN_NAME = "digits-resnet20-demo"
 TINY = ["data.loader=synthetic", "data.synthetic_samples=64", "data.synthetic_image_size=16",
