@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut
 APT_PACKAGES := pkg-config libturbojpeg0-dev libopencv-dev
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test test-all test-ui clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,13 @@ test: setup
 
 test-all: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The MLflow run page in headless Chromium (Debian's package, ~10 s to install); also refreshes
+# the README's screenshot, docs/img/mlflow-run-page.png.
+test-ui: setup
+	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+	DTRAIN_DOCS_SCREENSHOT=docs/img/mlflow-run-page.png OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/integration/test_mlflow_ui.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

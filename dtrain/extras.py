@@ -2,7 +2,7 @@
 
     pip install 'dtrain[plot]'    matplotlib: dtrain plot
     pip install 'dtrain[demo]'    scikit-learn: dtrain demo, dtrain prepare digits
-    pip install 'dtrain[k8s]'     jinja2, kubernetes-validate, jsonschema: dtrain k8s
+    pip install 'dtrain[k8s]'     kubernetes-validate, jsonschema: dtrain k8s validate
     pip install 'dtrain[cuda12]'  (or cuda13) DALI: data.loader=dali
     pip install 'dtrain[ffcv]'    FFCV: data.loader=ffcv, prepare --formats ffcv
     pip install 'dtrain[deepspeed]'
@@ -14,7 +14,6 @@ from __future__ import annotations
 EXTRA_OF_MODULE: dict[str, str | tuple[str, ...]] = {
     "matplotlib": "plot",
     "sklearn": "demo",
-    "jinja2": "k8s",
     "kubernetes_validate": "k8s",
     "jsonschema": "k8s",
     "nvidia": ("cuda13", "cuda12"),  # DALI, built per CUDA major: the one of torch's CUDA

@@ -31,7 +31,7 @@ from dtrain.distributed.lifetime import exit_within
 from dtrain.engine.loop import Trainer, TrainResult
 from dtrain.errors import DtrainError
 from dtrain.smoke import limit_eval
-from dtrain.tracking import resolve_uri
+from dtrain.tracking import prefix_rank_output, resolve_uri
 
 USAGE = "usage: python -m dtrain.train RECIPE [key=value ...]   (e.g. digits_resnet20 optim.lr=0.05)"
 
@@ -131,6 +131,7 @@ def build_loaders(cfg: RunConfig, ctx: DistContext, per_process_batch: int):
 def train_config(cfg: RunConfig, *, stream=None) -> Outcome:
     """Train `cfg` in this process (one rank of the job torchrun started, or alone)."""
     ctx = init_distributed(cfg.distributed, cfg.train.device)
+    prefix_rank_output(ctx.rank)  # "[rank N] " before every line ranks other than 0 print
 
     def body() -> int:
         nonlocal result
@@ -174,7 +175,7 @@ def print_summary(cfg: RunConfig, result: TrainResult, stream) -> None:
         lines.append(f"to resume: run the same command again (checkpoint.resume=auto continues from "
                      f"{result.last_checkpoint or result.run_dir})")
     if cfg.tracking.backend == "mlflow":
-        lines.append(f"MLflow run {result.run_id}: {mlflow_ui_command(cfg)}" if result.run_id else
+        lines.append(f"MLflow run {result.run_id}: {result.run_link or mlflow_ui_command(cfg)}" if result.run_id else
                      f"MLflow: not reached; metrics are in {result.run_dir / 'metrics.jsonl'} "
                      f"(send them with: dtrain mlflow-sync {result.run_dir})")
     print("\n".join(lines), file=stream, flush=True)

@@ -3,11 +3,14 @@ validate manifests offline.
 
     dtrain k8s render --values launch/k8s/values/resnet200-preact-4node.yaml --out k8s-out
     dtrain k8s validate k8s-out
+    helm install resnet200 launch/helm/dtrain -f launch/k8s/values/resnet200-preact-4node.yaml   # the same
 
-Templates (Jinja2) live in launch/k8s/templates, the defaults of every value in
-launch/k8s/defaults.yaml; a values file sets only what differs, so a new cluster size is a short
-file, not a copy of the manifests. Core kinds are checked with kubernetes-validate, the Kubeflow
-PyTorchJob with jsonschema against launch/k8s/schema (its pod templates as core PodTemplateSpecs).
+One copy of the templates: the Helm chart launch/helm/dtrain (Go templates, defaults in its
+values.yaml). `dtrain k8s render` runs those templates itself (dtrain/commands/helm_template.py),
+so it needs no helm binary and gives what `helm template` gives; on top it refuses unknown values
+by name, checks the recipe loads with the job's arguments, and validates offline: core kinds with
+kubernetes-validate, the Kubeflow PyTorchJob with jsonschema against launch/k8s/schema (its pod
+templates as core PodTemplateSpecs).
 """
 
 from __future__ import annotations
@@ -22,32 +25,44 @@ import click
 import yaml
 
 from dtrain.errors import DtrainError
+from dtrain.extras import missing_module_message
 from dtrain.resources import resource_dir
 from dtrain.suggest import did_you_mean
 
 # Kubernetes version the manifests are checked against: Indexed Jobs with pod hostnames need >= 1.24;
 # 1.31 is a release every managed offering still runs.
 KUBERNETES_VERSION = "1.31.0"
-# One output file per template; apply storage and mlflow once, then ONE of the two job kinds.
-OUTPUTS = {
-    "storage.yaml": "storage.yaml.j2",
-    "mlflow.yaml": "mlflow.yaml.j2",
-    "pytorchjob.yaml": "pytorchjob.yaml.j2",
-    "indexed-job.yaml": "indexed-job.yaml.j2",
-}
 # Values whose content is free-form (their keys are not checked against the defaults).
-OPEN_MAPS = ("overrides", "env", "nodeSelector")
+OPEN_MAPS = ("overrides", "env", "nodeSelector", "labels", "annotations", "podLabels", "podAnnotations",
+             "affinity", "extraResources", "securityContext", "serviceAccount.annotations",
+             "pytorchJob.schedulingPolicy")
+JOB_KINDS = ("PyTorchJob", "IndexedJob")
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# What `dtrain k8s render` passes as Helm's built-in objects (helm install sets them from the release).
+RELEASE_NAMESPACE = "default"
+
+
+def _launch_dir(*parts: str, marker: str) -> Path:
+    """launch/PARTS of $DTRAIN_HOME (e.g. /opt/dtrain in the image), of this install or checkout,
+    or of the working directory."""
+    roots = [Path(os.environ["DTRAIN_HOME"]) / "launch"] if os.environ.get("DTRAIN_HOME") else []
+    roots += [resource_dir("launch"), Path.cwd() / "launch"]
+    for root in roots:
+        candidate = root.joinpath(*parts)
+        if (candidate / marker).is_file():
+            return candidate
+    raise click.ClickException(f"launch/{'/'.join(parts)} not found: run from the dtrain repository or set "
+                               "DTRAIN_HOME to it")
 
 
 def k8s_dir() -> Path:
-    """launch/k8s of this checkout (or of $DTRAIN_HOME, e.g. /opt/dtrain in the image)."""
-    candidates = [Path(os.environ["DTRAIN_HOME"]) / "launch" / "k8s"] if os.environ.get("DTRAIN_HOME") else []
-    candidates += [resource_dir("launch") / "k8s", Path.cwd() / "launch" / "k8s"]  # the checkout's or the wheel's
-    for candidate in candidates:
-        if (candidate / "defaults.yaml").is_file():
-            return candidate
-    raise click.ClickException("launch/k8s not found: run from the dtrain repository or set DTRAIN_HOME to it")
+    """launch/k8s: example values files and the PyTorchJob schema."""
+    return _launch_dir("k8s", marker="schema/pytorchjob-kubeflow-v1.schema.json")
+
+
+def chart_dir() -> Path:
+    """launch/helm/dtrain: the templates and the default of every value."""
+    return _launch_dir("helm", "dtrain", marker="Chart.yaml")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -56,25 +71,40 @@ def k8s_dir() -> Path:
 
 
 def load_values(values_file: Path | None, sets: tuple[str, ...] = ()) -> dict[str, Any]:
-    """defaults.yaml <- values file <- --set key=value, refusing keys the defaults do not know."""
-    values = _read_yaml(k8s_dir() / "defaults.yaml")
+    """The chart's values.yaml <- values file <- --set key=value, refusing keys the defaults do not know."""
+    values = _read_yaml(chart_dir() / "values.yaml")
     if values_file is not None:
         _merge_checked(values, _read_yaml(values_file), prefix="", source=str(values_file))
     for item in sets:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise click.UsageError(f"--set {item!r} must look like key=value, e.g. --set nodes=2")
+        # Inside a free-form map the rest of the key is one name: overrides.optim.lr -> "optim.lr",
+        # labels.kueue.x-k8s.io/queue-name -> "kueue.x-k8s.io/queue-name".
+        open_map = next((m for m in sorted(OPEN_MAPS, key=len, reverse=True) if key.startswith(f"{m}.")), None)
+        *parents, leaf = [*open_map.split("."), key[len(open_map) + 1:]] if open_map else key.split(".")
         nested: dict[str, Any] = {}
         node = nested
-        head, _, rest = key.partition(".")
-        # Inside a free-form map the rest of the key is one name: overrides.optim.lr -> "optim.lr".
-        *parents, leaf = [head, rest] if head in OPEN_MAPS and rest else key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(text) if text.strip() else ""
         _merge_checked(values, nested, prefix="", source="--set")
     check_values(values)
+    check_schema(values)
     return values
+
+
+def check_schema(values: dict[str, Any]) -> None:
+    """The chart's values.schema.json, which `helm install/template/lint` also enforce."""
+    try:
+        import jsonschema
+    except ModuleNotFoundError:
+        return  # the checks above cover the same ground with better messages
+    schema = json.loads((chart_dir() / "values.schema.json").read_text())
+    error = next(iter(jsonschema.Draft7Validator(schema).iter_errors(values)), None)
+    if error is not None:
+        where = ".".join(map(str, error.absolute_path)) or "values"
+        raise click.UsageError(f"{where}: {error.message} (launch/helm/dtrain/values.schema.json)")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -93,13 +123,15 @@ def _merge_checked(base: dict[str, Any], update: dict[str, Any], prefix: str, so
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in base:
-            hint = did_you_mean(key, base, prefix, fallback=" (see launch/k8s/defaults.yaml)")
+            hint = did_you_mean(key, base, prefix, fallback=" (see launch/helm/dtrain/values.yaml)")
             raise click.UsageError(f"{source}: unknown value {dotted}{hint}")
         if isinstance(base[key], dict) and dotted not in OPEN_MAPS:
             if not isinstance(value, dict):
                 raise click.UsageError(f"{source}: {dotted} must be a mapping, got {value!r}")
             _merge_checked(base[key], value, f"{dotted}.", source)
         elif isinstance(base[key], dict):
+            if not isinstance(value or {}, dict):
+                raise click.UsageError(f"{source}: {dotted} must be a mapping, got {value!r}")
             base[key] = {**base[key], **(value or {})}
         else:
             base[key] = value
@@ -124,16 +156,48 @@ def check_values(v: dict[str, Any]) -> None:
     if v["gpusPerNode"] and v["nprocPerNode"] > v["gpusPerNode"]:
         raise click.UsageError(f"nprocPerNode={v['nprocPerNode']} is more than gpusPerNode={v['gpusPerNode']}: "
                                "one training process per GPU")
+    if v["jobKind"] not in JOB_KINDS:
+        raise click.UsageError(f"jobKind={v['jobKind']!r} must be one of {', '.join(JOB_KINDS)}")
+    for key in ("ttlSecondsAfterFinished", "activeDeadlineSeconds", "indexedJob.backoffLimitPerIndex",
+                "indexedJob.maxFailedIndexes"):
+        section, _, name = key.rpartition(".")
+        value = (v[section] if section else v)[name]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise click.UsageError(f"{key}={value!r} must be a non-negative integer or null")
+    for key in ("imagePullSecrets", "tolerations", "topologySpreadConstraints", "capabilities"):
+        if not isinstance(v[key], list):
+            raise click.UsageError(f"{key} must be a list, got {v[key]!r}")
+    for key, value in v["overrides"].items():
+        if isinstance(value, dict) and _is_config_section(key):
+            example = next(iter(value), "KEY")
+            raise click.UsageError(f"overrides.{key} is a mapping; write config overrides as dotted keys, "
+                                   f"e.g. overrides: {{{key}.{example}: ...}} (a mapping would replace the section)")
     if not v["image"]:
         raise click.UsageError("image is empty: set the image built from the Dockerfile (e.g. --set image=REG/dtrain:TAG)")
 
 
-def check_recipe(v: dict[str, Any]) -> None:
-    """The recipe and overrides load, and the global batch divides by every possible world size."""
+def _is_config_section(dotted: str) -> bool:
+    """Whether `dotted` names a section of the run config (data, optim ...), not one value."""
+    import dataclasses
+
+    from dtrain.config import RunConfig
+
+    node: Any = RunConfig()
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(node) or not hasattr(node, part):
+            return False
+        node = getattr(node, part)
+    return dataclasses.is_dataclass(node)
+
+
+def check_recipe(v: dict[str, Any], rendered: dict[str, str]) -> None:
+    """The recipe loads with the job's own arguments, and the global batch divides by every
+    possible world size."""
     from dtrain import config as dtrain_config
 
+    args = training_args(rendered)
     try:
-        cfg = dtrain_config.load_config(v["recipe"], training_overrides(v))
+        cfg = dtrain_config.load_config(args[0], args[1:])
         min_nodes = v["minNodes"] if v["minNodes"] is not None else v["nodes"]
         for nodes in range(min_nodes, v["nodes"] + 1):
             dtrain_config.check_world_size(cfg, nodes * v["nprocPerNode"])
@@ -141,38 +205,15 @@ def check_recipe(v: dict[str, Any]) -> None:
         raise click.UsageError(f"recipe {v['recipe']!r} with these values: {exc}") from None
 
 
-def training_overrides(v: dict[str, Any]) -> list[str]:
-    from dtrain.config import flatten
-
-    overrides = flatten(v["overrides"])  # nested mappings in a values file become dotted keys
-    # Every node and every restart must find the same run directory: put it on the shared volume.
-    overrides.setdefault("run_dir", f"{v['runs']['mountPath']}/{v['name']}")
-    return [f"{key}={_override_text(value)}" for key, value in overrides.items()]
-
-
-def _override_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)  # JSON is YAML: lists, numbers and booleans parse back as they were
-
-
-def derived(v: dict[str, Any], values_file: Path | None) -> dict[str, Any]:
-    """What the templates need beyond the values themselves."""
-    mlflow = v["mlflow"]
-    allowed_hosts = ",".join(f"{host}{port}" for host in (
-        mlflow["name"], f"{mlflow['name']}.{v['namespace']}", f"{mlflow['name']}.{v['namespace']}.svc",
-        f"{mlflow['name']}.{v['namespace']}.svc.cluster.local", "localhost", "127.0.0.1") for port in ("", ":*"))
-    return {
-        "values_file": str(values_file) if values_file else "launch/k8s/defaults.yaml",
-        "train_args": [v["recipe"], *training_overrides(v)],
-        "min_nodes": v["minNodes"] if v["minNodes"] is not None else v["nodes"],
-        "indexed_rdzv_endpoint": f"{v['name']}-0.{v['name']}:{v['rdzvPort']}",
-        "mlflow_uri": f"http://{mlflow['name']}:{mlflow['port']}",
-        # The image's entrypoint is `dtrain`; the Host header guard must accept the Service's names.
-        "mlflow_args": ["mlflow-server", "--backend-store-uri", mlflow["backendStoreUri"],
-                        "--artifacts-destination", mlflow["artifactsDestination"],
-                        "--host", "0.0.0.0", "--port", str(mlflow["port"]), "--allowed-hosts", allowed_hosts],
-    }
+def training_args(rendered: dict[str, str]) -> list[str]:
+    """`dtrain train`'s arguments (recipe, overrides) in the rendered training pods."""
+    for name, text in rendered.items():
+        for doc in parse_documents(text, name):
+            if doc.get("kind") == "PyTorchJob":
+                return doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
+            if doc.get("kind") == "Job":
+                return doc["spec"]["template"]["spec"]["containers"][0]["args"]
+    raise click.ClickException("the chart rendered no training job")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,20 +222,20 @@ def derived(v: dict[str, Any], values_file: Path | None) -> dict[str, Any]:
 
 
 def render(v: dict[str, Any], values_file: Path | None = None) -> dict[str, str]:
-    """{output file name: YAML text}; mlflow.yaml only when mlflow.enabled."""
-    import jinja2  # a dependency of mlflow (Flask)
+    """{output file name: YAML text}: the chart's templates that render a manifest for these values
+    (pytorchjob.yaml or indexed-job.yaml after jobKind; mlflow.yaml when mlflow.enabled; ...)."""
+    from dtrain.commands.helm_template import Renderer, TemplateError
 
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(k8s_dir() / "templates")), undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
-    )
-    d = derived(v, values_file)
-    rendered = {}
-    for output, template in OUTPUTS.items():
-        if output == "mlflow.yaml" and not v["mlflow"]["enabled"]:
-            continue
-        rendered[output] = environment.get_template(template).render(v=v, d=d)
-    return rendered
+    chart = _read_yaml(chart_dir() / "Chart.yaml")
+    root = {"Values": v, "Release": {"Name": v["name"], "Namespace": RELEASE_NAMESPACE, "Service": "Helm"},
+            "Chart": {"Name": chart["name"], "Version": chart["version"], "AppVersion": chart.get("appVersion")}}
+    try:
+        rendered = Renderer(chart_dir()).render_all(root)
+    except TemplateError as exc:
+        raise click.ClickException(f"launch/helm/dtrain: {exc}") from None
+    source = values_file or "launch/helm/dtrain/values.yaml"
+    return {name: f"# Values: {source}\n{text.strip()}\n" for name, text in rendered.items()
+            if parse_documents(text, name)}
 
 
 def validate_documents(documents: list[dict[str, Any]]) -> list[str]:
@@ -203,7 +244,7 @@ def validate_documents(documents: list[dict[str, Any]]) -> list[str]:
         import jsonschema
         import kubernetes_validate
     except ModuleNotFoundError as exc:
-        raise click.ClickException(f"validation needs {exc.name}: pip install 'dtrain[dev]'") from None
+        raise DtrainError(f"validation {missing_module_message(exc.name)} (or pass --no-validate)") from None
     problems = []
     for doc in documents:
         what = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
@@ -250,11 +291,11 @@ def k8s() -> None:
 
 @k8s.command("render")
 @click.option("--values", "values_file", type=click.Path(path_type=Path), default=None,
-              help="A values file (examples in launch/k8s/values/); unset values come from launch/k8s/defaults.yaml.")
+              help="A values file (examples in launch/k8s/values/); unset values come from launch/helm/dtrain/values.yaml.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override one value, e.g. --set nodes=2 --set overrides.optim.lr=0.2 (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Directory to write storage.yaml, mlflow.yaml, pytorchjob.yaml, indexed-job.yaml.")
+              help="Directory to write the manifests into (storage.yaml, mlflow.yaml, and pytorchjob.yaml or indexed-job.yaml).")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Check the manifests offline (kubernetes-validate, PyTorchJob schema) before writing.")
 @click.option("--check-recipe/--no-check-recipe", "recipe_check", default=True, show_default=True,
@@ -265,9 +306,9 @@ def render_command(values_file: Path | None, sets: tuple[str, ...], out: Path, v
     OUT/mlflow.yaml` once, and `-f OUT/pytorchjob.yaml` (Kubeflow operator) or
     `-f OUT/indexed-job.yaml` (plain Kubernetes)."""
     values = load_values(values_file, sets)
-    if recipe_check:
-        check_recipe(values)
     rendered = render(values, values_file)
+    if recipe_check:
+        check_recipe(values, rendered)
     if validate:
         documents = [doc for name, text in rendered.items() for doc in parse_documents(text, name)]
         problems = validate_documents(documents)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dtrain.checkpoint import PREEMPTED_EXIT_CODE, CheckpointManager, PreemptionHandler, SavePolicy
-from dtrain.config import RunConfig, dump_yaml, flatten, to_dict
+from dtrain.config import RunConfig, dump_yaml
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.failure import SymmetricError
 from dtrain.distributed.wrap import unwrap, wrap
@@ -39,7 +39,8 @@ from dtrain.engine.precision import maybe_compile, prepare_model, setup_precisio
 from dtrain.engine.progress import Progress
 from dtrain.engine.state import Position, build_state, restore_state
 from dtrain.errors import ConfigError, DtrainError
-from dtrain.tracking import MetricAggregator, build_tracker, system_tags
+from dtrain.tracking import (MetricAggregator, build_tracker, header_line, local_devices, record_models,
+                             record_run_start)
 
 # Test-only hook for the checkpoint tests: with DTRAIN_TEST_CRASH_AT_STEP=k in the environment the
 # process hard-exits (os._exit(1), no cleanup, like a killed node) right after step k's optimiser
@@ -73,6 +74,7 @@ class TrainResult:
     run_id: str | None
     run_dir: Path
     seconds: float
+    run_link: str | None = None  # how to open the MLflow run (URL, or `mlflow ui` + URL)
 
 
 def total_steps(cfg: RunConfig, iters_per_epoch: int) -> int:
@@ -154,15 +156,10 @@ class Trainer:
         config_yaml = dump_yaml(cfg)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(config_yaml)
-        if self.position.resumed_from is None:
-            self.tracker.log_params(flatten(to_dict(cfg)))
-            self.tracker.log_text(config_yaml, "config.yaml")
-        else:
-            self.tracker.log_text(config_yaml, f"config-resumed-at-step-{self.position.step}.yaml")
-        tags = system_tags(self.ctx.world_size)
-        tags.update({"recipe": cfg.recipe, "model": cfg.model.name, "global_batch": str(self.global_batch),
-                     "backend": str(self.ctx.backend or "none"), "device_type": self.ctx.device.type})
-        self.tracker.set_tags(tags)
+        record_run_start(self.tracker, cfg, world_size=self.ctx.world_size,
+                         resumed_at_step=None if self.position.resumed_from is None else self.position.step,
+                         extra_tags={"model": cfg.model.name, "global_batch": str(self.global_batch),
+                                     "backend": str(self.ctx.backend or "none"), "device_type": self.ctx.device.type})
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -173,6 +170,8 @@ class Trainer:
         progress = Progress(total_steps=self.total_steps, start_step=self.position.step,
                             enabled=self.ctx.is_main, log_every=self.cfg.train.log_every_iters,
                             stream=self.stream)
+        progress.write(header_line(world_size=self.ctx.world_size, run_dir=self.run_dir, devices=local_devices(),
+                                   run_link=self.tracker.run_link))
         if self.position.resumed_from is not None:
             progress.write(f"resumed from {self.position.resumed_from} at step {self.position.step} "
                            f"(epoch {self.position.epoch}, batch {self.position.batches_done})")
@@ -184,7 +183,8 @@ class Trainer:
                                  stopped=stopped,
                                  exit_code=PREEMPTED_EXIT_CODE if stopped == "preempted" else 0,
                                  last_checkpoint=self.position.last_checkpoint, run_id=self.tracker.run_id,
-                                 run_dir=self.run_dir, seconds=time.perf_counter() - started)
+                                 run_dir=self.run_dir, seconds=time.perf_counter() - started,
+                                 run_link=self.tracker.run_link)
             self._report_final(result)
             status = "KILLED" if stopped == "preempted" else "FINISHED"
         finally:
@@ -317,7 +317,7 @@ class Trainer:
             pos.best_top1_err = result.top1_err
         pos.history.append({"step": pos.step, "epoch": pos.epoch, "top1_err": result.top1_err,
                             "top5_err": result.top5_err})
-        self.tracker.log_metrics({**result.as_metrics(), "epoch": pos.epoch}, step=pos.step)
+        self.tracker.log_metrics({**result.as_metrics(), "train/epoch": pos.epoch}, step=pos.step)
         progress.write(f"step {pos.step} epoch {pos.epoch}: val top-1 err {result.top1_err:.2f}% "
                        f"top-5 err {result.top5_err:.2f}% ({result.samples} images)")
         return result
@@ -346,5 +346,10 @@ class Trainer:
         path = self.run_dir / "final_metrics.json"
         path.write_text(json.dumps(data, indent=2) + "\n")
         self.tracker.log_artifact(path)
-        if final is not None:
-            self.tracker.log_metrics(final.as_metrics("final/"), step=result.step)
+        # The final evaluation is the last val/ point; no "final/" metrics, whose single-point
+        # charts would sort before the training curves in MLflow's UI.
+        if self.position.best_top1_err is not None:
+            self.tracker.log_metrics({"val/best_top1_err": self.position.best_top1_err}, step=result.step)
+        record_models(self.tracker, self.cfg, self.bare, last_checkpoint=result.last_checkpoint,
+                      best_checkpoint=self.checkpoints.best_path if self.cfg.checkpoint.keep_best else None,
+                      with_models=result.stopped == "finished")

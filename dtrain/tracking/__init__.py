@@ -2,8 +2,9 @@
 
     tracker = build_tracker(cfg.tracking, run_dir=run_dir, rank=rank, run_name=name,
                             resume_run_id=checkpoint.get("mlflow_run_id"))
-    record_run_start(tracker, cfg, world_size=world)   # params, system tags, resolved config
+    record_run_start(tracker, cfg, world_size=world)   # params, datasets, system tags, resolved config
     tracker.log_metrics({"train/loss": 2.3}, step=50)  # via MetricAggregator(cfg.tracking.metrics_every_iters)
+    record_models(tracker, cfg, model, last_checkpoint=path, best_checkpoint=best)  # MLflow models, paths as tags
     record_run_end(tracker, {"val/top1_err": 0.236}, status="FINISHED")   # final metrics, close
 """
 
@@ -19,11 +20,13 @@ from dtrain.config import TrackingConfig
 from dtrain.tracking.aggregate import MetricAggregator
 from dtrain.tracking.base import NullTracker, Tracker
 from dtrain.tracking.jsonl import JsonlTracker, metric_history, read_records
-from dtrain.tracking.run_record import record_run_end, record_run_start
-from dtrain.tracking.system_tags import system_tags
+from dtrain.tracking.console import header_line, prefix_rank_output
+from dtrain.tracking.run_record import applicable_params, record_models, record_run_end, record_run_start
+from dtrain.tracking.system_tags import local_devices, system_tags
 
 __all__ = ["Tracker", "NullTracker", "JsonlTracker", "MetricAggregator", "build_tracker", "resolve_uri",
-           "system_tags", "read_records", "metric_history", "record_run_start", "record_run_end", "BACKENDS"]
+           "system_tags", "local_devices", "read_records", "metric_history", "record_run_start", "record_run_end",
+           "record_models", "applicable_params", "header_line", "prefix_rank_output", "BACKENDS"]
 
 DB_NAME = "mlflow.db"
 
@@ -39,10 +42,12 @@ def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: st
     from dtrain.tracking.sync import catch_up as send_missing
 
     uri = resolve_uri(cfg.uri, run_dir)
+    sampling = cfg.system_metrics_interval if cfg.system_metrics and cfg.system_metrics_interval > 0 else None
 
     def tracker() -> Tracker:
         return MlflowTracker(uri=uri, experiment=cfg.experiment, run_dir=run_dir, run_name=run_name,
-                             resume_run_id=resume_run_id, flush_every_seconds=cfg.flush_every_seconds)
+                             resume_run_id=resume_run_id, flush_every_seconds=cfg.flush_every_seconds,
+                             system_metrics_interval=sampling)
 
     if not uri.startswith(("http://", "https://")):
         return tracker()  # a local store answers or fails at once

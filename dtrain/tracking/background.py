@@ -20,9 +20,9 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from dtrain.tracking.base import Tracker, check_status
+from dtrain.tracking.base import DatasetRecord, Tracker, check_status
 from dtrain.tracking.jsonl import JSONL_NAME
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,14 @@ class BackgroundTracker:
         return inner.run_id if inner is not None and inner.run_id else self._resume_run_id
 
     @property
+    def run_link(self) -> str | None:
+        """The run's page, once the tracker has connected (None while the server is silent)."""
+        self._built.wait(0 if self._asked_run_id else RUN_ID_WAIT_SECONDS)
+        self._asked_run_id = True
+        inner = self._inner
+        return inner.run_link if inner is not None else None
+
+    @property
     def finished(self) -> bool:
         """True once the real tracker has closed (everything it was given is sent or given up on)."""
         return self._done.is_set() and not self._abandoned
@@ -86,6 +94,14 @@ class BackgroundTracker:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._put("log_text", text, artifact_file)
+
+    def log_datasets(self, datasets: Sequence[DatasetRecord]) -> None:
+        self._put("log_datasets", list(datasets))
+
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
+        # Sent at the end of a run, when the weights no longer change; a close that times out
+        # leaves the model to the checkpoint on disk (its path is a tag of the run).
+        self._put("log_model", model, example_input, name, register_as)
 
     def flush(self) -> None:
         self._put("flush")

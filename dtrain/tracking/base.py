@@ -6,10 +6,22 @@ get a `NullTracker`, so the training loop never branches on rank or backend.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """One dataset split a run read, as MLflow's run page lists it under "Datasets"."""
+
+    name: str  # what `dtrain prepare` recorded (summary.json "dataset"), or "synthetic"
+    context: str  # "training" | "validation": MLflow's mlflow.data.context input tag
+    digest: str  # of the prepared manifest: changes whenever the data does
+    source: str  # where it was read (data.root)
+    profile: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"samples": 1281167, "classes": 1000}
 
 
 @runtime_checkable
@@ -33,6 +45,21 @@ class Tracker(Protocol):
 
     def log_text(self, text: str, artifact_file: str) -> None: ...
 
+    def log_datasets(self, datasets: Sequence[DatasetRecord]) -> None:
+        """The data the run read, as run inputs (MLflow) or a record (JSONL)."""
+        ...
+
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
+        """The trained network as a loadable model with an input/output signature (MLflow only);
+        `register_as` also registers it in the model registry."""
+        ...
+
+    @property
+    def run_link(self) -> str | None:
+        """How to open this run in a browser: its URL on a server, or the `mlflow ui` command and
+        the URL it will serve for a local store; None without MLflow."""
+        ...
+
     def flush(self) -> None: ...
 
     def close(self, status: str = "FINISHED") -> None: ...
@@ -42,6 +69,7 @@ class NullTracker:
     """Accepts everything and keeps nothing: ranks != 0 and `tracking.backend=none`."""
 
     run_id: str | None = None
+    run_link: str | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass
@@ -56,6 +84,12 @@ class NullTracker:
         pass
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def log_datasets(self, datasets: Sequence[DatasetRecord]) -> None:
+        pass
+
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
         pass
 
     def flush(self) -> None:

@@ -7,6 +7,7 @@ One JSON object per line, each with a "type":
     {"type": "params", "params": {...}}   {"type": "tags", "tags": {...}}
     {"type": "metrics", "step": 1200, "metrics": {"train/loss": 2.31, ...}}
     {"type": "artifact", "path": ..., "artifact_path": ...}   {"type": "status", "status": "FINISHED"}
+    {"type": "datasets", "datasets": [{"name": ..., "context": "training", "digest": ..., ...}]}
 and a "time" (Unix seconds). NaN/inf losses are written as JSON's NaN/Infinity, which Python reads.
 """
 
@@ -16,9 +17,10 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from dataclasses import asdict
+from typing import Any, Iterator, Mapping, Sequence
 
-from dtrain.tracking.base import check_status
+from dtrain.tracking.base import DatasetRecord, check_status
 
 JSONL_NAME = "metrics.jsonl"
 LOCAL_ARTIFACT_DIR = "artifacts"
@@ -31,6 +33,7 @@ class JsonlTracker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / JSONL_NAME
         self.run_id: str | None = run_id
+        self.run_link: str | None = None
         # Line-buffered append: a crash loses at most the line being written.
         self._file = open(self.path, "a", buffering=1, encoding="utf-8")
         self.write_record("run", run_id=self.run_id, run_name=run_name, backend=backend, uri=uri)
@@ -70,6 +73,12 @@ class JsonlTracker:
         artifact_path = None if parent == "." else parent
         self.write_record("artifact", path=str(target), artifact_path=artifact_path)
         return target, artifact_path
+
+    def log_datasets(self, datasets: Sequence[DatasetRecord]) -> None:
+        self.write_record("datasets", datasets=[asdict(d) for d in datasets])
+
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
+        """Nothing: without MLflow the checkpoint (RUN_DIR/checkpoints) is the model."""
 
     def flush(self) -> None:
         if not self._file.closed:

@@ -8,6 +8,7 @@
   exponential backoff. A tracking server never stops training. A batch whose reply was lost is
   sent again with the same timestamps; MLflow's store ignores such exact duplicates.
 - `mlflow` is imported here, lazily: `import dtrain.tracking` stays cheap (mlflow takes ~2-3 s).
+- The model, dataset inputs, system metrics and the run link: see mlflow_extras.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from dtrain.tracking.base import check_status
+from dtrain.tracking import mlflow_extras
+from dtrain.tracking.base import DatasetRecord, check_status
 from dtrain.tracking.jsonl import JsonlTracker
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class MlflowTracker:
         flush_every_seconds: float = 30.0,
         client: Any = None,
         max_buffered_metrics: int = MAX_BUFFERED_METRICS,
+        system_metrics_interval: float | None = None,
     ) -> None:
         self.uri = uri
         self.experiment = experiment
@@ -75,11 +78,15 @@ class MlflowTracker:
         self._resume_run_id = resume_run_id
         self._run_id: str | None = resume_run_id
         self._connected = False
+        self._experiment: str | None = None
+        self.system_metrics_interval = system_metrics_interval  # None: no system metrics
+        self._system_monitor: Any = None
         self._existing_params: dict[str, str] = {}
         self._pending_params: dict[str, str] = {}
         self._pending_tags: dict[str, str] = {}
         self._pending_metrics: list[tuple[str, float, int, int]] = []  # key, value, ms, step
         self._pending_artifacts: list[tuple[str, str | None]] = []
+        self._pending_datasets: list[DatasetRecord] = []
         self._pending_status: str | None = None
         self._failures = 0
         self._retry_at = 0.0
@@ -96,6 +103,13 @@ class MlflowTracker:
     @property
     def run_id(self) -> str | None:
         return self._run_id
+
+    @property
+    def run_link(self) -> str | None:
+        """The run page's URL (after `mlflow ui ...` for a local store); None until the store is reached."""
+        if not (self._run_id and self._experiment):
+            return None
+        return mlflow_extras.how_to_open(self.uri, mlflow_extras.run_url(self.uri, self._experiment, self._run_id))
 
     # -- the Tracker protocol ------------------------------------------------------------------
 
@@ -136,6 +150,25 @@ class MlflowTracker:
         self._pending_artifacts.append((str(local_file), artifact_path))
         self.flush()
 
+    def log_datasets(self, datasets: Sequence[DatasetRecord]) -> None:
+        self.local.log_datasets(datasets)
+        self._pending_datasets.extend(datasets)
+        self.flush()
+
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
+        """Once, at the end of a run: a failure is logged, never raised (the checkpoint has the model)."""
+        if not self._connected or self._closed:
+            log.warning("MLflow unreachable: model %r not logged; the checkpoint has it", name)
+            return
+        self.flush()
+        try:
+            model_uri = mlflow_extras.log_model(self.uri, self._experiment, self._run_id, model, example_input,
+                                                name=name, register_as=register_as)
+        except Exception as exc:
+            log.warning("MLflow could not log model %r (%s); the checkpoint has it", name, _one_line(exc))
+            return
+        self.local.write_record("model", name=name, model_uri=model_uri, registered_as=register_as)
+
     def flush(self) -> None:
         """Send what is buffered, unless a recent failure asks to wait (backoff)."""
         if self._closed:
@@ -149,6 +182,8 @@ class MlflowTracker:
             return
         self._closed = True
         self._pending_status = check_status(status)
+        if self._system_monitor is not None:
+            self._system_monitor.finish()  # its last samples are sent before the run ends
         self._send_pending(force=True)
         deadline = time.monotonic() + (CLOSE_RETRY_SECONDS if status != "KILLED" else 0.0)
         pause = 1.0
@@ -179,6 +214,7 @@ class MlflowTracker:
             self._send_tags()
             self._send_metrics()
             self._send_artifacts()
+            self._send_datasets()
             if self._pending_status:
                 self._call("the run status", lambda: self._client.set_terminated(self._run_id, self._pending_status))
                 self._pending_status = None
@@ -215,7 +251,11 @@ class MlflowTracker:
             run = self._call("the run", lambda: client.create_run(experiment_id, run_name=self.run_name or None,
                                                                    tags=tags), drop_ok=False)
         self._run_id = run.info.run_id
+        self._experiment = run.info.experiment_id
         self._connected = True
+        if self.system_metrics_interval:
+            self._system_monitor = mlflow_extras.start_system_metrics(
+                self.uri, self._run_id, self.system_metrics_interval, resumed=not run_is_new)
         if run_is_new:
             self.local.run_id = self._run_id
             self.local.write_record("run", run_id=self._run_id, run_name=self.run_name, backend="mlflow", uri=self.uri)
@@ -285,6 +325,12 @@ class MlflowTracker:
             else:
                 log.warning("artifact %s no longer exists; not sent to MLflow", path)
             self._pending_artifacts.pop(0)
+
+    def _send_datasets(self) -> None:
+        if self._pending_datasets:
+            inputs = mlflow_extras.dataset_inputs(self._pending_datasets)
+            self._call("dataset inputs", lambda: self._client.log_inputs(self._run_id, datasets=inputs))
+            self._pending_datasets.clear()
 
     def _call(self, what: str, send: Callable[[], Any], drop_ok: bool = True) -> Any:
         """Run one MLflow call: a rejected payload is dropped with a warning, anything else is retried."""

@@ -3,28 +3,180 @@
     tracker = build_tracker(cfg.tracking, run_dir=..., rank=rank, run_name=..., resume_run_id=...)
     record_run_start(tracker, cfg, world_size=world, device_names=names)
     ... tracker.log_metrics(...) ...
+    record_models(tracker, cfg, model, last_checkpoint=path, best_checkpoint=best)   # rank 0
     record_run_end(tracker, {"val/top1_err": 0.236, ...}, status="FINISHED")
+
+Params are the values that apply to the run's choices (`applicable_params`): `data.scale_range`
+is a param of a scale-jitter run, not of a pad-crop one. The whole resolved config stays an
+artifact. Checkpoints stay on the run directory; MLflow gets their paths as tags.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
-from dtrain.config import dump_yaml, flatten, to_dict
-from dtrain.tracking.base import Tracker
+from dtrain.config import RunConfig, dump_yaml, flatten, to_dict
+from dtrain.tracking.base import DatasetRecord, Tracker
 from dtrain.tracking.system_tags import system_tags
 
-CONFIG_ARTIFACT = "config/resolved_config.yaml"
+CONFIG_ARTIFACT = "config.yaml"
 FINAL_METRICS_ARTIFACT = "final_metrics.json"
+MANIFEST = "manifest.parquet"  # data_prep.layout.MANIFEST (dtrain never imports data_prep)
+SUMMARY = "summary.json"
+CHECKPOINT_META_SUFFIX = ".meta.json"  # dtrain.checkpoint.atomic's (importing it would import torch)
+MODEL_NAME, BEST_MODEL_NAME = "model", "best_model"
+
+_Rule = Callable[[RunConfig], bool]
+# Dotted config key (or prefix ending in "_"/".") -> when it applies to a run. Keys not listed
+# always apply; a key whose rule says no is not a param (it is still in config.yaml).
+PARAM_APPLIES: dict[str, _Rule] = {
+    "data.scale_range": lambda c: c.data.train_augment == "scale_jitter",
+    "data.rrc_": lambda c: c.data.train_augment == "random_resized_crop",
+    "data.pad": lambda c: c.data.train_augment == "pad_crop",
+    "data.lighting_std": lambda c: c.data.train_augment != "none",
+    "data.flip": lambda c: c.data.train_augment != "none",
+    "data.source": lambda c: c.data.loader == "torch",
+    "data.ffcv_": lambda c: c.data.loader == "ffcv",
+    "data.synthetic_": lambda c: c.data.loader == "synthetic",
+    "data.root": lambda c: c.data.loader != "synthetic",
+    "data.train_split": lambda c: c.data.loader != "synthetic",
+    "data.val_split": lambda c: c.data.loader != "synthetic",
+    "optim.momentum": lambda c: c.optim.name == "sgd",
+    "optim.nesterov": lambda c: c.optim.name == "sgd",
+    "optim.reference_batch": lambda c: c.optim.scale_lr,
+    "schedule.milestones": lambda c: c.schedule.kind in ("step_epochs", "step_iters"),
+    "schedule.gamma": lambda c: c.schedule.kind in ("step_epochs", "step_iters", "plateau"),
+    "schedule.plateau_": lambda c: c.schedule.kind == "plateau",
+    "schedule.min_lr": lambda c: c.schedule.kind in ("plateau", "cosine"),
+    "schedule.warmup_": lambda c: c.schedule.warmup != "none",
+    "distributed.zero_stage": lambda c: c.distributed.engine == "deepspeed",
+    "distributed.deepspeed_config": lambda c: c.distributed.engine == "deepspeed",
+    "distributed.find_unused_parameters": lambda c: c.distributed.engine == "ddp",
+    "eval.scales": lambda c: c.eval.mode == "multi-scale",
+    "eval.every_epochs": lambda c: c.eval.every_iters <= 0,
+    "eval.every_iters": lambda c: c.eval.every_iters > 0,
+    # Where files go and how the run is watched are not choices that change the result.
+    "run_dir": lambda c: False,
+    "description": lambda c: False,
+    "checkpoint.": lambda c: False,
+    "tracking.": lambda c: False,
+}
 
 
-def record_run_start(tracker: Tracker, config: Any, *, world_size: int,
-                     device_names: Sequence[str] | None = None) -> None:
-    """Every resolved config value as a param, the system tags, and the resolved config as a file."""
-    tracker.log_params(flatten(to_dict(config)))
-    tracker.set_tags({**system_tags(world_size, device_names), "recipe": getattr(config, "recipe", "")})
-    tracker.log_text(dump_yaml(config), CONFIG_ARTIFACT)
+def applicable_params(config: RunConfig) -> dict[str, Any]:
+    """The resolved config's values that apply to this run (None values are left out)."""
+    params = {}
+    for key, value in flatten(to_dict(config)).items():
+        rule = _rule_for(key)
+        if value is not None and (rule is None or rule(config)):
+            params[key] = value
+    return params
+
+
+def _rule_for(key: str) -> _Rule | None:
+    for pattern, rule in PARAM_APPLIES.items():
+        if key == pattern or (pattern.endswith(("_", ".")) and key.startswith(pattern)):
+            return rule
+    return None
+
+
+def dataset_records(config: RunConfig) -> list[DatasetRecord]:
+    """The train and validation splits the run reads, from `dtrain prepare`'s summary.json."""
+    data = config.data
+    if data.loader == "synthetic":
+        digest = hashlib.sha256(json.dumps(to_dict(data), sort_keys=True).encode()).hexdigest()
+        profile = {"samples": data.synthetic_samples, "classes": config.model.num_classes}
+        return [DatasetRecord("synthetic", context, _split_digest(digest, context), "synthetic", profile)
+                for context in ("training", "validation")]
+    root = Path(data.root)
+    try:
+        summary = json.loads((root / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return []
+    digest = _file_digest(root / MANIFEST) or hashlib.sha256(json.dumps(summary["splits"], sort_keys=True,
+                                                                            default=str).encode()).hexdigest()
+    records = []
+    for context, split in (("training", data.train_split), ("validation", data.val_split)):
+        counts = summary.get("splits", {}).get(split, {})
+        profile = {"split": split, "samples": counts.get("accepted"), "rejected": counts.get("rejected"),
+                   "classes": len(summary.get("per_class", {}).get(split, {})) or config.model.num_classes}
+        records.append(DatasetRecord(str(summary.get("dataset", root.name)), context, _split_digest(digest, split),
+                                     str(root.resolve()), profile))
+    return records
+
+
+def _split_digest(data_digest: str, split: str) -> str:
+    """One digest per split: MLflow keeps one input per (name, digest), so the splits of one
+    manifest need their own."""
+    return hashlib.sha256(f"{data_digest}:{split}".encode()).hexdigest()[:32]
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def record_run_start(tracker: Tracker, config: RunConfig, *, world_size: int,
+                     device_names: Sequence[str] | None = None, resumed_at_step: int | None = None,
+                     extra_tags: Mapping[str, Any] | None = None) -> None:
+    """Params, datasets and the resolved config for a new run; only the config again on resume
+    (params are immutable: the resumed config is a second artifact). Tags every time."""
+    config_yaml = dump_yaml(config)
+    if resumed_at_step is None:
+        tracker.log_params(applicable_params(config))
+        tracker.log_text(config_yaml, CONFIG_ARTIFACT)
+        tracker.log_datasets(dataset_records(config))
+    else:
+        tracker.log_text(config_yaml, f"config-resumed-at-step-{resumed_at_step}.yaml")
+    tracker.set_tags({**system_tags(world_size, device_names), "recipe": getattr(config, "recipe", ""),
+                      **(extra_tags or {})})
+
+
+def record_models(tracker: Tracker, config: RunConfig, model: Any, *, last_checkpoint: Path | None,
+                  best_checkpoint: Path | None = None, with_models: bool = True) -> None:
+    """Checkpoint paths as tags; the trained network (and the best checkpoint's, when it is another
+    one) as MLflow models with a signature. Rank 0, at the end of a run."""
+    tags = {"dtrain.run_dir": str(config.resolved_run_dir().resolve())}
+    if last_checkpoint:
+        tags["dtrain.checkpoint.last"] = str(Path(last_checkpoint).resolve())
+    if best_checkpoint and Path(best_checkpoint).is_file():
+        tags["dtrain.checkpoint.best"] = str(Path(best_checkpoint).resolve())
+    tracker.set_tags(tags)
+    if not (with_models and config.tracking.log_model) or tracker.run_id is None:
+        return
+    import torch
+
+    size = config.data.synthetic_image_size if config.data.loader == "synthetic" else config.data.val_crop
+    example = torch.zeros(1, 3, size, size)
+    tracker.log_model(model, example, name=MODEL_NAME, register_as=config.tracking.register_as)
+    best = _best_model(model, best_checkpoint, last_checkpoint)
+    if best is not None:
+        tracker.log_model(best, example, name=BEST_MODEL_NAME)
+
+
+def _best_model(model: Any, best_checkpoint: Path | None, last_checkpoint: Path | None) -> Any:
+    """`model` with the best checkpoint's weights, or None when the best is the last one."""
+    if not best_checkpoint or not Path(best_checkpoint).is_file():
+        return None
+    try:
+        source = json.loads(Path(f"{best_checkpoint}{CHECKPOINT_META_SUFFIX}").read_text()).get("source")
+    except (OSError, ValueError):
+        source = None
+    if last_checkpoint and source == Path(last_checkpoint).name:
+        return None
+    import torch
+
+    state = torch.load(best_checkpoint, map_location="cpu", weights_only=False)
+    best = copy.deepcopy(model).cpu()
+    best.load_state_dict(state["model"])
+    return best
 
 
 def record_run_end(tracker: Tracker, final_metrics: Mapping[str, Any], *, status: str = "FINISHED",

@@ -40,7 +40,7 @@ def system_tags(world_size: int, device_names: Sequence[str] | None = None) -> d
         version = _installed_version(distributions)
         if version:
             tags[f"version.{name}"] = version
-    devices = list(device_names) if device_names is not None else _local_devices()
+    devices = list(device_names) if device_names is not None else local_devices()
     tags["devices"] = ", ".join(devices)[:8000]
     tags["device_count_local"] = str(len(devices))
     commit = git_commit()
@@ -83,7 +83,7 @@ def _installed_version(distributions: tuple[str, ...]) -> str | None:
     return None
 
 
-def _local_devices() -> list[str]:
+def local_devices() -> list[str]:
     torch = sys.modules.get("torch")  # only if the caller already imported it: a training run has
     if torch is not None and torch.cuda.is_available():
         return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

@@ -88,6 +88,8 @@ def test_simulated_two_node_run_with_c10d_rendezvous(single_run, tmp_path):
         assert code == 0, out[-2000:] + err[-3000:]
     summaries = [out for _, out, _ in results if "finished: finished at step 8" in out]
     assert len(summaries) == 1  # rank 0 alone reports
+    # Rank 0's node is whichever agent joined first: its header line is how a user finds it.
+    assert [out for _, out, _ in results if "dtrain rank 0 of 2 | run dir" in out] == summaries
     _assert_same_weights(_weights(single_run), _weights(tmp_path))
 
 
@@ -102,6 +104,8 @@ def test_failure_on_one_rank_ends_all_ranks_with_the_cause_printed_once(tmp_path
     assert output.count("training failed:") == 1, output[-3000:]  # rank 0 stays silent
     # (torchrun adds its own ChildFailedError summary; the workers print one traceback in all)
     assert output.count('dtrain/distributed/failure.py", line') == 1, output[-3000:]  # its top frame
+    frames = [line for line in output.splitlines() if 'File "' in line and "dtrain/" in line]
+    assert frames and all(line.startswith("[rank 1] ") for line in frames)  # rank 1's lines say so
 
 
 def test_batch_not_divisible_by_world_size_is_one_line_printed_once(tmp_path):

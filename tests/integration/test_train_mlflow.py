@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from dtrain.config import flatten, load_config, to_dict
+from dtrain.config import load_config
+from dtrain.tracking import applicable_params
 from dtrain.train import train_config
 
 TINY = ["data.loader=synthetic", "data.synthetic_samples=32", "data.synthetic_image_size=16",
@@ -33,7 +34,7 @@ def test_short_train_logs_params_metric_history_and_artifacts_to_mlflow(tmp_path
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve()}/mlflow.db")
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    expected = {k: str(v) for k, v in flatten(to_dict(cfg)).items()}
+    expected = {k: str(v) for k, v in applicable_params(cfg).items()}
     assert run.data.params["optim.lr"] == "0.1" and run.data.params["model.name"] == "resnet20"
     assert set(expected) <= set(run.data.params)
     loss = client.get_metric_history(result.run_id, "train/loss")

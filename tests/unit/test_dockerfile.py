@@ -73,8 +73,9 @@ def test_entrypoint_is_dtrain_and_user_is_the_non_root_uid_of_the_manifests() ->
     assert ("ENTRYPOINT", '["dtrain"]') in rows
     users = [args for keyword, args in rows if keyword == "USER"]
     assert users and users[-1].split(":")[0] == "1000"
-    pod = (ROOT / "launch" / "k8s" / "templates" / "_pod.yaml.j2").read_text()
-    assert "runAsUser: 1000" in pod and "runAsNonRoot: true" in pod
+    values = (ROOT / "launch" / "helm" / "dtrain" / "values.yaml").read_text()
+    pod = (ROOT / "launch" / "helm" / "dtrain" / "templates" / "_helpers.tpl").read_text()
+    assert "runAsUser: 1000" in values and "runAsNonRoot: true" in pod
 
 
 def test_image_puts_launchers_where_the_manifests_call_them() -> None:
@@ -82,7 +83,7 @@ def test_image_puts_launchers_where_the_manifests_call_them() -> None:
     assert ("COPY", ". /opt/dtrain") in rows
     env = " ".join(args for keyword, args in rows if keyword == "ENV")
     assert "DTRAIN_HOME=/opt/dtrain" in env and "DTRAIN_CONFIGS=/opt/dtrain/configs" in env
-    pod = (ROOT / "launch" / "k8s" / "templates" / "_pod.yaml.j2").read_text()
+    pod = (ROOT / "launch" / "helm" / "dtrain" / "templates" / "_helpers.tpl").read_text()
     assert '["/opt/dtrain/launch/torchrun.sh"]' in pod
 
 
@@ -94,8 +95,8 @@ def test_dockerignore_drops_local_state_but_keeps_what_the_build_needs() -> None
 
     for path in (".git", ".venv", "runs", "dtrain.egg-info", "dtrain/__pycache__"):
         assert ignored(path), path
-    for path in ("pyproject.toml", "README.md", "dtrain/cli.py", "data_prep/cli.py", "setup.py", "MANIFEST.in", "configs/resnet50.yaml",
-                 "launch/torchrun.sh", "launch/k8s/defaults.yaml"):
+    for path in ("pyproject.toml", "README.md", "dtrain/cli.py", "data_prep/cli.py", "setup.py", "MANIFEST.in",
+                 "configs/resnet50.yaml", "launch/torchrun.sh", "launch/helm/dtrain/values.yaml"):
         assert (ROOT / path).exists() and not ignored(path), path
 
 

@@ -39,14 +39,17 @@ def test_there_is_a_worked_example_and_more_than_one_size() -> None:
     assert WORKED_EXAMPLE in VALUES_FILES and len(VALUES_FILES) >= 2
 
 
+@pytest.mark.parametrize("job_kind", k8s_cmd.JOB_KINDS)
 @pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
-def test_every_values_file_renders_valid_manifests(values_file: Path | None) -> None:
-    values = k8s_cmd.load_values(values_file)
-    k8s_cmd.check_recipe(values)  # the recipe + overrides load, the batch divides by the world size
-    docs = rendered_documents(values_file)
-    assert {"storage.yaml", "pytorchjob.yaml", "indexed-job.yaml"} <= set(docs)
+def test_every_values_file_renders_valid_manifests(values_file: Path | None, job_kind: str) -> None:
+    values = k8s_cmd.load_values(values_file, (f"jobKind={job_kind}",))
+    rendered = k8s_cmd.render(values, values_file)
+    k8s_cmd.check_recipe(values, rendered)  # the recipe + the job's overrides load, the batch divides
+    docs = {name: k8s_cmd.parse_documents(text, name) for name, text in rendered.items()}
+    job_file = "pytorchjob.yaml" if job_kind == "PyTorchJob" else "indexed-job.yaml"
+    assert {"storage.yaml", job_file} <= set(docs) and len({"pytorchjob.yaml", "indexed-job.yaml"} & set(docs)) == 1
     kinds = sorted(d["kind"] for file_docs in docs.values() for d in file_docs)
-    assert "PyTorchJob" in kinds and "Job" in kinds and "Service" in kinds
+    assert ("PyTorchJob" in kinds) == (job_kind == "PyTorchJob") and ("Job" in kinds) == (job_kind == "IndexedJob")
     problems = k8s_cmd.validate_documents([d for file_docs in docs.values() for d in file_docs])
     assert problems == []
 
@@ -82,7 +85,7 @@ def test_worked_example_pytorchjob_is_4_nodes_of_8_gpus_with_c10d_rendezvous_on_
 
 
 def test_indexed_job_meets_at_pod_0_through_the_headless_service() -> None:
-    docs = rendered_documents(WORKED_EXAMPLE)
+    docs = rendered_documents(WORKED_EXAMPLE, "jobKind=IndexedJob")
     service = by_kind(docs, "indexed-job.yaml", "Service")
     job = by_kind(docs, "indexed-job.yaml", "Job")
     assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
@@ -133,6 +136,10 @@ def test_set_overrides_values_and_can_drop_mlflow() -> None:
     "sets, message",
     [
         (["nodez=3"], "unknown value nodez (did you mean nodes?)"),
+        (["imagePullSecret=[]"], "unknown value imagePullSecret (did you mean imagePullSecrets?)"),
+        (["overrides.data={root: /data}"], "overrides.data is a mapping; write config overrides as dotted keys"),
+        (["jobKind=MPIJob"], "jobKind='MPIJob' must be one of PyTorchJob, IndexedJob"),
+        (["ttlSecondsAfterFinished=-1"], "ttlSecondsAfterFinished=-1 must be a non-negative integer"),
         (["name=ResNet_200"], "DNS label"),
         (["minNodes=5"], "minNodes=5 must be between 1 and nodes=4"),
         (["nprocPerNode=16"], "one training process per GPU"),
@@ -146,7 +153,7 @@ def test_bad_values_are_one_line_errors(sets: list[str], message: str) -> None:
 def test_recipe_check_refuses_a_world_size_the_batch_does_not_divide() -> None:
     values = k8s_cmd.load_values(WORKED_EXAMPLE, ("nodes=3",))  # 24 processes, batch 256
     with pytest.raises(click.UsageError, match="does not divide by world size 24"):
-        k8s_cmd.check_recipe(values)
+        k8s_cmd.check_recipe(values, k8s_cmd.render(values))
 
 
 def _pytorchjob() -> dict:
@@ -167,7 +174,7 @@ def test_validation_catches_pytorchjob_mistakes() -> None:
 
 
 def test_validation_catches_core_kind_mistakes() -> None:
-    job = copy.deepcopy(by_kind(rendered_documents(WORKED_EXAMPLE), "indexed-job.yaml", "Job"))
+    job = copy.deepcopy(by_kind(rendered_documents(WORKED_EXAMPLE, "jobKind=IndexedJob"), "indexed-job.yaml", "Job"))
     job["spec"]["completions"] = "four"
     (problem,) = k8s_cmd.validate_documents([job])
     assert "Job/resnet200-preact" in problem and "completions" in problem
@@ -180,8 +187,7 @@ def test_cli_render_writes_files_that_cli_validate_accepts(tmp_path: Path) -> No
     out = tmp_path / "manifests"
     result = runner.invoke(cli, ["k8s", "render", "--values", str(WORKED_EXAMPLE), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["indexed-job.yaml", "mlflow.yaml", "pytorchjob.yaml",
-                                                     "storage.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["mlflow.yaml", "pytorchjob.yaml", "storage.yaml"]
     assert "world size 32" in result.output
     result = runner.invoke(cli, ["k8s", "validate", str(out)])
     assert result.exit_code == 0, result.output

@@ -37,7 +37,7 @@ def test_an_ignored_sigint_stays_ignored() -> None:
 
 @pytest.mark.parametrize(
     ("missing", "argv", "extra"),
-    [("jinja2", ["k8s", "render", "--set", "image=x", "--out", "{tmp}", "--no-validate", "--no-check-recipe"], "k8s"),
+    [("kubernetes_validate", ["k8s", "render", "--set", "image=x", "--out", "{tmp}", "--no-check-recipe"], "k8s"),
      ("matplotlib", ["plot", "{tmp}/runs", "--out", "{tmp}/fig.png"], "plot"),
      ("sklearn", ["prepare", "digits", "--out", "{tmp}/digits"], "demo")],
 )

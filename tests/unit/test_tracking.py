@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from dtrain.config import RunConfig, TrackingConfig, flatten, to_dict
-from dtrain.tracking import JsonlTracker, MetricAggregator, NullTracker, build_tracker, metric_history, \
-    read_records, record_run_end, record_run_start, resolve_uri
+from dtrain.tracking import JsonlTracker, MetricAggregator, NullTracker, applicable_params, build_tracker, \
+    metric_history, read_records, record_run_end, record_run_start, resolve_uri
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,7 +56,7 @@ def test_mlflow_run_holds_params_metrics_tags_and_artifacts(tmp_path):
     client = _client(run_dir)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "r18"
-    config_params = {k: str(v) for k, v in flatten(to_dict(config)).items()}
+    config_params = {k: str(v) for k, v in applicable_params(config).items()}
     assert {k: run.data.params[k] for k in config_params} == config_params
     assert run.data.params["extra.key249"] == "249" and len(run.data.params["extra.long"]) == 6000
     assert len(run.data.params) == len(config_params) + 251
@@ -65,11 +65,11 @@ def test_mlflow_run_holds_params_metrics_tags_and_artifacts(tmp_path):
     loss = _history(client, run_id, "train/loss")
     assert loss == [(step, 1.0 / step) for step in range(1, 1201)]
     assert _history(client, run_id, "val/top1_err") == [(1200, 0.25)]
-    assert {a.path for a in client.list_artifacts(run_id)} == {"config", "final_metrics.json", "notes.txt"}
+    assert {a.path for a in client.list_artifacts(run_id)} == {"config.yaml", "final_metrics.json", "notes.txt"}
     # Artifacts live in the run directory, not in ./mlruns of whatever directory training ran in.
     artifacts = run_dir / "mlartifacts" / run_id / "artifacts"
     assert Path(run.info.artifact_uri.removeprefix("file://")) == artifacts.resolve()
-    assert yaml.safe_load((artifacts / "config" / "resolved_config.yaml").read_text()) == to_dict(config)
+    assert yaml.safe_load((artifacts / "config.yaml").read_text()) == to_dict(config)
     assert json.loads((artifacts / "final_metrics.json").read_text()) == {"val/top1_err": 0.25, "epochs": 90}
     # The local copy holds the same history.
     assert metric_history(run_dir / "metrics.jsonl")["train/loss"] == loss
@@ -146,7 +146,8 @@ class FakeClient:
 
     def create_run(self, experiment_id, run_name=None, tags=None):
         self._check()
-        return SimpleNamespace(info=SimpleNamespace(run_id="run-1"), data=SimpleNamespace(params={}))
+        return SimpleNamespace(info=SimpleNamespace(run_id="run-1", experiment_id=experiment_id),
+                               data=SimpleNamespace(params={}))
 
     def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
         self._check()
@@ -165,6 +166,20 @@ def _fake_tracker(tmp_path, client, **kwargs):
 
     return MlflowTracker(uri="http://fake", experiment="e", run_dir=tmp_path, run_name="r", client=client,
                          flush_every_seconds=3600, **kwargs)
+
+
+def test_a_server_run_links_to_its_page_on_the_server(tmp_path):
+    tracker = _fake_tracker(tmp_path, FakeClient())
+    assert tracker.run_link == "http://fake/#/experiments/1/runs/run-1?workflowType=machine_learning"
+    tracker.close()
+
+
+def test_no_link_while_the_server_is_unreachable(tmp_path):
+    client = FakeClient()
+    client.down = True
+    tracker = _fake_tracker(tmp_path, client)
+    assert tracker.run_link is None
+    tracker.close("KILLED")
 
 
 @pytest.mark.parametrize("count", [1, 999, 1000, 2500])

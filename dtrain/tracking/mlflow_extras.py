@@ -1,0 +1,119 @@
+"""What MLflow's run page shows beyond params and curves: the model, the datasets, system metrics,
+and a link to the run. Used by MlflowTracker (rank 0 only); mlflow is imported lazily.
+
+- The model is logged with `mlflow.pytorch.log_model` in the pickle format (`torch.save` of the
+  module): `mlflow.pytorch.load_model(URI)` gives it back where dtrain is installed. MLflow 3's
+  default "pt2" format would need a traced graph of fixed shape; pickle keeps every input size.
+- Datasets are run inputs (MLflow's "Datasets" column and run section) with the manifest's digest
+  and counts: a changed dataset shows as a changed digest.
+- System metrics use MLflow's own `SystemMetricsMonitor` (CPU, memory, disk, network; GPU when
+  `nvidia-ml-py` is installed), sampled every `tracking.system_metrics_interval` seconds
+  (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, when set, wins, as MLflow documents).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from importlib import metadata
+from typing import Any, Sequence
+
+from dtrain.tracking.base import DatasetRecord
+
+log = logging.getLogger(__name__)
+
+# MLflow 3.17's UI picks its GenAI or "Model training" view from the URL's workflowType, else the
+# browser's last choice (GenAI on a first visit); no experiment setting changes that (its
+# mlflow.experimentKind tag is not read while the view switch is shown: checked in Chromium).
+# So the link carries the training view.
+TRAINING_VIEW_QUERY = "workflowType=machine_learning"
+# Where `mlflow ui` serves by default: the link printed for a SQLite store.
+LOCAL_UI = "http://127.0.0.1:5000"
+# MLflow's input tag that says what a dataset was used for (shown beside the dataset's name).
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run page: on the server for an HTTP URI, on a local `mlflow ui` otherwise."""
+    base = uri.rstrip("/") if is_server(uri) else LOCAL_UI
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW_QUERY}"
+
+
+def how_to_open(uri: str, url: str) -> str:
+    """One line: the link, preceded by the command that serves it for a local store."""
+    if is_server(uri):
+        return url
+    return f"mlflow ui --backend-store-uri {uri}  then open {url}"
+
+
+def log_model(uri: str, experiment_id: str, run_id: str, model: Any, example_input: Any, *, name: str,
+              register_as: str | None = None) -> str:
+    """Log `model` (a CPU copy, eval mode) under `name` with a signature inferred from
+    `example_input`; returns the model URI. Registers it as `register_as` when given."""
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    mlflow.set_tracking_uri(uri)
+    # MLflow 3 files a logged model under the *active* experiment (default "0"), not the run's.
+    mlflow.set_experiment(experiment_id=experiment_id)
+    cpu_model = copy.deepcopy(model).cpu().eval()
+    example = example_input.detach().cpu().float()
+    with torch.no_grad():
+        output = cpu_model(example)
+    signature = infer_signature(example.numpy(), output.numpy())
+    pytorch_log = logging.getLogger("mlflow.pytorch")
+    level = pytorch_log.level
+    pytorch_log.setLevel(logging.ERROR)  # its warning about pickle: a choice made above, for a reason
+    try:
+        info = mlflow.pytorch.log_model(
+            cpu_model, name=name, signature=signature, serialization_format="pickle",
+            pip_requirements=_requirements(), registered_model_name=register_as, run_id=run_id,
+        )
+    finally:
+        pytorch_log.setLevel(level)
+    return info.model_uri
+
+
+def _requirements() -> list[str]:
+    """Pinned instead of inferred: MLflow's inference loads the model in a subprocess (seconds)."""
+    pins = []
+    for name in ("torch", "dtrain"):
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def dataset_inputs(datasets: Sequence[DatasetRecord]) -> list[Any]:
+    """MLflow DatasetInput entities for `client.log_inputs`."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = []
+    for record in datasets:
+        entity = Dataset(name=record.name, digest=record.digest[:36], source_type="local",
+                         source=json.dumps({"uri": record.source}), profile=json.dumps(dict(record.profile)))
+        inputs.append(DatasetInput(dataset=entity, tags=[InputTag(key=DATASET_CONTEXT_TAG, value=record.context)]))
+    return inputs
+
+
+def start_system_metrics(uri: str, run_id: str, interval: float, resumed: bool) -> Any:
+    """A started SystemMetricsMonitor (stop it with `.finish()`), or None when psutil is missing."""
+    try:
+        import psutil  # noqa: F401  (MLflow's CPU/memory monitors need it)
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    except ModuleNotFoundError as exc:
+        log.warning("system metrics are off: %s is not installed (pip install psutil)", exc.name)
+        return None
+    # Its INFO lines ("Started monitoring ...") would land in every run's log.
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, resume_logging=resumed, tracking_uri=uri)
+    monitor.start()
+    return monitor

@@ -1,0 +1,90 @@
+"""The MLflow run page a user opens from the printed link, rendered by a real (headless) browser:
+it shows the run's name, opens in the "Model training" view, and draws the training curves.
+
+Needs Debian's `chromium` (`make test-ui` installs it, ~10 s here). With DTRAIN_DOCS_SCREENSHOT=PATH
+the page's PNG is also written there (README's docs/img/mlflow-run-page.png comes from this test).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dtrain.config import load_config
+from dtrain.train import train_config
+from ports import free_port
+
+RUN_NAME = "digits-resnet20-demo"
+TINY = ["data.loader=synthetic", "data.synthetic_samples=64", "data.synthetic_image_size=16",
+        "data.crop_size=16", "data.val_resize=16", "data.val_crop=16", "data.workers=0",
+        "optim.batch_size=8", "eval.batch_size=16", "schedule.epochs=4", "schedule.milestones=[2]",
+        "tracking.metrics_every_iters=2", "train.log_every_iters=8", f"tracking.run_name={RUN_NAME}"]
+SERVER_START_SECONDS = 180  # mlflow server takes ~40 s to start on a loaded 2-core machine
+# Chromium's virtual time runs the page's timers without waiting; compositing every stage before
+# the capture is what makes the lazily drawn charts appear in it.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1600,1000",
+                  "--run-all-compositor-stages-before-draw", "--virtual-time-budget=20000"]
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("Debian's chromium is not installed: `make test-ui` (or apt-get install chromium) to run this")
+    return found
+
+
+def _wait_for_server(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"mlflow server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"mlflow server not up after {SERVER_START_SECONDS} s")
+
+
+def _browse(chromium: str, url: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([chromium, *CHROMIUM_FLAGS, *extra, url], capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.slow  # ~1-2 min: a short run, an MLflow server start, two page loads
+def test_run_page_shows_the_run_name_and_training_charts(tmp_path, monkeypatch):
+    chromium = _chromium()
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    outcome = train_config(load_config("digits_resnet20", [*TINY, f"run_dir={tmp_path}"]))
+    assert outcome.exit_code == 0
+    link = outcome.result.run_link.split("then open ")[-1]  # "mlflow ui ...  then open URL"
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for_server(base, server)
+        page = link.replace("http://127.0.0.1:5000", base).replace("?", "/model-metrics?")
+        dom = _browse(chromium, page, "--dump-dom").stdout
+        png = tmp_path / "run-page.png"
+        _browse(chromium, page, f"--screenshot={png}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert RUN_NAME in dom
+    assert "train/loss" in dom and "js-plotly-plot" in dom  # the loss curve is drawn (plotly)
+    # The "Model training" view (its side bar has the model registry; the GenAI view's has evaluation runs).
+    assert "Model registry" in dom and "Evaluation runs" not in dom
+    assert png.is_file() and png.stat().st_size > 20_000
+    if os.environ.get("DTRAIN_DOCS_SCREENSHOT"):
+        shutil.copyfile(png, Path(os.environ["DTRAIN_DOCS_SCREENSHOT"]))
