@@ -34,7 +34,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     root: str = ""  # a directory written by `dtrain prepare`
-    loader: str = "torch"  # torch | dali | ffcv | synthetic
+    loader: str = "torch"  # torch | gpu | dali | ffcv | synthetic | auto (gpu on CUDA, else torch)
     source: str = "shards"  # torch loader: "shards" (webdataset tars by offset) | "files" (jpeg tree)
     train_split: str = "train"
     val_split: str = "val"
@@ -60,6 +60,8 @@ class DataConfig:
     # (FFCV's page-wise order for datasets larger than RAM); os_cache: let the OS page cache hold the .beton
     ffcv_order: str = "random"
     ffcv_os_cache: bool = True
+    # data.loader=gpu: JPEG decoder, auto | torchvision (nvJPEG on CUDA) | pil
+    gpu_decoder: str = "auto"
     # synthetic loader only
     synthetic_samples: int = 1024
     synthetic_image_size: int = 224
@@ -301,7 +303,8 @@ def dump_yaml(config: RunConfig) -> str:
 # ---------------------------------------------------------------------------------------------
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "data.loader": ("torch", "dali", "ffcv", "synthetic"),
+    "data.loader": ("torch", "gpu", "dali", "ffcv", "synthetic", "auto"),
+    "data.gpu_decoder": ("auto", "torchvision", "pil"),
     "data.source": ("shards", "files"),
     "data.ffcv_order": ("random", "quasi_random"),
     "data.train_augment": ("scale_jitter", "random_resized_crop", "pad_crop", "none"),

@@ -79,6 +79,7 @@ def _synthetic_eval(data: DataConfig, *, mode, batch_size, rank, world_size, sca
 LOADERS: dict[str, LoaderBuilders | str] = {
     "torch": LoaderBuilders(_torch_train, _torch_eval),
     "synthetic": LoaderBuilders(_synthetic_train, _synthetic_eval),
+    "gpu": "dtrain.data.gpu_loader:BUILDERS",
     "dali": "dtrain.data.dali_loader:BUILDERS",
     "ffcv": "dtrain.data.ffcv_loader:BUILDERS",
 }
