@@ -75,7 +75,7 @@ def environment(dry_run: bool) -> dict:
 def _has(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
+    except Exception:  # a parent package that is missing or fails to import
         return False
 
 

@@ -113,8 +113,8 @@ class DistributedConfig:
 class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: str = "none"  # none | bf16 | fp16
-    channels_last: bool = False
+    amp: str = "none"  # none | bf16 | fp16 | auto (bf16 on CUDA, else none: dtrain.data.gpu_defaults)
+    channels_last: bool | str = False  # true | false | auto (true on CUDA)
     compile: bool = False
     deterministic: bool = False
     log_every_iters: int = 50
@@ -314,7 +314,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "distributed.engine": ("ddp", "deepspeed"),
     "distributed.backend": ("auto", "nccl", "gloo"),
     "train.device": ("auto", "cpu", "cuda"),
-    "train.amp": ("none", "bf16", "fp16"),
+    "train.amp": ("none", "bf16", "fp16", "auto"),
+    "train.channels_last": (True, False, "auto"),
     "eval.mode": ("center", "ten-crop", "multi-scale", "single-320"),
     "tracking.backend": ("mlflow", "jsonl", "none"),
 }
@@ -326,7 +327,8 @@ def validate(config: RunConfig) -> None:
         value = flat[key]
         if value not in allowed:
             raise ConfigError(
-                f"{key}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), list(allowed))}"
+                f"{key}={value!r} is not one of {', '.join(map(str, allowed))}"
+                f"{did_you_mean(str(value), [str(a) for a in allowed])}"
             )
     positive = ["optim.batch_size", "optim.reference_batch", "optim.grad_accum", "eval.batch_size",
                 "data.crop_size", "data.val_crop", "data.val_resize"]

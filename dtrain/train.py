@@ -123,6 +123,9 @@ def build_loaders(cfg: RunConfig, ctx: DistContext, per_process_batch: int):
 def train_config(cfg: RunConfig, *, stream=None) -> Outcome:
     """Train `cfg` in this process (one rank of the job torchrun started, or alone)."""
     ctx = init_distributed(cfg.distributed, cfg.train.device)
+    from dtrain.data.gpu_defaults import resolve_cuda_defaults
+
+    cfg = resolve_cuda_defaults(cfg, ctx.device)  # `auto` amp / channels_last / loader of the recipes
 
     def body() -> int:
         nonlocal result

@@ -29,6 +29,7 @@ from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
 from .eval_views import EvalTransform
+from .gpu_defaults import auto_loader
 from .loaders import EvalBatch, EvalLoader, TrainLoader
 from .sources import ManifestSource, SyntheticSource, read_manifest
 from .stats import channel_stats
@@ -106,13 +107,13 @@ def _builders(name: str) -> LoaderBuilders:
 def build_train_loader(data: DataConfig, *, batch_size: int, rank: int, world_size: int, seed: int,
                        device: torch.device | str = "cpu", num_classes: int = 1000):
     """The training loader of data.loader; batch_size is per process."""
-    return _builders(data.loader).train(data, batch_size=batch_size, rank=rank, world_size=world_size,
+    return _builders(auto_loader(data.loader, torch.device(device))).train(data, batch_size=batch_size, rank=rank, world_size=world_size,
                                         seed=seed, device=torch.device(device), num_classes=num_classes)
 
 
 def build_eval_loader(data: DataConfig, *, mode: str, batch_size: int, rank: int, world_size: int,
                       scales: Sequence[int] = (), device: torch.device | str = "cpu", num_classes: int = 1000):
     """The evaluation loader of data.loader over data.val_split; batch_size is per process."""
-    return _builders(data.loader).eval(data, mode=mode, batch_size=batch_size, rank=rank,
+    return _builders(auto_loader(data.loader, torch.device(device))).eval(data, mode=mode, batch_size=batch_size, rank=rank,
                                        world_size=world_size, scales=list(scales),
                                        device=torch.device(device), num_classes=num_classes)

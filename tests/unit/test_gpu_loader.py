@@ -151,3 +151,21 @@ def test_single_axis_resampling_equals_pillow():
                                                *axis_coefficients(height, 0, height, out_h, 0, out_h))]
         ours = resample(torch.from_numpy(pixels).permute(2, 0, 1), *taps).permute(1, 2, 0).numpy()
         assert np.array_equal(ours, reference)
+
+
+def test_imagenet_recipes_are_gpu_first_and_overridable(prepared):
+    from dtrain.config import load_config
+    from dtrain.data.gpu_defaults import resolve_cuda_defaults
+
+    cfg = load_config("resnet50")
+    assert (cfg.train.amp, cfg.train.channels_last, cfg.data.loader) == ("auto", "auto", "auto")
+    on_cuda = resolve_cuda_defaults(cfg, torch.device("cuda", 0))
+    assert (on_cuda.train.amp, on_cuda.train.channels_last, on_cuda.data.loader) == ("bf16", True, "gpu")
+    on_cpu = resolve_cuda_defaults(cfg, torch.device("cpu"))
+    assert (on_cpu.train.amp, on_cpu.train.channels_last, on_cpu.data.loader) == ("none", False, "torch")
+    explicit = load_config("resnet50", ["train.amp=none", "train.channels_last=false", "data.loader=dali"])
+    kept = resolve_cuda_defaults(explicit, torch.device("cuda", 0))
+    assert (kept.train.amp, kept.train.channels_last, kept.data.loader) == ("none", False, "dali")
+    loader = build_train_loader(DataConfig(loader="auto", **_unit(prepared, workers=0)), batch_size=4, rank=0,
+                                world_size=1, seed=0, device="cpu")
+    assert type(loader).__name__ == "TrainLoader"  # auto on CPU is the torch loader
