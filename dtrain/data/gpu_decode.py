@@ -49,7 +49,7 @@ def decode_pil(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Te
     images = []
     for jpeg in jpegs:
         with Image.open(io.BytesIO(jpeg.numpy().tobytes())) as image:
-            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            pixels = np.array(image.convert("RGB"), dtype=np.uint8)  # writable, as torch wants
         images.append(torch.from_numpy(pixels).permute(2, 0, 1).to(device))
     return images
 
