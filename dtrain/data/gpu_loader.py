@@ -27,7 +27,7 @@ from dtrain.config import DataConfig
 from .eval_views import EvalTransform
 from .gpu_augment import FLIP, DeviceNormalize, TrainPlanner, eval_plans
 from .gpu_decode import decode_batch, pick_decoder
-from .gpu_resample import pad_taps, plan_coefficients, resample
+from .gpu_resample import pad_taps, plan_coefficients, resample, source_rows
 from .loaders import EvalBatch, _data_loader
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
 from .sources import ManifestSource, read_manifest
@@ -51,13 +51,14 @@ class _Taps:
     """Per-sample resampling taps of one view, stacked over a batch."""
 
     def __init__(self, per_sample: list[tuple[np.ndarray, ...]]):
+        self.rows = [source_rows(sample[2], sample[3]) for sample in per_sample]
         self.x_taps, self.x_weights, self.y_taps, self.y_weights = (pad_taps(list(a)) for a in zip(*per_sample))
 
     def pixels(self, images: list[torch.Tensor], flips: torch.Tensor) -> torch.Tensor:
         """Decoded uint8 images -> float32 [B, C, Ly, Lx] pixel levels, flipped where asked."""
         device = images[0].device
         taps = [t.to(device, non_blocking=True) for t in (self.x_taps, self.x_weights, self.y_taps, self.y_weights)]
-        out = torch.stack([resample(image, *(t[i] for t in taps)) for i, image in enumerate(images)])
+        out = torch.stack([resample(image, *(t[i] for t in taps), self.rows[i]) for i, image in enumerate(images)])
         mask = flips.to(device, non_blocking=True).view(-1, 1, 1, 1)
         return torch.where(mask, out.flip(3), out).float()
 

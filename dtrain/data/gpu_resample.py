@@ -68,16 +68,23 @@ def _round8(acc: torch.Tensor) -> torch.Tensor:
     return ((acc + _HALF) >> PRECISION_BITS).clamp_(0, 255)
 
 
+def source_rows(y_taps: np.ndarray, y_weights: np.ndarray) -> tuple[int, int]:
+    """[first, last) rows of the image the vertical pass reads ((0, 0): every output row is padding).
+    Computed on the CPU so the device loop never waits for a value from the device."""
+    live = y_taps[y_weights != 0]
+    return (int(live.min()), int(live.max()) + 1) if live.size else (0, 0)
+
+
 def resample(image: torch.Tensor, x_taps: torch.Tensor, x_weights: torch.Tensor,
-             y_taps: torch.Tensor, y_weights: torch.Tensor) -> torch.Tensor:
+             y_taps: torch.Tensor, y_weights: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
     """uint8 [C, H, W] -> int64 [C, Ly, Lx] pixel levels: horizontal pass, 8-bit rounding,
-    vertical pass, 8-bit rounding (Pillow's order). Taps/weights are [L, K] on image's device."""
-    live = y_weights != 0
-    if not bool(live.any()):  # every row is padding
+    vertical pass, 8-bit rounding (Pillow's order). Taps/weights are [L, K] on image's device;
+    rows = source_rows(...) of the y taps."""
+    first, last = rows
+    if last <= first:
         return torch.zeros((image.shape[0], y_taps.shape[0], x_taps.shape[0]), dtype=torch.int64,
                            device=image.device)
-    first, last = int(y_taps[live].min()), int(y_taps[live].max()) + 1
-    rows = image[:, first:last].long()  # only the rows the vertical pass reads
-    horizontal = _round8((rows[:, :, x_taps] * x_weights).sum(-1))  # [C, rows, Lx]
-    vertical = (horizontal[:, (y_taps - first).clamp_(0, last - first - 1)] * y_weights[None, :, :, None]).sum(2)
+    band = image[:, first:last].long()  # only the rows the vertical pass reads
+    horizontal = _round8((band[:, :, x_taps] * x_weights).sum(-1))  # [C, rows, Lx]
+    vertical = (horizontal[:, (y_taps - first).clamp(0, last - first - 1)] * y_weights[None, :, :, None]).sum(2)
     return _round8(vertical)  # [C, Ly, Lx]

@@ -23,7 +23,7 @@ from _prepared_fixture import write_prepared
 from dtrain.config import DataConfig
 from dtrain.data import build_eval_loader, build_train_loader
 from dtrain.data.gpu_decode import DecodeError, decode_batch, pick_decoder
-from dtrain.data.gpu_resample import axis_coefficients, resample
+from dtrain.data.gpu_resample import axis_coefficients, resample, source_rows
 from dtrain.errors import DtrainError
 
 SIZES = [(60, 45), (45, 60), (50, 50), (70, 40)]
@@ -147,9 +147,10 @@ def test_single_axis_resampling_equals_pillow():
         pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         out_w, out_h = (int(rng.integers(4, 120)), height) if rng.random() < 0.5 else (width, int(rng.integers(4, 120)))
         reference = np.asarray(Image.fromarray(pixels).resize((out_w, out_h), Image.BILINEAR))
-        taps = [torch.from_numpy(a) for a in (*axis_coefficients(width, 0, width, out_w, 0, out_w),
-                                               *axis_coefficients(height, 0, height, out_h, 0, out_h))]
-        ours = resample(torch.from_numpy(pixels).permute(2, 0, 1), *taps).permute(1, 2, 0).numpy()
+        arrays = (*axis_coefficients(width, 0, width, out_w, 0, out_w),
+                  *axis_coefficients(height, 0, height, out_h, 0, out_h))
+        ours = resample(torch.from_numpy(pixels).permute(2, 0, 1), *map(torch.from_numpy, arrays),
+                        source_rows(arrays[2], arrays[3])).permute(1, 2, 0).numpy()
         assert np.array_equal(ours, reference)
 
 
