@@ -28,7 +28,7 @@ from .eval_views import EvalTransform
 from .gpu_augment import FLIP, DeviceNormalize, TrainPlanner, eval_plans
 from .gpu_decode import decode_batch, pick_decoder
 from .gpu_resample import pad_taps, plan_coefficients, resample, source_rows
-from .loaders import EvalBatch, _data_loader
+from .loaders import EvalBatch, EvalLoader, TrainLoader, _all_same_size, _data_loader
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
 from .sources import ManifestSource, read_manifest
 from .transforms import check_train_geometry
@@ -100,32 +100,19 @@ class SampleNames:
         return f"{self.split}[{index}]{origin}"
 
 
-class GpuTrainLoader:
+class GpuTrainLoader(TrainLoader):
     """Batches (images in `dtype`, NCHW or channels_last, normalised; labels int64) on `device`;
-    len/set_epoch/num_samples as TrainLoader."""
+    len/set_epoch/num_samples/epoch are TrainLoader's (over the same sampler)."""
 
     def __init__(self, source: ManifestSource, planner: TrainPlanner, normalize: DeviceNormalize, *,
                  batch_size: int, rank: int, world_size: int, seed: int, workers: int, device: torch.device,
                  decoder: str):
+        # Not TrainLoader.__init__: that one builds the PIL-decoding DataLoader.
         self.source, self.device, self.decoder, self.normalize = source, device, decoder, normalize
         self.names = SampleNames(source)
         self.sampler = TrainBatchSampler(len(source), batch_size, rank, world_size, seed)
         self.loader = _data_loader(_GpuTrainSamples(source, planner, seed), self.sampler, _collate_train,
                                    workers, device)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.source)
-
-    @property
-    def epoch(self) -> int:
-        return self.sampler.epoch
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.sampler.set_epoch(epoch, skip_batches)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         non_blocking = self.device.type == "cuda"
@@ -158,26 +145,19 @@ def _collate_eval(items):
             torch.tensor(valid, dtype=torch.bool), torch.tensor(indices, dtype=torch.int64))
 
 
-class GpuEvalLoader:
-    """EvalBatch(views, labels, valid) on `device`, the views of eval_views decoded and cut on the device."""
+class GpuEvalLoader(EvalLoader):
+    """EvalBatch(views, labels, valid) on `device`, the views of eval_views decoded and cut on the
+    device; len/num_samples are EvalLoader's."""
 
     def __init__(self, source: ManifestSource, plans_of, normalize: DeviceNormalize, *, fixed_size: bool,
                  batch_size: int, rank: int, world_size: int, workers: int, device: torch.device, decoder: str):
         self.source, self.device, self.decoder, self.normalize = source, device, decoder, normalize
         self.names = SampleNames(source)
-        widths, heights = source.image_sizes()
-        if not fixed_size and len(set(zip(widths.tolist(), heights.tolist()))) > 1:
+        if not fixed_size and not _all_same_size(*source.image_sizes()):
             batch_size = 1  # views follow each image's shape and cannot be stacked
         self.batch_size = batch_size
         self.sampler = EvalBatchSampler(len(source), batch_size, rank, world_size)
         self.loader = _data_loader(_GpuEvalSamples(source, plans_of), self.sampler, _collate_eval, workers, device)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.source)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
 
     def __iter__(self) -> Iterator[EvalBatch]:
         for buffer, lengths, per_view, labels, valid, indices in self.loader:
