@@ -27,6 +27,7 @@ from dtrain.config import DataConfig
 from .eval_views import EvalTransform
 from .gpu_augment import FLIP, DeviceNormalize, TrainPlanner, eval_plans
 from .gpu_decode import decode_batch, pick_decoder
+from .gpu_prefetch import one_ahead
 from .gpu_resample import pad_taps, plan_coefficients, resample, source_rows
 from .loaders import EvalBatch, EvalLoader, TrainLoader, _all_same_size, _data_loader
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
@@ -115,11 +116,14 @@ class GpuTrainLoader(TrainLoader):
                                    workers, device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return one_ahead(self.device, self.loader, self._batch)
+
+    def _batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        buffer, lengths, taps, flips, offsets, labels, indices = batch
+        images = decode_batch(self.decoder, _split_jpegs(buffer, lengths),
+                              lambda i: self.names(int(indices[i])), self.device)
         non_blocking = self.device.type == "cuda"
-        for buffer, lengths, taps, flips, offsets, labels, indices in self.loader:
-            images = decode_batch(self.decoder, _split_jpegs(buffer, lengths),
-                                  lambda i: self.names(int(indices[i])), self.device)
-            yield self.normalize(taps.pixels(images, flips), offsets), labels.to(self.device, non_blocking=non_blocking)
+        return self.normalize(taps.pixels(images, flips), offsets), labels.to(self.device, non_blocking=non_blocking)
 
 
 class _GpuEvalSamples(Dataset):
@@ -160,11 +164,14 @@ class GpuEvalLoader(EvalLoader):
         self.loader = _data_loader(_GpuEvalSamples(source, plans_of), self.sampler, _collate_eval, workers, device)
 
     def __iter__(self) -> Iterator[EvalBatch]:
-        for buffer, lengths, per_view, labels, valid, indices in self.loader:
-            images = decode_batch(self.decoder, _split_jpegs(buffer, lengths),
-                                  lambda i: self.names(int(indices[i])), self.device)
-            views = [self.normalize(taps.pixels(images, flips)) for taps, flips in per_view]
-            yield EvalBatch(views, labels.to(self.device), valid.to(self.device))
+        return one_ahead(self.device, self.loader, self._batch)
+
+    def _batch(self, batch) -> EvalBatch:
+        buffer, lengths, per_view, labels, valid, indices = batch
+        images = decode_batch(self.decoder, _split_jpegs(buffer, lengths),
+                              lambda i: self.names(int(indices[i])), self.device)
+        views = [self.normalize(taps.pixels(images, flips)) for taps, flips in per_view]
+        return EvalBatch(views, labels.to(self.device), valid.to(self.device))
 
 
 class _EvalPlans:

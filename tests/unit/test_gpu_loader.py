@@ -170,3 +170,25 @@ def test_imagenet_recipes_are_gpu_first_and_overridable(prepared):
     loader = build_train_loader(DataConfig(loader="auto", **_unit(prepared, workers=0)), batch_size=4, rank=0,
                                 world_size=1, seed=0, device="cpu")
     assert type(loader).__name__ == "TrainLoader"  # auto on CPU is the torch loader
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("decoder", ["pil", "torchvision"])
+def test_cuda_batches_match_the_cpu_torch_loader(prepared, decoder):
+    """On the device: same samples and labels; pixels within 1 level with PIL decoding, and with
+    nvJPEG within its decoder difference (mean under 2 levels: nvJPEG's IDCT/upsampling differ)."""
+    if decoder == "torchvision" and pick_decoder("auto") != "torchvision":
+        pytest.skip("torchvision.io does not load here")
+    data = _unit(prepared, workers=2, train_augment="random_resized_crop", gpu_decoder=decoder)
+    reference = _batches(build_train_loader(DataConfig(loader="torch", **data), batch_size=8, rank=0,
+                                            world_size=1, seed=11), 1)
+    loader = build_train_loader(DataConfig(loader="gpu", **data), batch_size=8, rank=0, world_size=1, seed=11,
+                                device="cuda")
+    ours = _batches(loader, 1)
+    assert all(b[0].is_cuda and torch.equal(a[1], b[1].cpu()) for a, b in zip(reference, ours))
+    if decoder == "pil":
+        _assert_close((a[0], b[0].cpu()) for a, b in zip(reference, ours))
+    else:
+        gaps = torch.cat([(a[0] - b[0].cpu()).abs().flatten() for a, b in zip(reference, ours)])
+        assert gaps.mean().item() < 2 * LEVEL
