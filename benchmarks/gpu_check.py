@@ -53,7 +53,7 @@ class Sizes:
 def sizes(dry_run: bool) -> Sizes:
     cores = os.cpu_count() or 1
     if dry_run:
-        return Sizes("cpu", 48, 8, 64, 48, "resnet20", 8, 32, 10, ("none",), (), 1, 2, 4)
+        return Sizes("cpu", 48, 8, 64, 48, "resnet20", 8, 32, 10, ("none",), (), 0, 2, 4)  # 0: no worker start-ups
     return Sizes("cuda", 20000, 512, 500, 375, "resnet50", 256, 224, 1000, ("bf16", "fp16"), ("bf16",),
                  min(16, cores), 30, 300)
 
@@ -220,9 +220,11 @@ def run(out: Path, dry_run: bool) -> int:
                          "--channels-last", *(["--compile"] if compiled else []), *timing, figure=_img_s)
     amp = s.amps[0]
     loader = ["--data", str(data), "--source", "shards", "--crop", str(s.crop), "--augment", "random_resized_crop"]
-    for name, workers in (("gpu", s.workers), ("torch", s.workers)):
+    has_dali = not dry_run and "nvidia.dali" not in env["missing"]  # FFCV would need a .beton from prepare
+    loaders = ["gpu", "torch"] + (["dali"] if has_dali else [])
+    for name in loaders:
         check.dtrain(f"e2e_{name}", "bench", "e2e", *model, "--amp", amp, "--channels-last", *loader,
-                     "--loader", name, "--workers", str(workers), *timing, figure=_img_s)
+                     "--loader", name, "--workers", str(max(1, s.workers)), *timing, figure=_img_s)
     check.dtrain("overhead", "bench", "overhead", *model, "--amp", amp, "--channels-last", *timing, figure=_img_s)
     train(check, s, data, out / "runs", amp)
     print(f"[gpu-check] {'FAILED' if check.failed else 'passed'}: {out / 'summary.md'}", flush=True)
