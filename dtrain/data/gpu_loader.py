@@ -5,10 +5,10 @@ Workers do what needs no pixels: read the bytes from the webdataset shards (or J
 draw each sample's augmentation from its (seed, epoch, index) generator using the manifest's
 image size, and turn it into PIL's resampling coefficients. The device then decodes the batch
 (torchvision.io.decode_jpeg: nvJPEG on CUDA; see gpu_decode for the CPU fallback), resamples,
-crops, flips, adds the PCA lighting offset and normalises, in the AMP dtype and memory format
-asked for. Sharding, batch order and per-sample randomness are TrainBatchSampler's, as in the
-torch loader, so a resumed run sees the same batches and the pixels equal the torch loader's
-(bit for bit with the same JPEG decoder).
+crops, flips, adds the PCA lighting offset and normalises, in the dtype and memory format asked
+for (build_train's dtype / channels_last). Sharding, batch order and per-sample randomness are
+TrainBatchSampler's, as in the torch loader, so a resumed run sees the same batches, and the
+pixels are the torch loader's within one pixel level given the same JPEG decoder.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .loaders import EvalBatch, EvalLoader, TrainLoader, _all_same_size, _data_l
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
 from .sources import ManifestSource, read_manifest
 from .transforms import check_train_geometry
+
 
 def _jpeg(source: ManifestSource, index: int) -> np.ndarray:
     return np.frombuffer(source.read_bytes(index), dtype=np.uint8)

@@ -23,7 +23,9 @@ from _prepared_fixture import write_prepared
 from dtrain.config import DataConfig
 from dtrain.data import build_eval_loader, build_train_loader
 from dtrain.data.gpu_decode import DecodeError, decode_batch, pick_decoder
+from dtrain.data.gpu_loader import SampleNames
 from dtrain.data.gpu_resample import axis_coefficients, resample, source_rows
+from dtrain.data.sources import ManifestSource, read_manifest
 from dtrain.errors import DtrainError
 
 SIZES = [(60, 45), (45, 60), (50, 50), (70, 40)]
@@ -127,8 +129,9 @@ def test_a_broken_jpeg_is_named_by_its_sample(prepared):
     good = torch.frombuffer(bytearray(next((prepared / "jpeg" / "train").iterdir()).read_bytes()), dtype=torch.uint8)
     broken = good[: len(good) // 3].clone()
     broken[:2] = 0  # not even a JPEG marker
-    with pytest.raises(DecodeError, match=r"sample train\[17\]"):
-        decode_batch("pil", [good, broken], lambda i: f"train[{16 + i}]", torch.device("cpu"))
+    names = SampleNames(ManifestSource(read_manifest(prepared, "train")))
+    with pytest.raises(DecodeError, match=r"sample train\[17\] \(train/\S+\.png\)"):
+        decode_batch("pil", [good, broken], lambda i: names(16 + i), torch.device("cpu"))
 
 
 def test_decoder_choice(monkeypatch):
