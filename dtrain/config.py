@@ -40,7 +40,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     root: str = knob("", "a directory written by `dtrain prepare`")
-    loader: str = knob("torch", "torch | dali | ffcv | synthetic")
+    loader: str = knob("torch", "torch | gpu | dali | ffcv | synthetic | auto (gpu on CUDA, else torch)")
     source: str = knob("shards", "torch loader: shards (webdataset tars by offset) | files (jpeg tree)")
     train_split: str = knob("train", "split of data.root to train on")
     val_split: str = knob("val", "split of data.root to evaluate on")
@@ -64,6 +64,7 @@ class DataConfig:
     # FFCV's page-wise order suits datasets larger than RAM; random gives exact resume.
     ffcv_order: str = knob("random", "data.loader=ffcv: random | quasi_random")
     ffcv_os_cache: bool = knob(True, "data.loader=ffcv: let the OS page cache hold the .beton")
+    gpu_decoder: str = knob("auto", "data.loader=gpu: JPEG decoder, auto | torchvision (nvJPEG on CUDA) | pil")
     synthetic_samples: int = knob(1024, "data.loader=synthetic: images per split")
     synthetic_image_size: int = knob(224, "data.loader=synthetic: side of the generated images")
 
@@ -118,8 +119,9 @@ class DistributedConfig:
 class TrainConfig:
     seed: int = knob(0, "seed of initialisation, data order and augmentation")
     device: str = knob("auto", "auto | cpu | cuda")
-    amp: str = knob("none", "none | bf16 | fp16")
-    channels_last: bool = knob(False, "NHWC memory format (faster convolutions on tensor cores)")
+    amp: str = knob("none", "none | bf16 | fp16 | auto (bf16 on CUDA, else none)")
+    channels_last: bool | str = knob(False, "NHWC memory format (faster convolutions on tensor cores); "
+                                              "auto: true on CUDA")
     compile: bool = knob(False, "torch.compile the model")
     deterministic: bool = knob(False, "bitwise repeatable kernels (slower)")
     log_every_iters: int = knob(50, "progress line every this many iterations")

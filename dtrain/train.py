@@ -132,6 +132,9 @@ def train_config(cfg: RunConfig, *, stream=None) -> Outcome:
     """Train `cfg` in this process (one rank of the job torchrun started, or alone)."""
     ctx = init_distributed(cfg.distributed, cfg.train.device)
     prefix_rank_output(ctx.rank)  # "[rank N] " before every line ranks other than 0 print
+    from dtrain.data.gpu_defaults import resolve_cuda_defaults
+
+    cfg = resolve_cuda_defaults(cfg, ctx.device)  # `auto` amp / channels_last / loader of the recipes
 
     def body() -> int:
         nonlocal result

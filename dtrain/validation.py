@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # key -> where its valid names live ("module:ATTRIBUTE", a mapping or sequence), or the names
 # themselves where no registry exists. Registries are imported only when a config is checked.
 CHOICES: dict[str, str | tuple[str, ...]] = {
-    "data.loader": "dtrain.data:LOADERS",
+    "data.loader": "dtrain.data:LOADER_CHOICES",
     "data.train_augment": "dtrain.data.transforms:TRAIN_AUGMENTS",
     "data.normalize": ("channel", "per_pixel_mean"),
     "eval.mode": "dtrain.data.eval_views:EVAL_VIEWS",
@@ -35,7 +35,8 @@ CHOICES: dict[str, str | tuple[str, ...]] = {
     "schedule.warmup": ("none", "constant", "linear"),
     "distributed.backend": ("auto", "nccl", "gloo"),
     "train.device": ("auto", "cpu", "cuda"),
-    "train.amp": ("none", "bf16", "fp16"),
+    "train.amp": ("none", "bf16", "fp16", "auto"),
+    "data.gpu_decoder": ("auto", "torchvision", "pil"),
 }
 # checkpoint.resume takes these words or a checkpoint path.
 RESUME_MODES = ("auto", "never", "force")
@@ -62,6 +63,8 @@ def check_choices(config: RunConfig) -> None:
         allowed = choices(key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
+    if config.train.channels_last not in (True, False, "auto"):
+        raise ConfigError(f"train.channels_last={config.train.channels_last!r} is not one of true, false, auto")
     resume = config.checkpoint.resume
     if resume not in RESUME_MODES and not (resume.endswith(".pt") or "/" in resume):
         raise ConfigError(f"checkpoint.resume={resume!r} is not one of {', '.join(RESUME_MODES)} or a checkpoint "

@@ -7,6 +7,7 @@ library versions, git commit, date and load average (benchmarks/RESULTS.md recor
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -26,6 +27,9 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+MAX_QUIET_LOAD_PER_CORE = 1.5
+
+
 def _one_line_errors(run, *args, **kwargs):
     """A dtrain error (bad data dir, AMP on CPU, ...) becomes one line, not a traceback."""
     try:
@@ -38,6 +42,12 @@ def _report(kind: str, results: list[Measurement], device: torch.device, json_pa
     env = environment(device)
     click.echo(f"{kind} on {env['device_name']} ({env['device']}), load average {env['load_average'][0]}, "
                f"commit {env['commit']}")
+    # Other processes' load moves img/s by up to 2x (benchmarks/RESULTS.md): flag a busy machine.
+    env["load_per_core"] = round(env["load_average"][0] / (os.cpu_count() or 1), 2)
+    env["quiet"] = env["load_per_core"] <= MAX_QUIET_LOAD_PER_CORE
+    if not env["quiet"]:
+        click.echo(f"NOT QUIET: load {env['load_per_core']} per core > {MAX_QUIET_LOAD_PER_CORE}; "
+                   "do not record these figures as quiet-machine results (flagged quiet=false in the JSON)")
     click.echo(f"{'benchmark':<16} {'img/s':>10} {'repeats':<30} details")
     for r in results:
         click.echo(f"{r.name:<16} {r.images_per_s:>10.1f} {str(r.repeats_images_per_s):<30} "

@@ -29,13 +29,14 @@ from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
 from .eval_views import EvalTransform
+from .gpu_defaults import auto_loader
 from .loaders import EvalBatch, EvalLoader, TrainLoader
 from .sources import ManifestSource, SyntheticSource, read_manifest
 from .stats import channel_stats
 from .transforms import TrainTransform, check_train_geometry
 
 __all__ = [
-    "LOADERS", "LoaderBuilders", "EvalBatch", "EvalLoader", "TrainLoader",
+    "LOADERS", "LOADER_CHOICES", "LoaderBuilders", "EvalBatch", "EvalLoader", "TrainLoader",
     "build_eval_loader", "build_train_loader", "channel_stats", "loader_names",
 ]
 
@@ -79,9 +80,13 @@ def _synthetic_eval(data: DataConfig, *, mode, batch_size, rank, world_size, sca
 LOADERS: dict[str, LoaderBuilders | str] = {
     "torch": LoaderBuilders(_torch_train, _torch_eval),
     "synthetic": LoaderBuilders(_synthetic_train, _synthetic_eval),
+    "gpu": "dtrain.data.gpu_loader:BUILDERS",
     "dali": "dtrain.data.dali_loader:BUILDERS",
     "ffcv": "dtrain.data.ffcv_loader:BUILDERS",
 }
+
+# What data.loader accepts: a registered loader, or auto (gpu on CUDA, else torch).
+LOADER_CHOICES = (*LOADERS, "auto")
 
 
 def loader_names() -> list[str]:
@@ -105,13 +110,13 @@ def _builders(name: str) -> LoaderBuilders:
 def build_train_loader(data: DataConfig, *, batch_size: int, rank: int, world_size: int, seed: int,
                        device: torch.device | str = "cpu", num_classes: int = 1000):
     """The training loader of data.loader; batch_size is per process."""
-    return _builders(data.loader).train(data, batch_size=batch_size, rank=rank, world_size=world_size,
+    return _builders(auto_loader(data.loader, torch.device(device))).train(data, batch_size=batch_size, rank=rank, world_size=world_size,
                                         seed=seed, device=torch.device(device), num_classes=num_classes)
 
 
 def build_eval_loader(data: DataConfig, *, mode: str, batch_size: int, rank: int, world_size: int,
                       scales: Sequence[int] = (), device: torch.device | str = "cpu", num_classes: int = 1000):
     """The evaluation loader of data.loader over data.val_split; batch_size is per process."""
-    return _builders(data.loader).eval(data, mode=mode, batch_size=batch_size, rank=rank,
+    return _builders(auto_loader(data.loader, torch.device(device))).eval(data, mode=mode, batch_size=batch_size, rank=rank,
                                        world_size=world_size, scales=list(scales),
                                        device=torch.device(device), num_classes=num_classes)

@@ -1,0 +1,263 @@
+"""The GPU check behind benchmarks/gpu_check.sh: one command, a bare CUDA machine, no network.
+
+    python benchmarks/gpu_check.py --out DIR                 # on a GPU (about 6-8 minutes)
+    python benchmarks/gpu_check.py --cpu-dry-run --out DIR   # tiny sizes on CPU, same steps
+
+Steps, each a `dtrain` subprocess writing one JSON under DIR: prepare a synthetic ImageNet-like
+JPEG set (webdataset shards only: no FFCV needed), the GPU-marked tests (when pytest is there),
+nvJPEG-vs-PIL decoder tolerance, ResNet-50 model-only img/s (bf16 and fp16, channels_last; bf16
+also with torch.compile), end-to-end img/s with the gpu and the torch loader, framework overhead, and a
+1-process training run (sync BN on, tracking.backend=jsonl) stopped half way and resumed,
+whose final weights must equal the uninterrupted run's. DIR/summary.md gets one table with the
+device, driver, torch/CUDA versions and commit. Exits 1 if any step fails; what the machine
+lacks (MLflow, DALI, FFCV, DeepSpeed, pytest) is skipped with a line saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_TEST_FILES = ("tests/unit/test_gpu_loader.py", "tests/unit/test_data_loaders.py")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What each step runs on: the real check or the CPU dry run."""
+
+    device: str
+    images: int
+    val_images: int
+    width: int
+    height: int
+    model: str
+    batch: int
+    crop: int
+    num_classes: int
+    amps: tuple[str, ...]
+    compile_amps: tuple[str, ...]  # the AMP modes also measured with torch.compile (~1.5 min each)
+    workers: int
+    iters: int
+    train_iters: int
+
+
+def sizes(dry_run: bool) -> Sizes:
+    cores = os.cpu_count() or 1
+    if dry_run:
+        return Sizes("cpu", 48, 8, 64, 48, "resnet20", 8, 32, 10, ("none",), (), 0, 2, 4)  # 0: no worker start-ups
+    return Sizes("cuda", 20000, 512, 500, 375, "resnet50", 256, 224, 1000, ("bf16", "fp16"), ("bf16",),
+                 min(16, cores), 30, 300)
+
+
+def environment(dry_run: bool) -> dict:
+    import torch
+
+    env = {"dry_run": dry_run, "python": platform.python_version(), "torch": torch.__version__,
+           "cuda": torch.version.cuda, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
+           "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"}
+    env["torchvision"] = _version("torchvision")
+    env["commit"] = _run_text(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    env["dirty"] = bool(_run_text(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]))
+    env["driver"] = _run_text(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    env["missing"] = [name for name in ("mlflow", "nvidia.dali", "ffcv", "deepspeed", "pytest") if not _has(name)]
+    return env
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except Exception:  # a parent package that is missing or fails to import
+        return False
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except Exception:  # absent, or present but not loadable beside this torch
+        return None
+
+
+def _run_text(argv: list[str]) -> str | None:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Check:
+    """Runs the steps, keeps their outcomes, writes DIR/summary.md."""
+
+    def __init__(self, out: Path, dry_run: bool, timeout: float, env: dict):
+        self.out, self.dry_run, self.timeout, self.env = out, dry_run, timeout, env
+        self.rows: list[tuple[str, str, str]] = []  # step, status, figure
+        self.failed = False
+
+    def dtrain(self, name: str, *args: str, figure=None) -> dict | None:
+        """`python -m dtrain ARGS --json DIR/NAME.json`; the JSON it wrote, or None on failure."""
+        path = self.out / f"{name}.json"
+        argv = [sys.executable, "-m", "dtrain", *args]
+        if args[0] == "bench":
+            argv += ["--json", str(path)]
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, cwd=ROOT)
+        seconds = time.perf_counter() - started
+        (self.out / "logs").mkdir(exist_ok=True)
+        (self.out / "logs" / f"{name}.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            return self.record(name, "FAIL", f"exit {done.returncode}: {tail[0][:160]}")
+        result = json.loads(path.read_text()) if path.is_file() else {"seconds": round(seconds, 1)}
+        self.record(name, "ok", figure(result) if figure else f"{seconds:.1f} s")
+        return result
+
+    def record(self, name: str, status: str, figure: str, payload: dict | None = None) -> None:
+        print(f"[gpu-check] {name}: {status} {figure}", flush=True)
+        self.rows.append((name, status, figure))
+        self.failed |= status == "FAIL"
+        if payload is not None:
+            (self.out / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+        self.summary()  # after every step: a check cut short by the time limit still leaves its table
+        return None
+
+    def summary(self) -> None:
+        env = self.env
+        lines = ["# GPU check" + (" (CPU dry run)" if self.dry_run else ""), "",
+                 f"device {env['device_name']}, driver {env['driver']}, torch {env['torch']}, CUDA {env['cuda']}, "
+                 f"torchvision {env['torchvision']}, commit {env['commit']}{'+dirty' if env['dirty'] else ''}, "
+                 f"load average {env['load_average']:.2f} on {env['cpus']} CPUs", "",
+                 f"not installed (skipped): {', '.join(env['missing']) or 'nothing'}", "",
+                 "| step | status | figure |", "|---|---|---|"]
+        lines += [f"| {name} | {status} | {figure} |" for name, status, figure in self.rows]
+        (self.out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _img_s(result: dict) -> str:
+    rows = result.get("results", [])
+    return ", ".join(f"{r['name']} {r['images_per_s']:.0f} img/s" for r in rows) or "no figure"
+
+
+def decoder_tolerance(check: Check, data: Path, device: str, count: int = 64) -> None:
+    """Max / mean |torchvision decode - PIL decode| in pixel levels over the first prepared JPEGs."""
+    import torch
+
+    from dtrain.data.gpu_decode import decode_pil, decode_torchvision, torchvision_decode_jpeg
+    from dtrain.data.sources import ManifestSource, read_manifest
+
+    if torchvision_decode_jpeg() is None:
+        return check.record("decoder_tolerance", "skip", "torchvision.io does not load here: PIL decodes")
+    source = ManifestSource(read_manifest(data, "train"), "shards")
+    jpegs = [torch.frombuffer(bytearray(source.read_bytes(i)), dtype=torch.uint8)
+             for i in range(min(count, len(source)))]
+    ours = decode_torchvision(jpegs, torch.device(device))
+    gaps = [(a.cpu().int() - b.int()).abs() for a, b in zip(ours, decode_pil(jpegs, torch.device("cpu")))]
+    worst, mean = max(int(g.max()) for g in gaps), sum(float(g.float().mean()) for g in gaps) / len(gaps)
+    check.record("decoder_tolerance", "ok", f"torchvision on {device} vs PIL: max {worst} levels, mean {mean:.3f}",
+                 {"images": len(gaps), "max_levels": worst, "mean_levels": mean, "device": device})
+
+
+def resume_is_exact(check: Check, runs: Path) -> None:
+    """The weights after an interrupted-and-resumed run against the uninterrupted run's."""
+    import torch
+
+    def weights(run: str) -> dict:
+        final = json.loads((runs / run / "final_metrics.json").read_text())
+        state = torch.load(final["last_checkpoint"], map_location="cpu", weights_only=False)
+        model = state.get("model", state) if isinstance(state, dict) else state
+        return {k: v for k, v in model.items() if torch.is_tensor(v) and v.is_floating_point()}
+
+    try:
+        whole, resumed = weights("whole"), weights("resumed")
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        return check.record("resume_exact", "FAIL", f"cannot compare checkpoints: {exc}")
+    gap = max(float((whole[k] - resumed[k]).abs().max()) for k in whole)
+    status = "ok" if whole.keys() == resumed.keys() and gap <= 1e-5 else "FAIL"
+    check.record("resume_exact", status, f"max |weight difference| {gap:.3g} over {len(whole)} tensors "
+                 "(tolerance 1e-5; 0 means bitwise)", {"max_abs_difference": gap, "tensors": len(whole)})
+
+
+def run(out: Path, dry_run: bool) -> int:
+    import torch
+
+    if not dry_run and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device visible; use --cpu-dry-run on a CPU machine", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    s, env = sizes(dry_run), environment(dry_run)
+    (out / "environment.json").write_text(json.dumps(env, indent=1) + "\n")
+    check = Check(out, dry_run, timeout=300, env=env)
+    for name in env["missing"]:
+        print(f"[gpu-check] {name} is not installed: its measurements are skipped", flush=True)
+    data = out / "data"
+    check.dtrain("prepare", "prepare", "synthetic", "--count", str(s.images), "--val-count", str(s.val_images),
+                 "--width", str(s.width), "--height", str(s.height), "--num-classes", str(s.num_classes),
+                 "--formats", "wds", "--workers", str(os.cpu_count() or 1), "--out", str(data), "--quiet")
+    if dry_run or "pytest" in env["missing"]:
+        check.record("gpu_tests", "skip", "CPU dry run" if dry_run else "pytest is not installed")
+    else:
+        # Only the data tests: other test modules import MLflow or scikit-learn, absent on a bare machine.
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
+                               *GPU_TEST_FILES], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        (out / "gpu_tests.log").write_text(done.stdout + done.stderr)
+        tail = (done.stdout.strip().splitlines() or ["?"])[-1]
+        check.record("gpu_tests", "ok" if done.returncode in (0, 5) else "FAIL", tail)
+    decoder_tolerance(check, data, s.device)
+    model = ["--model", s.model, "--batch", str(s.batch), "--image-size", str(s.crop), "--num-classes",
+             str(s.num_classes), "--device", s.device]
+    timing = ["--warmup", "2", "--iters", str(s.iters), "--repeats", "2" if dry_run else "3"]
+    for amp in s.amps:
+        for compiled in (False, True) if amp in s.compile_amps else (False,):
+            check.dtrain(f"model_{amp}{'_compile' if compiled else ''}", "bench", "model", *model, "--amp", amp,
+                         "--channels-last", *(["--compile"] if compiled else []), *timing, figure=_img_s)
+    amp = s.amps[0]
+    loader = ["--data", str(data), "--source", "shards", "--crop", str(s.crop), "--augment", "random_resized_crop"]
+    has_dali = not dry_run and "nvidia.dali" not in env["missing"]  # FFCV would need a .beton from prepare
+    loaders = ["gpu", "torch"] + (["dali"] if has_dali else [])
+    for name in loaders:
+        check.dtrain(f"e2e_{name}", "bench", "e2e", *model, "--amp", amp, "--channels-last", *loader,
+                     "--loader", name, "--workers", str(max(1, s.workers)), *timing, figure=_img_s)
+    check.dtrain("overhead", "bench", "overhead", *model, "--amp", amp, "--channels-last", *timing, figure=_img_s)
+    train(check, s, data, out / "runs", amp)
+    print(f"[gpu-check] {'FAILED' if check.failed else 'passed'}: {out / 'summary.md'}", flush=True)
+    return 1 if check.failed else 0
+
+
+def train(check: Check, s: Sizes, data: Path, runs: Path, amp: str) -> None:
+    """One process, sync BN on, the gpu loader: the whole run, and the same run stopped half way
+    and resumed (a rerun of the same run_dir resumes from its last checkpoint)."""
+    common = [f"data.root={data}", "data.loader=gpu", "data.source=shards", f"data.crop_size={s.crop}",
+              f"data.val_crop={s.crop}", f"data.val_resize={s.crop + s.crop // 7}",
+              f"data.scale_range=[{s.crop + s.crop // 7},{2 * s.crop}]", f"data.workers={s.workers}",
+              f"model.name={s.model}", f"model.num_classes={s.num_classes}", f"optim.batch_size={s.batch}",
+              f"eval.batch_size={s.batch}", f"train.device={s.device}", f"train.amp={amp}",
+              "train.channels_last=true", "train.deterministic=true", "distributed.sync_bn=true",
+              "tracking.backend=jsonl", "checkpoint.every_minutes=0", "schedule.epochs=null"]
+    half = s.train_iters // 2
+    check.dtrain("train_whole", "train", "resnet50", *common, f"run_dir={runs / 'whole'}",
+                 f"schedule.max_iters={s.train_iters}")
+    check.dtrain("train_first_half", "train", "resnet50", *common, f"run_dir={runs / 'resumed'}",
+                 f"schedule.max_iters={half}")
+    check.dtrain("train_resumed", "train", "resnet50", *common, f"run_dir={runs / 'resumed'}",
+                 f"schedule.max_iters={s.train_iters}")
+    resume_is_exact(check, runs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="Directory for the JSON files and summary.md.")
+    parser.add_argument("--cpu-dry-run", action="store_true", help="Tiny sizes on CPU: the same steps.")
+    args = parser.parse_args(argv)
+    return run(args.out, args.cpu_dry_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
