@@ -116,6 +116,7 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = False
     log_every_iters: int = 50
+    sync_every: int = 0  # steps between the loop's host syncs/all_reduces (0: log_every_iters)
     max_epochs_override: int | None = None
 
 

@@ -43,19 +43,30 @@ class SavePolicy:
         A collective at every `time_check_every`-th step when the minute rule is on and a process
         group is up. A True answer restarts the minute timer (the caller is expected to save).
         """
-        decision = (self.every_iters > 0 and step % self.every_iters == 0) or (epoch_end and self.at_epoch_end)
+        decision = self.count_due(step, epoch_end=epoch_end)
         if self.every_seconds > 0 and step % self.time_check_every == 0:
             decision = self._time_is_up(now) or decision
         if decision:
             self.mark_saved(now)
         return decision
 
+    def count_due(self, step: int, epoch_end: bool = False) -> bool:
+        """The step- and epoch-based rules: every rank knows the answer without asking."""
+        return (self.every_iters > 0 and step % self.every_iters == 0) or (epoch_end and self.at_epoch_end)
+
+    def time_due(self, now: float | None = None) -> bool:
+        """This process's clock says the minutes are up. Local: the training loop sends rank 0's
+        answer to every rank in its step-sync all_reduce (dtrain/engine/step_sync.py)."""
+        if self.every_seconds <= 0:
+            return False
+        now = self.clock() if now is None else now
+        return now - self.last_save_time >= self.every_seconds
+
     def mark_saved(self, now: float | None = None) -> None:
         self.last_save_time = self.clock() if now is None else now
 
     def _time_is_up(self, now: float | None) -> bool:
-        now = self.clock() if now is None else now
-        due = now - self.last_save_time >= self.every_seconds
+        due = self.time_due(now)
         if not (dist.is_available() and dist.is_initialized()):
             return due
         flag = torch.tensor([1 if due else 0], dtype=torch.int32, device=collective_device())

@@ -56,7 +56,8 @@ def describe_failure(exc: BaseException, rank: int, world_size: int) -> str | No
 
 
 def exit_code_for(exc: BaseException) -> int:
-    return EXIT_USER_ERROR if isinstance(exc, DtrainError) else EXIT_FAILURE
+    # A DtrainError may be a failure of training rather than of the input (NaN loss): exit_code says.
+    return getattr(exc, "exit_code", EXIT_USER_ERROR) if isinstance(exc, DtrainError) else EXIT_FAILURE
 
 
 def run_rank(body: Callable[[], int], rank: int, world_size: int) -> int:

@@ -11,9 +11,10 @@ from torch import nn
 from dtrain import models
 from dtrain.config import load_config
 from dtrain.distributed.context import DistContext
+from dtrain.builders import build_loaders, build_engine, start_tracker
 from dtrain.engine.loop import NonFiniteLossError, Trainer, total_steps
 from dtrain.engine.progress import Progress
-from dtrain.train import build_loaders, main
+from dtrain.train import main
 
 TINY = ["data.loader=synthetic", "data.synthetic_samples=32", "data.synthetic_image_size=16",
         "data.crop_size=16", "data.val_resize=16", "data.val_crop=16", "data.workers=0",
@@ -65,7 +66,8 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path):
                                           "checkpoint.at_epoch_end=false", "schedule.epochs=3"])
     ctx = DistContext()
     model = NanAfter(models.build("resnet20", num_classes=10), at=4)
-    trainer = Trainer(cfg, ctx, model, *build_loaders(cfg, ctx, 8))
+    trainer = Trainer(cfg, ctx, build_engine(cfg, ctx, model), *build_loaders(cfg, ctx, 8),
+                      start_tracker=start_tracker)
     with pytest.raises(NonFiniteLossError) as info:
         trainer.run()
     message = str(info.value)
