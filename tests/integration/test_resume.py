@@ -105,7 +105,29 @@ class _InstrumentedLoader:
             yield images * factor, labels
 
 
-def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch: int | None = None):
+class _SignalledEvalLoader:
+    """Sends SIGTERM to this process when the first batch of the `at`-th evaluation is handed out,
+    noting which checkpoints `run_dir` holds at that moment (in `seen_at_signal`)."""
+
+    seen_at_signal: list[int] = []
+
+    def __init__(self, loader, at: int, run_dir: Path) -> None:
+        self._loader, self._at, self._evaluations, self._run_dir = loader, at, 0, run_dir
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self):
+        self._evaluations += 1
+        for index, batch in enumerate(self._loader):
+            if index == 0 and self._evaluations == self._at:
+                _SignalledEvalLoader.seen_at_signal[:] = checkpoint_steps(self._run_dir)
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+
+def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch: int | None = None,
+                     sigterm_at_eval: int | None = None):
     """dtrain.train.train_config in this process; torch's global settings are given back after."""
     from dtrain import builders, train
     from dtrain.config import load_config
@@ -114,6 +136,8 @@ def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch:
 
     def build_instrumented(cfg, ctx, per_process):
         train_loader, eval_loader = build(cfg, ctx, per_process)
+        if sigterm_at_eval is not None:
+            eval_loader = _SignalledEvalLoader(eval_loader, sigterm_at_eval, run_dir)
         return _InstrumentedLoader(train_loader, sigterm_at_batch), eval_loader
 
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()

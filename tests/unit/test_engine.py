@@ -124,3 +124,18 @@ def test_resume_never_refuses_an_earlier_runs_checkpoints(tmp_path, capsys):
     assert main(args) == 2
     assert "holds an earlier run's checkpoints (newest ckpt-000000007.pt)" in capsys.readouterr().err
     assert (run_dir / "checkpoints" / "ckpt-000000007.pt").is_file()  # nothing deleted
+
+
+def test_diverging_run_fails_with_exit_1_and_never_writes_non_finite_weights(tmp_path, capsys):
+    """optim.lr=1e6: the weights overflow; every checkpoint kept is finite and the error names the newest."""
+    args = ["digits_resnet20", *TINY, "train.device=cpu", "optim.lr=1000000", "checkpoint.every_iters=1",
+            "checkpoint.keep_last=2", "schedule.max_iters=12", "train.log_every_iters=3", f"run_dir={tmp_path}"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("not finite" in err or "loss is" in err), err
+    kept = sorted((tmp_path / "checkpoints").glob("ckpt-*.pt"))
+    assert kept and f"Last good checkpoint: {kept[-1]}" in err
+    for path in kept:
+        state = torch.load(path, weights_only=False)
+        tensors = [*state["model"].values(), *(v for s in state["optimizer"]["state"].values() for v in s.values())]
+        assert all(torch.isfinite(t).all() for t in tensors if torch.is_tensor(t) and t.is_floating_point())
