@@ -165,7 +165,7 @@ class Trainer:
     def _train(self, progress: Progress) -> str:
         pos = self.position
         if pos.step >= self.total_steps:
-            return "finished" if self._evaluate(progress) else self._preempted(progress, saved=True)
+            return "finished" if self._evaluate(progress, final=True) else self._preempted(progress, saved=True)
         while True:
             epoch = pos.epoch
             self.train_loader.set_epoch(epoch, skip_batches=pos.batches_done)
