@@ -42,7 +42,8 @@ def _report(kind: str, results: list[Measurement], device: torch.device, json_pa
                f"commit {env['commit']}")
     click.echo(f"{'benchmark':<16} {'img/s':>10} {'repeats':<30} details")
     for r in results:
-        click.echo(f"{r.name:<16} {r.images_per_s:>10.1f} {str(r.repeats_images_per_s):<30} "
+        rate = f"{r.images_per_s:>10.1f}" if r.batch_size else f"{'-':>10}"  # e.g. checkpoint: no images
+        click.echo(f"{r.name:<16} {rate} {str(r.repeats_images_per_s):<30} "
                    + ", ".join(f"{k}={v}" for k, v in r.details.items()))
     for key, value in extra.items():
         click.echo(f"{key}: {value}")
