@@ -30,6 +30,7 @@ class Stateful(Protocol):
 
 class Engine(Protocol):
     model: nn.Module  # the bare module (no DDP/DeepSpeed wrapper): evaluated and saved
+    channels_last: bool  # evaluation feeds the model in the same memory format
     # fp16 loss scaling skips non-finite steps by itself: the loop does not stop on them.
     tolerates_non_finite: bool
 
@@ -52,16 +53,17 @@ class Engine(Protocol):
     def parts(self) -> dict[str, Stateful]:
         """Checkpoint parts by name ("model", "optimizer", ...)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """{name: part.state_dict()} of `parts()`."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
     def save_shards(self, directory: Path, tag: str) -> dict[str, Any] | None:
         """Write the engine's own shards (a collective); returns what dtrain's checkpoint records."""
 
     def load_shards(self, directory: Path, tag: str, source: Path) -> None: ...
 
     def prune_shards(self, directory: Path, kept_tags: set[str]) -> None: ...
-
-
-def parts_state(parts: dict[str, Stateful]) -> dict[str, Any]:
-    return {name: part.state_dict() for name, part in parts.items()}
 
 
 # distributed.engine -> "module:class", imported only when used (DeepSpeed is optional).
