@@ -61,17 +61,21 @@ class NanAfter(nn.Module):
         return out
 
 
-def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("bad_step", [3, 4], ids=["between-sync-points", "at-a-sync-point"])
+def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, bad_step):
+    """Syncs happen at the checkpoint steps (2, 4, ...) only: a NaN at step 3 is found at step 4's
+    sync, and still named as step 3."""
     cfg = load_config("digits_resnet20", [*TINY, f"run_dir={tmp_path}", "checkpoint.every_iters=2",
-                                          "checkpoint.at_epoch_end=false", "schedule.epochs=3"])
+                                          "checkpoint.at_epoch_end=false", "schedule.epochs=3",
+                                          "train.sync_every=100"])
     ctx = DistContext()
-    model = NanAfter(models.build("resnet20", num_classes=10), at=4)
+    model = NanAfter(models.build("resnet20", num_classes=10), at=bad_step)
     trainer = Trainer(cfg, ctx, build_engine(cfg, ctx, model), *build_loaders(cfg, ctx, 8),
                       start_tracker=start_tracker)
     with pytest.raises(NonFiniteLossError) as info:
         trainer.run()
     message = str(info.value)
-    assert "loss is nan at step 4" in message
+    assert f"loss is nan at step {bad_step} " in message
     assert str(tmp_path / "checkpoints" / "ckpt-000000002.pt") in message
     weights = torch.load(tmp_path / "checkpoints" / "ckpt-000000002.pt", weights_only=False)["model"]
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
