@@ -125,6 +125,7 @@ class TrainConfig:
     compile: bool = knob(False, "torch.compile the model")
     deterministic: bool = knob(False, "bitwise repeatable kernels (slower)")
     log_every_iters: int = knob(50, "progress line every this many iterations")
+    sync_every: int = knob(0, "steps between the loop's host syncs and all_reduces (0: train.log_every_iters)")
     max_epochs_override: int | None = knob(None, "stop after this many epochs, whatever the schedule")
     # Every image size scaled down together (dtrain.smoke) and a short evaluation, so a big net
     # runs a few steps on a laptop: the dry run of a cluster launch.

@@ -12,7 +12,6 @@ process when it is absent). Exit codes: 0 done (or preempted after a checkpoint)
 
 from __future__ import annotations
 
-import importlib
 import os
 import random
 import sys
@@ -22,15 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dtrain.builders import build_trainer
 from dtrain.checkpoint.fingerprint import check_resume
 from dtrain.checkpoint.run_lock import lock_run_dir
-from dtrain.config import ModelConfig, RunConfig, check_data_root, check_world_size, load_config
+from dtrain.config import RunConfig, check_data_root, check_world_size, load_config
 from dtrain.distributed.context import DistContext, env_rank, init_distributed, teardown
 from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, exit_code_for, run_rank, user_error_line
 from dtrain.distributed.lifetime import exit_within
-from dtrain.engine.loop import Trainer, TrainResult
+from dtrain.engine.loop import TrainResult
 from dtrain.errors import DtrainError
-from dtrain.smoke import limit_eval
 from dtrain.tracking import prefix_rank_output, resolve_uri
 
 USAGE = "usage: python -m dtrain.train RECIPE [key=value ...]   (e.g. digits_resnet20 optim.lr=0.05)"
@@ -83,51 +82,6 @@ def preflight(cfg: RunConfig, ctx: DistContext) -> int:
     return per_process
 
 
-# distributed.engine -> "module:attribute" of its Trainer class, imported only when used (DeepSpeed
-# is an optional dependency). The DDP engine is the Trainer itself.
-TRAINERS: dict[str, str] = {
-    "ddp": "dtrain.engine.loop:Trainer",
-    "deepspeed": "dtrain.engine.deepspeed_trainer:DeepSpeedTrainer",
-}
-
-
-def trainer_class(engine: str) -> type[Trainer]:
-    target = TRAINERS.get(engine)
-    if target is None:
-        raise DtrainError(f"distributed.engine={engine!r} is not one of {', '.join(TRAINERS)}")
-    if engine == "ddp":
-        return Trainer
-    module_name, attribute = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise DtrainError(f"distributed.engine={engine} needs the module {exc.name!r}; "
-                          f"install it (pip install 'dtrain[{engine}]') or use distributed.engine=ddp") from None
-    return getattr(module, attribute)
-
-
-def build_model(model: ModelConfig) -> torch.nn.Module:
-    """The network a config's model section names (He-initialised)."""
-    from dtrain import models
-
-    return models.build(model.name, num_classes=model.num_classes, **model.options)
-
-
-def build_loaders(cfg: RunConfig, ctx: DistContext, per_process_batch: int):
-    from dtrain.data import build_eval_loader, build_train_loader
-
-    micro_batch = per_process_batch
-    train_loader = build_train_loader(cfg.data, batch_size=micro_batch, rank=ctx.rank,
-                                      world_size=ctx.world_size, seed=cfg.train.seed, device=ctx.device,
-                                      num_classes=cfg.model.num_classes)
-    eval_batch = max(1, cfg.eval.batch_size // ctx.world_size)
-    eval_loader = build_eval_loader(cfg.data, mode=cfg.eval.mode, batch_size=eval_batch, rank=ctx.rank,
-                                    world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,
-                                    num_classes=cfg.model.num_classes)
-    eval_loader = limit_eval(eval_loader, cfg.eval.max_samples, eval_batch * ctx.world_size)
-    return train_loader, eval_loader
-
-
 def train_config(cfg: RunConfig, *, stream=None) -> Outcome:
     """Train `cfg` in this process (one rank of the job torchrun started, or alone)."""
     ctx = init_distributed(cfg.distributed, cfg.train.device)
@@ -144,10 +98,7 @@ def train_config(cfg: RunConfig, *, stream=None) -> Outcome:
             # N processes on one machine would each take every core and thrash.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         seed_everything(cfg.train.seed)
-        model = build_model(cfg.model)
-        train_loader, eval_loader = build_loaders(cfg, ctx, per_process)
-        trainer = trainer_class(cfg.distributed.engine)(cfg, ctx, model, train_loader, eval_loader, stream=stream)
-        result = trainer.run()
+        result = build_trainer(cfg, ctx, per_process, stream=stream).run()
         if ctx.is_main:
             print_summary(cfg, result, stream or sys.stdout)
         return result.exit_code

@@ -27,7 +27,7 @@ CHOICES: dict[str, str | tuple[str, ...]] = {
     "data.normalize": ("channel", "per_pixel_mean"),
     "eval.mode": "dtrain.data.eval_views:EVAL_VIEWS",
     "schedule.kind": "dtrain.engine.lr_schedule:SCHEDULES",
-    "distributed.engine": "dtrain.train:TRAINERS",
+    "distributed.engine": "dtrain.engine.engine:ENGINES",
     "tracking.backend": "dtrain.tracking:BACKENDS",
     "data.source": ("shards", "files"),
     "data.ffcv_order": ("random", "quasi_random"),

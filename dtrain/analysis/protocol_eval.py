@@ -68,17 +68,10 @@ def run_checkpoints(run_dir: Path) -> dict[str, Path]:
 
 
 def _load(path: Path, overrides: list[str]):
-    from dtrain.checkpoint import atomic_load
-    from dtrain.commands.evaluate import config_from_checkpoint
-    from dtrain.train import build_model
+    from dtrain.builders import load_for_inference  # the one checkpoint reader of eval, analyses, bench
 
-    if not path.is_file():
-        raise DtrainError(f"checkpoint {path} does not exist")
-    state = atomic_load(path, map_location="cpu")
-    cfg = config_from_checkpoint(state, overrides, path)
-    model = build_model(cfg.model)
-    model.load_state_dict(state["model"])
-    return cfg, model
+    loaded = load_for_inference(path, overrides)
+    return loaded.config, loaded.model
 
 
 def evaluate_protocol(paths: Sequence[Path], protocol: Protocol, overrides: Sequence[str] = (),

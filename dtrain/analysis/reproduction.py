@@ -21,7 +21,7 @@ from dtrain.analysis.reports import Measured, render_report
 from dtrain.analysis.training_runs import run_training, shortened_schedule
 from dtrain.config import RunConfig, check_data_root, load_config
 from dtrain.errors import DtrainError
-from dtrain.train import build_model
+from dtrain.builders import build_model
 
 REPORT_NAME = "report.md"
 RESULTS_NAME = "protocol_results.json"

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
-import statistics
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -142,53 +139,3 @@ def bench_end_to_end(setup: ModelSetup, data: DataConfig, device: torch.device, 
     return measure(f"e2e:{data.loader}", run, batch_size=setup.batch_size, device=device, warmup=timing.warmup,
                    iterations=timing.iterations, repeats=timing.repeats, loader=data.loader,
                    workers=data.workers, augment=data.train_augment, **_details(setup))
-
-
-def _engine_trainer(setup: ModelSetup, device: torch.device, run_dir: str):
-    """dtrain's Trainer for the same model, its _step being what every training step runs."""
-    from dtrain.config import load_config
-    from dtrain.distributed.context import DistContext
-    from dtrain.engine.loop import Trainer
-
-    recipe = "digits_resnet20" if models.info(setup.name).family == "cifar" else "resnet18"
-    cfg = load_config(recipe, [f"model.name={setup.name}", f"model.num_classes={setup.num_classes}",
-                               f"train.amp={setup.amp}", f"train.channels_last={str(setup.channels_last).lower()}",
-                               f"train.compile={str(setup.compile).lower()}", "data.loader=synthetic",
-                               f"optim.batch_size={setup.batch_size}", "optim.lr=0.01", "optim.grad_accum=1"])
-    torch.manual_seed(0)
-    model = models.build(setup.name, num_classes=setup.num_classes)
-    ctx = DistContext(device=device)
-    cwd = os.getcwd()
-    os.chdir(run_dir)  # the Trainer's run directory (runs/RECIPE) lands in a temporary folder
-    try:
-        return Trainer(cfg, ctx, model, train_loader=[None], eval_loader=None)
-    finally:
-        os.chdir(cwd)
-
-
-def bench_overhead(setup: ModelSetup, device: torch.device, timing: Timing) -> list[Measurement]:
-    """dtrain's training step (Trainer._step) against the bare loop, same model and batch;
-    measured alternately, repeat by repeat, so machine load hits both alike."""
-    images, labels = synthetic_batch(setup, device)
-    bare = TrainStep(setup, device)
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = _engine_trainer(setup, device, run_dir)
-        engine_step = lambda: trainer._step([(images, labels)])  # noqa: E731
-        bare_step = lambda: bare(images, labels)  # noqa: E731
-        once = Timing(timing.warmup, timing.iterations, 1)
-        results = {"bare": [], "dtrain": []}
-        for _ in range(timing.repeats):
-            for name, step in (("bare", bare_step), ("dtrain", engine_step)):
-                results[name].append(measure(name, step, batch_size=setup.batch_size, device=device,
-                                             warmup=once.warmup, iterations=once.iterations, repeats=1))
-    merged = []
-    for name, runs in results.items():
-        rates = [r.images_per_s for r in runs]
-        per_cpu = statistics.median(r.details["images_per_cpu_second"] for r in runs)
-        merged.append(Measurement(f"step:{name}", statistics.median(rates), [round(r, 1) for r in rates],
-                                  setup.batch_size, timing.iterations,
-                                  {**_details(setup), "images_per_cpu_second": per_cpu}))
-    merged[1].details["ratio_to_bare"] = round(merged[1].images_per_s / merged[0].images_per_s, 4)
-    merged[1].details["ratio_to_bare_cpu_time"] = round(
-        merged[1].details["images_per_cpu_second"] / merged[0].details["images_per_cpu_second"], 4)
-    return merged

@@ -1,10 +1,12 @@
 """Checkpoints: atomic save/load, retention, auto-resume, RNG state of every rank, preemption.
 
     from dtrain.checkpoint import CheckpointManager, PreemptionHandler, SavePolicy
+    manager.register({"model": model, "optimizer": optimizer, ...}); manager.save_parts(step)
     from dtrain.checkpoint import capture_rng_state, restore_rng_state, gather_rng_states
 """
 
 from dtrain.checkpoint.atomic import CorruptCheckpoint, atomic_load, atomic_save
+from dtrain.checkpoint.format import FORMAT_VERSION, NonFiniteStateError
 from dtrain.checkpoint.manager import CheckpointManager, checkpoint_name
 from dtrain.checkpoint.policy import SavePolicy
 from dtrain.checkpoint.rng import (
@@ -18,6 +20,8 @@ from dtrain.checkpoint.signals import PREEMPTED_EXIT_CODE, PreemptionHandler
 __all__ = [
     "CheckpointManager",
     "CorruptCheckpoint",
+    "FORMAT_VERSION",
+    "NonFiniteStateError",
     "PREEMPTED_EXIT_CODE",
     "PreemptionHandler",
     "SavePolicy",

@@ -35,6 +35,8 @@ from dtrain.checkpoint.atomic import (
     read_meta,
     temp_path,
 )
+from dtrain.checkpoint.async_writer import AsyncWriter
+from dtrain.checkpoint.format import FORMAT_VERSION, NonFiniteStateError, all_finite, to_cpu_copy, upgrade
 from dtrain.errors import DtrainError
 
 log = logging.getLogger("dtrain.checkpoint")
@@ -62,6 +64,9 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.keep_best = keep_best
         self.rank = rank
+        self.parts: dict[str, Any] = {}
+        self.writer = AsyncWriter()
+        self.blocked_seconds: list[float] = []  # time the caller was blocked, per save_parts
         if rank == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._remove_stale_temp_files()
@@ -86,6 +91,80 @@ class CheckpointManager:
     def best_metric(self) -> float | None:
         meta = read_meta(self.best_path) if self.best_path.is_file() else None
         return None if meta is None else meta.get("metric")
+
+    # -- the run's parts (torchtitan style: registered once, composed at every save) --------------
+
+    def register(self, parts: dict[str, Any]) -> None:
+        """Name -> Stateful (state_dict/load_state_dict). Restored in registration order, so the
+        RNG part goes last: nothing may draw random numbers between its restore and training."""
+        self.parts.update(parts)
+
+    def save_parts(self, step: int, *, metric: float | None = None, extra: dict[str, Any] | None = None,
+                   blocking: bool = False, on_written: Any = None) -> Path:
+        """Checkpoint the registered parts as step `step`. A collective (the RNG part gathers every
+        rank's state, the finite check is agreed): call it on every rank at the same step.
+
+        Training is blocked while the state is copied to the CPU; rank 0 writes it from a
+        background thread (`blocking` waits for the file, as a final or preemption save must).
+        A state holding NaN/Inf weights or optimiser state is never written.
+        """
+        started = time.perf_counter()
+        state = {"format_version": FORMAT_VERSION, **(extra or {})}
+        state.update({name: part.state_dict() for name, part in self.parts.items()})
+        if not _agreed(all_finite({k: state.get(k) for k in ("model", "optimizer")})):
+            raise NonFiniteStateError(
+                f"the weights or optimiser state after step {step} are not finite (NaN/Inf): checkpoint not "
+                f"written. Last good checkpoint: {self.latest_written() or 'none written yet'}. "
+                "Lower optim.lr or check the data")
+        path = self.directory / checkpoint_name(step)
+        if self.rank == 0:
+            snapshot = to_cpu_copy(state)
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.cuda.synchronize()  # the pinned copies are complete before the writer reads them
+
+            def job() -> None:
+                self.save(snapshot, step, metric=metric)
+                if on_written is not None:
+                    on_written()
+
+            self.writer.submit(job)
+            if blocking:
+                self.writer.wait()
+        self.blocked_seconds.append(time.perf_counter() - started)
+        return path
+
+    def wait(self) -> None:
+        """Until the save in flight (if any) is on disk; raises its error if it failed."""
+        self.writer.wait()
+
+    def latest_written(self) -> Path | None:
+        """The newest checkpoint on disk, after any write in flight finished."""
+        self.writer.wait()
+        found = self.checkpoints()
+        return found[-1][1] if found else None
+
+    def record_metric(self, step: int, metric: float, lower_is_better: bool = True) -> None:
+        """A metric measured after checkpoint `step` was written (the final evaluation runs after
+        the final save): recorded in its sidecar, and best.pt follows if it is the best."""
+        path = self.directory / checkpoint_name(step)
+        self.writer.wait()
+        if self.rank != 0 or not path.is_file():
+            return
+        meta = read_meta(path) or {}
+        meta.update(metric=metric, lower_is_better=lower_is_better)
+        atomic_write_json(meta_path(path), meta)
+        if self.keep_best and self._is_better(metric, lower_is_better):
+            self._update_best(path, meta)
+
+    def restore(self, state: dict[str, Any], path: Path | str) -> dict[str, Any]:
+        """Load a checkpoint (any readable format version) into the registered parts."""
+        state = upgrade(state, path)
+        for name, part in self.parts.items():
+            if name not in state:
+                raise DtrainError(f"checkpoint {path} has no {name!r} part; start afresh with "
+                                  "checkpoint.resume=never or pass a checkpoint written by `dtrain train`")
+            part.load_state_dict(state[name])
+        return state
 
     # -- saving --------------------------------------------------------------------------------
 
@@ -236,3 +315,14 @@ class CheckpointManager:
             if source.exists():
                 os.replace(source, source.with_name(source.name + CORRUPT_SUFFIX))
         fsync_directory(self.directory)
+
+
+def _agreed(local_ok: bool) -> bool:
+    """Every rank's verdict combined (all must be True), so every rank raises or none does."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return local_ok
+    from dtrain.checkpoint.signals import collective_device
+
+    flag = torch.tensor([0 if local_ok else 1], dtype=torch.int32, device=collective_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return not bool(flag.item())

@@ -1,4 +1,5 @@
-"""`dtrain bench`: loader-only, model-only, end-to-end and framework-overhead throughput.
+"""`dtrain bench`: loader-only, model-only, end-to-end and framework-overhead throughput, and
+the time a checkpoint save blocks training.
 
 Every subcommand prints a table and, with --json PATH, writes the figures with the device name,
 library versions, git commit, date and load average (benchmarks/RESULTS.md records them).
@@ -13,8 +14,9 @@ from pathlib import Path
 import click
 import torch
 
-from dtrain.bench.runs import ModelSetup, Timing, bench_end_to_end, bench_loaders, bench_model, bench_overhead, \
-    loader_config
+from dtrain.bench.checkpoint_save import bench_checkpoint
+from dtrain.bench.overhead import bench_overhead
+from dtrain.bench.runs import ModelSetup, Timing, bench_end_to_end, bench_loaders, bench_model, loader_config
 from dtrain.bench.timing import Measurement, environment
 from dtrain.errors import DtrainError
 
@@ -50,7 +52,8 @@ def _report(kind: str, results: list[Measurement], device: torch.device, json_pa
                    "do not record these figures as quiet-machine results (flagged quiet=false in the JSON)")
     click.echo(f"{'benchmark':<16} {'img/s':>10} {'repeats':<30} details")
     for r in results:
-        click.echo(f"{r.name:<16} {r.images_per_s:>10.1f} {str(r.repeats_images_per_s):<30} "
+        rate = f"{r.images_per_s:>10.1f}" if r.batch_size else f"{'-':>10}"  # e.g. checkpoint: no images
+        click.echo(f"{r.name:<16} {rate} {str(r.repeats_images_per_s):<30} "
                    + ", ".join(f"{k}={v}" for k, v in r.details.items()))
     for key, value in extra.items():
         click.echo(f"{key}: {value}")
@@ -175,9 +178,27 @@ def e2e_command(model, batch, amp, channels_last, compile_, image_size, num_clas
 @_common
 def overhead_command(model, batch, amp, channels_last, compile_, image_size, num_classes, device, warmup, iters,
                      repeats, json_path):
-    """dtrain's training step (the engine's Trainer._step) vs a bare torch loop, same model and batch."""
+    """The whole loop iteration of `dtrain train` vs a bare torch loop, same model and in-memory batch."""
     device = _device(device)
     setup = _setup(model, batch, amp, channels_last, compile_, image_size, num_classes)
     results = _one_line_errors(bench_overhead, setup, device, Timing(warmup, iters, repeats))
     _report("overhead", results, device, json_path, dtrain_over_bare=results[1].details["ratio_to_bare"],
             dtrain_over_bare_cpu_time=results[1].details["ratio_to_bare_cpu_time"])
+
+
+@bench.command("checkpoint")
+@click.option("--models", "names", default="resnet50,resnet200", show_default=True, help="Comma list.")
+@click.option("--saves", type=click.IntRange(min=1), default=3, show_default=True, help="Median of these.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write JSON here.")
+def checkpoint_command(names, saves, device, json_path):
+    """Seconds a checkpoint save blocks training (state copied to CPU; written in the background)."""
+    from dtrain import models
+
+    device = _device(device)
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in models.names()]
+    if unknown:
+        raise click.UsageError(f"--models: {', '.join(unknown)} not a model; see `dtrain models`")
+    results = [_one_line_errors(bench_checkpoint, name, device, saves) for name in chosen]
+    _report("checkpoint", results, device, json_path)

@@ -18,45 +18,19 @@ from dtrain.commands.overrides import all_overrides, complete_override, set_opti
 MODES = ("center", "ten-crop", "multi-scale", "single-320")
 
 
-def config_from_checkpoint(state: dict, overrides: list[str], path: Path):
-    """The RunConfig saved in a checkpoint, with dotted overrides applied."""
-    from dtrain.config import RunConfig, from_dict, parse_override, validate
-    from dtrain.errors import DtrainError
-
-    raw = state.get("config")
-    if not isinstance(raw, dict):
-        raise DtrainError(f"{path} holds no training config: was it written by `dtrain train`?")
-    for text in overrides:
-        key, value = parse_override(text)
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    cfg = from_dict(RunConfig, raw)
-    validate(cfg)
-    return cfg
-
-
 def evaluate_checkpoint(checkpoint: Path, mode: str, overrides: list[str], batch_size: int | None = None):
     """(config, EvalResult, DistContext) of one checkpoint; a collective under torchrun."""
-    from dtrain.checkpoint import atomic_load
+    from dtrain.builders import load_for_inference
     from dtrain.config import check_data_root
     from dtrain.data import build_eval_loader
     from dtrain.distributed.context import init_distributed
     from dtrain.engine.evaluate import evaluate
-    from dtrain.errors import DtrainError
-    from dtrain.train import build_model
 
-    if not checkpoint.is_file():
-        raise DtrainError(f"checkpoint {checkpoint} does not exist")
-    state = atomic_load(checkpoint, map_location="cpu")
-    cfg = config_from_checkpoint(state, [f"eval.mode={mode}", *overrides], checkpoint)
+    loaded = load_for_inference(checkpoint, [f"eval.mode={mode}", *overrides])
+    cfg = loaded.config
     check_data_root(cfg)
     ctx = init_distributed(cfg.distributed, cfg.train.device)
-    model = build_model(cfg.model)
-    model.load_state_dict(state["model"])
-    model.to(ctx.device)
+    model = loaded.model.to(ctx.device)
     per_process = max(1, (batch_size or cfg.eval.batch_size) // ctx.world_size)
     loader = build_eval_loader(cfg.data, mode=mode, batch_size=per_process, rank=ctx.rank,
                                world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,

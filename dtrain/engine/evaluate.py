@@ -9,6 +9,7 @@ counts of correct and valid samples are summed over ranks with one all_reduce at
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -56,14 +57,20 @@ def correct_counts(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tens
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, eval_loader, ctx: DistContext, *, autocast=None,
-             channels_last: bool = False) -> EvalResult:
-    """Errors (%) of `model` (the bare module, not DDP) over the whole eval split of all ranks."""
+def evaluate(model: nn.Module, eval_loader, ctx: DistContext, *, autocast=None, channels_last: bool = False,
+             should_stop: Callable[[], bool] | None = None) -> EvalResult | None:
+    """Errors (%) of `model` (the bare module, not DDP) over the whole eval split of all ranks.
+
+    `should_stop` (the trainer's preemption check, a collective every rank calls before each
+    batch: every rank has the same number of batches) ends it early: the result is then None.
+    """
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     try:
         for batch in eval_loader:
+            if should_stop is not None and should_stop():
+                return None
             views = [v.to(ctx.device, non_blocking=True) for v in batch.views]
             labels = batch.labels.to(ctx.device, non_blocking=True)
             valid = batch.valid.to(ctx.device, non_blocking=True)

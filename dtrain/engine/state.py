@@ -1,9 +1,10 @@
-"""What a checkpoint holds, and how a run is put back from one (exact resume).
+"""The loop's own checkpoint parts, and how a run finds the checkpoint it resumes from.
 
-The full state: model, optimiser (momentum buffers), LR schedule (plateau state), AMP scaler,
-step/epoch, the position inside the epoch (loader batches already consumed), the RNG of every
-rank, the tracker run id (a resumed run continues the same MLflow run) and the resolved config
-(`dtrain eval CHECKPOINT` rebuilds the model from it).
+A checkpoint composes the engine's parts (model, optimiser, AMP scaler or shard record) with
+these: the LR schedule (plateau state), the train state (step, epoch, loader batches consumed
+in the epoch, evaluations so far), the RNG of every rank and the tracker run id (a resumed run
+continues the same MLflow run), plus the resolved config (`dtrain eval CHECKPOINT` rebuilds the
+model from it). See dtrain/checkpoint/format.py for the on-disk layout.
 """
 
 from __future__ import annotations
@@ -12,15 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-from torch.optim import Optimizer
-
-from dtrain.checkpoint import gather_rng_states, restore_rank_rng_state
-from dtrain.config import RunConfig, to_dict
-from dtrain.engine.lr_schedule import LRSchedule
+from dtrain.checkpoint import CheckpointManager, gather_rng_states, restore_rank_rng_state
+from dtrain.checkpoint.format import upgrade
+from dtrain.config import RunConfig
+from dtrain.distributed.failure import SymmetricError
 from dtrain.errors import DtrainError
-
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -35,50 +32,67 @@ class Position:
     resumed_from: Path | None = None
     history: list[dict[str, float]] = field(default_factory=list)  # evaluations so far
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.epoch, "batches_done": self.batches_done,
+                "best_top1_err": self.best_top1_err, "history": list(self.history)}
 
-def build_state(*, cfg: RunConfig, model: nn.Module, optimizer: Optimizer, schedule: LRSchedule,
-                scaler, position: Position, tracker_run_id: str | None) -> dict[str, Any]:
-    """The checkpoint dict. Gathers every rank's RNG state: a collective, call it on all ranks."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "lr_schedule": schedule.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "step": position.step,
-        "epoch": position.epoch,
-        "batches_done": position.batches_done,
-        "best_top1_err": position.best_top1_err,
-        "history": list(position.history),
-        "rng": gather_rng_states(),
-        "tracker_run_id": tracker_run_id,
-        "config": to_dict(cfg),
-    }
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batches_done = int(state.get("batches_done", 0))
+        self.best_top1_err = state.get("best_top1_err")
+        self.history = list(state.get("history", []))
 
 
-def restore_state(state: dict[str, Any], *, cfg: RunConfig, model: nn.Module, optimizer: Optimizer,
-                  schedule: LRSchedule, scaler, rank: int, world_size: int, path: Path) -> Position:
-    """Load `state` into the run's parts and return its position; RNG last, just before training."""
-    saved_model = state.get("config", {}).get("model", {}).get("name")
+class RngPart:
+    """Every rank's generators (gathering them is a collective); each rank restores its own."""
+
+    def __init__(self, *, rank: int, world_size: int, seed: int, position: Position) -> None:
+        self.rank, self.world_size, self.seed, self.position = rank, world_size, seed, position
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return gather_rng_states()
+
+    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        restore_rank_rng_state(state, rank=self.rank, world_size=self.world_size, seed=self.seed,
+                               step=self.position.step)
+
+
+@dataclass
+class TrackerPart:
+    run_id: str | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run_id = state.get("run_id")
+
+
+def find_resume_checkpoint(cfg: RunConfig, checkpoints: CheckpointManager) -> tuple[dict, Path] | None:
+    """The checkpoint checkpoint.resume names (auto: the newest that loads), or None to start afresh."""
+    mode = cfg.checkpoint.resume
+    if mode == "never":
+        # A fresh run among an earlier run's checkpoints would have its own deleted by
+        # retention (the old ones sort newer); never lose either run's files.
+        earlier = checkpoints.checkpoints()
+        if earlier:
+            raise SymmetricError(  # every rank sees the same directory
+                f"checkpoint.resume=never, but {checkpoints.directory} holds an earlier run's "
+                f"checkpoints (newest {earlier[-1][1].name}); choose a new run_dir or checkpoint.dir, "
+                "or resume with checkpoint.resume=auto")
+        return None
+    if mode in ("auto", "force"):  # force: auto despite changed settings (checkpoint.fingerprint)
+        return checkpoints.load_latest()
+    path = Path(mode)
+    if not path.is_file():
+        raise DtrainError(f"checkpoint.resume={mode}: no such file; use auto, never or a checkpoint path")
+    return checkpoints.load(path), path
+
+
+def check_model_name(state: dict[str, Any], cfg: RunConfig, path: Path) -> dict[str, Any]:
+    state = upgrade(state, path)
+    saved_model = (state.get("config") or {}).get("model", {}).get("name")
     if saved_model and saved_model != cfg.model.name:
-        raise DtrainError(
-            f"checkpoint {path} was written for model {saved_model}, this run builds {cfg.model.name}: "
-            "use another run_dir (or checkpoint.resume=never)"
-        )
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise DtrainError(f"checkpoint {path} does not fit this model ({first}); "
-                          "use another run_dir or checkpoint.resume=never") from None
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state.get("lr_schedule") or {})
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    position = Position(step=int(state["step"]), epoch=int(state["epoch"]),
-                        batches_done=int(state.get("batches_done", 0)),
-                        best_top1_err=state.get("best_top1_err"), last_checkpoint=path,
-                        resumed_from=path, history=list(state.get("history", [])))
-    restore_rank_rng_state(state["rng"], rank=rank, world_size=world_size, seed=cfg.train.seed,
-                           step=position.step)
-    return position
+        raise DtrainError(f"checkpoint {path} was written for model {saved_model}, this run builds "
+                          f"{cfg.model.name}: use another run_dir (or checkpoint.resume=never)")
+    return state

@@ -51,8 +51,8 @@ def final_checkpoint(run_dir: Path) -> dict:
 
 def assert_bitwise_equal(resumed: dict, reference: dict) -> None:
     """Weights, optimiser buffers and every rank's RNG state (Python, NumPy, torch) are identical."""
-    assert resumed["step"] == reference["step"] == TOTAL_STEPS
-    assert resumed["epoch"] == reference["epoch"]
+    assert resumed["train_state"]["step"] == reference["train_state"]["step"] == TOTAL_STEPS
+    assert resumed["train_state"]["epoch"] == reference["train_state"]["epoch"]
     assert resumed["model"].keys() == reference["model"].keys()
     for name, tensor in reference["model"].items():
         assert torch.equal(resumed["model"][name], tensor), f"model tensor {name} differs"
@@ -105,15 +105,39 @@ class _InstrumentedLoader:
             yield images * factor, labels
 
 
-def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch: int | None = None):
+class _SignalledEvalLoader:
+    """Sends SIGTERM to this process when the first batch of the `at`-th evaluation is handed out,
+    noting which checkpoints `run_dir` holds at that moment (in `seen_at_signal`)."""
+
+    seen_at_signal: list[int] = []
+
+    def __init__(self, loader, at: int, run_dir: Path) -> None:
+        self._loader, self._at, self._evaluations, self._run_dir = loader, at, 0, run_dir
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self):
+        self._evaluations += 1
+        for index, batch in enumerate(self._loader):
+            if index == 0 and self._evaluations == self._at:
+                _SignalledEvalLoader.seen_at_signal[:] = checkpoint_steps(self._run_dir)
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+
+def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch: int | None = None,
+                     sigterm_at_eval: int | None = None):
     """dtrain.train.train_config in this process; torch's global settings are given back after."""
-    from dtrain import train
+    from dtrain import builders, train
     from dtrain.config import load_config
 
-    build = train.build_loaders
+    build = builders.build_loaders
 
     def build_instrumented(cfg, ctx, per_process):
         train_loader, eval_loader = build(cfg, ctx, per_process)
+        if sigterm_at_eval is not None:
+            eval_loader = _SignalledEvalLoader(eval_loader, sigterm_at_eval, run_dir)
         return _InstrumentedLoader(train_loader, sigterm_at_batch), eval_loader
 
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
@@ -121,7 +145,7 @@ def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch:
     try:
         with pytest.MonkeyPatch.context() as patch:
             if random_op:
-                patch.setattr(train, "build_loaders", build_instrumented)
+                patch.setattr(builders, "build_loaders", build_instrumented)
             cfg = load_config(RECIPE, tiny_overrides(run_dir))
             return train.train_config(cfg, stream=io.StringIO())
     finally:
@@ -146,10 +170,11 @@ def reference_run_random_op(tmp_path_factory) -> dict:
     return _uninterrupted(tmp_path_factory.mktemp("reference_random_op"), random_op=True)
 
 
-@pytest.mark.parametrize("stop_step", [6, 8], ids=["mid-epoch", "epoch-end"])
+# The signal is honoured at the next sync point (train.sync_every, here log_every_iters=4).
+@pytest.mark.parametrize("signal_step, stop_step", [(3, 4), (6, 8)], ids=["mid-epoch", "epoch-end"])
 def test_preempted_then_resumed_is_bitwise_identical(tmp_path: Path, reference_run_random_op: dict,
-                                                     stop_step: int) -> None:
-    first = train_in_process(tmp_path, sigterm_at_batch=stop_step)
+                                                     signal_step: int, stop_step: int) -> None:
+    first = train_in_process(tmp_path, sigterm_at_batch=signal_step)
     assert first.exit_code == 0 and first.result.stopped == "preempted"
     assert first.result.step == stop_step
     assert stop_step in checkpoint_steps(tmp_path)  # the checkpoint taken on the signal

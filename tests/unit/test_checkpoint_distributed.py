@@ -37,10 +37,16 @@ WORKER = textwrap.dedent(
     handler.received = 15 if rank == 1 else None  # only rank 1 got SIGTERM so far
     out["stop"] = handler.any_rank_requested()
 
-    clock_now = 1000.0 if rank == 0 else 0.0  # clocks disagree: rank 0 must decide for all
-    policy = SavePolicy(CheckpointConfig(every_iters=0, every_minutes=1.0), time_check_every=2,
-                        clock=lambda: 0.0)
-    out["save_decisions"] = [policy.should_save(step, now=clock_now) for step in (1, 2)]
+    # Clocks disagree: rank 0's decides for all, through the loop's step-sync all_reduce.
+    from dtrain.distributed.context import DistContext
+    from dtrain.engine.step_sync import StepSync
+    policy = SavePolicy(CheckpointConfig(every_iters=0, every_minutes=1.0), clock=lambda: 0.0)
+    sync = StepSync(DistContext(rank=rank, world_size=world), every=2)
+    decisions = []
+    for clock_now in ((0.0, 1000.0), (1000.0, 0.0)):  # (rank 0's clock, rank 1's clock)
+        sync.record(1, torch.tensor(1.0), torch.tensor(0.0))
+        decisions.append(sync.sync(preempt=False, save_time=policy.time_due(now=clock_now[rank])).save_time)
+    out["save_decisions"] = decisions
 
     directory = Path(sys.argv[1])
     manager = CheckpointManager(directory, keep_last=3, keep_best=False, rank=rank)

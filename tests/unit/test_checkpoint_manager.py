@@ -141,22 +141,23 @@ class FakeClock:
 
 def test_policy_iterations_and_epoch_end() -> None:
     policy = SavePolicy(CheckpointConfig(every_iters=5, every_minutes=0.0, at_epoch_end=True))
-    assert [step for step in range(1, 13) if policy.should_save(step)] == [5, 10]
-    assert policy.should_save(13, epoch_end=True)
+    assert [step for step in range(1, 13) if policy.count_due(step)] == [5, 10]
+    assert policy.count_due(13, epoch_end=True)
 
 
-def test_policy_minutes_checked_at_known_steps() -> None:
+def test_policy_minutes_restart_at_each_save() -> None:
     clock = FakeClock()
-    policy = SavePolicy(CheckpointConfig(every_iters=0, every_minutes=1.0, at_epoch_end=False),
-                        time_check_every=4, clock=clock)
+    policy = SavePolicy(CheckpointConfig(every_iters=0, every_minutes=1.0, at_epoch_end=False), clock=clock)
     clock.now = 59.0
-    assert not any(policy.should_save(step) for step in range(1, 6))
-    clock.now = 61.0  # a minute passed: noticed at the next multiple of 4, not before
-    assert [step for step in range(6, 13) if policy.should_save(step)] == [8]
+    assert not policy.time_due()
+    clock.now = 61.0
+    assert policy.time_due()
+    policy.mark_saved()
     clock.now = 100.0  # the timer restarted at the save (61 s): 39 s is not a minute
-    assert not any(policy.should_save(step) for step in range(13, 30))
+    assert not policy.time_due()
 
 
 def test_policy_all_rules_off() -> None:
     policy = SavePolicy(CheckpointConfig(every_iters=0, every_minutes=0.0, at_epoch_end=False))
-    assert not any(policy.should_save(step, epoch_end=True) for step in range(1, 100))
+    assert not any(policy.count_due(step, epoch_end=True) for step in range(1, 100))
+    assert not policy.time_due(now=1e9)

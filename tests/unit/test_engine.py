@@ -11,9 +11,10 @@ from torch import nn
 from dtrain import models
 from dtrain.config import load_config
 from dtrain.distributed.context import DistContext
+from dtrain.builders import build_loaders, build_engine, start_tracker
 from dtrain.engine.loop import NonFiniteLossError, Trainer, total_steps
 from dtrain.engine.progress import Progress
-from dtrain.train import build_loaders, main
+from dtrain.train import main
 
 TINY = ["data.loader=synthetic", "data.synthetic_samples=32", "data.synthetic_image_size=16",
         "data.crop_size=16", "data.val_resize=16", "data.val_crop=16", "data.workers=0",
@@ -60,16 +61,21 @@ class NanAfter(nn.Module):
         return out
 
 
-def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("bad_step", [3, 4], ids=["between-sync-points", "at-a-sync-point"])
+def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, bad_step):
+    """Syncs happen at the checkpoint steps (2, 4, ...) only: a NaN at step 3 is found at step 4's
+    sync, and still named as step 3."""
     cfg = load_config("digits_resnet20", [*TINY, f"run_dir={tmp_path}", "checkpoint.every_iters=2",
-                                          "checkpoint.at_epoch_end=false", "schedule.epochs=3"])
+                                          "checkpoint.at_epoch_end=false", "schedule.epochs=3",
+                                          "train.sync_every=100"])
     ctx = DistContext()
-    model = NanAfter(models.build("resnet20", num_classes=10), at=4)
-    trainer = Trainer(cfg, ctx, model, *build_loaders(cfg, ctx, 8))
+    model = NanAfter(models.build("resnet20", num_classes=10), at=bad_step)
+    trainer = Trainer(cfg, ctx, build_engine(cfg, ctx, model), *build_loaders(cfg, ctx, 8),
+                      start_tracker=start_tracker)
     with pytest.raises(NonFiniteLossError) as info:
         trainer.run()
     message = str(info.value)
-    assert "loss is nan at step 4" in message
+    assert f"loss is nan at step {bad_step} " in message
     assert str(tmp_path / "checkpoints" / "ckpt-000000002.pt") in message
     weights = torch.load(tmp_path / "checkpoints" / "ckpt-000000002.pt", weights_only=False)["model"]
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
@@ -122,3 +128,18 @@ def test_resume_never_refuses_an_earlier_runs_checkpoints(tmp_path, capsys):
     assert main(args) == 2
     assert "holds an earlier run's checkpoints (newest ckpt-000000007.pt)" in capsys.readouterr().err
     assert (run_dir / "checkpoints" / "ckpt-000000007.pt").is_file()  # nothing deleted
+
+
+def test_diverging_run_fails_with_exit_1_and_never_writes_non_finite_weights(tmp_path, capsys):
+    """optim.lr=1e6: the weights overflow; every checkpoint kept is finite and the error names the newest."""
+    args = ["digits_resnet20", *TINY, "train.device=cpu", "optim.lr=1000000", "checkpoint.every_iters=1",
+            "checkpoint.keep_last=2", "schedule.max_iters=12", "train.log_every_iters=3", f"run_dir={tmp_path}"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("not finite" in err or "loss is" in err), err
+    kept = sorted((tmp_path / "checkpoints").glob("ckpt-*.pt"))
+    assert kept and f"Last good checkpoint: {kept[-1]}" in err
+    for path in kept:
+        state = torch.load(path, weights_only=False)
+        tensors = [*state["model"].values(), *(v for s in state["optimizer"]["state"].values() for v in s.values())]
+        assert all(torch.isfinite(t).all() for t in tensors if torch.is_tensor(t) and t.is_floating_point())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dtrain.config import load_config
-from dtrain.engine.deepspeed_trainer import deepspeed_config
+from dtrain.engine.deepspeed_engine import deepspeed_config
 from dtrain.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -107,7 +107,7 @@ def test_ensemble_scores_are_the_mean_of_the_members_softmax():
 
 
 def _checkpoint(tmp_path, root, seed: int):
-    from dtrain.train import build_model
+    from dtrain.builders import build_model
 
     cfg = load_config("cifar10_resnet20", [f"data.root={root}", "model.num_classes=3", "data.workers=0",
                                            "data.val_resize=32", "data.val_crop=32", f"train.seed={seed}",

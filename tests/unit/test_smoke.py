@@ -46,7 +46,7 @@ def test_smoke_batches_are_small_and_the_evaluation_short() -> None:
 
 @pytest.mark.slow  # builds the 65M-parameter net
 def test_a_smoke_step_of_resnet200_runs_on_cpu() -> None:
-    from dtrain.train import build_model
+    from dtrain.builders import build_model
 
     cfg = load_config("resnet200_preact", SMOKE)
     model = build_model(cfg.model)

@@ -1,0 +1,154 @@
+"""The composition root: a resolved config in, the parts of a run out.
+
+    build_model(cfg.model)                    the network (He-initialised)
+    build_loaders(cfg, ctx, per_process)      train and eval loaders of this rank
+    build_engine(cfg, ctx, model)             the distribution engine (DDP or DeepSpeed)
+    start_tracker(cfg, ctx, ...)              the experiment tracker, config and tags logged
+    build_trainer(cfg, ctx, per_process)      all of the above, as the loop that trains them
+    load_for_inference(path, overrides)       model + config of a checkpoint (eval, analyses, bench)
+
+`dtrain train`, `dtrain eval`, the analyses and the benchmarks all build through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dtrain.config import ModelConfig, RunConfig, dump_yaml, from_dict, parse_override, to_dict, validate
+from dtrain.distributed.context import DistContext
+from dtrain.errors import DtrainError
+
+# Where a checkpoint may hold the weights and the resolved config: the trainer writes the first of
+# each; the others accept plain `torch.save({"state_dict": ...})` files.
+MODEL_KEYS = ("model", "state_dict", "model_state")
+CONFIG_KEYS = ("config", "cfg", "run_config")
+
+
+def build_model(model: ModelConfig) -> nn.Module:
+    """The network a config's model section names (He-initialised)."""
+    from dtrain import models
+
+    return models.build(model.name, num_classes=model.num_classes, **model.options)
+
+
+def build_loaders(cfg: RunConfig, ctx: DistContext, per_process_batch: int):
+    from dtrain.data import build_eval_loader, build_train_loader
+    from dtrain.smoke import limit_eval
+
+    train_loader = build_train_loader(cfg.data, batch_size=per_process_batch, rank=ctx.rank,
+                                      world_size=ctx.world_size, seed=cfg.train.seed, device=ctx.device,
+                                      num_classes=cfg.model.num_classes)
+    eval_batch = max(1, cfg.eval.batch_size // ctx.world_size)
+    eval_loader = build_eval_loader(cfg.data, mode=cfg.eval.mode, batch_size=eval_batch, rank=ctx.rank,
+                                    world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,
+                                    num_classes=cfg.model.num_classes)
+    eval_loader = limit_eval(eval_loader, cfg.eval.max_samples, eval_batch * ctx.world_size)  # smoke runs
+    return train_loader, eval_loader
+
+
+def build_engine(cfg: RunConfig, ctx: DistContext, model: nn.Module):
+    from dtrain.engine.engine import engine_class
+
+    return engine_class(cfg.distributed.engine)(cfg, ctx, model)
+
+
+def start_tracker(cfg: RunConfig, ctx: DistContext, *, resume_run_id: str | None = None,
+                  resumed_at: int | None = None):
+    """The run's tracker; rank 0 writes RUN_DIR/config.yaml and logs params (or, on a resume,
+    the config it resumed with) and the system tags."""
+    from dtrain.tracking import build_tracker, record_run_start
+
+    run_dir = cfg.resolved_run_dir()
+    tracker = build_tracker(cfg.tracking, run_dir=run_dir, rank=ctx.rank, run_name=cfg.tracking.run_name or cfg.recipe,
+                            resume_run_id=resume_run_id)
+    if not ctx.is_main:
+        return tracker
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    record_run_start(tracker, cfg, world_size=ctx.world_size, resumed_at_step=resumed_at,
+                     extra_tags={"model": cfg.model.name, "global_batch": str(cfg.optim.batch_size),
+                                 "backend": str(ctx.backend or "none"), "device_type": ctx.device.type})
+    return tracker
+
+
+def build_trainer(cfg: RunConfig, ctx: DistContext, per_process_batch: int, *, stream=None, loaders=None):
+    """The Trainer of `cfg` on this rank (`loaders`: (train, eval) to use instead of the config's)."""
+    from dtrain.engine.loop import Trainer
+
+    engine = build_engine(cfg, ctx, build_model(cfg.model))
+    train_loader, eval_loader = loaders or build_loaders(cfg, ctx, per_process_batch)
+    return Trainer(cfg, ctx, engine, train_loader, eval_loader, start_tracker=start_tracker, stream=stream)
+
+
+# -- inference -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Inference:
+    config: RunConfig
+    model: nn.Module  # on the CPU
+    state: dict[str, Any]  # the whole checkpoint (step, history, ...)
+    path: Path
+
+
+def _first(mapping: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    return next((mapping[k] for k in keys if k in mapping), None)
+
+
+def config_from_state(state: dict[str, Any], overrides: list[str] | tuple[str, ...], path: Path) -> RunConfig:
+    """The RunConfig saved in a checkpoint, with dotted key=value overrides applied."""
+    raw = _first(state, CONFIG_KEYS)
+    if isinstance(raw, RunConfig):
+        raw = to_dict(raw)
+    if not isinstance(raw, dict):
+        raise DtrainError(f"{path} holds no training config ({CONFIG_KEYS[0]!r}): was it written by `dtrain train`?")
+    raw = dict(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node[part] = dict(node.get(part) or {})
+            node = node[part]
+        node[leaf] = value
+    cfg = from_dict(RunConfig, raw)
+    validate(cfg)
+    return cfg
+
+
+def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DDP saves 'module.x', torch.compile '_orig_mod.x': the bare model has plain 'x'."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def load_for_inference(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Inference:
+    """The model of a checkpoint file, rebuilt from the config saved in it (plus overrides)."""
+    from dtrain.checkpoint import atomic_load  # checks the file against its sidecar's SHA-256
+    from dtrain.checkpoint.format import upgrade
+
+    path = Path(path)
+    if not path.is_file():
+        raise DtrainError(f"checkpoint {path} does not exist")
+    state = upgrade(atomic_load(path, map_location="cpu"), path)
+    weights = _first(state, MODEL_KEYS)
+    if weights is None:
+        raise DtrainError(f"{path} holds no model weights ({MODEL_KEYS[0]!r}); is it a checkpoint written by "
+                          "`dtrain train`?")
+    cfg = config_from_state(state, overrides, path)
+    model = build_model(cfg.model)
+    try:
+        model.load_state_dict(strip_wrappers(dict(weights)))
+    except RuntimeError as exc:
+        raise DtrainError(f"{path}: weights do not fit {cfg.model.name} ({str(exc).splitlines()[0]})") from None
+    return Inference(cfg, model, state, path)
