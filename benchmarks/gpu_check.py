@@ -234,7 +234,9 @@ def run(out: Path, dry_run: bool) -> int:
 def train(check: Check, s: Sizes, data: Path, runs: Path, amp: str) -> None:
     """One process, sync BN on, the gpu loader: the whole run, and the same run stopped half way
     and resumed (a rerun of the same run_dir resumes from its last checkpoint)."""
-    common = [f"data.root={data}", "data.loader=gpu", "data.source=shards", f"data.crop_size={s.crop}",
+    # data.val_split=val: the synthetic tree has no minival, which the R1 recipe's plateau rule reads.
+    common = [f"data.root={data}", "data.val_split=val", "data.loader=gpu", "data.source=shards",
+              f"data.crop_size={s.crop}",
               f"data.val_crop={s.crop}", f"data.val_resize={s.crop + s.crop // 7}",
               f"data.scale_range=[{s.crop + s.crop // 7},{2 * s.crop}]", f"data.workers={s.workers}",
               f"model.name={s.model}", f"model.num_classes={s.num_classes}", f"optim.batch_size={s.batch}",
@@ -246,8 +248,9 @@ def train(check: Check, s: Sizes, data: Path, runs: Path, amp: str) -> None:
                  f"schedule.max_iters={s.train_iters}")
     check.dtrain("train_first_half", "train", "resnet50", *common, f"run_dir={runs / 'resumed'}",
                  f"schedule.max_iters={half}")
+    # A longer max_iters changes the run's fingerprint: resume=force says "continue it anyway".
     check.dtrain("train_resumed", "train", "resnet50", *common, f"run_dir={runs / 'resumed'}",
-                 f"schedule.max_iters={s.train_iters}")
+                 f"schedule.max_iters={s.train_iters}", "checkpoint.resume=force")
     resume_is_exact(check, runs)
 
 

@@ -146,7 +146,8 @@ def test_every_command_taking_overrides_takes_set(command) -> None:
 
 def test_completion_offers_recipes_and_keys() -> None:
     recipes = [item.value for item in complete_recipe(None, None, "cifar10_resnet11")]
-    assert recipes == ["cifar10_resnet110", "cifar10_resnet110_preact"]
+    assert recipes == ["cifar10_resnet110", "cifar10_resnet110_1layer", "cifar10_resnet110_1layer_preact",
+                       "cifar10_resnet110_preact"]
     keys = [item.value for item in complete_override(None, None, "optim.l")]
     assert keys == ["optim.lr="]
     assert complete_override(None, None, "optim.lr=0") == []

@@ -26,9 +26,12 @@ def test_params_hold_only_the_values_that_apply_to_the_runs_choices():
 
 
 def test_dataset_records_come_from_the_prepared_summary(tmp_path):
+    # R1's ImageNet recipes evaluate during training on the minival carved out of train.
     summary = {"dataset": "imagenet", "splits": {"train": {"accepted": 10, "rejected": 1},
-                                                 "val": {"accepted": 4, "rejected": 0}},
-               "per_class": {"train": {"n01": 5, "n02": 5}, "val": {"n01": 2, "n02": 2}}}
+                                                 "minival": {"accepted": 4, "rejected": 0},
+                                                 "val": {"accepted": 6, "rejected": 0}},
+               "per_class": {"train": {"n01": 5, "n02": 5}, "minival": {"n01": 2, "n02": 2},
+                             "val": {"n01": 3, "n02": 3}}}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     (tmp_path / "manifest.parquet").write_bytes(b"rows")
     records = dataset_records(load_config("resnet50", [f"data.root={tmp_path}"]))
