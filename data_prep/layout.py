@@ -20,6 +20,8 @@ JPEG_DIR = "jpeg"              # converted / extracted JPEG copies for fn.reader
 SOURCE_LINK = "src"            # symlink OUT/src -> --src, so clean originals need no copy
 QUARANTINE_DIR = "quarantine"  # raw bytes of every rejected file, for inspection
 WORK_DIR = ".work"             # per-shard manifest fragments and the run's options (resume state)
+PER_PIXEL_MEAN = "per_pixel_mean.npy"  # R1's mean image of the train split (data.normalize=per_pixel_mean)
+PIXEL_STATS = "pixel_stats.json"
 
 # webdataset member extensions: the JPEG, the label as ASCII decimal (webdataset's convention)
 # and the label as 4-byte little-endian int32 (what DALI decodes with dtypes=INT32).

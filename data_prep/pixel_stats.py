@@ -20,8 +20,8 @@ from PIL import Image
 
 from . import layout
 
-PER_PIXEL_MEAN = "per_pixel_mean.npy"
-PIXEL_STATS = "pixel_stats.json"
+PER_PIXEL_MEAN = layout.PER_PIXEL_MEAN
+PIXEL_STATS = layout.PIXEL_STATS
 STATS_SPLIT = "train"
 
 

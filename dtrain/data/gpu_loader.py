@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from data_prep import layout
+from dtrain_prep import layout
 from dtrain.config import DataConfig
 
 from .eval_views import EvalTransform

@@ -47,7 +47,7 @@ def loader_channel_stats(batches: Iterable[torch.Tensor], max_batches: int | Non
 
 def per_pixel_mean(root: str | Path) -> np.ndarray:
     """The HxWx3 mean image in [0, 1] that `dtrain prepare` stored with the dataset at `root`."""
-    from data_prep.pixel_stats import PER_PIXEL_MEAN
+    from dtrain_prep.layout import PER_PIXEL_MEAN
 
     path = Path(root) / PER_PIXEL_MEAN
     if not path.is_file():

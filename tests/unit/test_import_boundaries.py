@@ -137,3 +137,19 @@ def test_importing_models_loads_no_other_dtrain_module() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "dtrain.models" in loaded
     assert [m for m in loaded if not (m == "dtrain" or any(_under(m, a) for a in MODELS_ALLOWED))] == []
+
+
+
+def _prep_import_violations(path: Path) -> list[str]:
+    name, is_package = _module_name(path)
+    modules = imported_modules(path.read_text(), name, is_package)
+    bare = [m for m in modules if _under(m, "data_prep")]  # the checkout's folder: not installed
+    inner = [m for m in modules if _under(m, "dtrain_prep") and m != "dtrain_prep" and not _under(m, "dtrain_prep.layout")]
+    return sorted(bare + (inner if _under(name, "dtrain.data") else []))
+
+
+def test_dtrain_reaches_the_prep_tool_by_its_installed_name_and_the_loaders_only_its_layout() -> None:
+    # An install has `dtrain_prep`, not `data_prep`; the loaders depend only on the layout
+    # contract, so prep's internals stay free to change (the CLI may run prep's commands).
+    offenders = {str(p.relative_to(ROOT)): bad for p in _python_files("dtrain") if (bad := _prep_import_violations(p))}
+    assert not offenders, f"import dtrain_prep.layout instead: {offenders}"
