@@ -62,7 +62,7 @@ def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(
         assert torch.allclose(loaded.eval()(images), reference.eval()(images), atol=1e-6)
     # The best checkpoint is logged too when it is an earlier one, with its own weights.
     best = run.data.tags["dtrain.checkpoint.best"]
-    if torch.load(best, map_location="cpu", weights_only=False)["step"] != result.step:
+    if torch.load(best, map_location="cpu", weights_only=False)["train_state"]["step"] != result.step:
         reference.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
         loaded = mlflow.pytorch.load_model(f"models:/{logged['best_model'].model_id}")
         with torch.no_grad():
