@@ -5,10 +5,12 @@
 
 Steps, each a `dtrain` subprocess writing one JSON under DIR: prepare a synthetic ImageNet-like
 JPEG set (webdataset shards only: no FFCV needed), the GPU-marked tests (when pytest is there),
-nvJPEG-vs-PIL decoder tolerance, ResNet-50 model-only img/s (bf16 and fp16, channels_last; bf16
-also with torch.compile), end-to-end img/s with the gpu and the torch loader, framework overhead, and a
-1-process training run (sync BN on, tracking.backend=jsonl) stopped half way and resumed,
-whose final weights must equal the uninterrupted run's. DIR/summary.md gets one table with the
+nvJPEG-vs-PIL decoder tolerance, ResNet-50 model-only img/s (bf16 and fp16, channels_last; both
+also with torch.compile, fp16's last and only if time is left), end-to-end img/s with the gpu and
+the torch loader (and DALI when installed), framework overhead, checkpoint blocked time (ResNet-50
+and ResNet-200), and a torchrun 1-process training run (NCCL process group, DDP, sync BN,
+tracking.backend=jsonl; loss must stay finite) stopped half way and resumed, whose final weights
+must equal the uninterrupted run's. DIR/summary.md gets one table with the
 device, driver, torch/CUDA versions and commit. Exits 1 if any step fails; what the machine
 lacks (MLflow, DALI, FFCV, DeepSpeed, pytest) is skipped with a line saying so.
 """
@@ -27,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_TEST_FILES = ("tests/unit/test_gpu_loader.py", "tests/unit/test_data_loaders.py")
+COMPILE_SECONDS = 120  # one `bench model --compile` of ResNet-50 (compile included), with a margin
+GPU_TEST_FILES = ("tests/unit/test_gpu_loader.py", "tests/unit/test_data_loaders.py",
+                  "tests/unit/test_models_deterministic.py")
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ def sizes(dry_run: bool) -> Sizes:
     cores = os.cpu_count() or 1
     if dry_run:
         return Sizes("cpu", 48, 8, 64, 48, "resnet20", 8, 32, 10, ("none",), (), 0, 2, 4)  # 0: no worker start-ups
-    return Sizes("cuda", 20000, 512, 500, 375, "resnet50", 256, 224, 1000, ("bf16", "fp16"), ("bf16",),
+    return Sizes("cuda", 20000, 512, 500, 375, "resnet50", 256, 224, 1000, ("bf16", "fp16"), ("bf16", "fp16"),
                  min(16, cores), 30, 300)
 
 
@@ -86,6 +90,14 @@ def _version(module: str) -> str | None:
         return None
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _run_text(argv: list[str]) -> str | None:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip() or None
@@ -101,10 +113,16 @@ class Check:
         self.rows: list[tuple[str, str, str]] = []  # step, status, figure
         self.failed = False
 
-    def dtrain(self, name: str, *args: str, figure=None) -> dict | None:
-        """`python -m dtrain ARGS --json DIR/NAME.json`; the JSON it wrote, or None on failure."""
+    def dtrain(self, name: str, *args: str, figure=None, torchrun: bool = False) -> dict | None:
+        """`python -m dtrain ARGS --json DIR/NAME.json`; the JSON it wrote, or None on failure.
+        torchrun=True: `torchrun --nproc-per-node 1 -m dtrain.train ARGS[1:]`, a process group of one
+        (NCCL on a GPU), so DDP and SyncBatchNorm run as in a multi-GPU job."""
         path = self.out / f"{name}.json"
         argv = [sys.executable, "-m", "dtrain", *args]
+        if torchrun:
+            argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "1",
+                    "--rdzv-backend", "c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "-m", "dtrain.train",
+                    *args[1:]]
         if args[0] == "bench":
             argv += ["--json", str(path)]
         started = time.perf_counter()
@@ -140,6 +158,12 @@ class Check:
         (self.out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
+def _blocked(result: dict) -> str:
+    rows = result.get("results", [])
+    return ", ".join(f"{r['name']} blocked {r['details']['blocked_s_median']} s (median), "
+                     f"{r['details']['megabytes']} MB" for r in rows) or "no figure"
+
+
 def _img_s(result: dict) -> str:
     rows = result.get("results", [])
     return ", ".join(f"{r['name']} {r['images_per_s']:.0f} img/s" for r in rows) or "no figure"
@@ -164,6 +188,22 @@ def decoder_tolerance(check: Check, data: Path, device: str, count: int = 64) ->
                  {"images": len(gaps), "max_levels": worst, "mean_levels": mean, "device": device})
 
 
+def trained_through_ddp(check: Check, runs: Path, backend: str) -> None:
+    """The whole run formed a process group (DDP + SyncBatchNorm over `backend`) and its loss stayed finite."""
+    import math
+
+    log = (check.out / "logs" / "train_whole.log").read_text() if (check.out / "logs" / "train_whole.log").is_file() else ""
+    rows = [json.loads(line) for line in (runs / "whole" / "metrics.jsonl").read_text().splitlines()
+            if line.strip()] if (runs / "whole" / "metrics.jsonl").is_file() else []
+    losses = [row["metrics"][k] for row in rows for k in row.get("metrics", {}) if k.endswith("train/loss")]
+    grouped = f"(process group {backend})" in log
+    finite = bool(losses) and all(math.isfinite(x) for x in losses)
+    check.record("ddp_sync_bn", "ok" if grouped and finite else "FAIL",
+                 f"process group {backend if grouped else 'NOT formed'}, {len(losses)} losses logged, "
+                 f"{'all finite' if finite else 'NOT all finite'}, last {losses[-1] if losses else None}",
+                 {"backend": backend if grouped else None, "losses": losses})
+
+
 def resume_is_exact(check: Check, runs: Path) -> None:
     """The weights after an interrupted-and-resumed run against the uninterrupted run's."""
     import torch
@@ -184,8 +224,10 @@ def resume_is_exact(check: Check, runs: Path) -> None:
                  "(tolerance 1e-5; 0 means bitwise)", {"max_abs_difference": gap, "tensors": len(whole)})
 
 
-def run(out: Path, dry_run: bool) -> int:
+def run(out: Path, dry_run: bool, budget_seconds: float) -> int:
     import torch
+
+    started = time.monotonic()
 
     if not dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA device visible; use --cpu-dry-run on a CPU machine", file=sys.stderr)
@@ -215,7 +257,7 @@ def run(out: Path, dry_run: bool) -> int:
              str(s.num_classes), "--device", s.device]
     timing = ["--warmup", "2", "--iters", str(s.iters), "--repeats", "2" if dry_run else "3"]
     for amp in s.amps:
-        for compiled in (False, True) if amp in s.compile_amps else (False,):
+        for compiled in (False, True) if amp == s.amps[0] and s.compile_amps else (False,):
             check.dtrain(f"model_{amp}{'_compile' if compiled else ''}", "bench", "model", *model, "--amp", amp,
                          "--channels-last", *(["--compile"] if compiled else []), *timing, figure=_img_s)
     amp = s.amps[0]
@@ -226,14 +268,25 @@ def run(out: Path, dry_run: bool) -> int:
         check.dtrain(f"e2e_{name}", "bench", "e2e", *model, "--amp", amp, "--channels-last", *loader,
                      "--loader", name, "--workers", str(max(1, s.workers)), *timing, figure=_img_s)
     check.dtrain("overhead", "bench", "overhead", *model, "--amp", amp, "--channels-last", *timing, figure=_img_s)
+    check.dtrain("checkpoint", "bench", "checkpoint", "--models", "resnet20" if dry_run else "resnet50,resnet200",
+                 "--saves", "1" if dry_run else "3", "--device", s.device, figure=_blocked)
     train(check, s, data, out / "runs", amp)
+    # torch.compile for the other AMP modes last (~1.5 min each): what the time limit cuts first.
+    for amp in s.compile_amps[1:]:
+        left = budget_seconds - (time.monotonic() - started)
+        if left < COMPILE_SECONDS:
+            check.record(f"model_{amp}_compile", "skip", f"{left:.0f} s left of the time limit, {COMPILE_SECONDS} needed")
+            continue
+        check.dtrain(f"model_{amp}_compile", "bench", "model", *model, "--amp", amp, "--channels-last", "--compile",
+                     *timing, figure=_img_s)
     print(f"[gpu-check] {'FAILED' if check.failed else 'passed'}: {out / 'summary.md'}", flush=True)
     return 1 if check.failed else 0
 
 
 def train(check: Check, s: Sizes, data: Path, runs: Path, amp: str) -> None:
-    """One process, sync BN on, the gpu loader: the whole run, and the same run stopped half way
-    and resumed (a rerun of the same run_dir resumes from its last checkpoint)."""
+    """torchrun with one process (a process group: DDP, SyncBatchNorm, NCCL on a GPU), the gpu loader:
+    the whole run, and the same run stopped half way and resumed (a rerun of the same run_dir
+    resumes from its last checkpoint)."""
     # data.val_split=val: the synthetic tree has no minival, which the R1 recipe's plateau rule reads.
     common = [f"data.root={data}", "data.val_split=val", "data.loader=gpu", "data.source=shards",
               f"data.crop_size={s.crop}",
@@ -242,15 +295,18 @@ def train(check: Check, s: Sizes, data: Path, runs: Path, amp: str) -> None:
               f"model.name={s.model}", f"model.num_classes={s.num_classes}", f"optim.batch_size={s.batch}",
               f"eval.batch_size={s.batch}", f"train.device={s.device}", f"train.amp={amp}",
               "train.channels_last=true", "train.deterministic=true", "distributed.sync_bn=true",
-              "tracking.backend=jsonl", "checkpoint.every_minutes=0", "schedule.epochs=null"]
+              "tracking.backend=jsonl", f"tracking.metrics_every_iters={max(1, min(10, s.train_iters // 4))}",
+              "checkpoint.every_minutes=0",
+              "schedule.epochs=null"]
     half = s.train_iters // 2
     check.dtrain("train_whole", "train", "resnet50", *common, f"run_dir={runs / 'whole'}",
-                 f"schedule.max_iters={s.train_iters}")
+                 f"schedule.max_iters={s.train_iters}", torchrun=True)
     check.dtrain("train_first_half", "train", "resnet50", *common, f"run_dir={runs / 'resumed'}",
-                 f"schedule.max_iters={half}")
+                 f"schedule.max_iters={half}", torchrun=True)
     # A longer max_iters changes the run's fingerprint: resume=force says "continue it anyway".
     check.dtrain("train_resumed", "train", "resnet50", *common, f"run_dir={runs / 'resumed'}",
-                 f"schedule.max_iters={s.train_iters}", "checkpoint.resume=force")
+                 f"schedule.max_iters={s.train_iters}", "checkpoint.resume=force", torchrun=True)
+    trained_through_ddp(check, runs, "gloo" if s.device == "cpu" else "nccl")
     resume_is_exact(check, runs)
 
 
@@ -259,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="Directory for the JSON files and summary.md.")
     parser.add_argument("--cpu-dry-run", action="store_true", help="Tiny sizes on CPU: the same steps.")
     args = parser.parse_args(argv)
-    return run(args.out, args.cpu_dry_run)
+    return run(args.out, args.cpu_dry_run, float(os.environ.get("GPU_CHECK_TIMEOUT", "480")))
 
 
 if __name__ == "__main__":

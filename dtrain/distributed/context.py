@@ -2,7 +2,9 @@
 
 torchrun (and Slurm/Kubernetes launchers that mimic it) sets RANK, LOCAL_RANK, WORLD_SIZE,
 MASTER_ADDR and MASTER_PORT; `init_process_group(init_method="env://")` reads them. Without them
-this is a plain single process and no process group is created at all.
+this is a plain single process and no process group is created at all. Under torchrun a group is
+formed even for one process, so `torchrun --nproc-per-node 1` runs DDP (and NCCL on a GPU) exactly
+as a bigger job does: the cheapest way to check the distributed path on one device.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ class DistContext:
 
     @property
     def is_distributed(self) -> bool:
-        return self.world_size > 1
+        """More than one process, or a process group of one (torchrun --nproc-per-node 1):
+        torchrun users expect DDP and sync BN then, as torchvision's references give them."""
+        return self.world_size > 1 or self.backend is not None
 
     @property
     def is_main(self) -> bool:
@@ -100,7 +104,7 @@ def init_distributed(dist_cfg: DistributedConfig, device_request: str) -> DistCo
     if launched_by_torchrun():
         die_with_parent()  # no orphan trains on (and writes checkpoints) after its agent is killed
     device = resolve_device(device_request, local_rank)
-    if world_size <= 1:
+    if world_size <= 1 and not launched_by_torchrun():
         return DistContext(rank=0, local_rank=0, world_size=1, device=device, backend=None)
     backend = resolve_backend(dist_cfg.backend, device)
     if not dist.is_initialized():

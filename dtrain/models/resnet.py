@@ -43,6 +43,18 @@ class ResNetSpec:
         return BRANCH_KINDS[self.kind].convs_per_unit * sum(self.stage_depths) + 2
 
 
+class GlobalAvgPool(nn.Module):
+    """The mean over H and W, keeping N x C x 1 x 1 (what nn.AdaptiveAvgPool2d(1) returns).
+
+    Written as a mean because adaptive_avg_pool2d's CUDA backward has no deterministic kernel:
+    with train.deterministic=true (exact-resume checks) torch raises on the first backward
+    (pytorch/pytorch#149130). A mean's backward is a broadcast, deterministic everywhere.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 class ResNet(nn.Module):
     """Stem conv-BN-ReLU(-maxpool), stages (stride 2 in the first unit of every stage but the
     first), global average pool, fc. Pre-activation layouts add their activation after the last
@@ -86,7 +98,7 @@ class ResNet(nn.Module):
         self.final_steps = options.layout.preactivation
         if "bn" in self.final_steps:
             self.final_bn = nn.BatchNorm2d(channels)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = GlobalAvgPool()
         self.fc = nn.Linear(channels, num_classes)
         self.num_features = channels
         self._initialise(zero_init_residual)

@@ -58,13 +58,15 @@ def prefix_rank_output(rank: int) -> None:
             setattr(sys, name, RankPrefixedStream(stream, prefix))
 
 
-def header_line(*, world_size: int, run_dir: Path | str, devices: Sequence[str], run_link: str | None) -> str:
+def header_line(*, world_size: int, run_dir: Path | str, devices: Sequence[str], run_link: str | None,
+                backend: str | None = None) -> str:
     """Rank 0's first line: where the run writes, on what it runs, and where to watch it."""
     counts: dict[str, int] = {}
     for device in devices:
         counts[device] = counts.get(device, 0) + 1
     described = ", ".join(f"{n} x {name}" if n > 1 else name for name, n in counts.items())
-    parts = [f"{HEADER_START}{world_size}", f"run dir {Path(run_dir).resolve()}",
+    group = f"process group {backend}" if backend else "no process group"
+    parts = [f"{HEADER_START}{world_size} ({group})", f"run dir {Path(run_dir).resolve()}",
              f"devices {described} on {socket.gethostname()}"]
     parts.append(f"MLflow {run_link}" if run_link else "no MLflow run")
     return " | ".join(parts)

@@ -89,7 +89,7 @@ def test_simulated_two_node_run_with_c10d_rendezvous(single_run, tmp_path):
     summaries = [out for _, out, _ in results if "finished: finished at step 8" in out]
     assert len(summaries) == 1  # rank 0 alone reports
     # Rank 0's node is whichever agent joined first: its header line is how a user finds it.
-    assert [out for _, out, _ in results if "dtrain rank 0 of 2 | run dir" in out] == summaries
+    assert [out for _, out, _ in results if "dtrain rank 0 of 2 (process group gloo) | run dir" in out] == summaries
     _assert_same_weights(_weights(single_run), _weights(tmp_path))
 
 

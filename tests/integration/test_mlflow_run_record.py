@@ -45,7 +45,7 @@ def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(
     out = capsys.readouterr().out
     link = (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{result.run_id}"
             "?workflowType=machine_learning")
-    header = next(line for line in out.splitlines() if line.startswith("dtrain rank 0 of 1 |"))
+    header = next(line for line in out.splitlines() if line.startswith("dtrain rank 0 of 1 (no process group) |"))
     assert f"run dir {tmp_path.resolve()}" in header and link in header
     assert f"mlflow ui --backend-store-uri {uri}  then open {link}" in out
 

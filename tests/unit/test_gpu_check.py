@@ -36,7 +36,9 @@ def test_gpu_check_cpu_dry_run_passes(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = (out / "summary.md").read_text()
     assert "torch 2." in summary and "| resume_exact | ok |" in summary and "FAIL" not in summary
-    for name in ("environment", "model_none", "e2e_gpu", "e2e_torch", "overhead", "resume_exact"):
+    assert "| ddp_sync_bn | ok | process group gloo" in summary and "| checkpoint | ok |" in summary
+    for name in ("environment", "model_none", "e2e_gpu", "e2e_torch", "overhead", "checkpoint", "ddp_sync_bn",
+                 "resume_exact"):
         assert json.loads((out / f"{name}.json").read_text())
     assert json.loads((out / "resume_exact.json").read_text())["max_abs_difference"] <= 1e-5
 

@@ -53,8 +53,9 @@ def test_every_line_of_another_rank_is_prefixed_even_when_written_in_pieces():
 
 
 def test_header_names_world_size_run_dir_devices_and_link(tmp_path):
-    line = header_line(world_size=16, run_dir=tmp_path, devices=["NVIDIA H200"] * 8, run_link="http://m/#/r")
-    assert line.startswith("dtrain rank 0 of 16 | ") and f"run dir {tmp_path}" in line
+    line = header_line(world_size=16, run_dir=tmp_path, devices=["NVIDIA H200"] * 8, run_link="http://m/#/r",
+                       backend="nccl")
+    assert line.startswith("dtrain rank 0 of 16 (process group nccl) | ") and f"run dir {tmp_path}" in line
     assert "devices 8 x NVIDIA H200 on " in line and line.endswith("MLflow http://m/#/r") and "\n" not in line
 
 
