@@ -1,7 +1,8 @@
 """Training and test error per iteration, read back from MLflow (what R1 Fig. 4 and 6 plot).
 
 A run is named by its run directory (MLflow store sqlite:///RUN_DIR/mlflow.db, as the trainer
-writes by default) or by its run id (with --tracking-uri or MLFLOW_TRACKING_URI).
+writes by default; RUN_DIR/metrics.jsonl when it trained with tracking.backend=jsonl or MLflow
+is not installed) or by its run id (with --tracking-uri or MLFLOW_TRACKING_URI).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ TEST_ERROR_KEYS = ("val/top1_err", "val_top1_err", "val/top1_error", "test/top1_
 PERCENT = 100.0
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+METRICS_FILE = "metrics.jsonl"  # dtrain.tracking's local record: every metric, whatever the backend
 
 
 @dataclass
@@ -50,6 +52,7 @@ class RunCurves:
 class RunRef:
     tracking_uri: str
     run_id: str
+    metrics_file: Path | None = None  # RUN_DIR/metrics.jsonl, read instead of an MLflow store
 
 
 def tracking_uri_for_dir(run_dir: Path) -> str:
@@ -61,9 +64,11 @@ def resolve_run(run: str, tracking_uri: str | None = None) -> RunRef:
     path = Path(run)
     if path.is_dir():
         uri = tracking_uri or (tracking_uri_for_dir(path) if (path / "mlflow.db").is_file() else None)
+        if uri is None and (path / METRICS_FILE).is_file():
+            return RunRef("", _run_id_of_dir(path) or "", metrics_file=path / METRICS_FILE)
         if uri is None:
-            raise DtrainError(f"{path} holds no mlflow.db; pass --tracking-uri (the store the run logged to) "
-                              "or a run directory written by `dtrain train`")
+            raise DtrainError(f"{path} holds neither mlflow.db nor {METRICS_FILE}; pass --tracking-uri (the store "
+                              "the run logged to) or a run directory written by `dtrain train`")
         return RunRef(uri, _run_id_of_dir(path) or _latest_run_id(uri, path))
     if _RUN_ID.match(run):
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -119,16 +124,54 @@ def _as_percent(train: list[tuple[int, float]], test: list[tuple[int, float]]):
     return [(s, v * scale) for s, v in train], [(s, v * scale) for s, v in test]
 
 
-def load_curves(ref: RunRef, label: str | None = None) -> RunCurves:
+def _jsonl_records(path: Path) -> tuple[dict, dict, dict[str, dict[int, float]]]:
+    """(run record, params, key -> {step: value}) from metrics.jsonl; a resumed run may log a
+    step twice: the later line wins, as in _history."""
+    import json
+
+    run, params, series = {}, {}, {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut short by a crash
+            continue
+        kind = record.get("type")
+        if kind == "run":
+            run = record
+        elif kind == "params":
+            params.update({k: str(v) for k, v in record.get("params", {}).items()})
+        elif kind == "metrics":
+            for key, value in record.get("metrics", {}).items():
+                series.setdefault(key, {})[int(record.get("step", 0))] = float(value)
+    return run, params, series
+
+
+def _first_series(series: dict[str, dict[int, float]], keys: tuple[str, ...]) -> list[tuple[int, float]]:
+    for key in keys:
+        if series.get(key):
+            return sorted(series[key].items())
+    return []
+
+
+def _read_run(ref: RunRef) -> tuple[str, dict, list, list]:
+    """(run name, params, train history, test history) from the MLflow store or metrics.jsonl."""
+    if ref.metrics_file is not None:
+        run, params, series = _jsonl_records(ref.metrics_file)
+        return (run.get("run_name") or "", params, _first_series(series, TRAIN_ERROR_KEYS),
+                _first_series(series, TEST_ERROR_KEYS))
     client = _client(ref.tracking_uri)
     try:
         run = client.get_run(ref.run_id)
     except Exception as exc:  # MLflow raises its own exception types per store
         raise DtrainError(f"run {ref.run_id} not found in {ref.tracking_uri}: {str(exc).splitlines()[0]}") from None
-    params = dict(run.data.params)
-    train, test = _as_percent(_history(client, ref.run_id, TRAIN_ERROR_KEYS),
-                              _history(client, ref.run_id, TEST_ERROR_KEYS))
-    curves = RunCurves(label=label or params.get("model.name") or run.info.run_name or ref.run_id[:8],
+    return (run.info.run_name, dict(run.data.params), _history(client, ref.run_id, TRAIN_ERROR_KEYS),
+            _history(client, ref.run_id, TEST_ERROR_KEYS))
+
+
+def load_curves(ref: RunRef, label: str | None = None) -> RunCurves:
+    run_name, params, train, test = _read_run(ref)
+    train, test = _as_percent(train, test)
+    curves = RunCurves(label=label or params.get("model.name") or run_name or ref.run_id[:8],
                        run_id=ref.run_id, params=params, train=train, test=test)
     if not curves.train and not curves.test:
         raise DtrainError(f"run {ref.run_id} has no error metrics (looked for {TRAIN_ERROR_KEYS[0]} and "

@@ -98,9 +98,26 @@ def test_report_is_logged_to_the_run(store):
 
 def test_bad_runs_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with pytest.raises(DtrainError, match="no mlflow.db"):
+    with pytest.raises(DtrainError, match="neither mlflow.db nor metrics.jsonl"):
         resolve_run(str(tmp_path))
     with pytest.raises(DtrainError, match="neither a run directory"):
         resolve_run("not-a-run")
     with pytest.raises(DtrainError, match="needs --tracking-uri"):
         resolve_run("0" * 32)
+
+
+def test_a_run_trained_with_the_jsonl_backend_reads_back_from_metrics_jsonl(tmp_path, monkeypatch):
+    """tracking.backend=jsonl (or no MLflow installed): RUN_DIR/metrics.jsonl is the record; a
+    resumed run that logged step 20 twice keeps the later value; a line cut short is skipped."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    lines = [{"type": "run", "run_id": "abc", "run_name": "plain56", "backend": "jsonl"},
+             {"type": "params", "params": {"model.name": "plain56"}},
+             {"type": "metrics", "step": 10, "metrics": {"train/top1_err": 0.9}},
+             {"type": "metrics", "step": 20, "metrics": {"train/top1_err": 0.8, "val/top1_err": 0.85}},
+             {"type": "metrics", "step": 20, "metrics": {"train/top1_err": 0.7}}]
+    text = "\n".join(json.dumps(line) for line in lines) + '\n{"type": "metr'
+    (tmp_path / "metrics.jsonl").write_text(text)
+    curves = load_curves(resolve_run(str(tmp_path)))
+    assert curves.label == "plain56"
+    assert curves.train == [(10, pytest.approx(90.0)), (20, pytest.approx(70.0))]
+    assert curves.test == [(20, pytest.approx(85.0))]
