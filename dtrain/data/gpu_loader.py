@@ -215,7 +215,7 @@ def build_eval(data: DataConfig, *, mode, batch_size, rank, world_size, scales, 
 def _builders():
     from dtrain.data import LoaderBuilders  # the package is initialised by the time this loader is chosen
 
-    return LoaderBuilders(train=build_train, eval=build_eval)
+    return LoaderBuilders(train=build_train, eval=build_eval, formats=True)
 
 
 BUILDERS = _builders()
