@@ -1,20 +1,29 @@
 """What data.loader=gpu hands to its neighbours, checked on a CPU-only machine.
 
 - the batch format: `dtrain train` and `dtrain bench e2e` ask the loader for train.amp's dtype
-  (on CUDA) and train.channels_last's memory format, and it emits them.
+  (on CUDA) and train.channels_last's memory format, and it emits them;
+- the decode call used on GPUs: torchvision.io.decode_jpeg(list of uint8 1-D tensors,
+  device=<the loader's device>, mode=RGB), one call per batch. torchvision does not load beside
+  the CPU torch here, so a fake torchvision.io records the call (and decodes with PIL on CPU).
 """
 
 from __future__ import annotations
 
+import io
+import sys
+import types
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from _prepared_fixture import write_prepared
 from dtrain import data as data_package
 from dtrain.builders import build_loaders
 from dtrain.config import DataConfig, load_config
 from dtrain.data import LoaderBuilders, build_train_loader
+from dtrain.data import gpu_decode, gpu_loader
 from dtrain.data.gpu_defaults import BatchFormat, batch_format
 from dtrain.distributed.context import DistContext
 
@@ -115,3 +124,75 @@ def test_bench_e2e_feeds_the_gpu_loaders_channels_last_batches(prepared, monkeyp
     data = DataConfig(root=str(prepared), loader="gpu", gpu_decoder="pil", **SMALL)
     runs.bench_end_to_end(setup, data, CPU, runs.Timing(warmup=0, iterations=1, repeats=1))
     assert seen and set(seen) == {(torch.float32, True)}
+
+
+# ---- the decode call used on GPUs ------------------------------------------------------------
+
+
+class _Stop(BaseException):
+    """Raised by the fake after recording the call: not an Exception, so decode_batch's per-image
+    retry does not swallow it and nothing after the decode needs a real CUDA device."""
+
+
+@pytest.fixture
+def fake_torchvision(monkeypatch):
+    """torchvision.io with a decode_jpeg that records every call and decodes with PIL on the CPU
+    (or raises _Stop when `stop` is set)."""
+    calls: list = []
+    state = {"stop": False}
+    read_mode = types.SimpleNamespace(RGB="RGB-mode")
+
+    def decode_jpeg(data, *, device, mode):
+        calls.append(dict(data=data, device=torch.device(device), mode=mode))
+        if state["stop"]:
+            raise _Stop
+        return [torch.from_numpy(np.array(Image.open(io.BytesIO(t.numpy().tobytes())).convert("RGB"))).permute(2, 0, 1)
+                for t in data]
+
+    package = types.ModuleType("torchvision")
+    package.io = types.SimpleNamespace(decode_jpeg=decode_jpeg, ImageReadMode=read_mode)
+    monkeypatch.setitem(sys.modules, "torchvision", package)
+    monkeypatch.setitem(sys.modules, "torchvision.io", package.io)
+    gpu_decode.torchvision_decode_jpeg.cache_clear()
+    yield calls, state
+    gpu_decode.torchvision_decode_jpeg.cache_clear()
+
+
+def _assert_one_batched_call(call, source, indices, device):
+    assert isinstance(call["data"], list) and len(call["data"]) == len(indices)
+    for tensor, index in zip(call["data"], indices.tolist()):
+        assert tensor.dtype == torch.uint8 and tensor.dim() == 1
+        assert tensor.numpy().tobytes() == source.read_bytes(index)  # that sample's JPEG, whole
+    assert call["device"] == device and call["mode"] == "RGB-mode"
+
+
+def test_auto_picks_torchvision_when_it_loads(fake_torchvision):
+    assert gpu_decode.pick_decoder("auto") == "torchvision"
+
+
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true")  # device=cuda on a CPU host
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_the_loader_decodes_each_batch_with_one_call_on_its_cuda_device(prepared, fake_torchvision, split):
+    calls, state = fake_torchvision
+    state["stop"] = True
+    data = DataConfig(root=str(prepared), loader="gpu", gpu_decoder="torchvision", **SMALL)
+    common = dict(batch_size=4, rank=0, world_size=1, device=CUDA)
+    loader = (gpu_loader.build_train(data, seed=0, **common) if split == "train"
+              else gpu_loader.build_eval(data, mode="center", scales=[], **common))
+    raw = next(iter(loader.loader))  # what the workers hand over; indices last
+    with pytest.raises(_Stop):
+        loader._batch(raw)  # the device step, up to the decode (nothing else may run without CUDA)
+    assert len(calls) == 1
+    _assert_one_batched_call(calls[0], loader.source, raw[-1], CUDA)
+
+
+def test_on_cpu_the_torchvision_path_gives_the_pil_paths_batches(prepared, fake_torchvision):
+    calls, _ = fake_torchvision
+    batches = {}
+    for decoder in ("torchvision", "pil"):
+        loader = build_train_loader(DataConfig(root=str(prepared), loader="gpu", gpu_decoder=decoder, **SMALL),
+                                    batch_size=4, rank=0, world_size=1, seed=3)
+        batches[decoder] = [images for images, _ in loader]
+    assert len(calls) == len(batches["pil"]) == 2  # one decode_jpeg call per batch, none by PIL's path
+    assert all(c["device"] == CPU for c in calls)
+    assert all(torch.equal(a, b) for a, b in zip(batches["torchvision"], batches["pil"]))
