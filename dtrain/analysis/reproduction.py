@@ -4,7 +4,7 @@ write a report comparing them with the paper (RUN_DIR/report.md, also logged to 
 as reproduction/report.md).
 
 `--seeds N` trains N runs (train.seed=0..N-1, one after the other, in RUN_DIR/seed-i) and reports
-best / median / mean +- std as the papers did (R1 Table 6: best of 5; R2 Table 4: median of 5).
+best / median / mean +- std as the papers did (R1 Table 6: best of 5; R2's CIFAR tables: median of 5).
 Ensemble rows (R1 Table 5) train every member and test the mean of their scores.
 """
 
