@@ -27,6 +27,7 @@ class Measured:
     seconds: float | None = None
     budget_iters: int | None = None
     protocol_results: list = field(default_factory=list)  # protocol_eval.ProtocolResult: final, best / ensemble
+    protocol_changes: list[str] = field(default_factory=list)  # the user's overrides of the paper's protocol
 
     def tested(self, which: str = "final"):
         return next((r for r in self.protocol_results if r.which == which), None)
@@ -91,6 +92,9 @@ def _caveats(row: PaperRow, m: Measured) -> list[str]:
     tested = m.compared[2]
     caveats.append(f"Paper's test protocol: **{protocol.name}** ({protocol.description}; {row.source}). "
                    f"Compared here: {tested}.")
+    if m.protocol_changes:
+        caveats.append(f"**Protocol changed**: the {protocol.name} test ran with `{' '.join(m.protocol_changes)}` "
+                       "(--eval-set, or --set of its views), so it is not the paper's protocol as is.")
     if not m.protocol_results:
         caveats.append("**Protocol not run**: the error below is the run's own validation, not the paper's protocol.")
     if row.fails:
@@ -158,6 +162,12 @@ def _repeat_lines(row: PaperRow, repeats: list[Measured]) -> list[str]:
     return lines
 
 
+def _protocol_run_lines(m: Measured) -> list[str]:
+    """Every override the protocol test ran with (its own, the reported split, the user's)."""
+    tested = m.tested("final") or m.tested("ensemble")
+    return [f"- protocol test: `{' '.join(tested.overrides)}`"] if tested is not None and tested.overrides else []
+
+
 def render_report(row: PaperRow, m: Measured, repeats: list[Measured] | None = None) -> str:
     """Markdown comparing the paper's numbers (SPEC.md) with the run's; caveats first."""
     title = f"# Reproduction of {row.source}: {row.model} on {row.dataset}"
@@ -175,6 +185,7 @@ def render_report(row: PaperRow, m: Measured, repeats: list[Measured] | None = N
     lines += ["", "## Run", "",
               f"- row: `{row.key}` ({row.source}); numbers from SPEC.md",
               f"- recipe: `{m.recipe}`" + (f" with `{' '.join(m.overrides)}`" if m.overrides else ""),
+              *_protocol_run_lines(m),
               f"- data: {m.data_root} ({m.dataset or 'unknown'})",
               f"- iterations: {m.iterations}" + (f" of {m.full_iterations}" if m.full_iterations else ""),
               f"- run dir: {m.run_dir}" + (f", MLflow run `{m.run_id}`" if m.run_id else "")]

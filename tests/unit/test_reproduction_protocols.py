@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -184,3 +187,59 @@ def test_resnet1202_warms_up_as_r1_trains_it_like_resnet110():
     s = load_config("cifar10_resnet1202").schedule
     assert (s.warmup, s.warmup_lr, s.warmup_iters) == (warm.warmup, warm.warmup_lr, warm.warmup_iters) == \
         ("constant", 0.01, 400)
+
+
+def test_seeds_on_the_ensemble_row_is_a_one_line_error_before_training(tmp_path, monkeypatch, capsys):
+    from dtrain.analysis import reproduction
+    from dtrain.cli import main
+
+    monkeypatch.setattr(reproduction, "run_training", lambda *a, **k: pytest.fail("nothing may train"))
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exited:
+        main(["reproduce", "r1-table5-ensemble", "--seeds", "3", "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and "\n" not in err and "Traceback" not in err
+    assert "--seeds 3" in err and "r1-table5-ensemble" in err and "6 fixed members" in err and "drop --seeds" in err
+    assert not run_dir.exists()
+    reproduction.check_options(ROWS["r1-table5-ensemble"], reproduction.ReproduceOptions(seeds=1))  # the default
+    reproduction.check_options(ROWS["r1-table6-resnet110"], reproduction.ReproduceOptions(seeds=5))
+
+
+def test_protocol_changes_are_the_eval_sets_and_the_view_keys_the_protocol_does_not_fix():
+    from dtrain.analysis.reproduction import ReproduceOptions, user_protocol_changes
+
+    opts = ReproduceOptions(overrides=("eval.scales=[64,96]", "data.val_crop=32", "optim.lr=0.05", "eval.mode=center"),
+                            eval_overrides=("eval.scales=[32,40]",))
+    # multi-scale fixes eval.scales itself (R1's five scales): a --set of it never reaches the test
+    assert user_protocol_changes(ROWS["r1-table4-resnet50"], opts) == ["data.val_crop=32", "eval.scales=[32,40]"]
+    assert user_protocol_changes(ROWS["r1-table3-resnet50"], ReproduceOptions(overrides=("optim.lr=0.05",))) == []
+
+
+def _report_only(tmp_path, monkeypatch, *args) -> str:
+    """`dtrain reproduce r1-table6-resnet20 --report-only ARGS` on a finished run whose checkpoint
+    test is recorded (the protocol test itself is covered by test_protocols_run_on_checkpoints...)."""
+    from dtrain.analysis import reproduction
+    from dtrain.cli import main
+
+    def evaluate(paths, protocol, overrides=(), which="final"):
+        return ProtocolResult(which, protocol.name, protocol.eval_mode, tuple(map(str, paths)), 9.0, 1.0, 10,
+                              (f"eval.mode={protocol.eval_mode}", *protocol.overrides, *overrides))
+
+    monkeypatch.setattr(reproduction, "run_checkpoints", lambda run_dir: {"final": run_dir / "ckpt.pt"})
+    monkeypatch.setattr(reproduction, "evaluate_protocol", evaluate)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    (run_dir / "final_metrics.json").write_text(json.dumps({"top1_err": 10.0, "top5_err": 1.0, "step": 64000}))
+    (run_dir / "report.md").unlink(missing_ok=True)
+    main(["reproduce", "r1-table6-resnet20", "--report-only", "--run-dir", str(run_dir),
+          "--data-root", str(tmp_path / "data"), *args])  # returns: no error
+    return (run_dir / "report.md").read_text()
+
+
+def test_the_report_names_every_change_to_the_papers_protocol(tmp_path, monkeypatch):
+    text = _report_only(tmp_path, monkeypatch, "--eval-set", "data.val_crop=28", "--set", "data.val_resize=30",
+                        "--set", "optim.lr=0.05")
+    assert "**Protocol changed**: the center test ran with `data.val_resize=30 data.val_crop=28`" in text
+    assert "- protocol test: `eval.mode=center data.root=" in text and " data.val_crop=28`" in text
+    plain = _report_only(tmp_path, monkeypatch)
+    assert "Protocol changed" not in plain and "- protocol test: `eval.mode=center" in plain
