@@ -38,15 +38,22 @@ def build_model(model: ModelConfig) -> nn.Module:
 
 def build_loaders(cfg: RunConfig, ctx: DistContext, per_process_batch: int):
     from dtrain.data import build_eval_loader, build_train_loader
+    from dtrain.data.gpu_defaults import batch_format
     from dtrain.smoke import limit_eval
 
+    # Batches in what the engine feeds the model (train.amp's dtype on CUDA, train.channels_last):
+    # a loader that can emit them saves the engine's cast and copy; training and eval run under
+    # the same autocast, so both loaders get it.
+    fmt = batch_format(cfg.train.amp, cfg.train.channels_last, ctx.device)
     train_loader = build_train_loader(cfg.data, batch_size=per_process_batch, rank=ctx.rank,
                                       world_size=ctx.world_size, seed=cfg.train.seed, device=ctx.device,
-                                      num_classes=cfg.model.num_classes)
+                                      num_classes=cfg.model.num_classes, dtype=fmt.dtype,
+                                      channels_last=fmt.channels_last)
     eval_batch = max(1, cfg.eval.batch_size // ctx.world_size)
     eval_loader = build_eval_loader(cfg.data, mode=cfg.eval.mode, batch_size=eval_batch, rank=ctx.rank,
                                     world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,
-                                    num_classes=cfg.model.num_classes)
+                                    num_classes=cfg.model.num_classes, dtype=fmt.dtype,
+                                    channels_last=fmt.channels_last)
     eval_loader = limit_eval(eval_loader, cfg.eval.max_samples, eval_batch * ctx.world_size)  # smoke runs
     return train_loader, eval_loader
 

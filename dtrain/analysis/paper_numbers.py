@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dtrain.analysis.paper_protocols import TABLES, Protocol, protocol_of
+from dtrain.analysis.paper_protocols import Protocol, protocol_of, statistic_of
 from dtrain.errors import DtrainError
 
 
@@ -28,7 +28,6 @@ class PaperRow:
     note: str = ""
     overrides: tuple[str, ...] = field(default=())  # recipe overrides that the row needs
     fails: bool = False  # the paper reports "fail" (R2 Table 1: test error above 20%)
-    statistic: str = ""  # over runs, when not the table's ("best of 5", "median of 5")
     paper_mean: float | None = None  # mean of the paper's runs (R1 Table 6, R2 Table 4)
     paper_std: float | None = None
     # Ensembles (R1 Table 5): (recipe, overrides) of every member model
@@ -40,7 +39,8 @@ class PaperRow:
 
     @property
     def runs_statistic(self) -> str:
-        return self.statistic or TABLES[self.source].statistic
+        """What top1_err is over runs ("best of 5", "median of 5", ...): paper_protocols'."""
+        return statistic_of(self.source, self.key)
 
 
 # (depth, params in M, test error %) of R1 Table 6.
@@ -57,7 +57,6 @@ def _r1_table6() -> list[PaperRow]:
         rows.append(PaperRow(f"r1-table6-resnet{depth}", "R1 Table 6", "CIFAR-10", f"cifar10_resnet{depth}",
                              f"resnet{depth}", err, params_m=params,
                              note="best of 5 runs; mean 6.61 +- 0.16" if best_of_5 else "",
-                             statistic="best of 5" if best_of_5 else "",
                              paper_mean=6.61 if best_of_5 else None, paper_std=0.16 if best_of_5 else None))
     return rows
 

@@ -75,27 +75,30 @@ def _table3() -> list[PaperRow]:
 
 
 def _table4() -> list[PaperRow]:
-    """CIFAR results; R2's own rows are the median of 5 runs (mean +- std in brackets)."""
+    """CIFAR results; R2's own rows are the median of 5 runs (mean +- std in brackets), the two
+    CIFAR-10 rows cited from R1 are R1 Table 6's (ResNet-110: mean of 5; ResNet-1202: one run)."""
     rows = [
-        ("cifar10-resnet110", "CIFAR-10", "cifar10_resnet110", "resnet110", 1.7, 6.61, None, None, "R1's number"),
-        ("cifar10-resnet1202", "CIFAR-10", "cifar10_resnet1202", "resnet1202", 19.4, 7.93, None, None, "R1's number"),
+        ("cifar10-resnet110", "CIFAR-10", "cifar10_resnet110", "resnet110", 1.7, 6.61, 6.61, 0.16,
+         "R1's number: the mean of R1 Table 6's 5 runs"),
+        ("cifar10-resnet1202", "CIFAR-10", "cifar10_resnet1202", "resnet1202", 19.4, 7.93, None, None,
+         "R1's number (one run)"),
         ("cifar10-resnet164-preact", "CIFAR-10", "cifar10_resnet164_preact", "resnet164_preact", 1.7, 5.46, None, None, ""),
         ("cifar10-resnet1001-preact", "CIFAR-10", "cifar10_resnet1001_preact", "resnet1001_preact", 10.2, 4.92,
          4.89, 0.14, ""),
         ("cifar10-resnet1001-preact-b64", "CIFAR-10", "cifar10_resnet1001_preact_b64", "resnet1001_preact", 10.2,
          4.62, 4.69, 0.20, "mini-batch 64 (the dagger row), same number of epochs"),
-        ("cifar100-resnet164", "CIFAR-100", "cifar100_resnet164", "resnet164", 1.7, 25.16, None, None, "R1-style unit"),
+        ("cifar100-resnet164", "CIFAR-100", "cifar100_resnet164", "resnet164", 1.7, 25.16, None, None,
+         "R1-style unit, R2's runs (R2 Table 3)"),
         ("cifar100-resnet1001", "CIFAR-100", "cifar100_resnet1001", "resnet1001", 10.2, 27.82, None, None,
-         "R1-style unit"),
+         "R1-style unit, R2's runs (R2 Table 3)"),
         ("cifar100-resnet164-preact", "CIFAR-100", "cifar100_resnet164_preact", "resnet164_preact", 1.7, 24.33,
          None, None, ""),
         ("cifar100-resnet1001-preact", "CIFAR-100", "cifar100_resnet1001_preact", "resnet1001_preact", 10.2, 22.71,
          22.68, 0.22, ""),
     ]
-    ours = ("preact",)
+    # statistics over runs per row: paper_protocols.TABLES / ROW_STATISTICS
     return [PaperRow(f"r2-table4-{key}", "R2 Table 4", dataset, recipe, model, err, params_m=params, note=note,
-                     paper_mean=mean, paper_std=std,
-                     statistic="median of 5" if any(t in key for t in ours) else "single run")
+                     paper_mean=mean, paper_std=std)
             for key, dataset, recipe, model, params, err, mean, std, note in rows]
 
 

@@ -27,6 +27,7 @@ class Measured:
     seconds: float | None = None
     budget_iters: int | None = None
     protocol_results: list = field(default_factory=list)  # protocol_eval.ProtocolResult: final, best / ensemble
+    protocol_changes: list[str] = field(default_factory=list)  # the user's overrides of the paper's protocol
 
     def tested(self, which: str = "final"):
         return next((r for r in self.protocol_results if r.which == which), None)
@@ -91,6 +92,9 @@ def _caveats(row: PaperRow, m: Measured) -> list[str]:
     tested = m.compared[2]
     caveats.append(f"Paper's test protocol: **{protocol.name}** ({protocol.description}; {row.source}). "
                    f"Compared here: {tested}.")
+    if m.protocol_changes:
+        caveats.append(f"**Protocol changed**: the {protocol.name} test ran with `{' '.join(m.protocol_changes)}` "
+                       "(--eval-set, or --set of its views), so it is not the paper's protocol as is.")
     if not m.protocol_results:
         caveats.append("**Protocol not run**: the error below is the run's own validation, not the paper's protocol.")
     if row.fails:
@@ -99,12 +103,12 @@ def _caveats(row: PaperRow, m: Measured) -> list[str]:
 
 
 # The paper's statistic over runs -> the key of repeat_statistics that matches it (else the median).
-_PAPER_STATISTIC = {"best of 5": "best", "median of 5": "median"}
+_PAPER_STATISTIC = {"best of 5": "best", "median of 5": "median", "mean of 5": "mean"}
 
 
 def _headline(row: PaperRow, m: Measured, repeats: list[Measured]) -> tuple[float | None, float | None, str]:
     """(top-1, top-5, label) compared with the paper: one run's, or over --seeds runs the statistic
-    the paper reports (R1 Table 6: best; R2 Table 4: median), top-5 of the same run."""
+    the paper reports (R1 Table 6: best; R2 Tables 1-4: median), top-5 of the run closest to it."""
     runs = [r for r in repeats if r.compared[0] is not None]
     if not runs:
         return m.compared[0], m.compared[1], ""
@@ -147,7 +151,7 @@ def _repeat_lines(row: PaperRow, repeats: list[Measured]) -> list[str]:
     if not errors:
         return []
     stats = repeat_statistics(errors)
-    paper_stat = {"best of 5": "best", "median of 5": "median"}.get(row.runs_statistic)
+    paper_stat = _PAPER_STATISTIC.get(row.runs_statistic)
     paper_mean = f"{row.paper_mean:.2f} +- {row.paper_std:.2f}" if row.paper_mean is not None else "—"
     lines = ["", f"## {len(errors)} runs (seeds 0..{len(repeats) - 1}); the paper reports: {row.runs_statistic}", "",
              "| statistic | paper | measured |", "|---|---|---|",
@@ -156,6 +160,12 @@ def _repeat_lines(row: PaperRow, repeats: list[Measured]) -> list[str]:
              f"| mean +- std | {paper_mean} | {stats['mean']:.2f} +- {stats['std']:.2f} |",
              "", "per run: " + ", ".join(f"{e:.2f}" for e in errors)]
     return lines
+
+
+def _protocol_run_lines(m: Measured) -> list[str]:
+    """Every override the protocol test ran with (its own, the reported split, the user's)."""
+    tested = m.tested("final") or m.tested("ensemble")
+    return [f"- protocol test: `{' '.join(tested.overrides)}`"] if tested is not None and tested.overrides else []
 
 
 def render_report(row: PaperRow, m: Measured, repeats: list[Measured] | None = None) -> str:
@@ -175,6 +185,7 @@ def render_report(row: PaperRow, m: Measured, repeats: list[Measured] | None = N
     lines += ["", "## Run", "",
               f"- row: `{row.key}` ({row.source}); numbers from SPEC.md",
               f"- recipe: `{m.recipe}`" + (f" with `{' '.join(m.overrides)}`" if m.overrides else ""),
+              *_protocol_run_lines(m),
               f"- data: {m.data_root} ({m.dataset or 'unknown'})",
               f"- iterations: {m.iterations}" + (f" of {m.full_iterations}" if m.full_iterations else ""),
               f"- run dir: {m.run_dir}" + (f", MLflow run `{m.run_id}`" if m.run_id else "")]

@@ -4,8 +4,9 @@ write a report comparing them with the paper (RUN_DIR/report.md, also logged to 
 as reproduction/report.md).
 
 `--seeds N` trains N runs (train.seed=0..N-1, one after the other, in RUN_DIR/seed-i) and reports
-best / median / mean +- std as the papers did (R1 Table 6: best of 5; R2 Table 4: median of 5).
-Ensemble rows (R1 Table 5) train every member and test the mean of their scores.
+best / median / mean +- std as the papers did (R1 Table 6: best of 5; R2's CIFAR tables: median of 5).
+Ensemble rows (R1 Table 5) train every member and test the mean of their scores (no --seeds:
+the members are fixed). The report names every change the user made to the paper's protocol.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ REPORT_NAME = "report.md"
 RESULTS_NAME = "protocol_results.json"
 ARTIFACT_PATH = "reproduction/report.md"
 REPORTED_SPLIT = "val"  # the papers' tables report the validation/test split, never minival
+# Recipe keys that shape the protocol test's views (eval_views): a --set of one reaches the test
+# through the checkpoint's saved config, unless the protocol sets the key itself.
+VIEW_KEYS = ("eval.scales", "data.val_resize", "data.val_crop")
 
 
 @dataclass
@@ -81,6 +85,18 @@ def protocol_overrides(config: RunConfig, opts: ReproduceOptions) -> list[str]:
     return split + root + list(opts.eval_overrides)
 
 
+def _key(override: str) -> str:
+    return override.partition("=")[0].strip()
+
+
+def user_protocol_changes(row: PaperRow, opts: ReproduceOptions) -> list[str]:
+    """The user's changes to the paper's test protocol: every --eval-set, and every --set of a
+    VIEW_KEYS key the protocol does not fix itself. The report names them."""
+    fixed = {_key(o) for o in row.protocol.overrides} | {"eval.mode"}
+    inherited = [o for o in opts.overrides if _key(o) in VIEW_KEYS and _key(o) not in fixed]
+    return inherited + list(opts.eval_overrides)
+
+
 def protocol_test(row: PaperRow, config: RunConfig, run_dir: Path, opts: ReproduceOptions, echo=print) -> list:
     """The row's protocol on the run's final and best checkpoints; saved to RUN_DIR/protocol_results.json."""
     results = []
@@ -106,7 +122,7 @@ def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: P
                     data_root=config.data.root, eval_mode=config.eval.mode, recipe=row.recipe, overrides=overrides,
                     run_id=final.get("run_id"), run_dir=str(run_dir),
                     seconds=seconds if seconds is not None else final.get("seconds"), budget_iters=opts.budget_iters,
-                    protocol_results=list(protocol_results or []))
+                    protocol_results=list(protocol_results or []), protocol_changes=user_protocol_changes(row, opts))
 
 
 def log_report(config: RunConfig, run_dir: Path, run_id: str | None, report: str, row: PaperRow) -> bool:
@@ -167,7 +183,16 @@ def _ensemble(row: PaperRow, run_dir: Path, opts: ReproduceOptions, echo) -> tup
     return config, first
 
 
+def check_options(row: PaperRow, opts: ReproduceOptions) -> None:
+    """Refuse options that a row cannot honour, before anything is trained."""
+    if row.members and opts.seeds > 1:
+        raise DtrainError(f"--seeds {opts.seeds} does not apply to {row.key}: an ensemble row already combines "
+                          f"{len(row.members)} fixed members (each recipe with its own seed) into the one result "
+                          f"{row.source} reports; drop --seeds")
+
+
 def reproduce(row: PaperRow, opts: ReproduceOptions, echo=print) -> tuple[Path, str]:
+    check_options(row, opts)
     run_dir = opts.run_dir or default_run_dir(row)
     run_dir.mkdir(parents=True, exist_ok=True)
     repeats: list[Measured] = []

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from dtrain import models
 from dtrain.config import DataConfig
 from dtrain.data import build_train_loader
+from dtrain.data.gpu_defaults import batch_format
 from dtrain.errors import ConfigError
 
 from .timing import Measurement, measure
@@ -127,9 +128,10 @@ def bench_model(setup: ModelSetup, device: torch.device, timing: Timing) -> Meas
 
 
 def bench_end_to_end(setup: ModelSetup, data: DataConfig, device: torch.device, timing: Timing) -> Measurement:
-    step = TrainStep(setup, device)
+    step = TrainStep(setup, device)  # refuses --amp off CUDA first
+    fmt = batch_format(setup.amp, setup.channels_last, device)  # as `dtrain train` builds its loader
     loader = build_train_loader(data, batch_size=setup.batch_size, rank=0, world_size=1, seed=0, device=device,
-                                num_classes=setup.num_classes)
+                                num_classes=setup.num_classes, dtype=fmt.dtype, channels_last=fmt.channels_last)
     batches = _endless(loader)
 
     def run() -> None:

@@ -12,7 +12,9 @@
     for batch in evaluator: ...               # EvalBatch(views, labels, valid)
 
 `num_classes` (default 1000) is used by the synthetic loader only (its labels are
-index % num_classes). Loaders register in LOADERS: name -> LoaderBuilders(train, eval), or a
+index % num_classes). `dtype` / `channels_last` (gpu_defaults.batch_format of train.amp and
+train.channels_last) are what the model is fed: loaders registered with formats=True emit their
+batches in them; the others emit float32 NCHW and the engine converts. Loaders register in LOADERS: name -> LoaderBuilders(train, eval), or a
 "module:attribute" string naming one, imported only when that loader is chosen (so DALI and FFCV
 are imported only by runs that use them), e.g. LOADERS["dali"] = "dtrain.data.dali_loader:BUILDERS".
 """
@@ -47,6 +49,11 @@ class LoaderBuilders:
     train: Callable[..., object]
     # eval(data, *, mode, batch_size, rank, world_size, scales, device, num_classes) -> EvalLoader-like
     eval: Callable[..., object]
+    # True: both also take dtype= and channels_last= and emit their images in them
+    formats: bool = False
+
+    def format_kwargs(self, dtype: torch.dtype, channels_last: bool) -> dict:
+        return dict(dtype=dtype, channels_last=channels_last) if self.formats else {}
 
 
 def _torch_train(data: DataConfig, *, batch_size, rank, world_size, seed, device, num_classes) -> TrainLoader:
@@ -108,15 +115,21 @@ def _builders(name: str) -> LoaderBuilders:
 
 
 def build_train_loader(data: DataConfig, *, batch_size: int, rank: int, world_size: int, seed: int,
-                       device: torch.device | str = "cpu", num_classes: int = 1000):
+                       device: torch.device | str = "cpu", num_classes: int = 1000,
+                       dtype: torch.dtype = torch.float32, channels_last: bool = False):
     """The training loader of data.loader; batch_size is per process."""
-    return _builders(auto_loader(data.loader, torch.device(device))).train(data, batch_size=batch_size, rank=rank, world_size=world_size,
-                                        seed=seed, device=torch.device(device), num_classes=num_classes)
+    device = torch.device(device)
+    builders = _builders(auto_loader(data.loader, device))
+    return builders.train(data, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, device=device,
+                          num_classes=num_classes, **builders.format_kwargs(dtype, channels_last))
 
 
 def build_eval_loader(data: DataConfig, *, mode: str, batch_size: int, rank: int, world_size: int,
-                      scales: Sequence[int] = (), device: torch.device | str = "cpu", num_classes: int = 1000):
+                      scales: Sequence[int] = (), device: torch.device | str = "cpu", num_classes: int = 1000,
+                      dtype: torch.dtype = torch.float32, channels_last: bool = False):
     """The evaluation loader of data.loader over data.val_split; batch_size is per process."""
-    return _builders(auto_loader(data.loader, torch.device(device))).eval(data, mode=mode, batch_size=batch_size, rank=rank,
-                                       world_size=world_size, scales=list(scales),
-                                       device=torch.device(device), num_classes=num_classes)
+    device = torch.device(device)
+    builders = _builders(auto_loader(data.loader, device))
+    return builders.eval(data, mode=mode, batch_size=batch_size, rank=rank, world_size=world_size,
+                         scales=list(scales), device=device, num_classes=num_classes,
+                         **builders.format_kwargs(dtype, channels_last))

@@ -34,4 +34,4 @@ def refuse_per_pixel_mean(data: DataConfig, name: str) -> None:
     """Loaders that normalise inside a fused per-channel kernel cannot subtract a mean image."""
     if data.normalize == "per_pixel_mean":
         raise ConfigError(f"data.loader={name} normalises per channel only; set data.normalize=channel "
-                          "(or use data.loader=torch or ffcv for R1's per-pixel mean)")
+                          "(or use data.loader=torch, gpu or ffcv for R1's per-pixel mean)")

@@ -21,7 +21,8 @@ from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
 from .eval_views import R2_SINGLE_CROP
-from .transforms import TRAIN_AUGMENTS, lighting_shift, random_resized_crop_box
+from .stats import per_pixel_mean
+from .transforms import TRAIN_AUGMENTS, ScaledMeanImage, lighting_shift, random_resized_crop_box
 
 # Plan columns: source box, resized size, zero padding, crop of the padded image, flip
 BOX_L, BOX_T, BOX_W, BOX_H, RES_W, RES_H, PAD, CROP_L, CROP_T, CROP_W, CROP_H, FLIP = range(12)
@@ -153,5 +154,30 @@ class DeviceNormalize:
         scale = (1.0 / (255.0 * self.std)).float().to(device).view(1, channels, 1, 1)
         shift = torch.zeros(batch, channels, dtype=torch.float64) if offsets is None else offsets.double().cpu()
         bias = ((shift - self.mean) / self.std).float().to(device).view(batch, channels, 1, 1)
-        out = pixels.mul_(scale).add_(bias)
+        out = self._centre(pixels.mul_(scale).add_(bias))
         return out.to(dtype=self.dtype, memory_format=self.memory_format)
+
+    def _centre(self, out: torch.Tensor) -> torch.Tensor:
+        return out  # the per-channel mean is already in the bias
+
+
+class DevicePerPixelMeanNormalize(DeviceNormalize):
+    """data.normalize=per_pixel_mean: as transforms.PerPixelMeanNormalize (per-channel / std, then
+    the dataset's mean image, resized to views of another size, subtracted in float32), before the
+    cast to `dtype`, so the torch and gpu loaders subtract the same float32 tensor."""
+
+    def __init__(self, mean_image, std: Sequence[float], dtype: torch.dtype = torch.float32,
+                 channels_last: bool = False):
+        super().__init__([0.0, 0.0, 0.0], std, dtype, channels_last)
+        self.mean_image = ScaledMeanImage(mean_image, self.std)
+
+    def _centre(self, out: torch.Tensor) -> torch.Tensor:
+        return out.sub_(self.mean_image(out.shape[2], out.shape[3], out.device))
+
+
+def build_device_normalize(data: DataConfig, dtype: torch.dtype = torch.float32,
+                           channels_last: bool = False) -> DeviceNormalize:
+    """The DeviceNormalize of data.normalize (stats.build_normalize's choice, on the device)."""
+    if data.normalize == "per_pixel_mean":
+        return DevicePerPixelMeanNormalize(per_pixel_mean(data.root), data.std, dtype, channels_last)
+    return DeviceNormalize(data.mean, data.std, dtype, channels_last)

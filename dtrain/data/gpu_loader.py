@@ -5,8 +5,9 @@ Workers do what needs no pixels: read the bytes from the webdataset shards (or J
 draw each sample's augmentation from its (seed, epoch, index) generator using the manifest's
 image size, and turn it into PIL's resampling coefficients. The device then decodes the batch
 (torchvision.io.decode_jpeg: nvJPEG on CUDA; see gpu_decode for the CPU fallback), resamples,
-crops, flips, adds the PCA lighting offset and normalises, in the dtype and memory format asked
-for (build_train's dtype / channels_last). Sharding, batch order and per-sample randomness are
+crops, flips, adds the PCA lighting offset and normalises (data.normalize: per channel, or R1's
+per-pixel mean image as the torch loader subtracts it), in the dtype and memory format asked for
+(build_train's dtype / channels_last). Sharding, batch order and per-sample randomness are
 TrainBatchSampler's, as in the torch loader, so a resumed run sees the same batches, and the
 pixels are the torch loader's within one pixel level given the same JPEG decoder.
 """
@@ -25,7 +26,7 @@ from dtrain_prep import layout
 from dtrain.config import DataConfig
 
 from .eval_views import EvalTransform
-from .gpu_augment import FLIP, DeviceNormalize, TrainPlanner, eval_plans
+from .gpu_augment import FLIP, DeviceNormalize, TrainPlanner, build_device_normalize, eval_plans
 from .gpu_decode import decode_batch, pick_decoder
 from .gpu_prefetch import one_ahead
 from .gpu_resample import pad_taps, plan_coefficients, resample, source_rows
@@ -195,7 +196,7 @@ def build_train(data: DataConfig, *, batch_size, rank, world_size, seed, device,
     source = _source(data, data.train_split)
     widths, heights = source.image_sizes()
     check_train_geometry(data, int(widths.min()), int(heights.min()))
-    return GpuTrainLoader(source, TrainPlanner(data), DeviceNormalize(data.mean, data.std, dtype, channels_last),
+    return GpuTrainLoader(source, TrainPlanner(data), build_device_normalize(data, dtype, channels_last),
                           batch_size=batch_size, rank=rank, world_size=world_size, seed=seed,
                           workers=data.workers, device=device, decoder=pick_decoder(data.gpu_decoder))
 
@@ -205,7 +206,7 @@ def build_eval(data: DataConfig, *, mode, batch_size, rank, world_size, scales, 
     EvalTransform(data, mode, scales)  # the same checks of eval.mode / eval.scales / val sizes
     plans = _EvalPlans(mode, data, tuple(int(s) for s in scales))
     return GpuEvalLoader(_source(data, data.val_split), plans,
-                         DeviceNormalize(data.mean, data.std, dtype, channels_last),
+                         build_device_normalize(data, dtype, channels_last),
                          fixed_size=mode != "multi-scale", batch_size=batch_size, rank=rank,
                          world_size=world_size, workers=data.workers, device=device,
                          decoder=pick_decoder(data.gpu_decoder))
@@ -214,7 +215,7 @@ def build_eval(data: DataConfig, *, mode, batch_size, rank, world_size, scales, 
 def _builders():
     from dtrain.data import LoaderBuilders  # the package is initialised by the time this loader is chosen
 
-    return LoaderBuilders(train=build_train, eval=build_eval)
+    return LoaderBuilders(train=build_train, eval=build_eval, formats=True)
 
 
 BUILDERS = _builders()

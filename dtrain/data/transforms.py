@@ -235,19 +235,18 @@ class Normalize:
         return out.mul_(scale).add_(bias)
 
 
-class PerPixelMeanNormalize(Normalize):
-    """R1: subtract the dataset's per-pixel mean image (HxWx3 in [0, 1], from `dtrain prepare`), then
-    / std per channel (a uniform rescale that the BN after conv1 absorbs). The mean is subtracted at
-    the view's pixel positions after the crop; views of another size (multi-scale testing) get the
-    mean image resized to theirs."""
+class ScaledMeanImage:
+    """R1's per-pixel mean image (HxWx3 in [0, 1], from `dtrain prepare`) / std per channel, as
+    float32 [1, 3, H, W] for a view of `height` x `width` on `device`: the stored image where the
+    sizes match, else bilinearly resized to the view (multi-scale testing). Shared by the torch and
+    gpu loaders so both subtract the very same tensor."""
 
-    def __init__(self, mean_image, std: Sequence[float]):
-        super().__init__([0.0, 0.0, 0.0], std)
+    def __init__(self, mean_image, std: torch.Tensor):
         image = torch.as_tensor(mean_image, dtype=torch.float64).permute(2, 0, 1)  # CHW
-        self.scaled_mean = (image / self.std.view(-1, 1, 1)).float()[None]
+        self.scaled_mean = (image / std.view(-1, 1, 1)).float()[None]
         self._cache: dict = {}
 
-    def _mean_for(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+    def __call__(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         key = (height, width, str(device))
         if key not in self._cache:
             mean = self.scaled_mean
@@ -256,9 +255,20 @@ class PerPixelMeanNormalize(Normalize):
             self._cache[key] = mean.to(device)
         return self._cache[key]
 
+
+class PerPixelMeanNormalize(Normalize):
+    """R1: subtract the dataset's per-pixel mean image (HxWx3 in [0, 1], from `dtrain prepare`), then
+    / std per channel (a uniform rescale that the BN after conv1 absorbs). The mean is subtracted at
+    the view's pixel positions after the crop; views of another size (multi-scale testing) get the
+    mean image resized to theirs."""
+
+    def __init__(self, mean_image, std: Sequence[float]):
+        super().__init__([0.0, 0.0, 0.0], std)
+        self.mean_image = ScaledMeanImage(mean_image, self.std)
+
     def __call__(self, pixels: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
         out = super().__call__(pixels, offsets)
-        return out.sub_(self._mean_for(out.shape[2], out.shape[3], out.device))
+        return out.sub_(self.mean_image(out.shape[2], out.shape[3], out.device))
 
 
 class TrainTransform:

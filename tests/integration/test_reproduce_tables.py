@@ -63,6 +63,7 @@ def test_shortened_row_runs_its_protocol_end_to_end(digits, tmp_path, row, overr
     protocol = ROWS[row].protocol
     assert "**SHORTENED RUN**: 4 iterations" in report
     assert f"Paper's test protocol: **{protocol.name}**" in report
+    assert "**Protocol changed**" in report and SMALL_SCALES[0] in report  # the --eval-set is named
     which = "ensemble" if protocol.ensemble else "final"
     assert f"| {which} | {protocol.name} |" in report
 

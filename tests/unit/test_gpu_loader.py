@@ -85,6 +85,49 @@ def test_eval_views_equal_the_torch_loader(prepared, mode):
     _assert_close((x, y) for a, b in zip(*batches) for x, y in zip(a.views, b.views))
 
 
+@pytest.fixture(scope="module")
+def one_size(tmp_path_factory):
+    """CIFAR-like: one image size, and a mean image stored where `dtrain prepare` puts it. The mean
+    is random rather than the data's own, so a loader that skipped it would be far off (levels
+    of up to 255), not within the 1-level tolerance."""
+    from dtrain_prep import layout
+
+    root = write_prepared(tmp_path_factory.mktemp("gpu_one_size"), counts={"train": 16, "val": 5}, sizes=[(32, 32)])
+    np.save(root / layout.PER_PIXEL_MEAN, np.random.default_rng(7).random((32, 32, 3), dtype=np.float32))
+    return root
+
+
+PER_PIXEL = dict(normalize="per_pixel_mean", crop_size=32, val_resize=32, val_crop=32, std=[0.5, 0.25, 1.0])
+
+
+@pytest.mark.parametrize("augment", ["pad_crop", "scale_jitter"])
+def test_per_pixel_mean_train_batches_equal_the_torch_loader(one_size, augment):
+    kw = _unit(one_size, workers=0, train_augment=augment, pad=4, **(PER_PIXEL | dict(scale_range=[32, 40])))
+    torch_loader, gpu_loader = [build_train_loader(DataConfig(loader=name, **kw), batch_size=8, rank=0,
+                                                   world_size=1, seed=11) for name in ("torch", "gpu")]
+    reference, ours = _batches(torch_loader, 1), _batches(gpu_loader, 1)
+    assert len(reference) == len(ours) == 2
+    # std 0.25 stretches one level to 4/255: compare in pixel levels again
+    scale = torch.tensor(PER_PIXEL["std"]).view(1, 3, 1, 1)
+    _assert_close((a[0] * scale, b[0] * scale) for a, b in zip(reference, ours))
+
+
+@pytest.mark.parametrize("mode", ["center", "multi-scale"])
+def test_per_pixel_mean_eval_views_equal_the_torch_loader(one_size, mode):
+    # multi-scale views of 40x40 get the mean image resized to them, in both loaders
+    kw = _unit(one_size, workers=0, **PER_PIXEL)
+    batches = [list(build_eval_loader(DataConfig(loader=name, **kw), mode=mode, batch_size=5, rank=0,
+                                      world_size=1, scales=[32, 40])) for name in ("torch", "gpu")]
+    scale = torch.tensor(PER_PIXEL["std"]).view(1, 3, 1, 1)
+    _assert_close((x * scale, y * scale) for a, b in zip(*batches) for x, y in zip(a.views, b.views))
+
+
+def test_per_pixel_mean_without_a_stored_mean_is_one_line_with_the_fix(prepared):
+    with pytest.raises(DtrainError, match="data.normalize=channel"):
+        build_train_loader(DataConfig(loader="gpu", **_unit(prepared, workers=0, normalize="per_pixel_mean")),
+                           batch_size=4, rank=0, world_size=1, seed=0)
+
+
 def test_workers_resume_and_epochs(prepared):
     data = DataConfig(loader="gpu", **_unit(prepared, workers=0))
     single = _batches(build_train_loader(data, batch_size=4, rank=0, world_size=1, seed=5), epoch=2)
