@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,7 +22,8 @@ sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from _prepared_fixture import write_prepared  # noqa: E402
 
 from fault_runs import (  # noqa: E402
-    assert_gone, assert_tree_gone, base_args, descendants, env, error_lines, start, train,
+    all_finite, assert_checkpoints_sound, assert_gone, assert_metrics_complete, assert_tree_gone, base_args,
+    descendants, env, error_lines, metric_records, start, train,
 )
 
 
@@ -187,3 +189,33 @@ def test_a_killed_worker_on_one_node_is_restarted_and_resumes(tmp_path: Path) ->
     final = json.loads((run_dir / "final_metrics.json").read_text())
     assert final["step"] == 30 and "resumed from" in (tmp_path / "log").read_text()
 
+
+def test_a_diverged_run_stops_at_the_nan_and_a_rerun_at_a_sane_lr_resumes_from_a_finite_checkpoint(
+        tmp_path: Path) -> None:
+    """R1's warm-up (lr 0.1 for 10 steps, checkpointed) into optim.lr=1e6: the loss is NaN a few
+    steps later, before the next checkpoint. The rerun at lr 0.1 follows the refusal's advice."""
+    run_dir = tmp_path / "run"
+    common = base_args(run_dir, "schedule.max_iters=30", "checkpoint.every_iters=10", "checkpoint.at_epoch_end=false",
+                       "schedule.warmup=constant", "schedule.warmup_iters=10", "schedule.warmup_lr=0.1",
+                       "train.sync_every=1", "tracking.metrics_every_iters=1")
+    code, output = train([*common, "optim.lr=1000000"], tmp_path / "diverged.log")
+    assert code == 1, output[-2000:]
+    (line,) = error_lines(output)
+    last_good = run_dir / "checkpoints" / "ckpt-000000010.pt"
+    assert re.fullmatch(rf"Error: loss is (nan|inf|-inf) at step 1[1-9] .*Last good checkpoint: "
+                        rf"{re.escape(str(last_good))}\. Lower optim.lr or check the data", line), line
+    assert assert_checkpoints_sound(run_dir) == [10]  # nothing written after the warm-up: the NaN came first
+    nan_step = int(line.split(" at step ")[1].split()[0])
+    assert not all_finite(assert_metrics_complete(run_dir, "FAILED", through=nan_step))
+
+    code, output = train([*common, "optim.lr=0.1"], tmp_path / "refused.log")
+    assert code == 2 and error_lines(output) == [line for line in output.splitlines() if "optim.lr" in line]
+    assert "checkpoint.resume=force" in error_lines(output)[0]  # what the refusal says to do, done next
+    code, output = train([*common, "optim.lr=0.1", "checkpoint.resume=force"], tmp_path / "rerun.log")
+    assert code == 0 and not error_lines(output), output[-2000:]
+    assert f"resumed from {last_good} at step 10" in output
+    rerun = metric_records(run_dir)
+    rerun = rerun[max(i for i, r in enumerate(rerun) if r["type"] == "run"):]  # the rerun's own records
+    assert all_finite(assert_metrics_complete(run_dir, "FINISHED", through=30, records=rerun, first=11))
+    assert json.loads((run_dir / "final_metrics.json").read_text())["step"] == 30
+    assert assert_checkpoints_sound(run_dir)[-1] == 30
