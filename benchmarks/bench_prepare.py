@@ -6,7 +6,9 @@ Three measurements, each in a fresh process (so that its peak RSS and imports ar
      (PIL decode -> RGBImageField jpg, as FFCV's own ImageNet example writes) -> their ratio;
   2. memory: the same prepare on N tiny images for each N of --memory-counts: peak RSS of the
      parent and of its largest child, and the slope in bytes per image (-> ImageNet's 1.33M);
-  3. the machine's load average around every run (a shared host makes wall time move).
+  3. the machine's load average around every run (a shared host makes wall time move), and the
+     environment (commit, date, load, quiet flag; dtrain/bench/machine.py, as `dtrain bench`):
+     a busy machine prints NOT QUIET and records quiet=false.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_prepare.py --images 2000 --workers 2 \
         --memory-counts 25000,100000 --json benchmarks/results/prepare_scale.json
@@ -26,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_IMAGES = 1_331_167
 
 
@@ -126,8 +129,7 @@ def run_child(kind: str, **kwargs) -> dict:
     """Run CHILDREN[kind] in a fresh interpreter; its result plus the load average around it."""
     load_before = os.getloadavg()[0]
     command = [sys.executable, __file__, "--child", json.dumps({"kind": kind, **kwargs})]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{kind} run failed:\n{done.stderr[-3000:]}")
@@ -193,11 +195,17 @@ def main() -> None:
         print(json.dumps(CHILDREN[spec.pop("kind")](**spec)))
         return
 
+    # Imported here, not at the top: a --child run's imports and peak RSS are what it measures.
+    sys.path.insert(0, str(ROOT))
+    from dtrain.bench.machine import machine_environment, not_quiet_warning
+
     formats = [f for f in args.formats.split(",") if f]
     counts = [int(c) for c in args.memory_counts.split(",") if c]
-    result = {"benchmark": "prepare_scale", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
-              "load_average_start": [round(v, 2) for v in os.getloadavg()]}
+    env = machine_environment()  # before this benchmark adds its own load
+    if warning := not_quiet_warning(env):
+        print(warning)
+    result = {"benchmark": "prepare_scale", "environment": env,
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_average_start": env["load_average"]}
     with tempfile.TemporaryDirectory() as tmp:
         if args.images:
             result["throughput"] = throughput(Path(tmp), args.images, args.width, args.height, args.workers, formats)

@@ -7,7 +7,9 @@ Each run trains digits_resnet20 on synthetic data (CPU, gloo) with checkpoints e
 `--max-restarts 2`, SIGKILLs one worker once the first checkpoint exists, and waits. A run
 recovers when every torchrun exits 0, the run reaches its last step, and the log says it resumed
 from a checkpoint. The recovery time is from the kill to the first step trained after the
-restart (the "resumed from" line). Results go to --out as JSON and a summary is printed.
+restart (the "resumed from" line). Results go to --out as JSON, with the environment (commit,
+date, load average, quiet flag: dtrain/bench/machine.py, as `dtrain bench`), and a summary is
+printed; a busy machine prints NOT QUIET first (a loaded host slows recovery and can time it out).
 """
 
 from __future__ import annotations
@@ -139,12 +141,18 @@ def summarize(results: list[dict]) -> dict:
 
 
 def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    from dtrain.bench.machine import machine_environment, not_quiet_warning
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated: " + ", ".join(SETUPS))
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a run counts as hung")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "faults.json")
     args = parser.parse_args()
+    env = machine_environment()  # before these runs add their own load
+    if warning := not_quiet_warning(env):
+        print(warning, flush=True)
     results = []
     for setup in args.setups.split(","):
         for index in range(args.runs):
@@ -153,7 +161,7 @@ def main() -> int:
             print(json.dumps({"run": index + 1, **result}), flush=True)
     summary = summarize(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "max_iters": MAX_ITERS, "summary": summary,
+    args.out.write_text(json.dumps({"environment": env, "max_iters": MAX_ITERS, "summary": summary,
                                     "runs": results}, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     return 0 if all(s["recovered"] == s["runs"] for s in summary.values()) else 1

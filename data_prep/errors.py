@@ -17,6 +17,13 @@ class DataPrepError(click.ClickException):
         return (type(self), (self.message,))
 
 
+class PrepareFailure(DataPrepError):
+    """The run failed, not its input (an FFCV writer process died): exit status 1, as for a
+    training failure. Still one line: the child's own error says what happened."""
+
+    exit_code = 1
+
+
 class VerifyError(DataPrepError):
     """`verify` found an output that differs from its manifest: the data, not the input, is wrong."""
 

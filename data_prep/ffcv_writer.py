@@ -20,7 +20,7 @@ from ffcv.fields.rgb_image import IMAGE_MODES
 from ffcv.memory_allocator import MemoryAllocator
 from ffcv.writer import DatasetWriter
 
-from .errors import DataPrepError
+from .errors import PrepareFailure
 
 # FFCV forks its writers (they share the metadata and the allocator's counters by inheritance).
 _FORK = multiprocessing.get_context("fork")
@@ -97,7 +97,7 @@ class CheckedDatasetWriter(DatasetWriter):
                 error = errors.get(timeout=5)
             except queue.Empty:
                 error = f"exit status {dead[0].exitcode}"
-            raise DataPrepError(f"FFCV writer process {dead[0].pid} failed ({error}) writing {self.fname}: "
+            raise PrepareFailure(f"FFCV writer process {dead[0].pid} failed ({error}) writing {self.fname}: "
                                 "fix the cause, then re-run the same command to resume")
 
     def _write_common(self, num_samples, queue_content, work_fn, extra_worker_args):

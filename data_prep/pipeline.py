@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from . import layout
-from .errors import DataPrepError
+from .errors import DataPrepError, PrepareFailure
 from .ffcv_export import FfcvOptions, ffcv_available, write_betons
 from .images import ImageOptions
 from .lock import LOCK_NAME, locked_out
@@ -256,7 +256,7 @@ def _in_fresh_process(function, *args):
         try:
             return executor.submit(function, *args).result()
         except BrokenProcessPool:
-            raise DataPrepError(f"the FFCV writer process died writing a .beton in {args[0]}: re-run the same "
+            raise PrepareFailure(f"the FFCV writer process died writing a .beton in {args[0]}: re-run the same "
                                 "command to resume (look for an out-of-memory kill in the system log)") from None
 
 

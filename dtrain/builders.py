@@ -157,5 +157,16 @@ def load_for_inference(path: Path | str, overrides: list[str] | tuple[str, ...] 
     try:
         model.load_state_dict(strip_wrappers(dict(weights)))
     except RuntimeError as exc:
+        saved = _saved_model_name(state)
+        if saved and saved != cfg.model.name:  # a model.name override: say which model the file holds
+            raise DtrainError(f"{path} holds {saved} weights, which do not fit {cfg.model.name}: drop the "
+                              f"model.name={cfg.model.name} override, or pass a {cfg.model.name} checkpoint") from None
         raise DtrainError(f"{path}: weights do not fit {cfg.model.name} ({str(exc).splitlines()[0]})") from None
     return Inference(cfg, model, state, path)
+
+
+def _saved_model_name(state: dict[str, Any]) -> str | None:
+    raw = _first(state, CONFIG_KEYS)
+    if isinstance(raw, RunConfig):
+        return raw.model.name
+    return ((raw or {}).get("model") or {}).get("name") if isinstance(raw, dict) else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from dtrain.tracking.system_tags import git_commit, git_dirty
+from dtrain.bench.machine import machine_environment
 
 
 @dataclass
@@ -108,20 +108,12 @@ def _version(package: str) -> str | None:
         return None
 
 
-def commit_of_this_code() -> str | None:
-    """HEAD, marked "+dirty" when tracked files differ: the code a figure was measured with."""
-    commit = git_commit()
-    return commit + ("+dirty" if git_dirty() else "") if commit else None
-
-
 def environment(device: torch.device) -> dict:
-    """What a figure needs beside it: device, versions, commit, date, machine load."""
+    """What a figure needs beside it: device, versions, and the machine (commit, date, load, quiet)."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return {
-        "device": str(device), "device_name": name, "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "load_average": [round(v, 2) for v in os.getloadavg()],
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit_of_this_code(),
-        "python": platform.python_version(),
+        "device": str(device), "device_name": name, "torch_threads": torch.get_num_threads(),
+        **machine_environment(),
         "versions": {p: _version(p) for p in ("torch", "nvidia-dali-cuda120", "nvidia-dali-cuda130", "ffcv",
                                               "numpy", "pillow")},
     }

@@ -35,6 +35,11 @@ _HASH_CHUNK = 8 << 20
 TRAILER_MAGIC = b"dtrain-sha256-v1"
 TRAILER_SIZE = len(TRAILER_MAGIC) + 32 + 8  # magic, SHA-256 of the payload, payload length (LE)
 _OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# Test-only hook for the fault tests (no tiny filesystem to fill there): with
+# DTRAIN_TEST_DISK_FULL_FLAG=PATH in the environment, every checkpoint write fails with ENOSPC, as
+# on a full disk, while the file PATH exists. A test fills "the disk" mid-run by creating PATH.
+# Never set it in real runs.
+TEST_DISK_FULL_ENV = "DTRAIN_TEST_DISK_FULL_FLAG"
 
 
 class CorruptCheckpoint(DtrainError):
@@ -66,6 +71,7 @@ class _HashingWriter:
         self.sha256.update(view)
         while view:  # os.write may write less than asked
             try:
+                _test_disk_full()
                 written = os.write(self.fd, view)
             except OSError as exc:
                 self.error = self.error or exc
@@ -76,6 +82,13 @@ class _HashingWriter:
 
     def flush(self) -> None:  # os.write is unbuffered; fsync happens once at the end
         pass
+
+
+def _test_disk_full() -> None:
+    """See TEST_DISK_FULL_ENV."""
+    flag = os.environ.get(TEST_DISK_FULL_ENV)
+    if flag and os.path.exists(flag):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def fsync_directory(directory: Path) -> None:

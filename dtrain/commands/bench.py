@@ -8,7 +8,6 @@ library versions, git commit, date and load average (benchmarks/RESULTS.md recor
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
@@ -17,6 +16,7 @@ import torch
 from dtrain.bench.checkpoint_save import bench_checkpoint
 from dtrain.bench.overhead import bench_overhead
 from dtrain.bench.runs import ModelSetup, Timing, bench_end_to_end, bench_loaders, bench_model, loader_config
+from dtrain.bench.machine import not_quiet_warning
 from dtrain.bench.timing import Measurement, environment
 from dtrain.errors import DtrainError
 
@@ -27,9 +27,6 @@ def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise click.UsageError("--device cuda: no CUDA device here; use --device cpu")
     return torch.device(name)
-
-
-MAX_QUIET_LOAD_PER_CORE = 1.5
 
 
 def _one_line_errors(run, *args, **kwargs):
@@ -44,12 +41,8 @@ def _report(kind: str, results: list[Measurement], device: torch.device, json_pa
     env = environment(device)
     click.echo(f"{kind} on {env['device_name']} ({env['device']}), load average {env['load_average'][0]}, "
                f"commit {env['commit']}")
-    # Other processes' load moves img/s by up to 2x (benchmarks/RESULTS.md): flag a busy machine.
-    env["load_per_core"] = round(env["load_average"][0] / (os.cpu_count() or 1), 2)
-    env["quiet"] = env["load_per_core"] <= MAX_QUIET_LOAD_PER_CORE
-    if not env["quiet"]:
-        click.echo(f"NOT QUIET: load {env['load_per_core']} per core > {MAX_QUIET_LOAD_PER_CORE}; "
-                   "do not record these figures as quiet-machine results (flagged quiet=false in the JSON)")
+    if warning := not_quiet_warning(env):  # other processes' load moves img/s by up to 2x
+        click.echo(warning)
     click.echo(f"{'benchmark':<16} {'img/s':>10} {'repeats':<30} details")
     for r in results:
         rate = f"{r.images_per_s:>10.1f}" if r.batch_size else f"{'-':>10}"  # e.g. checkpoint: no images

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,79 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from _prepared_fixture import write_prepared  # noqa: E402
 
-TREE_GONE_SECONDS = 15.0
-
-
-def base_args(run_dir: Path, *extra: str) -> list[str]:
-    return ["digits_resnet20", "data.loader=synthetic", "data.synthetic_samples=64", "data.synthetic_image_size=32",
-            "optim.batch_size=16", "schedule.max_iters=6", "schedule.epochs=null", "eval.every_epochs=0",
-            "tracking.backend=jsonl", f"run_dir={run_dir}", "train.device=cpu", "checkpoint.every_minutes=0", *extra]
-
-
-def env() -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHELASTIC", "RANK", "WORLD_SIZE"))}
-    return {**clean, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(ROOT)}
-
-
-def start(command: list[str], log: Path) -> subprocess.Popen:
-    """In a session of its own, so every descendant can be found by its session id."""
-    return subprocess.Popen(command, env=env(), cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def train(args: list[str], log: Path, timeout: float = 180) -> tuple[int, str]:
-    process = start([sys.executable, "-m", "dtrain.train", *args], log)
-    try:
-        code = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise AssertionError(f"did not exit within {timeout} s:\n{log.read_text()[-2000:]}") from None
-    assert_tree_gone(process.pid)
-    return code, log.read_text()
-
-
-def session_members(sid: int) -> list[str]:
-    """Every process (zombies included) of session `sid`, as 'pid state'."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:
-            found.append(f"{stat.parent.name} {fields[0]}")
-    return found
-
-
-def assert_tree_gone(sid: int, within: float = TREE_GONE_SECONDS) -> None:
-    deadline = time.monotonic() + within
-    while (left := session_members(sid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not left, f"processes left behind (orphans or zombies): {left}"
-
-
-def descendants(pid: int) -> list[int]:
-    """Children, grandchildren, ... of `pid` (torchrun starts its workers in sessions of their own)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for child in children:
-            found += [child, *descendants(child)]
-    return found
-
-
-def assert_gone(pids: list[int], within: float = TREE_GONE_SECONDS) -> None:
-    deadline = time.monotonic() + within
-    while (left := [p for p in pids if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not left, f"processes left behind (orphans or zombies): {left}"
-
-
-def error_lines(output: str) -> list[str]:
-    return [line for line in output.splitlines() if line.startswith(("Error:", "Traceback"))]
+from fault_runs import (  # noqa: E402
+    all_finite, assert_checkpoints_sound, assert_gone, assert_metrics_complete, assert_tree_gone, base_args,
+    descendants, env, error_lines, metric_records, start, train,
+)
 
 
 def test_a_truncated_shard_is_one_line_and_the_loader_workers_do_not_hold_the_exit(tmp_path: Path) -> None:
@@ -256,3 +188,34 @@ def test_a_killed_worker_on_one_node_is_restarted_and_resumes(tmp_path: Path) ->
     assert_tree_gone(agent.pid)
     final = json.loads((run_dir / "final_metrics.json").read_text())
     assert final["step"] == 30 and "resumed from" in (tmp_path / "log").read_text()
+
+
+def test_a_diverged_run_stops_at_the_nan_and_a_rerun_at_a_sane_lr_resumes_from_a_finite_checkpoint(
+        tmp_path: Path) -> None:
+    """R1's warm-up (lr 0.1 for 10 steps, checkpointed) into optim.lr=1e6: the loss is NaN a few
+    steps later, before the next checkpoint. The rerun at lr 0.1 follows the refusal's advice."""
+    run_dir = tmp_path / "run"
+    common = base_args(run_dir, "schedule.max_iters=30", "checkpoint.every_iters=10", "checkpoint.at_epoch_end=false",
+                       "schedule.warmup=constant", "schedule.warmup_iters=10", "schedule.warmup_lr=0.1",
+                       "train.sync_every=1", "tracking.metrics_every_iters=1")
+    code, output = train([*common, "optim.lr=1000000"], tmp_path / "diverged.log")
+    assert code == 1, output[-2000:]
+    (line,) = error_lines(output)
+    last_good = run_dir / "checkpoints" / "ckpt-000000010.pt"
+    assert re.fullmatch(rf"Error: loss is (nan|inf|-inf) at step 1[1-9] .*Last good checkpoint: "
+                        rf"{re.escape(str(last_good))}\. Lower optim.lr or check the data", line), line
+    assert assert_checkpoints_sound(run_dir) == [10]  # nothing written after the warm-up: the NaN came first
+    nan_step = int(line.split(" at step ")[1].split()[0])
+    assert not all_finite(assert_metrics_complete(run_dir, "FAILED", through=nan_step))
+
+    code, output = train([*common, "optim.lr=0.1"], tmp_path / "refused.log")
+    assert code == 2 and error_lines(output) == [line for line in output.splitlines() if "optim.lr" in line]
+    assert "checkpoint.resume=force" in error_lines(output)[0]  # what the refusal says to do, done next
+    code, output = train([*common, "optim.lr=0.1", "checkpoint.resume=force"], tmp_path / "rerun.log")
+    assert code == 0 and not error_lines(output), output[-2000:]
+    assert f"resumed from {last_good} at step 10" in output
+    rerun = metric_records(run_dir)
+    rerun = rerun[max(i for i, r in enumerate(rerun) if r["type"] == "run"):]  # the rerun's own records
+    assert all_finite(assert_metrics_complete(run_dir, "FINISHED", through=30, records=rerun, first=11))
+    assert json.loads((run_dir / "final_metrics.json").read_text())["step"] == 30
+    assert assert_checkpoints_sound(run_dir)[-1] == 30

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 
+from dtrain.bench.machine import MAX_QUIET_LOAD_PER_CORE, commit_of_this_code, machine_environment, not_quiet_warning
 from dtrain.bench.timing import environment, measure, time_iterations
 from dtrain.commands.bench import bench
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_warmup_is_excluded_and_the_median_of_repeats_is_reported():
@@ -23,6 +31,36 @@ def test_environment_names_device_versions_and_load():
     env = environment(torch.device("cpu"))
     assert torch.__version__.startswith(env["versions"]["torch"])
     assert len(env["load_average"]) == 3 and env["cpu_count"] >= 1 and env["date_utc"].endswith("Z")
+    assert {"commit", "load_per_core", "quiet"} <= env.keys()
+
+
+@pytest.mark.parametrize("per_core, quiet", [(MAX_QUIET_LOAD_PER_CORE, True), (MAX_QUIET_LOAD_PER_CORE + 0.5, False)])
+def test_a_busy_machine_is_flagged_not_quiet(monkeypatch, per_core, quiet):
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (per_core * cores, 0.0, 0.0))
+    env = machine_environment()
+    assert env["load_per_core"] == pytest.approx(per_core) and env["quiet"] is quiet
+    warning = not_quiet_warning(env)
+    assert (warning is None) if quiet else warning.startswith(f"NOT QUIET: load {env['load_per_core']} per core")
+    if not quiet:  # and `dtrain bench` prints it
+        result = CliRunner().invoke(bench, ["model", "--model", "resnet20", "--batch", "2", "--image-size", "16",
+                                            "--num-classes", "10", "--device", "cpu", "--warmup", "0", "--iters", "1",
+                                            "--repeats", "1"])
+        assert result.exit_code == 0 and warning in result.output.splitlines(), result.output
+
+
+@pytest.mark.parametrize("script, args", [("bench_prepare.py", ["--images", "0", "--memory-counts", "", "--json"]),
+                                          ("faults.py", ["--runs", "0", "--out"])])
+def test_benchmark_scripts_record_the_environment_in_their_json(tmp_path, script, args):
+    """Smoke runs measuring nothing: the JSON a figure would be recorded with."""
+    out = tmp_path / "out.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, str(out)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    env = json.loads(out.read_text())["environment"]
+    assert env["commit"] == commit_of_this_code() and env["date_utc"].endswith("Z") and len(env["load_average"]) == 3
+    assert env["quiet"] is (env["load_per_core"] <= MAX_QUIET_LOAD_PER_CORE)
+    assert ("NOT QUIET" in done.stdout) is (not env["quiet"])
 
 
 def test_model_and_overhead_commands_write_json(tmp_path):

@@ -136,3 +136,19 @@ def test_disk_full_is_one_line_error_and_keeps_old(tmp_path: Path, monkeypatch: 
     assert "\n" not in message and str(tmp_path) in message and "space" in message
     assert not [p for p in tmp_path.iterdir() if atomic.TEMP_MARKER in p.name]
     assert atomic_load(path)["w"][0].item() == 1.0
+
+
+def test_the_disk_full_test_hook_fails_writes_only_while_its_flag_exists(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """DTRAIN_TEST_DISK_FULL_FLAG, which the process-level fault tests use to fill the disk mid-run."""
+    path, flag = tmp_path / "ckpt.pt", tmp_path / "disk-full"
+    monkeypatch.setenv(atomic.TEST_DISK_FULL_ENV, str(flag))
+    atomic_save(_state(1.0), path)
+    flag.touch()
+    with pytest.raises(DtrainError, match="no space left to write a checkpoint"):
+        atomic_save(_state(2.0), path)
+    assert not [p for p in tmp_path.iterdir() if atomic.TEMP_MARKER in p.name]
+    assert atomic_load(path)["w"][0].item() == 1.0
+    flag.unlink()
+    atomic_save(_state(3.0), path)
+    assert atomic_load(path)["w"][0].item() == 3.0
