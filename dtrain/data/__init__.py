@@ -29,7 +29,7 @@ from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
 from .eval_views import EvalTransform
-from .gpu_defaults import auto_loader
+from .gpu_defaults import AUTO, auto_loader
 from .loaders import EvalBatch, EvalLoader, TrainLoader
 from .sources import ManifestSource, SyntheticSource, read_manifest
 from .stats import channel_stats
@@ -86,7 +86,7 @@ LOADERS: dict[str, LoaderBuilders | str] = {
 }
 
 # What data.loader accepts: a registered loader, or auto (gpu on CUDA, else torch).
-LOADER_CHOICES = (*LOADERS, "auto")
+LOADER_CHOICES = (*LOADERS, AUTO)
 
 
 def loader_names() -> list[str]:

@@ -38,6 +38,7 @@ from dtrain.errors import ConfigError
 from .eval_fallback import with_torch_fallback
 from .eval_views import R2_SINGLE_CROP
 from .loaders import EvalBatch
+from .sampling import FFCV_ORDERS as ORDERS
 from .sampling import EpochCursor, epoch_permutation, eval_assignment, mix_seed
 from .sources import read_manifest
 from .stats import build_normalize
@@ -53,7 +54,6 @@ try:  # imported only when data.loader=ffcv is chosen (see LOADERS in dtrain/dat
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(f"FFCV is not installed ({exc}); pip install 'dtrain[ffcv]'") from exc
 
-ORDERS = ("random", "quasi_random")
 BATCHES_AHEAD = 3  # batches FFCV prepares ahead of the training step
 
 

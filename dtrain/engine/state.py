@@ -68,6 +68,11 @@ class TrackerPart:
         self.run_id = state.get("run_id")
 
 
+# checkpoint.resume takes these words or a checkpoint path: auto, the newest checkpoint that loads;
+# never, a fresh run; force, auto despite changed settings (dtrain/checkpoint/fingerprint.py).
+RESUME_MODES = ("auto", "never", "force")
+
+
 def find_resume_checkpoint(cfg: RunConfig, checkpoints: CheckpointManager) -> tuple[dict, Path] | None:
     """The checkpoint checkpoint.resume names (auto: the newest that loads), or None to start afresh."""
     mode = cfg.checkpoint.resume
