@@ -300,6 +300,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
+        from dtrain.validation import bool_for_name_hint
+
+        hint_text = bool_for_name_hint(key, value) if isinstance(value, bool) else ""
+        if hint_text:  # YAML's false/true where names are expected (train.amp=false)
+            raise ConfigError(f"{key} must be a name, not {str(value).lower()}{hint_text}")
         raise ConfigError(f"{key} must be a string, got {value!r}")
     return value
 

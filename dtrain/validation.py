@@ -49,6 +49,17 @@ def _names(source: str) -> list[str]:
     return list(getattr(importlib.import_module(module_name), attribute))
 
 
+def bool_for_name_hint(key: str, value: bool) -> str:
+    """What to write instead of true/false for a key that takes names (train.amp=false -> none)."""
+    if key not in NAMED_KEYS:
+        return ""
+    names = choices(key)
+    off = next((n for n in ("none", "never") if n in names), None)
+    if value is False and off:
+        return f"; to turn it off use {key}={off}"
+    return f"; use one of {', '.join(names)}"
+
+
 def choices(key: str) -> list[str]:
     """The names `key` accepts (checkpoint.resume: besides a path), read from the registry that implements them."""
     return _names(NAMED_KEYS[key])
@@ -139,6 +150,23 @@ def check_data(config: RunConfig) -> None:
     _non_negative(config, ["data.pad", "data.workers", "data.lighting_std"])
 
 
+def check_synthetic_size(config: RunConfig) -> None:
+    """Synthetic images smaller than the crop would be upscaled and train at the crop size (224 for
+    ImageNet recipes), not the small size that was asked for."""
+    d = config.data
+    size, crop = d.synthetic_image_size, d.crop_size
+    if d.loader != "synthetic" or size >= crop:
+        return
+    if config.train.smoke:  # smoke_config scaled both: the override was small already
+        raise ConfigError(f"data.synthetic_image_size is {size} once train.smoke=true scaled it, below the smoke "
+                          f"crop data.crop_size={crop}: drop the data.synthetic_image_size override (smoke mode "
+                          "scales the recipe's image sizes together)")
+    raise ConfigError(f"data.synthetic_image_size={size} is smaller than data.crop_size={crop}: the images would be "
+                      f"upscaled and trained at {crop}x{crop}; for a small fast run use train.smoke=true in place of "
+                      f"data.synthetic_image_size={size} (every image size scaled down together), or set "
+                      f"data.crop_size={size}")
+
+
 def check_optim(config: RunConfig) -> None:
     _positive(config, ["optim.batch_size", "optim.reference_batch", "optim.grad_accum", "optim.lr"])
     _non_negative(config, ["optim.momentum", "optim.weight_decay"])
@@ -185,5 +213,6 @@ def _non_negative(config: RunConfig, keys: Iterable[str]) -> None:
 
 
 RULES: list[Callable[[RunConfig], None]] = [
-    check_choices, lambda c: check_model(c.model), check_data, check_optim, check_schedule, check_run,
+    check_choices, lambda c: check_model(c.model), check_data, check_synthetic_size, check_optim, check_schedule,
+    check_run,
 ]
