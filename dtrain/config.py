@@ -25,7 +25,9 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def knob(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
-    """A config field whose help text `dtrain keys` and `dtrain train --help` print."""
+    """A config field whose help text `dtrain keys` and `dtrain train --help` print. `{choices}` in it
+    becomes the names the key accepts, read from the registry that implements them (validation.CHOICES),
+    so the help never lists names of its own."""
     return field(default=default, default_factory=factory, metadata={"help": help})
 
 
@@ -40,13 +42,13 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     root: str = knob("", "a directory written by `dtrain prepare`")
-    loader: str = knob("torch", "torch | gpu | dali | ffcv | synthetic | auto (gpu on CUDA, else torch)")
-    source: str = knob("shards", "torch loader: shards (webdataset tars by offset) | files (jpeg tree)")
+    loader: str = knob("torch", "{choices} (auto: gpu on CUDA, else torch)")
+    source: str = knob("shards", "torch loader: {choices} (shards: webdataset tars by offset; files: the JPEG tree)")
     train_split: str = knob("train", "split of data.root to train on")
     val_split: str = knob("val", "split of data.root to evaluate on")
     # Train augmentation, by name (see dtrain.data.transforms).
-    train_augment: str = knob("scale_jitter", "scale_jitter (R1: shorter side in scale_range, crop, flip) | "
-                                              "random_resized_crop (R2) | pad_crop (CIFAR) | none")
+    train_augment: str = knob("scale_jitter", "{choices} (scale_jitter: R1, shorter side in scale_range, crop, "
+                                              "flip; random_resized_crop: R2; pad_crop: CIFAR)")
     scale_range: list[int] = knob(factory=lambda: [256, 480], help="[low, high] shorter side of scale_jitter")
     rrc_scale: list[float] = knob(factory=lambda: [0.08, 1.0], help="[low, high] area fraction of random_resized_crop")
     rrc_ratio: list[float] = knob(factory=lambda: [0.75, 4.0 / 3.0], help="[low, high] aspect ratio of random_resized_crop")
@@ -54,24 +56,24 @@ class DataConfig:
     pad: int = knob(4, "pad_crop: zero padding on each side before the crop")
     flip: bool = knob(True, "random horizontal flip")
     lighting_std: float = knob(0.1, "AlexNet PCA colour augmentation; 0 disables")
-    normalize: str = knob("channel", "channel ((x - mean) / std per channel) | per_pixel_mean (R1: the mean image "
-                                     "`dtrain prepare` stores with data.root, then / std)")
+    normalize: str = knob("channel", "{choices} (channel: (x - mean) / std per channel; per_pixel_mean: R1, the "
+                                     "mean image `dtrain prepare` stores with data.root, then / std)")
     mean: list[float] = knob(factory=lambda: list(IMAGENET_MEAN), help="per-channel mean (RGB, 0..1) subtracted")
     std: list[float] = knob(factory=lambda: list(IMAGENET_STD), help="per-channel std (RGB, 0..1) divided by")
     val_resize: int = knob(256, "shorter side before the centre crop")
     val_crop: int = knob(224, "side of the evaluation centre crop")
     workers: int = knob(2, "loader worker processes per training process")
     # FFCV's page-wise order suits datasets larger than RAM; random gives exact resume.
-    ffcv_order: str = knob("random", "data.loader=ffcv: random | quasi_random")
+    ffcv_order: str = knob("random", "data.loader=ffcv: {choices}")
     ffcv_os_cache: bool = knob(True, "data.loader=ffcv: let the OS page cache hold the .beton")
-    gpu_decoder: str = knob("auto", "data.loader=gpu: JPEG decoder, auto | torchvision (nvJPEG on CUDA) | pil")
+    gpu_decoder: str = knob("auto", "data.loader=gpu: JPEG decoder, {choices} (torchvision: nvJPEG on CUDA)")
     synthetic_samples: int = knob(1024, "data.loader=synthetic: images per split")
     synthetic_image_size: int = knob(224, "data.loader=synthetic: side of the generated images")
 
 
 @dataclass
 class OptimConfig:
-    name: str = knob("sgd", "optimiser (sgd)")
+    name: str = knob("sgd", "optimiser: {choices}")
     batch_size: int = knob(256, "global mini-batch, divided over all processes")
     lr: float = knob(0.1, "learning rate at reference_batch; see scale_lr")
     momentum: float = knob(0.9, "SGD momentum")
@@ -85,13 +87,13 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    kind: str = knob("step_epochs", "step_epochs | step_iters | plateau | constant | cosine")
+    kind: str = knob("step_epochs", "{choices}")
     milestones: list[int] = knob(factory=lambda: [30, 60], help="lr x gamma at these epochs or iterations")
     gamma: float = knob(0.1, "lr factor at each milestone or plateau")
     epochs: int | None = knob(90, "length of the run in epochs (null: use max_iters)")
     max_iters: int | None = knob(None, "stops the run when reached (takes precedence over epochs)")
     # R1's ResNet-110 warms up at lr 0.01 until training error is below 80% (400 iterations).
-    warmup: str = knob("none", "none | constant (warmup_lr until warmup_iters) | linear")
+    warmup: str = knob("none", "{choices} (constant: warmup_lr until warmup_iters; linear: warmup_lr -> lr)")
     warmup_iters: int = knob(0, "iterations of warm-up")
     warmup_lr: float = knob(0.01, "lr during (or at the start of) warm-up")
     plateau_patience: int = knob(3, "evaluations without improvement of validation error")
@@ -103,8 +105,8 @@ class ScheduleConfig:
 
 @dataclass
 class DistributedConfig:
-    engine: str = knob("ddp", "ddp | deepspeed")
-    backend: str = knob("auto", "auto (nccl on CUDA, gloo on CPU) | nccl | gloo")
+    engine: str = knob("ddp", "{choices}")
+    backend: str = knob("auto", "{choices} (auto: nccl on CUDA, gloo on CPU)")
     sync_bn: bool = knob(False, "BN statistics over the whole global batch")
     bn_group_size: int = knob(0, "samples per BN group (R2: 32): sub-group sync BN below the per-process batch, "
                                  "ghost batches above it; 0: off")
@@ -118,8 +120,8 @@ class DistributedConfig:
 @dataclass
 class TrainConfig:
     seed: int = knob(0, "seed of initialisation, data order and augmentation")
-    device: str = knob("auto", "auto | cpu | cuda")
-    amp: str = knob("none", "none | bf16 | fp16 | auto (bf16 on CUDA, else none)")
+    device: str = knob("auto", "{choices}")
+    amp: str = knob("none", "{choices} (auto: bf16 on CUDA, else none)")
     channels_last: bool | str = knob(False, "NHWC memory format (faster convolutions on tensor cores); "
                                               "auto: true on CUDA")
     compile: bool = knob(False, "torch.compile the model")
@@ -134,7 +136,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    mode: str = knob("center", "center | ten-crop | multi-scale | single-320")
+    mode: str = knob("center", "{choices}")
     every_epochs: int = knob(1, "evaluate every this many epochs")
     every_iters: int = knob(0, "evaluate every this many iterations (0: per epoch)")
     batch_size: int = knob(256, "global evaluation batch")
@@ -150,12 +152,12 @@ class CheckpointConfig:
     at_epoch_end: bool = knob(True, "save at the end of each epoch")
     keep_last: int = knob(3, "keep this many newest checkpoints")
     keep_best: bool = knob(True, "keep best.pt (lowest validation error)")
-    resume: str = knob("auto", "auto | never | force (resume despite changed settings) | a checkpoint path")
+    resume: str = knob("auto", "{choices} (force: resume despite changed settings) | a checkpoint path")
 
 
 @dataclass
 class TrackingConfig:
-    backend: str = knob("mlflow", "mlflow | jsonl | none")
+    backend: str = knob("mlflow", "{choices}")
     uri: str | None = knob(None, "MLflow URI (default: MLFLOW_TRACKING_URI, else sqlite:///RUN_DIR/mlflow.db)")
     experiment: str = knob("dtrain", "MLflow experiment name")
     run_name: str | None = knob(None, "MLflow run name (default: the recipe)")
@@ -298,6 +300,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
+        from dtrain.validation import bool_for_name_hint
+
+        hint_text = bool_for_name_hint(key, value) if isinstance(value, bool) else ""
+        if hint_text:  # YAML's false/true where names are expected (train.amp=false)
+            raise ConfigError(f"{key} must be a name, not {str(value).lower()}{hint_text}")
         raise ConfigError(f"{key} must be a string, got {value!r}")
     return value
 

@@ -32,7 +32,10 @@ from dtrain.engine.loop import TrainResult
 from dtrain.errors import DtrainError
 from dtrain.tracking import prefix_rank_output, resolve_uri
 
-USAGE = "usage: python -m dtrain.train RECIPE [key=value ...]   (e.g. digits_resnet20 optim.lr=0.05)"
+USAGE = "usage: python -m dtrain.train [--check-config] RECIPE [key=value ...]   (e.g. digits_resnet20 optim.lr=0.05)"
+# `--check-config`: load and validate the config, train nothing. The launchers run it before torchrun,
+# which would turn a typo into a worker traceback and retry it --max-restarts times.
+CHECK_CONFIG = "--check-config"
 
 
 @dataclass
@@ -142,6 +145,8 @@ def _without_set_flags(args: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    check_only = bool(args) and args[0] == CHECK_CONFIG
+    args = args[1:] if check_only else args
     if not args:
         print(USAGE, file=sys.stderr)
         return EXIT_USER_ERROR
@@ -154,9 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(recipe, overrides)
     except DtrainError as exc:
-        if env_rank() == 0:  # the same argv on every rank: say it once
+        if check_only or env_rank() == 0:  # the same argv on every rank: say it once (a check runs per node)
             print(user_error_line(exc), file=sys.stderr)
         return EXIT_USER_ERROR
+    if check_only:
+        return 0
     try:
         return train_config(cfg).exit_code
     except DtrainError as exc:  # before the process group exists (device, backend, joining it)

@@ -19,35 +19,50 @@ from dtrain.suggest import did_you_mean
 if TYPE_CHECKING:
     from dtrain.config import ModelConfig, RunConfig
 
-# key -> where its valid names live ("module:ATTRIBUTE", a mapping or sequence), or the names
-# themselves where no registry exists. Registries are imported only when a config is checked.
-CHOICES: dict[str, str | tuple[str, ...]] = {
+# key -> "module:ATTRIBUTE", the registry (a mapping, or a tuple of its keys plus `auto`) of the code
+# that implements the key's names: one definition each. Imported only when a config is checked.
+CHOICES: dict[str, str] = {
     "data.loader": "dtrain.data:LOADER_CHOICES",
     "data.train_augment": "dtrain.data.transforms:TRAIN_AUGMENTS",
-    "data.normalize": ("channel", "per_pixel_mean"),
+    "data.normalize": "dtrain.data.stats:NORMALIZATIONS",
+    "data.source": "dtrain.data.sources:SOURCES",
+    "data.ffcv_order": "dtrain.data.sampling:FFCV_ORDERS",
+    "data.gpu_decoder": "dtrain.data.gpu_decode:DECODER_CHOICES",
     "eval.mode": "dtrain.data.eval_views:EVAL_VIEWS",
+    "optim.name": "dtrain.engine.optimizer:OPTIMIZERS",
     "schedule.kind": "dtrain.engine.lr_schedule:SCHEDULES",
+    "schedule.warmup": "dtrain.engine.lr_schedule:WARMUPS",
     "distributed.engine": "dtrain.engine.engine:ENGINES",
+    "distributed.backend": "dtrain.distributed.context:BACKEND_CHOICES",
+    "train.device": "dtrain.distributed.context:DEVICE_CHOICES",
+    "train.amp": "dtrain.engine.precision:AMP_CHOICES",
     "tracking.backend": "dtrain.tracking:BACKENDS",
-    "data.source": ("shards", "files"),
-    "data.ffcv_order": ("random", "quasi_random"),
-    "optim.name": ("sgd",),
-    "schedule.warmup": ("none", "constant", "linear"),
-    "distributed.backend": ("auto", "nccl", "gloo"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.amp": ("none", "bf16", "fp16", "auto"),
-    "data.gpu_decoder": ("auto", "torchvision", "pil"),
 }
-# checkpoint.resume takes these words or a checkpoint path.
-RESUME_MODES = ("auto", "never", "force")
+# checkpoint.resume: these words (dtrain/engine/state.py) or a checkpoint path.
+RESUME_SOURCE = "dtrain.engine.state:RESUME_MODES"
+# Every key whose help text says `{choices}`, and where its names live.
+NAMED_KEYS = {**CHOICES, "checkpoint.resume": RESUME_SOURCE}
+
+
+def _names(source: str) -> list[str]:
+    module_name, _, attribute = source.partition(":")
+    return list(getattr(importlib.import_module(module_name), attribute))
+
+
+def bool_for_name_hint(key: str, value: bool) -> str:
+    """What to write instead of true/false for a key that takes names (train.amp=false -> none)."""
+    if key not in NAMED_KEYS:
+        return ""
+    names = choices(key)
+    off = next((n for n in ("none", "never") if n in names), None)
+    if value is False and off:
+        return f"; to turn it off use {key}={off}"
+    return f"; use one of {', '.join(names)}"
 
 
 def choices(key: str) -> list[str]:
-    source = CHOICES[key]
-    if isinstance(source, tuple):
-        return list(source)
-    module_name, _, attribute = source.partition(":")
-    return list(getattr(importlib.import_module(module_name), attribute))
+    """The names `key` accepts (checkpoint.resume: besides a path), read from the registry that implements them."""
+    return _names(NAMED_KEYS[key])
 
 
 def validate(config: RunConfig) -> None:
@@ -65,10 +80,10 @@ def check_choices(config: RunConfig) -> None:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
     if config.train.channels_last not in (True, False, "auto"):
         raise ConfigError(f"train.channels_last={config.train.channels_last!r} is not one of true, false, auto")
-    resume = config.checkpoint.resume
-    if resume not in RESUME_MODES and not (resume.endswith(".pt") or "/" in resume):
-        raise ConfigError(f"checkpoint.resume={resume!r} is not one of {', '.join(RESUME_MODES)} or a checkpoint "
-                          f"path (.pt){did_you_mean(resume, RESUME_MODES, fallback='')}")
+    resume, modes = config.checkpoint.resume, _names(RESUME_SOURCE)
+    if resume not in modes and not (resume.endswith(".pt") or "/" in resume):
+        raise ConfigError(f"checkpoint.resume={resume!r} is not one of {', '.join(modes)} or a checkpoint "
+                          f"path (.pt){did_you_mean(resume, modes, fallback='')}")
 
 
 def check_model(model: ModelConfig) -> None:
@@ -135,6 +150,23 @@ def check_data(config: RunConfig) -> None:
     _non_negative(config, ["data.pad", "data.workers", "data.lighting_std"])
 
 
+def check_synthetic_size(config: RunConfig) -> None:
+    """Synthetic images smaller than the crop would be upscaled and train at the crop size (224 for
+    ImageNet recipes), not the small size that was asked for."""
+    d = config.data
+    size, crop = d.synthetic_image_size, d.crop_size
+    if d.loader != "synthetic" or size >= crop:
+        return
+    if config.train.smoke:  # smoke_config scaled both: the override was small already
+        raise ConfigError(f"data.synthetic_image_size is {size} once train.smoke=true scaled it, below the smoke "
+                          f"crop data.crop_size={crop}: drop the data.synthetic_image_size override (smoke mode "
+                          "scales the recipe's image sizes together)")
+    raise ConfigError(f"data.synthetic_image_size={size} is smaller than data.crop_size={crop}: the images would be "
+                      f"upscaled and trained at {crop}x{crop}; for a small fast run use train.smoke=true in place of "
+                      f"data.synthetic_image_size={size} (every image size scaled down together), or set "
+                      f"data.crop_size={size}")
+
+
 def check_optim(config: RunConfig) -> None:
     _positive(config, ["optim.batch_size", "optim.reference_batch", "optim.grad_accum", "optim.lr"])
     _non_negative(config, ["optim.momentum", "optim.weight_decay"])
@@ -181,5 +213,6 @@ def _non_negative(config: RunConfig, keys: Iterable[str]) -> None:
 
 
 RULES: list[Callable[[RunConfig], None]] = [
-    check_choices, lambda c: check_model(c.model), check_data, check_optim, check_schedule, check_run,
+    check_choices, lambda c: check_model(c.model), check_data, check_synthetic_size, check_optim, check_schedule,
+    check_run,
 ]

@@ -14,7 +14,7 @@
 #   --rdzv-endpoint H:P   RDZV_ENDPOINT   host:port of the rendezvous store  [needed when nodes > 1]
 #   --rdzv-id ID          RDZV_ID         job id shared by all nodes of one run             [dtrain]
 #   --max-restarts K      MAX_RESTARTS    restarts of the worker group after a failure      [3]
-#   --dry-run                             print the torchrun command instead of running it
+#   --dry-run                             check the config, print the torchrun command instead of running it
 #   PYTHON                                interpreter that has dtrain installed           [python3]
 #
 # After a restart (failure, --max-restarts, Slurm requeue, pod rescheduling) the run continues from
@@ -68,6 +68,11 @@ fi
 [[ "$nproc_per_node" =~ ^[1-9][0-9]*$ ]] || die "NPROC_PER_NODE=$nproc_per_node must be a positive integer"
 [[ "$nnodes" =~ ^[1-9][0-9]*(:[1-9][0-9]*)?$ ]] || die "NNODES=$nnodes must be N or MIN:MAX"
 [[ "$max_restarts" =~ ^[0-9]+$ ]] || die "MAX_RESTARTS=$max_restarts must be a non-negative integer"
+
+# The recipe and its overrides are checked here, once, before torchrun starts (also with --dry-run):
+# a bad key is dtrain's one-line error and exit 2. Under torchrun it would be a failed worker, a
+# traceback from the agent, and --max-restarts retries of the same typo.
+"${PYTHON:-python3}" -m dtrain.train --check-config "$@" || exit $?
 
 rendezvous=()
 if [[ "$nnodes" == "1" && -z "$rdzv_endpoint" ]]; then

@@ -45,8 +45,15 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
 
 
-def _has_checkpoints(directory: Path) -> bool:
+def has_checkpoints(directory: Path) -> bool:
+    """Whether `directory` holds any ckpt-*.pt (a run to continue, or to protect from a fresh one)."""
     return directory.is_dir() and any(CHECKPOINT_NAME.match(p.name) for p in directory.iterdir())
+
+
+def new_directory_key(cfg: RunConfig) -> str:
+    """The setting that gives a run an empty checkpoint directory: checkpoint.dir when it is set
+    (a new run_dir would keep it), else run_dir."""
+    return "checkpoint.dir" if cfg.checkpoint.dir else "run_dir"
 
 
 def check_resume(cfg: RunConfig, rank: int = 0) -> None:
@@ -57,7 +64,7 @@ def check_resume(cfg: RunConfig, rank: int = 0) -> None:
         return  # never: a fresh run; a path: the user chose the checkpoint
     path = cfg.resolved_run_dir() / FINGERPRINT_FILE
     current = result_settings(cfg)
-    if _has_checkpoints(cfg.resolved_checkpoint_dir()) and path.is_file():
+    if has_checkpoints(cfg.resolved_checkpoint_dir()) and path.is_file():
         recorded = _read(path)
         changed = changed_keys(recorded, current)
         if changed and cfg.checkpoint.resume == "auto":
@@ -65,7 +72,7 @@ def check_resume(cfg: RunConfig, rank: int = 0) -> None:
             more = f" and {len(changed) - SHOWN_CHANGES} more" if len(changed) > SHOWN_CHANGES else ""
             raise ConfigError(
                 f"{cfg.resolved_run_dir()} holds a run with other settings ({shown}{more}): give this run "
-                "its own run_dir=..., or continue that run anyway with checkpoint.resume=force")
+                f"its own {new_directory_key(cfg)}=..., or continue that run anyway with checkpoint.resume=force")
         if changed and rank == 0:
             log.warning("checkpoint.resume=force: resuming %s with changed settings: %s",
                         cfg.resolved_run_dir(), ", ".join(changed))

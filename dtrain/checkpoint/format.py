@@ -20,6 +20,12 @@ FORMAT_VERSION = 2
 TRAIN_STATE_KEYS = ("step", "epoch", "batches_done", "best_top1_err", "history")
 
 
+class UnusableCheckpoint(DtrainError):
+    """No checkpoint this run can continue from: every one damaged, or one written for another
+    model, format or engine. The message says what is wrong; the resume code (dtrain/engine/state.py)
+    adds how to start afresh, which depends on the run's settings."""
+
+
 class NonFiniteStateError(DtrainError):
     """A checkpoint would hold NaN/Inf weights or optimiser state: it is never written."""
 
@@ -30,7 +36,7 @@ class NonFiniteStateError(DtrainError):
 def upgrade(state: Any, path: Path | str) -> dict[str, Any]:
     """`state` in the current format, whatever version wrote it (one-line error otherwise)."""
     if not isinstance(state, dict):
-        raise DtrainError(f"{path} is not a dtrain checkpoint (it holds a {type(state).__name__}, not a dict)")
+        raise UnusableCheckpoint(f"{path} is not a dtrain checkpoint (it holds a {type(state).__name__}, not a dict)")
     version = state.get("format_version", 1)
     if version == FORMAT_VERSION:
         return state
@@ -40,8 +46,8 @@ def upgrade(state: Any, path: Path | str) -> dict[str, Any]:
         upgraded["tracker"] = {"run_id": state.get("tracker_run_id")}
         upgraded["format_version"] = FORMAT_VERSION
         return upgraded
-    raise DtrainError(f"{path} has checkpoint format version {version}; this dtrain reads versions 1 and "
-                      f"{FORMAT_VERSION}: upgrade dtrain, or start afresh with checkpoint.resume=never")
+    raise UnusableCheckpoint(f"{path} has checkpoint format version {version}; this dtrain reads versions 1 and "
+                             f"{FORMAT_VERSION}: upgrade dtrain to read it")
 
 
 def floating_tensors(obj: Any):

@@ -36,7 +36,14 @@ from dtrain.checkpoint.atomic import (
     temp_path,
 )
 from dtrain.checkpoint.async_writer import AsyncWriter
-from dtrain.checkpoint.format import FORMAT_VERSION, NonFiniteStateError, all_finite, to_cpu_copy, upgrade
+from dtrain.checkpoint.format import (
+    FORMAT_VERSION,
+    NonFiniteStateError,
+    UnusableCheckpoint,
+    all_finite,
+    to_cpu_copy,
+    upgrade,
+)
 from dtrain.errors import DtrainError
 
 log = logging.getLogger("dtrain.checkpoint")
@@ -51,6 +58,10 @@ class ResumeError(DtrainError):
 
     # dtrain.distributed.failure prints errors carrying this flag once (rank 0), not once per rank.
     raised_on_every_rank = True
+
+
+class UnusableResumeError(ResumeError, UnusableCheckpoint):
+    """Rank 0 found checkpoints but none that loads (every one damaged), on every rank."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -161,8 +172,8 @@ class CheckpointManager:
         state = upgrade(state, path)
         for name, part in self.parts.items():
             if name not in state:
-                raise DtrainError(f"checkpoint {path} has no {name!r} part; start afresh with "
-                                  "checkpoint.resume=never or pass a checkpoint written by `dtrain train`")
+                raise UnusableCheckpoint(f"checkpoint {path} has no {name!r} part (it was not written by "
+                                         "`dtrain train`)")
             part.load_state_dict(state[name])
         return state
 
@@ -266,6 +277,8 @@ class CheckpointManager:
             dist.broadcast_object_list(box, src=0)
             decision = box[0]
         kind, value = decision
+        if kind == "unusable":
+            raise UnusableResumeError(value)
         if kind == "error":
             raise ResumeError(value)
         if kind == "none":
@@ -282,6 +295,8 @@ class CheckpointManager:
 
     @staticmethod
     def _describe(chosen: Any) -> tuple[str, str]:
+        if isinstance(chosen, UnusableCheckpoint):
+            return ("unusable", str(chosen))
         if isinstance(chosen, DtrainError):
             return ("error", str(chosen))
         if chosen is None:
@@ -305,9 +320,9 @@ class CheckpointManager:
                     self._quarantine(bad)
             return state, path
         names = ", ".join(path.name for path, _ in damaged)
-        raise DtrainError(
-            f"every checkpoint in {self.directory} is corrupt ({names}); move them out of that "
-            "directory to start from scratch, or start a new run with another run_dir"
+        raise UnusableCheckpoint(
+            f"every checkpoint in {self.directory} is corrupt ({names}); move them out of that directory "
+            "to start this run from scratch"
         )
 
     def _quarantine(self, path: Path) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from dtrain.analysis.responses import STATISTICS
+
 DEFAULT_RECIPE = "digits_resnet20"
 
 
@@ -23,7 +25,7 @@ def analyze() -> None:
               help="Recipe giving num_classes and the data section for --model nets.")
 @click.option("--data-root", default=None, help="Prepared dataset to measure on (default: the checkpoint's data.root).")
 @click.option("--split", default=None, help="Split to measure on (default: the config's val split).")
-@click.option("--statistic", type=click.Choice(["overall", "channel"]), default="overall", show_default=True,
+@click.option("--statistic", type=click.Choice(STATISTICS), default="overall", show_default=True,
               help="overall: std of all elements of a response; channel: per-channel std averaged over channels.")
 @click.option("--batch-size", type=int, default=250, show_default=True)
 @click.option("--max-batches", type=int, default=None, help="Stop after this many batches (a quick look).")

@@ -18,7 +18,15 @@ from dtrain.bench.overhead import bench_overhead
 from dtrain.bench.runs import ModelSetup, Timing, bench_end_to_end, bench_loaders, bench_model, loader_config
 from dtrain.bench.machine import not_quiet_warning
 from dtrain.bench.timing import Measurement, environment
+from dtrain.data import loader_names
+from dtrain.data.sources import SOURCES
+from dtrain.distributed.context import DEVICE_CHOICES
+from dtrain.engine.precision import AMP_DTYPES
 from dtrain.errors import DtrainError
+
+# The choices of the options come from the registries that implement them (as the config's do).
+DEVICE = click.Choice(DEVICE_CHOICES)
+AMP = click.Choice(["none", *AMP_DTYPES])  # explicit: a benchmark names its precision
 
 
 def _device(name: str) -> torch.device:
@@ -59,7 +67,7 @@ def _report(kind: str, results: list[Measurement], device: torch.device, json_pa
 
 def _common(command):
     options = [
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--device", type=DEVICE, default="auto", show_default=True),
         click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed iterations."),
         click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True, help="Timed per repeat."),
         click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Median of these."),
@@ -74,7 +82,7 @@ def _model_options(command):
     options = [
         click.option("--model", default="resnet50", show_default=True, help="A name of `dtrain models`."),
         click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, help="Per device."),
-        click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True),
+        click.option("--amp", type=AMP, default="none", show_default=True),
         click.option("--channels-last", is_flag=True),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
         click.option("--image-size", type=click.IntRange(min=8), default=224, show_default=True),
@@ -97,7 +105,7 @@ def _loader_options(command):
     options = [
         click.option("--data", "root", required=True, type=click.Path(exists=True, file_okay=False),
                      help="A directory written by `dtrain prepare`."),
-        click.option("--source", type=click.Choice(["shards", "files"]), default="files", show_default=True),
+        click.option("--source", type=click.Choice(SOURCES), default="files", show_default=True),
         click.option("--augment", default="random_resized_crop", show_default=True,
                      help="data.train_augment of every loader."),
         click.option("--crop", type=click.IntRange(min=8), default=224, show_default=True),
@@ -151,7 +159,7 @@ def model_command(model, batch, amp, channels_last, compile_, image_size, num_cl
 @bench.command("e2e")
 @_model_options
 @_loader_options
-@click.option("--loader", "name", default="dali", show_default=True, help="torch | dali | ffcv | synthetic")
+@click.option("--loader", "name", type=click.Choice(loader_names()), default="dali", show_default=True)
 @_common
 def e2e_command(model, batch, amp, channels_last, compile_, image_size, num_classes, root, source, augment, crop,
                 workers, name, device, warmup, iters, repeats, json_path):
@@ -182,7 +190,7 @@ def overhead_command(model, batch, amp, channels_last, compile_, image_size, num
 @bench.command("checkpoint")
 @click.option("--models", "names", default="resnet50,resnet200", show_default=True, help="Comma list.")
 @click.option("--saves", type=click.IntRange(min=1), default=3, show_default=True, help="Median of these.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write JSON here.")
 def checkpoint_command(names, saves, device, json_path):
     """Seconds a checkpoint save blocks training (state copied to CPU; written in the background)."""

@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from dtrain.commands.overrides import all_overrides, complete_override, set_option
+from dtrain.data.eval_views import EVAL_VIEWS
 
-MODES = ("center", "ten-crop", "multi-scale", "single-320")
 
 
 def evaluate_checkpoint(checkpoint: Path, mode: str, overrides: list[str], batch_size: int | None = None):
@@ -40,7 +40,7 @@ def evaluate_checkpoint(checkpoint: Path, mode: str, overrides: list[str], batch
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--mode", type=click.Choice(MODES), default="center", show_default=True,
+@click.option("--mode", type=click.Choice(list(EVAL_VIEWS)), default="center", show_default=True,
               help="center 224 crop; R1 ten-crop; R1 fully-convolutional multi-scale; R2 single 320 crop.")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Prepared dataset (default: the data.root saved in the checkpoint).")

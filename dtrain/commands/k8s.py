@@ -24,6 +24,7 @@ from typing import Any
 import click
 import yaml
 
+from dtrain.commands.overrides import all_overrides
 from dtrain.errors import DtrainError
 from dtrain.extras import missing_module_message
 from dtrain.resources import resource_dir
@@ -71,14 +72,15 @@ def chart_dir() -> Path:
 
 
 def load_values(values_file: Path | None, sets: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The chart's values.yaml <- values file <- --set key=value, refusing keys the defaults do not know."""
+    """The chart's values.yaml <- values file <- key=value (positional or --set), refusing keys the
+    defaults do not know."""
     values = _read_yaml(chart_dir() / "values.yaml")
     if values_file is not None:
         _merge_checked(values, _read_yaml(values_file), prefix="", source=str(values_file))
     for item in sets:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise click.UsageError(f"--set {item!r} must look like key=value, e.g. --set nodes=2")
+            raise click.UsageError(f"{item!r} must look like key=value, e.g. nodes=2 or overrides.optim.lr=0.2")
         # Inside a free-form map the rest of the key is one name: overrides.optim.lr -> "optim.lr",
         # labels.kueue.x-k8s.io/queue-name -> "kueue.x-k8s.io/queue-name".
         open_map = next((m for m in sorted(OPEN_MAPS, key=len, reverse=True) if key.startswith(f"{m}.")), None)
@@ -88,7 +90,13 @@ def load_values(values_file: Path | None, sets: tuple[str, ...] = ()) -> dict[st
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(text) if text.strip() else ""
-        _merge_checked(values, nested, prefix="", source="--set")
+        try:
+            _merge_checked(values, nested, prefix="", source=item)
+        except click.UsageError:
+            if open_map is None and _is_config_key(key):  # a key of the recipe, given as a chart value
+                raise click.UsageError(f"{key} is a training config key, not a chart value: write "
+                                       f"overrides.{item} (the job's `dtrain train` overrides)") from None
+            raise
     check_values(values)
     check_schema(values)
     return values
@@ -176,8 +184,8 @@ def check_values(v: dict[str, Any]) -> None:
         raise click.UsageError("image is empty: set the image built from the Dockerfile (e.g. --set image=REG/dtrain:TAG)")
 
 
-def _is_config_section(dotted: str) -> bool:
-    """Whether `dotted` names a section of the run config (data, optim ...), not one value."""
+def _config_node(dotted: str) -> Any:
+    """What `dotted` names in a default run config (a section or a value), or None."""
     import dataclasses
 
     from dtrain.config import RunConfig
@@ -185,9 +193,26 @@ def _is_config_section(dotted: str) -> bool:
     node: Any = RunConfig()
     for part in dotted.split("."):
         if not dataclasses.is_dataclass(node) or not hasattr(node, part):
-            return False
+            return None
         node = getattr(node, part)
-    return dataclasses.is_dataclass(node)
+    return node
+
+
+def _is_config_section(dotted: str) -> bool:
+    """Whether `dotted` names a section of the run config (data, optim ...), not one value."""
+    import dataclasses
+
+    return dataclasses.is_dataclass(_config_node(dotted))
+
+
+def _is_config_key(dotted: str) -> bool:
+    """Whether `dotted` names one value of the run config (optim.lr, model.options.x, run_dir)."""
+    import dataclasses
+
+    if dotted.startswith("model.options."):
+        return True
+    node = _config_node(dotted)
+    return node is not None and not dataclasses.is_dataclass(node)
 
 
 def check_recipe(v: dict[str, Any], rendered: dict[str, str]) -> None:
@@ -290,22 +315,26 @@ def k8s() -> None:
 
 
 @k8s.command("render")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--values", "values_file", type=click.Path(path_type=Path), default=None,
               help="A values file (examples in launch/k8s/values/); unset values come from launch/helm/dtrain/values.yaml.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override one value, e.g. --set nodes=2 --set overrides.optim.lr=0.2 (repeatable).")
+              help="The same as a positional KEY=VALUE (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Directory to write the manifests into (storage.yaml, mlflow.yaml, and pytorchjob.yaml or indexed-job.yaml).")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Check the manifests offline (kubernetes-validate, PyTorchJob schema) before writing.")
 @click.option("--check-recipe/--no-check-recipe", "recipe_check", default=True, show_default=True,
               help="Load the recipe with the overrides and check the batch divides by the world size.")
-def render_command(values_file: Path | None, sets: tuple[str, ...], out: Path, validate: bool,
-                   recipe_check: bool) -> None:
+def render_command(overrides: tuple[str, ...], values_file: Path | None, sets: tuple[str, ...], out: Path,
+                   validate: bool, recipe_check: bool) -> None:
     """Render the manifests of one run into OUT; then `kubectl apply -f OUT/storage.yaml -f
     OUT/mlflow.yaml` once, and `-f OUT/pytorchjob.yaml` (Kubeflow operator) or
-    `-f OUT/indexed-job.yaml` (plain Kubernetes)."""
-    values = load_values(values_file, sets)
+    `-f OUT/indexed-job.yaml` (plain Kubernetes).
+
+    KEY=VALUE sets a chart value (launch/helm/dtrain/values.yaml), e.g. nodes=2; the training
+    config's keys go under overrides., e.g. overrides.optim.lr=0.2. --set KEY=VALUE is the same."""
+    values = load_values(values_file, all_overrides(overrides, sets))
     rendered = render(values, values_file)
     if recipe_check:
         check_recipe(values, rendered)

@@ -44,17 +44,31 @@ def sections() -> list[KeyRow]:
             for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])]
 
 
-def key_rows(section: str | None = None) -> list[KeyRow]:
+def _help(key: str, f: dataclasses.Field, names: bool) -> str:
+    """The field's help with `{choices}` filled in from the key's registry (names=False: not
+    imported, as for shell completion, which must answer at once)."""
+    text = f.metadata.get("help", "")
+    if "{choices}" not in text:
+        return text
+    if not names:
+        return text.replace("{choices}", "one of `dtrain keys`")
+    from dtrain.validation import choices
+
+    return text.replace("{choices}", " | ".join(choices(key)))
+
+
+def key_rows(section: str | None = None, *, names: bool = True) -> list[KeyRow]:
     """Every settable key (or those of one section) with type, default and help."""
     rows = []
     hints = typing.get_type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):
         hint = hints[f.name]
         if not dataclasses.is_dataclass(hint):
-            rows.append(KeyRow(f.name, _type_name(hint), _default(f), f.metadata.get("help", "")))
+            rows.append(KeyRow(f.name, _type_name(hint), _default(f), _help(f.name, f, names)))
             continue
         inner = typing.get_type_hints(hint)
-        rows += [KeyRow(f"{f.name}.{g.name}", _type_name(inner[g.name]), _default(g), g.metadata.get("help", ""))
+        rows += [KeyRow(f"{f.name}.{g.name}", _type_name(inner[g.name]), _default(g),
+                        _help(f"{f.name}.{g.name}", g, names and (section is None or f.name == section)))
                  for g in dataclasses.fields(hint)]
     if section is None:
         return rows
@@ -76,7 +90,8 @@ def complete_override(ctx: click.Context, param: click.Parameter, incomplete: st
     """`optim.l<TAB>` -> `optim.lr=`: keys until the '=' is typed, nothing after it."""
     if "=" in incomplete:
         return []
-    return [CompletionItem(f"{row.key}=", help=row.help) for row in key_rows() if row.key.startswith(incomplete)]
+    return [CompletionItem(f"{row.key}=", help=row.help) for row in key_rows(names=False)
+            if row.key.startswith(incomplete)]
 
 
 def set_option(function: Any) -> Any:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from dtrain.commands.overrides import all_overrides, complete_override, set_option
+
 
 def list_table(rows) -> str:
     """One line per row: key, source, protocol, statistic over runs, recipe, paper's errors."""
@@ -21,6 +23,7 @@ def list_table(rows) -> str:
 
 @click.command("reproduce")
 @click.argument("row", required=False)
+@click.argument("overrides", nargs=-1, shell_complete=complete_override)
 @click.option("--list", "list_rows", is_flag=True, help="List the table rows that can be reproduced.")
 @click.option("--data-root", default=None, help="Prepared dataset (default: the recipe's data.root).")
 @click.option("--budget-iters", type=click.IntRange(min=4), default=None,
@@ -29,29 +32,32 @@ def list_table(rows) -> str:
               help="Where the run goes (default: runs/reproduce/ROW).")
 @click.option("--report-only", is_flag=True, help="Do not train: write the report of the finished run in --run-dir.")
 @click.option("--overwrite", is_flag=True, help="Delete an earlier run in the run dir instead of resuming it.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Extra recipe override (repeatable), e.g. --set optim.batch_size=64.")
+@set_option
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train this many runs (train.seed=0..N-1, in RUN_DIR/seed-i) and report best/median/mean.")
 @click.option("--eval-set", "eval_overrides", multiple=True, metavar="KEY=VALUE",
               help="Override for the protocol test only (repeatable), e.g. --eval-set eval.scales=[32,48] on tiny images.")
-def reproduce(row: str | None, list_rows: bool, data_root: str | None, budget_iters: int | None,
-              run_dir: Path | None, report_only: bool, overwrite: bool, overrides: tuple[str, ...], seeds: int,
-              eval_overrides: tuple[str, ...]) -> None:
+def reproduce(row: str | None, overrides: tuple[str, ...], list_rows: bool, data_root: str | None,
+              budget_iters: int | None, run_dir: Path | None, report_only: bool, overwrite: bool,
+              sets: tuple[str, ...], seeds: int, eval_overrides: tuple[str, ...]) -> None:
     """Train the recipe of a paper's table ROW (e.g. r1-table6-resnet110), test its final and best
     checkpoints with the test protocol of the row's table (ten-crop, single-320, multi-scale,
     center; an ensemble for R1 Table 5) and write RUN_DIR/report.md: those errors, params and
-    multiply-adds next to the paper's numbers. The report is also logged to the run in MLflow."""
+    multiply-adds next to the paper's numbers. The report is also logged to the run in MLflow.
+
+    KEY=VALUE OVERRIDES (or --set KEY=VALUE) change the row's recipe, e.g. optim.batch_size=64."""
     from dtrain.analysis.paper_numbers import ROWS, get_row
 
     if list_rows:
         click.echo(list_table(ROWS.values()))
         return
-    if not row:
-        raise click.UsageError("name a table row (e.g. r1-table6-resnet110); `dtrain reproduce --list` shows them")
+    if not row or "=" in row:
+        raise click.UsageError("name a table row (e.g. r1-table6-resnet110) before any KEY=VALUE; "
+                               "`dtrain reproduce --list` shows them")
+    overrides = tuple(all_overrides(overrides, sets))
     bad = [o for o in overrides + eval_overrides if "=" not in o]
     if bad:
-        raise click.UsageError(f"--set {bad[0]!r} must look like key=value")
+        raise click.UsageError(f"override {bad[0]!r} must look like key=value, e.g. optim.batch_size=64")
     if report_only and run_dir is None:
         raise click.UsageError("--report-only needs --run-dir (the finished run to report on)")
     from dtrain.analysis.reproduction import ReproduceOptions, reproduce as run

@@ -29,9 +29,10 @@ import torch
 
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
+from dtrain.extras import missing_module_message
 
 from .eval_views import EvalTransform
-from .gpu_defaults import auto_loader
+from .gpu_defaults import AUTO, auto_loader
 from .loaders import EvalBatch, EvalLoader, TrainLoader
 from .sources import ManifestSource, SyntheticSource, read_manifest
 from .stats import channel_stats
@@ -93,7 +94,7 @@ LOADERS: dict[str, LoaderBuilders | str] = {
 }
 
 # What data.loader accepts: a registered loader, or auto (gpu on CUDA, else torch).
-LOADER_CHOICES = (*LOADERS, "auto")
+LOADER_CHOICES = (*LOADERS, AUTO)
 
 
 def loader_names() -> list[str]:
@@ -109,9 +110,14 @@ def _builders(name: str) -> LoaderBuilders:
         try:
             entry = getattr(importlib.import_module(module_name), attribute)
         except ImportError as exc:
-            raise ConfigError(f"data.loader={name} cannot run in this install ({exc}); "
-                              f"install its extra, e.g. pip install 'dtrain[{name}]'") from None
+            raise ConfigError(f"data.loader={name} {_unavailable(exc)}; or choose another data.loader") from None
     return entry
+
+
+def _unavailable(exc: ImportError) -> str:
+    """Why a loader module does not import: the extra that installs what is missing, else the error."""
+    why = missing_module_message(exc.name) if isinstance(exc, ModuleNotFoundError) else None
+    return why or f"cannot run in this install ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
 
 
 def build_train_loader(data: DataConfig, *, batch_size: int, rank: int, world_size: int, seed: int,

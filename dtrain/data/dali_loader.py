@@ -40,11 +40,10 @@ from .sampling import EpochCursor, mix_seed
 from .sources import ManifestSplit, read_manifest
 from .transforms import LIGHTING_EIGVAL, LIGHTING_EIGVEC, check_train_geometry
 
-try:  # imported only when data.loader=dali is chosen (see LOADERS in dtrain/data/__init__.py)
-    from nvidia.dali import fn, pipeline_def, types
-    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(f"NVIDIA DALI is not installed ({exc}); pip install 'dtrain[dali]'") from exc
+# Imported only when data.loader=dali is chosen; without DALI the ImportError reaches LOADERS'
+# lookup in dtrain/data/__init__.py, which names the extra to install (dtrain/extras.py).
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 READER = "Reader"
 SHUFFLE_BUFFER = 4096  # webdataset reader: samples held for shuffling (DALI's initial_fill)

@@ -38,22 +38,21 @@ from dtrain.errors import ConfigError
 from .eval_fallback import with_torch_fallback
 from .eval_views import R2_SINGLE_CROP
 from .loaders import EvalBatch
+from .sampling import FFCV_ORDERS as ORDERS
 from .sampling import EpochCursor, epoch_permutation, eval_assignment, mix_seed
 from .sources import read_manifest
 from .stats import build_normalize
 from .transforms import LIGHTING_EIGVAL, LIGHTING_EIGVEC, check_train_geometry
 
-try:  # imported only when data.loader=ffcv is chosen (see LOADERS in dtrain/data/__init__.py)
-    from ffcv.fields.basics import IntDecoder
-    from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
-                                       ResizedCropRGBImageDecoder, SimpleRGBImageDecoder)
-    from ffcv.loader import Loader, OrderOption
-    from ffcv.traversal_order.base import TraversalOrder
-    from ffcv.transforms import RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice, ToTensor, ToTorchImage
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(f"FFCV is not installed ({exc}); pip install 'dtrain[ffcv]'") from exc
+# Imported only when data.loader=ffcv is chosen; without FFCV the ImportError reaches LOADERS'
+# lookup in dtrain/data/__init__.py, which names the extra to install (dtrain/extras.py).
+from ffcv.fields.basics import IntDecoder
+from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
+                                   ResizedCropRGBImageDecoder, SimpleRGBImageDecoder)
+from ffcv.loader import Loader, OrderOption
+from ffcv.traversal_order.base import TraversalOrder
+from ffcv.transforms import RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice, ToTensor, ToTorchImage
 
-ORDERS = ("random", "quasi_random")
 BATCHES_AHEAD = 3  # batches FFCV prepares ahead of the training step
 
 

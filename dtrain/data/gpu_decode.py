@@ -23,6 +23,8 @@ from PIL import Image
 
 from dtrain.errors import DtrainError
 
+from .gpu_defaults import AUTO
+
 # decoder(jpegs, device) -> list of uint8 [3, H, W] tensors on device
 BatchDecoder = Callable[[list[torch.Tensor], torch.device], list[torch.Tensor]]
 
@@ -55,15 +57,16 @@ def decode_pil(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Te
 
 
 DECODERS: dict[str, BatchDecoder] = {"torchvision": decode_torchvision, "pil": decode_pil}
+DECODER_CHOICES = (AUTO, *DECODERS)  # what data.gpu_decoder accepts (auto: torchvision when it loads, else pil)
 
 
 def pick_decoder(requested: str) -> str:
     """data.gpu_decoder: auto -> torchvision when it loads, else pil."""
     available = torchvision_decode_jpeg() is not None
-    if requested == "auto":
+    if requested == AUTO:
         return "torchvision" if available else "pil"
     if requested not in DECODERS:
-        raise DtrainError(f"data.gpu_decoder={requested!r} is not one of auto, {', '.join(DECODERS)}")
+        raise DtrainError(f"data.gpu_decoder={requested!r} is not one of {', '.join(DECODER_CHOICES)}")
     if requested == "torchvision" and not available:
         raise DtrainError("data.gpu_decoder=torchvision but torchvision.io does not load beside this torch; "
                           "install the torchvision built for it or use data.gpu_decoder=pil")

@@ -23,6 +23,9 @@ import torch
 from dtrain.errors import ConfigError, DtrainError
 
 _SEED_MASK = (1 << 63) - 1
+# data.ffcv_order: the orders dtrain/data/ffcv_loader.py implements (here, so that validation names
+# them without importing FFCV): random = this module's epoch permutation, quasi_random = FFCV's own.
+FFCV_ORDERS = ("random", "quasi_random")
 
 
 def mix_seed(*parts: int) -> int:

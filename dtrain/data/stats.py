@@ -56,11 +56,24 @@ def per_pixel_mean(root: str | Path) -> np.ndarray:
     return np.load(path)
 
 
-def build_normalize(data: DataConfig, loader: str | None = None):
-    """The Normalize of data.normalize: per-channel (data.mean / data.std), or R1's per-pixel mean
-    image of the dataset then / data.std. The synthetic loader has no stored dataset: channel."""
-    from .transforms import Normalize, PerPixelMeanNormalize
+def _channel(data: DataConfig):
+    from .transforms import Normalize
 
-    if data.normalize == "per_pixel_mean" and (loader or data.loader) != "synthetic":
-        return PerPixelMeanNormalize(per_pixel_mean(data.root), data.std)
     return Normalize(data.mean, data.std)
+
+
+def _per_pixel_mean(data: DataConfig):
+    from .transforms import PerPixelMeanNormalize
+
+    return PerPixelMeanNormalize(per_pixel_mean(data.root), data.std)
+
+
+# data.normalize -> the Normalize it builds: per channel (data.mean / data.std), or R1's per-pixel
+# mean image of the dataset, then / data.std.
+NORMALIZATIONS = {"channel": _channel, "per_pixel_mean": _per_pixel_mean}
+
+
+def build_normalize(data: DataConfig, loader: str | None = None):
+    """The Normalize of data.normalize. The synthetic loader has no stored dataset: per channel."""
+    name = "channel" if (loader or data.loader) == "synthetic" else data.normalize
+    return NORMALIZATIONS[name](data)

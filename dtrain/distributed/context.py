@@ -70,12 +70,19 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+AUTO = "auto"
+DEVICE_CHOICES = (AUTO, "cpu", "cuda")  # train.device; auto: cuda when visible, else cpu
+# distributed.backend -> the device type it needs (None: any); auto picks nccl on CUDA, gloo on CPU.
+BACKEND_DEVICES: dict[str, str | None] = {"nccl": "cuda", "gloo": None}
+BACKEND_CHOICES = (AUTO, *BACKEND_DEVICES)
+
+
 def resolve_device(requested: str, local_rank: int) -> torch.device:
     """train.device: auto -> cuda:LOCAL_RANK when CUDA is there, else cpu."""
     cuda = torch.cuda.is_available()
     if requested == "cuda" and not cuda:
         raise DtrainError("train.device=cuda but no CUDA device is visible; use train.device=cpu (or auto)")
-    if requested == "cuda" or (requested == "auto" and cuda):
+    if requested == "cuda" or (requested == AUTO and cuda):
         count = torch.cuda.device_count()
         if local_rank >= count:
             raise DtrainError(
@@ -89,10 +96,11 @@ def resolve_device(requested: str, local_rank: int) -> torch.device:
 
 def resolve_backend(requested: str, device: torch.device) -> str:
     """distributed.backend: auto -> nccl on CUDA, gloo on CPU (nccl cannot move CPU tensors)."""
-    if requested == "auto":
+    if requested == AUTO:
         return "nccl" if device.type == "cuda" else "gloo"
-    if requested == "nccl" and device.type != "cuda":
-        raise DtrainError("distributed.backend=nccl needs CUDA; use distributed.backend=gloo (or auto) on CPU")
+    needs = BACKEND_DEVICES[requested]
+    if needs is not None and device.type != needs:
+        raise DtrainError(f"distributed.backend={requested} needs {needs.upper()}; use distributed.backend=gloo (or auto) on CPU")
     return requested
 
 

@@ -35,6 +35,7 @@ from dtrain.distributed.wrap import apply_sync_bn
 from dtrain.engine.engine import ModelPart, Stateful
 from dtrain.engine.optimizer import build_optimizer, set_lr
 from dtrain.engine.precision import prepare_model
+from dtrain.checkpoint.format import UnusableCheckpoint
 from dtrain.errors import ConfigError, DtrainError
 
 DEEPSPEED_SUBDIR = "deepspeed"
@@ -171,9 +172,8 @@ class DeepSpeedEngine:
     def load_shards(self, directory: Path, tag: str, source: Path) -> None:
         shards = directory / DEEPSPEED_SUBDIR
         if not (shards / tag).is_dir():
-            raise DtrainError(f"checkpoint {source} has no DeepSpeed state ({shards / tag}): it was written by "
-                              "the ddp engine or copied without it; resume it with distributed.engine=ddp, or "
-                              "start afresh with checkpoint.resume=never")
+            raise UnusableCheckpoint(f"checkpoint {source} has no DeepSpeed state ({shards / tag}): it was written "
+                                     "by the ddp engine or copied without it; resume it with distributed.engine=ddp")
         loaded, _ = self.engine.load_checkpoint(str(shards), tag=tag, load_module_strict=True,
                                                 load_optimizer_states=True, load_lr_scheduler_states=False)
         if loaded is None:

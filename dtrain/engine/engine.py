@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from dtrain.checkpoint.format import UnusableCheckpoint
 from dtrain.errors import DtrainError
 
 
@@ -100,8 +101,7 @@ class ModelPart:
             self.model.load_state_dict(state)
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
-            raise DtrainError(f"the checkpoint does not fit {self.model_name} ({first}); "
-                              "use another run_dir or checkpoint.resume=never") from None
+            raise UnusableCheckpoint(f"the checkpoint does not fit {self.model_name} ({first})") from None
 
 
 class OptionalPart:

@@ -32,7 +32,14 @@ from dtrain.engine.evaluate import EvalResult, evaluate
 from dtrain.engine.lr_schedule import build_schedule, scaled_lr
 from dtrain.engine.progress import Progress
 from dtrain.engine.reporting import StepReporter
-from dtrain.engine.state import Position, RngPart, TrackerPart, check_model_name, find_resume_checkpoint
+from dtrain.engine.state import (
+    Position,
+    RngPart,
+    TrackerPart,
+    check_model_name,
+    explain_fresh_start,
+    find_resume_checkpoint,
+)
 from dtrain.engine.step_sync import StepSync, SyncResult
 from dtrain.errors import ConfigError
 from dtrain.tracking import header_line, local_devices, record_models
@@ -281,12 +288,13 @@ class Trainer:
         return "preempted"
 
     def _resume(self) -> None:
-        found = find_resume_checkpoint(self.cfg, self.checkpoints)
-        if found is None:
-            return
-        state, path = found
-        self.checkpoints.restore(check_model_name(state, self.cfg, path), path)
-        self.engine.load_shards(path.parent, f"step-{self.position.step}", path)
+        with explain_fresh_start(self.cfg):  # a checkpoint that cannot be continued says how to start afresh
+            found = find_resume_checkpoint(self.cfg, self.checkpoints)
+            if found is None:
+                return
+            state, path = found
+            self.checkpoints.restore(check_model_name(state, self.cfg, path), path)
+            self.engine.load_shards(path.parent, f"step-{self.position.step}", path)
         self.position.resumed_from = self.position.last_checkpoint = path
 
     def _report_final(self, result: TrainResult) -> None:

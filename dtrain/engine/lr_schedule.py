@@ -141,13 +141,19 @@ class PlateauSchedule(LRSchedule):
         self.drops = int(state["drops"])
 
 
+# schedule.warmup -> the lr of a step inside the warm-up (cfg, scheduled lr, step < warmup_iters).
+WARMUPS: dict[str, Callable[[ScheduleConfig, float, int], float]] = {
+    "none": lambda cfg, lr, step: lr,
+    "constant": lambda cfg, lr, step: cfg.warmup_lr,
+    "linear": lambda cfg, lr, step: cfg.warmup_lr + (lr - cfg.warmup_lr) * step / cfg.warmup_iters,
+}
+
+
 def apply_warmup(cfg: ScheduleConfig, lr: float, step: int) -> float:
     """Warm-up for the first warmup_iters steps: constant warmup_lr, or linear warmup_lr -> lr."""
-    if cfg.warmup == "none" or step >= cfg.warmup_iters:
+    if step >= cfg.warmup_iters:
         return lr
-    if cfg.warmup == "constant":
-        return cfg.warmup_lr
-    return cfg.warmup_lr + (lr - cfg.warmup_lr) * step / cfg.warmup_iters  # linear
+    return WARMUPS[cfg.warmup](cfg, lr, step)
 
 
 SCHEDULES: dict[str, Callable[[ScheduleConfig, float, int], LRSchedule]] = {

@@ -26,12 +26,20 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) 
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, optim: OptimConfig) -> Optimizer:
-    if optim.name != "sgd":
-        raise ConfigError(f"optim.name={optim.name!r} is not supported; use optim.name=sgd")
-    groups = param_groups(model, optim.weight_decay, optim.no_decay_bn_bias)
+def _sgd(groups: list[dict], optim: OptimConfig) -> Optimizer:
     return SGD(groups, lr=scaled_lr(optim), momentum=optim.momentum, nesterov=optim.nesterov,
                weight_decay=optim.weight_decay)
+
+
+# optim.name -> the optimiser over the parameter groups (the papers use SGD only).
+OPTIMIZERS = {"sgd": _sgd}
+
+
+def build_optimizer(model: nn.Module, optim: OptimConfig) -> Optimizer:
+    factory = OPTIMIZERS.get(optim.name)
+    if factory is None:
+        raise ConfigError(f"optim.name={optim.name!r} is not one of {', '.join(OPTIMIZERS)}")
+    return factory(param_groups(model, optim.weight_decay, optim.no_decay_bn_bias), optim)
 
 
 def set_lr(optimizer: Optimizer, lr: float) -> None:

@@ -16,9 +16,12 @@ import torch
 from torch import nn
 
 from dtrain.config import TrainConfig
+from dtrain.data.gpu_defaults import AUTO
 from dtrain.errors import ConfigError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# train.amp: full fp32, an autocast dtype, or auto (bf16 on CUDA, else none: data/gpu_defaults.py).
+AMP_CHOICES = ("none", *AMP_DTYPES, AUTO)
 
 
 @dataclass

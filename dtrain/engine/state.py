@@ -9,12 +9,15 @@ model from it). See dtrain/checkpoint/format.py for the on-disk layout.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dtrain.checkpoint import CheckpointManager, gather_rng_states, restore_rank_rng_state
-from dtrain.checkpoint.format import upgrade
+from dtrain.checkpoint.format import UnusableCheckpoint, upgrade
+from dtrain.checkpoint.fingerprint import has_checkpoints, new_directory_key
 from dtrain.config import RunConfig
 from dtrain.distributed.failure import SymmetricError
 from dtrain.errors import DtrainError
@@ -68,6 +71,34 @@ class TrackerPart:
         self.run_id = state.get("run_id")
 
 
+# checkpoint.resume takes these words or a checkpoint path: auto, the newest checkpoint that loads;
+# never, a fresh run; force, auto despite changed settings (dtrain/checkpoint/fingerprint.py).
+RESUME_MODES = ("auto", "never", "force")
+
+
+def fresh_start_hint(cfg: RunConfig) -> str:
+    """How to start afresh instead, naming only what is accepted here: checkpoint.resume=never
+    refuses a checkpoint directory that holds checkpoints (find_resume_checkpoint), so there the
+    way is a new directory."""
+    directory = cfg.resolved_checkpoint_dir()
+    if not has_checkpoints(directory):
+        return "to start afresh instead, use checkpoint.resume=never"
+    path_given = cfg.checkpoint.resume not in RESUME_MODES  # it would load that path again
+    return (f"to start afresh instead, give the run a new {new_directory_key(cfg)}=..."
+            f"{' with checkpoint.resume=never' if path_given else ''} ({directory} holds checkpoints)")
+
+
+@contextmanager
+def explain_fresh_start(cfg: RunConfig) -> Iterator[None]:
+    """An UnusableCheckpoint raised inside gets fresh_start_hint(cfg) appended (same class, so
+    every rank still prints or stays quiet as before)."""
+    try:
+        yield
+    except UnusableCheckpoint as exc:
+        exc.args = (f"{exc}; {fresh_start_hint(cfg)}",)
+        raise
+
+
 def find_resume_checkpoint(cfg: RunConfig, checkpoints: CheckpointManager) -> tuple[dict, Path] | None:
     """The checkpoint checkpoint.resume names (auto: the newest that loads), or None to start afresh."""
     mode = cfg.checkpoint.resume
@@ -78,14 +109,15 @@ def find_resume_checkpoint(cfg: RunConfig, checkpoints: CheckpointManager) -> tu
         if earlier:
             raise SymmetricError(  # every rank sees the same directory
                 f"checkpoint.resume=never, but {checkpoints.directory} holds an earlier run's "
-                f"checkpoints (newest {earlier[-1][1].name}); choose a new run_dir or checkpoint.dir, "
-                "or resume with checkpoint.resume=auto")
+                f"checkpoints (newest {earlier[-1][1].name}); give this run a new {new_directory_key(cfg)}=..., "
+                "or continue that run with checkpoint.resume=auto")
         return None
     if mode in ("auto", "force"):  # force: auto despite changed settings (checkpoint.fingerprint)
         return checkpoints.load_latest()
     path = Path(mode)
     if not path.is_file():
-        raise DtrainError(f"checkpoint.resume={mode}: no such file; use auto, never or a checkpoint path")
+        raise DtrainError(f"checkpoint.resume={mode}: no such file; name an existing checkpoint, or use "
+                          "checkpoint.resume=auto (this run's own checkpoints, else a fresh start)")
     return checkpoints.load(path), path
 
 
@@ -93,6 +125,6 @@ def check_model_name(state: dict[str, Any], cfg: RunConfig, path: Path) -> dict[
     state = upgrade(state, path)
     saved_model = (state.get("config") or {}).get("model", {}).get("name")
     if saved_model and saved_model != cfg.model.name:
-        raise DtrainError(f"checkpoint {path} was written for model {saved_model}, this run builds "
-                          f"{cfg.model.name}: use another run_dir (or checkpoint.resume=never)")
+        raise UnusableCheckpoint(f"checkpoint {path} was written for model {saved_model}, this run builds "
+                                 f"{cfg.model.name}")
     return state

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN_SH = ROOT / "launch" / "torchrun.sh"
 SBATCH = ROOT / "launch" / "slurm" / "train.sbatch"
 SCRIPTS = [TORCHRUN_SH, SBATCH]
+RECIPE = "digits_resnet20"  # any recipe that loads: the scripts check it before anything starts
 SHELLCHECK = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
 
 # Variables of a real cluster that would change what the scripts do if the test inherited them.
@@ -26,6 +27,7 @@ _SCHEDULER_PREFIXES = ("SLURM_", "PET_", "NNODES", "NPROC_PER_NODE", "RDZV_", "M
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCHEDULER_PREFIXES)}
+    env["PYTHON"] = sys.executable  # the launchers check the config with it before torchrun starts
     env.update(extra)
     return env
 
@@ -71,7 +73,7 @@ def test_multi_node_uses_c10d_rendezvous_from_environment() -> None:
 
 
 def test_options_override_environment() -> None:
-    result = dry_run("--nnodes", "2", "--nproc-per-node", "3", "--rdzv-endpoint", "h:1", "--", "r",
+    result = dry_run("--nnodes", "2", "--nproc-per-node", "3", "--rdzv-endpoint", "h:1", "--", "digits_resnet20",
                      NNODES="8", RDZV_ENDPOINT="other:2")
     assert result.returncode == 0, result.stderr
     line = result.stdout.split()
@@ -79,15 +81,15 @@ def test_options_override_environment() -> None:
 
 
 def test_defaults_come_from_slurm_and_the_kubeflow_operator() -> None:
-    slurm = dry_run("r", SLURM_JOB_NUM_NODES="3", SLURM_JOB_ID="123", RDZV_ENDPOINT="n1:29400").stdout.split()
+    slurm = dry_run(RECIPE, SLURM_JOB_NUM_NODES="3", SLURM_JOB_ID="123", RDZV_ENDPOINT="n1:29400").stdout.split()
     assert "--nnodes=3" in slurm and "--rdzv-id=123" in slurm
-    operator = dry_run("r", PET_NNODES="2:4", PET_RDZV_ENDPOINT="job-master-0:29400", PET_MAX_RESTARTS="7")
+    operator = dry_run(RECIPE, PET_NNODES="2:4", PET_RDZV_ENDPOINT="job-master-0:29400", PET_MAX_RESTARTS="7")
     line = operator.stdout.split()
     assert "--nnodes=2:4" in line and "--rdzv-endpoint=job-master-0:29400" in line and "--max-restarts=7" in line
 
 
 def test_processes_per_node_default_to_the_gpus_the_scheduler_made_visible() -> None:
-    result = dry_run("r", NPROC_PER_NODE="", CUDA_VISIBLE_DEVICES="0,1,3")
+    result = dry_run(RECIPE, NPROC_PER_NODE="", CUDA_VISIBLE_DEVICES="0,1,3")
     assert result.returncode == 0, result.stderr
     assert "--nproc-per-node=3" in result.stdout.split()
 
@@ -95,9 +97,9 @@ def test_processes_per_node_default_to_the_gpus_the_scheduler_made_visible() -> 
 @pytest.mark.parametrize(
     "args, env, message",
     [
-        (["r"], {"NNODES": "2"}, "RDZV_ENDPOINT"),
-        (["r"], {"NPROC_PER_NODE": "two"}, "NPROC_PER_NODE"),
-        (["--bogus", "r"], {}, "unknown option --bogus"),
+        ([RECIPE], {"NNODES": "2"}, "RDZV_ENDPOINT"),
+        ([RECIPE], {"NPROC_PER_NODE": "two"}, "NPROC_PER_NODE"),
+        (["--bogus", RECIPE], {}, "unknown option --bogus"),
         ([], {}, "name a recipe"),
     ],
 )
@@ -105,6 +107,38 @@ def test_bad_input_is_one_clear_line(args: list[str], env: dict[str, str], messa
     result = dry_run(*args, **env)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture()
+def logging_python(tmp_path: Path) -> tuple[Path, Path]:
+    """A PYTHON for the launcher that records each call's arguments, then runs the real interpreter."""
+    log = tmp_path / "python-calls.log"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+@pytest.mark.parametrize("dry", [False, True], ids=["launch", "dry-run"])
+def test_a_config_typo_is_one_line_and_exit_2_before_torchrun_starts(dry: bool, logging_python) -> None:
+    wrapper, log = logging_python
+    args = ["--dry-run"] * dry + [RECIPE, "model.name=resnet2O", "optim.lr=0.05"]
+    result = subprocess.run(["bash", str(TORCHRUN_SH), *args], env=clean_env(NPROC_PER_NODE="1", PYTHON=str(wrapper)),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.name='resnet2O'" in lines[0] and "resnet20" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    calls = log.read_text().splitlines()
+    assert calls == [f"-m dtrain.train --check-config {RECIPE} model.name=resnet2O optim.lr=0.05"]  # no torchrun
+
+
+def test_a_valid_config_goes_on_to_torchrun_with_the_same_arguments(logging_python) -> None:
+    wrapper, log = logging_python
+    result = dry_run(RECIPE, "--set", "optim.lr=0.05", PYTHON=str(wrapper))
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == [f"-m dtrain.train --check-config {RECIPE} --set optim.lr=0.05"]
+    assert result.stdout.split()[-5:] == ["-m", "dtrain.train", RECIPE, "--set", "optim.lr=0.05"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,6 +195,17 @@ def test_sbatch_runs_torchrun_sh_once_per_node_with_rendezvous_on_first_node(fak
     assert f"args --ntasks-per-node=1 --kill-on-bad-exit=1 {TORCHRUN_SH} resnet50 optim.lr=0.2" in calls
     assert "NNODES=2 RDZV_ENDPOINT=gpu-a17:29400 RDZV_ID=4242 CPUS=16" in calls
     assert "requeue" not in calls  # a finished run is not queued again
+
+
+def test_sbatch_refuses_a_config_typo_once_before_srun(fake_slurm) -> None:
+    env, log = fake_slurm
+    result = subprocess.run(["bash", str(SBATCH), "resnet50", "optim.lrr=0.2"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "optim.lrr" in lines[0] and "optim.lr" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not log.exists() or "args" not in log.read_text()  # srun never ran: no node started, nothing requeued
 
 
 def test_sbatch_passes_on_a_training_failure_without_requeue(fake_slurm) -> None:
