@@ -228,7 +228,6 @@ def run(out: Path, dry_run: bool, budget_seconds: float) -> int:
     import torch
 
     started = time.monotonic()
-
     if not dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA device visible; use --cpu-dry-run on a CPU machine", file=sys.stderr)
         return 2
@@ -242,45 +241,59 @@ def run(out: Path, dry_run: bool, budget_seconds: float) -> int:
     check.dtrain("prepare", "prepare", "synthetic", "--count", str(s.images), "--val-count", str(s.val_images),
                  "--width", str(s.width), "--height", str(s.height), "--num-classes", str(s.num_classes),
                  "--formats", "wds", "--workers", str(os.cpu_count() or 1), "--out", str(data), "--quiet")
-    if dry_run or "pytest" in env["missing"]:
-        check.record("gpu_tests", "skip", "CPU dry run" if dry_run else "pytest is not installed")
-    else:
-        # Only the data tests: other test modules import MLflow or scikit-learn, absent on a bare machine.
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
-                               *GPU_TEST_FILES], cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
-        (out / "gpu_tests.log").write_text(done.stdout + done.stderr)
-        tail = (done.stdout.strip().splitlines() or ["?"])[-1]
-        check.record("gpu_tests", "ok" if done.returncode in (0, 5) else "FAIL", tail)
+    gpu_tests(check, env, dry_run)
     decoder_tolerance(check, data, s.device)
-    model = ["--model", s.model, "--batch", str(s.batch), "--image-size", str(s.crop), "--num-classes",
-             str(s.num_classes), "--device", s.device]
-    timing = ["--warmup", "2", "--iters", str(s.iters), "--repeats", "2" if dry_run else "3"]
-    for amp in s.amps:
-        for compiled in (False, True) if amp == s.amps[0] and s.compile_amps else (False,):
-            check.dtrain(f"model_{amp}{'_compile' if compiled else ''}", "bench", "model", *model, "--amp", amp,
-                         "--channels-last", *(["--compile"] if compiled else []), *timing, figure=_img_s)
-    amp = s.amps[0]
-    loader = ["--data", str(data), "--source", "shards", "--crop", str(s.crop), "--augment", "random_resized_crop"]
-    has_dali = not dry_run and "nvidia.dali" not in env["missing"]  # FFCV would need a .beton from prepare
-    loaders = ["gpu", "torch"] + (["dali"] if has_dali else [])
-    for name in loaders:
-        check.dtrain(f"e2e_{name}", "bench", "e2e", *model, "--amp", amp, "--channels-last", *loader,
-                     "--loader", name, "--workers", str(max(1, s.workers)), *timing, figure=_img_s)
-    check.dtrain("overhead", "bench", "overhead", *model, "--amp", amp, "--channels-last", *timing, figure=_img_s)
-    check.dtrain("checkpoint", "bench", "checkpoint", "--models", "resnet20" if dry_run else "resnet50,resnet200",
-                 "--saves", "1" if dry_run else "3", "--device", s.device, figure=_blocked)
-    train(check, s, data, out / "runs", amp)
+    measure(check, s, data, env)
+    train(check, s, data, out / "runs", s.amps[0])
     # torch.compile for the other AMP modes last (~1.5 min each): what the time limit cuts first.
     for amp in s.compile_amps[1:]:
         left = budget_seconds - (time.monotonic() - started)
         if left < COMPILE_SECONDS:
             check.record(f"model_{amp}_compile", "skip", f"{left:.0f} s left of the time limit, {COMPILE_SECONDS} needed")
             continue
-        check.dtrain(f"model_{amp}_compile", "bench", "model", *model, "--amp", amp, "--channels-last", "--compile",
-                     *timing, figure=_img_s)
+        check.dtrain(f"model_{amp}_compile", "bench", "model", *_model_args(s), "--amp", amp, "--channels-last",
+                     "--compile", *_timing_args(s), figure=_img_s)
     print(f"[gpu-check] {'FAILED' if check.failed else 'passed'}: {out / 'summary.md'}", flush=True)
     return 1 if check.failed else 0
+
+
+def gpu_tests(check: Check, env: dict, dry_run: bool) -> None:
+    if dry_run or "pytest" in env["missing"]:
+        return check.record("gpu_tests", "skip", "CPU dry run" if dry_run else "pytest is not installed")
+    # Only the data/model tests: other test modules import MLflow or scikit-learn, absent on a bare machine.
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
+                           *GPU_TEST_FILES], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    (check.out / "gpu_tests.log").write_text(done.stdout + done.stderr)
+    tail = (done.stdout.strip().splitlines() or ["?"])[-1]
+    check.record("gpu_tests", "ok" if done.returncode in (0, 5) else "FAIL", tail)
+
+
+def _model_args(s: Sizes) -> list[str]:
+    return ["--model", s.model, "--batch", str(s.batch), "--image-size", str(s.crop), "--num-classes",
+            str(s.num_classes), "--device", s.device]
+
+
+def _timing_args(s: Sizes) -> list[str]:
+    return ["--warmup", "2", "--iters", str(s.iters), "--repeats", "2" if s.device == "cpu" else "3"]
+
+
+def measure(check: Check, s: Sizes, data: Path, env: dict) -> None:
+    """Model-only (each AMP mode; the first also compiled), end-to-end per loader, overhead, checkpoint."""
+    model, timing = _model_args(s), _timing_args(s)
+    for amp in s.amps:
+        for compiled in (False, True) if amp == s.amps[0] and s.compile_amps else (False,):
+            check.dtrain(f"model_{amp}{'_compile' if compiled else ''}", "bench", "model", *model, "--amp", amp,
+                         "--channels-last", *(["--compile"] if compiled else []), *timing, figure=_img_s)
+    amp = s.amps[0]
+    loader = ["--data", str(data), "--source", "shards", "--crop", str(s.crop), "--augment", "random_resized_crop"]
+    has_dali = s.device == "cuda" and "nvidia.dali" not in env["missing"]  # FFCV would need a .beton from prepare
+    for name in ["gpu", "torch"] + (["dali"] if has_dali else []):
+        check.dtrain(f"e2e_{name}", "bench", "e2e", *model, "--amp", amp, "--channels-last", *loader,
+                     "--loader", name, "--workers", str(max(1, s.workers)), *timing, figure=_img_s)
+    check.dtrain("overhead", "bench", "overhead", *model, "--amp", amp, "--channels-last", *timing, figure=_img_s)
+    dry = s.device == "cpu"
+    check.dtrain("checkpoint", "bench", "checkpoint", "--models", "resnet20" if dry else "resnet50,resnet200",
+                 "--saves", "1" if dry else "3", "--device", s.device, figure=_blocked)
 
 
 def train(check: Check, s: Sizes, data: Path, runs: Path, amp: str) -> None:
