@@ -24,7 +24,6 @@ SAMPLING_SECONDS = 0.5
 def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(tmp_path, monkeypatch, capsys):
     pytest.importorskip("mlflow")
     pytest.importorskip("psutil")
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -49,7 +48,33 @@ def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(
     assert f"run dir {tmp_path.resolve()}" in header and link in header
     assert f"mlflow ui --backend-store-uri {uri}  then open {link}" in out
 
-    # The logged model gives the checkpoint's outputs; the checkpoint stays a path (tag), not a copy.
+    _assert_logged_models_match_checkpoints(client, run, result, cfg)
+
+    # Registered under tracking.register_as.
+    versions = client.search_model_versions("name='digits-r20'")
+    assert [v.run_id for v in versions] == [result.run_id]
+
+    # The dataset is a run input, for training and validation.
+    inputs = run.inputs.dataset_inputs
+    contexts = sorted(tag.value for i in inputs for tag in i.tags if tag.key == "mlflow.data.context")
+    assert contexts == ["training", "validation"] and {i.dataset.name for i in inputs} == {"synthetic"}
+
+    # System metrics were sampled (CPU and memory at least).
+    system = [key for key in run.data.metrics if key.startswith("system/")]
+    assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
+
+    # Params that apply to a synthetic, pad-crop-free, step-schedule run; no "final/" charts.
+    params = run.data.params
+    assert params["schedule.milestones"] == "[1]" and "data.synthetic_samples" in params
+    assert "data.root" not in params and "data.ffcv_order" not in params and "tracking.experiment" not in params
+    assert not [key for key in run.data.metrics if key.startswith("final/")]
+    assert run.data.metrics["val/best_top1_err"] <= run.data.metrics["val/top1_err"]
+
+
+def _assert_logged_models_match_checkpoints(client, run, result, cfg) -> None:
+    """The logged model gives the checkpoint's outputs; the checkpoint stays a path (tag), not a copy."""
+    import mlflow
+
     checkpoint = run.data.tags["dtrain.checkpoint.last"]
     assert checkpoint == str(result.last_checkpoint.resolve())
     reference = build_model(cfg.model)
@@ -72,23 +97,3 @@ def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(
     signature = mlflow.models.get_model_info(f"models:/{logged['model'].model_id}").signature
     assert signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 3, 16, 16)
     assert not any(a.path.endswith(".pt") for a in client.list_artifacts(result.run_id))
-
-    # Registered under tracking.register_as.
-    versions = client.search_model_versions("name='digits-r20'")
-    assert [v.run_id for v in versions] == [result.run_id]
-
-    # The dataset is a run input, for training and validation.
-    inputs = run.inputs.dataset_inputs
-    contexts = sorted(tag.value for i in inputs for tag in i.tags if tag.key == "mlflow.data.context")
-    assert contexts == ["training", "validation"] and {i.dataset.name for i in inputs} == {"synthetic"}
-
-    # System metrics were sampled (CPU and memory at least).
-    system = [key for key in run.data.metrics if key.startswith("system/")]
-    assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
-
-    # Params that apply to a synthetic, pad-crop-free, step-schedule run; no "final/" charts.
-    params = run.data.params
-    assert params["schedule.milestones"] == "[1]" and "data.synthetic_samples" in params
-    assert "data.root" not in params and "data.ffcv_order" not in params and "tracking.experiment" not in params
-    assert not [key for key in run.data.metrics if key.startswith("final/")]
-    assert run.data.metrics["val/best_top1_err"] <= run.data.metrics["val/top1_err"]
