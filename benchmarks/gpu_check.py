@@ -90,14 +90,6 @@ def _version(module: str) -> str | None:
         return None
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run_text(argv: list[str]) -> str | None:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip() or None
@@ -120,9 +112,8 @@ class Check:
         path = self.out / f"{name}.json"
         argv = [sys.executable, "-m", "dtrain", *args]
         if torchrun:
-            argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "1",
-                    "--rdzv-backend", "c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "-m", "dtrain.train",
-                    *args[1:]]
+            argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+                    "-m", "dtrain.train", *args[1:]]
         if args[0] == "bench":
             argv += ["--json", str(path)]
         started = time.perf_counter()
@@ -192,10 +183,11 @@ def trained_through_ddp(check: Check, runs: Path, backend: str) -> None:
     """The whole run formed a process group (DDP + SyncBatchNorm over `backend`) and its loss stayed finite."""
     import math
 
-    log = (check.out / "logs" / "train_whole.log").read_text() if (check.out / "logs" / "train_whole.log").is_file() else ""
-    rows = [json.loads(line) for line in (runs / "whole" / "metrics.jsonl").read_text().splitlines()
-            if line.strip()] if (runs / "whole" / "metrics.jsonl").is_file() else []
-    losses = [row["metrics"][k] for row in rows for k in row.get("metrics", {}) if k.endswith("train/loss")]
+    from dtrain.analysis.curves import jsonl_history
+
+    log_file, metrics_file = check.out / "logs" / "train_whole.log", runs / "whole" / "metrics.jsonl"
+    log = log_file.read_text() if log_file.is_file() else ""
+    losses = [value for _, value in jsonl_history(metrics_file, "train/loss")] if metrics_file.is_file() else []
     grouped = f"(process group {backend})" in log
     finite = bool(losses) and all(math.isfinite(x) for x in losses)
     check.record("ddp_sync_bn", "ok" if grouped and finite else "FAIL",

@@ -146,6 +146,11 @@ def _jsonl_records(path: Path) -> tuple[dict, dict, dict[str, dict[int, float]]]
     return run, params, series
 
 
+def jsonl_history(path: Path, key: str) -> list[tuple[int, float]]:
+    """(step, value) of one metric in a metrics.jsonl, in step order (the later line wins a step)."""
+    return sorted(_jsonl_records(path)[2].get(key, {}).items())
+
+
 def _first_series(series: dict[str, dict[int, float]], keys: tuple[str, ...]) -> list[tuple[int, float]]:
     for key in keys:
         if series.get(key):

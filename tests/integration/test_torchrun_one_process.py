@@ -4,7 +4,6 @@ when only one device is lent. A plain `python -m dtrain train` stays a single pr
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from ports import free_port
+
+from dtrain.analysis.curves import jsonl_history
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,10 +32,9 @@ def _env() -> dict:
 
 
 def _final_loss(run_dir: Path) -> float:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    losses = [row["metrics"][key] for row in rows for key in row.get("metrics", {}) if key.endswith("train/loss")]
-    assert losses, rows
-    return losses[-1]
+    losses = jsonl_history(run_dir / "metrics.jsonl", "train/loss")
+    assert losses, (run_dir / "metrics.jsonl").read_text()
+    return losses[-1][1]
 
 
 def test_torchrun_with_one_process_forms_a_group_and_trains(tmp_path):
