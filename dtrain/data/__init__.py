@@ -14,9 +14,10 @@
 `num_classes` (default 1000) is used by the synthetic loader only (its labels are
 index % num_classes). `dtype` / `channels_last` (gpu_defaults.batch_format of train.amp and
 train.channels_last) are what the model is fed: loaders registered with formats=True emit their
-batches in them; the others emit float32 NCHW and the engine converts. Loaders register in LOADERS: name -> LoaderBuilders(train, eval), or a
-"module:attribute" string naming one, imported only when that loader is chosen (so DALI and FFCV
-are imported only by runs that use them), e.g. LOADERS["dali"] = "dtrain.data.dali_loader:BUILDERS".
+batches in them; the others emit float32 NCHW and the engine converts. Loaders register in
+LOADERS: name -> LoaderBuilders(train, eval), or a "module:attribute" string naming one,
+imported only when that loader is chosen (so DALI and FFCV are imported only by runs that use
+them), e.g. LOADERS["dali"] = "dtrain.data.dali_loader:BUILDERS".
 """
 
 from __future__ import annotations
