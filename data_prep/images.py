@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -34,6 +34,9 @@ class StoredImage:
     data: bytes = b""             # the JPEG to store
     width: int = 0
     height: int = 0
+    # The RGB pixels of `data` when normalising already decoded exactly those bytes (a clean JPEG
+    # kept as it is), so that the pixel statistics need no second decode; else None.
+    decoded: Image.Image | None = field(default=None, repr=False, compare=False)
 
 
 def _reject(reason: str) -> StoredImage:
@@ -149,7 +152,7 @@ def normalize_bytes(data: bytes, options: ImageOptions) -> StoredImage:
     if fitted.size != rgb.size:
         changes.append(f"resized {rgb.width}x{rgb.height} -> {fitted.width}x{fitted.height}")
     if not changes:
-        return StoredImage(layout.STATUS_OK, "", data, image.width, image.height)
+        return StoredImage(layout.STATUS_OK, "", data, image.width, image.height, decoded=rgb)
     encoded = _encode_jpeg(fitted, options.jpeg_quality)
     return StoredImage(layout.STATUS_CONVERTED, "; ".join(changes), encoded, fitted.width, fitted.height)
 

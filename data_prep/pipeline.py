@@ -29,7 +29,7 @@ from .manifest import ManifestStats, ManifestWriter, build_summary, write_atomic
 from .minival import MinivalCarver
 from .pixel_stats import PIXEL_STATS, PixelAccumulator, write_pixel_statistics
 from .plan import SourcePlan
-from .shard_writer import ShardTask, load_fragment, process_shard
+from .shard_writer import ShardTask, load_fragment, pixel_sums_path, process_shard
 
 # Test hook: exit hard (os._exit, no cleanup) after this many shards, to test kill-and-resume.
 TEST_HOOK_EXIT_AFTER_SHARDS = "DATA_PREP_TEST_HOOK_EXIT_AFTER_SHARDS"
@@ -197,7 +197,7 @@ def _write_manifest(options: PrepareOptions, tasks: list, filelist_splits: list)
     for task in tasks:
         rows = carver.apply(load_fragment(options.out, task.split, task.shard_index))
         manifest.add(rows)
-        pixels.add(rows)
+        pixels.add_shard(pixel_sums_path(options.out, task.split, task.shard_index), rows, task.split)
     return manifest.close(), pixels.result()
 
 

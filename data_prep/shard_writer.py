@@ -16,9 +16,12 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import layout
 from .errors import DataPrepError
 from .images import ImageOptions, StoredImage, normalize
+from .pixel_stats import STATS_SPLIT, PixelSums, decode_rgb
 from .samples import Sample, UnusableSource, read_payload
 
 
@@ -35,6 +38,17 @@ class ShardTask:
 
 def fragment_path(out: str | Path, split: str, shard_index: int) -> Path:
     return Path(out) / layout.WORK_DIR / "fragments" / f"{split}-{shard_index:06d}.json"
+
+
+def pixel_sums_path(out: str | Path, split: str, shard_index: int) -> Path:
+    """The shard's pixel sums (data_prep/pixel_stats.py), written before its fragment."""
+    return fragment_path(out, split, shard_index).with_suffix(".pixels.npz")
+
+
+def _add_pixels(sums: PixelSums | None, stored: StoredImage) -> None:
+    if sums is None or sums.mixed_sizes:
+        return
+    sums.add(np.asarray(stored.decoded) if stored.decoded is not None else decode_rgb(stored.data))
 
 
 def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> int:
@@ -136,6 +150,7 @@ def process_shard(task: ShardTask) -> list[dict]:
     tmp = tmp_name(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     rows = []
+    sums = PixelSums() if task.split == STATS_SPLIT else None
     try:
         with open(tmp, "wb") as handle:
             with tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -155,6 +170,7 @@ def process_shard(task: ShardTask) -> list[dict]:
                     _tar_member(tar, f"{key}.{layout.EXT_LBL}", sample.label.to_bytes(4, "little", signed=True))
                     rows.append(_row(sample, stored, shard=shard, offset=offset,
                                      jpeg_path=_jpeg_file(task, sample, stored, key)))
+                    _add_pixels(sums, stored)
             handle.flush()
             os.fsync(handle.fileno())
         if any(row["shard"] for row in rows):
@@ -162,6 +178,8 @@ def process_shard(task: ShardTask) -> list[dict]:
             write_wds_index(final)
         else:  # every image of the shard was rejected: an empty tar would break DALI's reader
             tmp.unlink()
+        if sums is not None:
+            _write_atomic(pixel_sums_path(task.out, task.split, task.shard_index), sums.to_bytes())
         _write_atomic(fragment_path(task.out, task.split, task.shard_index), json.dumps(rows).encode())
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -75,3 +75,55 @@ def test_r1_cifar_recipes_use_the_per_pixel_mean_and_cifar100_its_own_statistics
     data = DataConfig(root=str(mixed_sizes), normalize="per_pixel_mean")
     with pytest.raises(ConfigError, match="data.normalize=channel"):
         build_eval_loader(data, mode="center", batch_size=2, rank=0, world_size=1)
+
+
+def test_shard_sums_are_exact_in_any_order_and_take_back_a_carved_image():
+    from dtrain_prep.pixel_stats import PixelSums
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(5, 4, 3), dtype=np.uint8) for _ in range(7)]
+    images[0][:] = 255  # the largest square: 255**2 must not wrap in the 16-bit scratch
+    first, second, everything = PixelSums(), PixelSums(), PixelSums()
+    for image in images[:4]:
+        first.add(image)
+    for image in images[4:]:
+        second.add(image)
+    for image in images[1:]:
+        everything.add(image)
+    second.merge(first)
+    second.subtract(images[0])
+    stacked = np.stack(images[1:]).astype(np.float64) / 255.0
+    stats = second.result()
+    direct = everything.result()  # the same six images summed in one go: bit-identical, not close
+    assert stats["count"] == direct["count"] == 6
+    assert all(np.array_equal(stats[key], direct[key]) for key in ("mean_image", "channel_mean", "channel_std"))
+    assert np.allclose(stats["mean_image"], stacked.mean(axis=0), atol=1e-12)
+    assert np.allclose(stats["channel_std"], stacked.reshape(-1, 3).std(axis=0), atol=1e-12)
+
+
+def test_shards_of_different_sizes_give_no_mean_image():
+    from dtrain_prep.pixel_stats import PixelSums
+
+    small, large = PixelSums(), PixelSums()
+    small.add(np.zeros((4, 4, 3), np.uint8))
+    large.add(np.zeros((8, 8, 3), np.uint8))
+    small.merge(large)
+    assert small.result() is None and small.mixed_sizes
+
+
+def test_a_shard_without_saved_sums_is_decoded_by_the_parent(prepared, tmp_path):
+    import shutil
+
+    from dtrain_prep.pixel_stats import PixelAccumulator
+    from dtrain_prep.shard_writer import load_fragment, pixel_sums_path
+
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    saved = pixel_sums_path(copy, "train", 0)
+    assert saved.is_file()  # the worker left its sums beside the fragment
+    saved.unlink()  # as a shard written by a dtrain before the sums moved into the workers
+    rows = pq.read_table(copy / layout.MANIFEST).to_pylist()
+    accumulator = PixelAccumulator(copy)
+    accumulator.add_shard(saved, [r for r in rows if r["shard"] == load_fragment(copy, "train", 0)[0]["shard"]
+                                  or r["split"] == "minival"], "train")
+    assert np.allclose(accumulator.result()["mean_image"], np.load(prepared / PER_PIXEL_MEAN), atol=1e-6)
