@@ -1,16 +1,18 @@
 """`dtrain prepare` at scale: img/s, the ratio to FFCV's own DatasetWriter, peak RSS vs image count.
 
 Three measurements, each in a fresh process (so that its peak RSS and imports are its own):
-  1. throughput: `dtrain prepare folder` (shards + manifest + file lists + .beton) on a tree of
-     realistic JPEGs (default 2,000 at 500x375), and FFCV's DatasetWriter alone on the same files
-     (PIL decode -> RGBImageField jpg, as FFCV's own ImageNet example writes) -> their ratio;
+  1. throughput: `dtrain prepare folder` (shards + manifest + file lists + pixel statistics +
+     .beton) on a tree of realistic JPEGs (default 2,000 and 8,000 around 500x375, of mixed sizes
+     as ImageNet's and of one size as CIFAR's), and FFCV's DatasetWriter alone on the same files
+     (PIL decode -> RGBImageField jpg, as FFCV's own ImageNet example writes) -> their ratio per
+     run, and at scale (the seconds each adds per image between the two counts);
   2. memory: the same prepare on N tiny images for each N of --memory-counts: peak RSS of the
      parent and of its largest child, and the slope in bytes per image (-> ImageNet's 1.33M);
   3. the machine's load average around every run (a shared host makes wall time move), and the
      environment (commit, date, load, quiet flag; dtrain/bench/machine.py, as `dtrain bench`):
      a busy machine prints NOT QUIET and records quiet=false.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_prepare.py --images 2000 --workers 2 \
+    OMP_NUM_THREADS=1 python benchmarks/bench_prepare.py --images 2000,8000 --workers 2 \
         --memory-counts 25000,100000 --json benchmarks/results/prepare_scale.json
 """
 
@@ -22,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +35,16 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_IMAGES = 1_331_167
 
 
-def synthesize_tree(root: Path, images: int, width: int, height: int, classes: int = 10) -> int:
+def image_size(i: int, width: int, height: int, sizes: str) -> tuple[int, int]:
+    """sizes "one": every image width x height (the digits, CIFAR: prepare computes a mean image);
+    "mixed": each its own size within 20% below it (ImageNet: no mean image, as prepare gives up
+    on the per-pixel statistics at a shard's second size)."""
+    if sizes == "one":
+        return width, height
+    return width - (i * 7919) % max(1, width // 5), height - (i * 104729) % max(1, height // 5)
+
+
+def synthesize_tree(root: Path, images: int, width: int, height: int, classes: int = 10, sizes: str = "one") -> int:
     """root/<class>/<image>.jpg; returns the bytes written."""
     from PIL import Image
 
@@ -45,10 +57,21 @@ def synthesize_tree(root: Path, images: int, width: int, height: int, classes: i
         class_dir.mkdir(parents=True, exist_ok=True)
         if tile is None or width * height > 4096:  # tiny images: one encoded tile is enough
             buffer = io.BytesIO()
-            Image.fromarray(synthetic_pixels(i, width, height)).save(buffer, format="JPEG", quality=90)
+            Image.fromarray(synthetic_pixels(i, *image_size(i, width, height, sizes))).save(buffer, format="JPEG",
+                                                                                             quality=90)
             tile = buffer.getvalue()
         (class_dir / f"img{i:07d}.jpg").write_bytes(tile)
         total += len(tile)
+    return total
+
+
+def linked_subtree(source: Path, root: Path, images: int) -> int:
+    """The first `images` files of a synthesize_tree tree, hard-linked (no second synthesis)."""
+    total = 0
+    for path in sorted(source.rglob("*.jpg"), key=lambda p: p.name)[:images]:
+        (root / path.parent.name).mkdir(parents=True, exist_ok=True)
+        os.link(path, root / path.parent.name / path.name)
+        total += path.stat().st_size
     return total
 
 
@@ -138,22 +161,54 @@ def run_child(kind: str, **kwargs) -> dict:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
 
 
-def throughput(tmp: Path, images: int, width: int, height: int, workers: int, formats: list[str]) -> dict:
-    src = tmp / "src"
-    input_bytes = synthesize_tree(src, images, width, height)
-    ours = run_child("prepare", src=str(src), out=str(tmp / "prepared"), workers=workers, formats=formats)
-    ffcv = run_child("ffcv", src=str(src), out=str(tmp / "ffcv.beton"), workers=workers)
-    ours["images_per_s"] = round(ours["images"] / ours["seconds"], 1)
-    ours["images_per_cpu_s"] = round(ours["images"] / ours["cpu_s"], 1)
-    ffcv["images_per_s"] = round(ffcv["images"] / ffcv["seconds"], 1)
-    ffcv["images_per_cpu_s"] = round(ffcv["images"] / ffcv["cpu_s"], 1)
-    return {"input": f"{images} JPEGs {width}x{height}, {input_bytes / images / 1024:.1f} KiB each",
-            "input_bytes": input_bytes, "workers": workers, "formats": formats, "dtrain_prepare": ours,
-            "ffcv_writer": ffcv,
+def _pair(src: Path, out: Path, workers: int, formats: list[str]) -> dict:
+    ours = run_child("prepare", src=str(src), out=str(out / "prepared"), workers=workers, formats=formats)
+    ffcv = run_child("ffcv", src=str(src), out=str(out / "ffcv.beton"), workers=workers)
+    for run in (ours, ffcv):
+        run["images_per_s"] = round(run["images"] / run["seconds"], 1)
+        run["images_per_cpu_s"] = round(run["images"] / run["cpu_s"], 1)
+    return {"dtrain_prepare": ours, "ffcv_writer": ffcv,
             "ratio_wall": round(ours["seconds"] / ffcv["seconds"], 2),
             "ratio_wall_with_ffcv_import": round((ours["seconds"] + ours["import_s"])
                                                  / (ffcv["seconds"] + ffcv["import_s"]), 2),
             "ratio_cpu": round(ours["cpu_s"] / ffcv["cpu_s"], 2)}
+
+
+def throughput(tmp: Path, counts: list[int], width: int, height: int, workers: int, formats: list[str],
+               sizes: str) -> dict:
+    """Both writers at each image count; with two counts or more, the ratio of the seconds each
+    adds per image between the smallest and the largest count: the ratio at scale, without the
+    fixed costs (process start-up, imports, pools) that dominate a run of a few thousand images."""
+    full = tmp / f"src-{sizes}-{max(counts)}"
+    input_bytes = synthesize_tree(full, max(counts), width, height, sizes=sizes)
+    runs = []
+    for count in sorted(counts):
+        src = full if count == max(counts) else tmp / f"src-{sizes}-{count}"
+        count_bytes = input_bytes if src == full else linked_subtree(full, src, count)
+        run = _pair(src, tmp / f"out-{sizes}-{count}", workers, formats)
+        runs.append({"images": count, "input_bytes": count_bytes, **run})
+        shutil.rmtree(tmp / f"out-{sizes}-{count}")
+    result = {"input": f"{max(counts)} JPEGs {width}x{height} ({sizes} size), "
+                       f"{input_bytes / max(counts) / 1024:.1f} KiB each", "sizes": sizes, "workers": workers,
+              "formats": formats, "runs": runs}
+    if len(runs) >= 2:
+        first, last = runs[0], runs[-1]
+        added = {who: (last[who]["seconds"] - first[who]["seconds"]) / (last["images"] - first["images"])
+                 for who in ("dtrain_prepare", "ffcv_writer")}
+        result["seconds_per_1000_images"] = {who: round(1000 * v, 3) for who, v in added.items()}
+        result["ratio_at_scale"] = round(added["dtrain_prepare"] / added["ffcv_writer"], 2)
+    return result
+
+
+def _print_throughput(t: dict) -> None:
+    for run in t["runs"]:
+        ours, ffcv = run["dtrain_prepare"], run["ffcv_writer"]
+        print(f"{t['sizes']} size, {run['images']} images: dtrain prepare {ours['images_per_s']} img/s "
+              f"({ours['seconds']} s); FFCV DatasetWriter alone {ffcv['images_per_s']} img/s ({ffcv['seconds']} s "
+              f"+ {ffcv['import_s']} s import); ratio {run['ratio_wall']}x wall, {run['ratio_cpu']}x CPU")
+    if "ratio_at_scale" in t:
+        print(f"{t['sizes']} size, at scale (s per 1000 more images): {t['seconds_per_1000_images']}, "
+              f"ratio {t['ratio_at_scale']}x")
 
 
 def memory(tmp: Path, counts: list[int], workers: int, formats: list[str], fresh_ffcv_min: int | None) -> dict:
@@ -178,7 +233,8 @@ def memory(tmp: Path, counts: list[int], workers: int, formats: list[str], fresh
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--images", default="2000,8000", help="comma list of image counts; 0: skip")
+    parser.add_argument("--sizes", default="mixed,one", help="comma list of mixed (ImageNet-like) and one (CIFAR-like)")
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -207,13 +263,13 @@ def main() -> None:
     result = {"benchmark": "prepare_scale", "environment": env,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_average_start": env["load_average"]}
     with tempfile.TemporaryDirectory() as tmp:
-        if args.images:
-            result["throughput"] = throughput(Path(tmp), args.images, args.width, args.height, args.workers, formats)
-            t = result["throughput"]
-            print(f"dtrain prepare: {t['dtrain_prepare']['images_per_s']} img/s "
-                  f"({t['dtrain_prepare']['seconds']} s); FFCV DatasetWriter alone: {t['ffcv_writer']['images_per_s']} "
-                  f"img/s ({t['ffcv_writer']['seconds']} s + {t['ffcv_writer']['import_s']} s import); "
-                  f"ratio {t['ratio_wall']}x wall, {t['ratio_cpu']}x CPU")
+        image_counts = [int(c) for c in args.images.split(",") if int(c)]
+        if image_counts:
+            result["throughput"] = {}
+            for sizes in [s for s in args.sizes.split(",") if s]:
+                result["throughput"][sizes] = throughput(Path(tmp), image_counts, args.width, args.height,
+                                                         args.workers, formats, sizes)
+                _print_throughput(result["throughput"][sizes])
         if counts:
             result["memory"] = memory(Path(tmp), counts, args.workers, formats, args.fresh_ffcv_min)
             for run in result["memory"]["runs"]:
