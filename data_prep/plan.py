@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,26 @@ def class_table(folders, entries, classes_file: Path | None = None,
 
 def unusable_entry(relpath: str, synset: str, reason: str) -> tuple[str, str, dict]:
     """A file under --src that cannot be a sample: listed in the manifest as a reject with its reason."""
-    return relpath, synset, dict(source=relpath, kind="unusable", ref=(reason,), relpath="")
+    relpath = printable_name(relpath)
+    return relpath, synset, dict(source=relpath, kind="unusable", ref=(printable_name(reason),), relpath="")
+
+
+# Python hands back a file name that is not UTF-8 with its odd bytes as lone surrogates, which no
+# manifest (Parquet, JSON, the UTF-8 file lists DALI reads) can hold: such a file is a reject.
+NOT_UTF8 = "its name is not valid UTF-8: rename it (e.g. with convmv -t utf8)"
+
+
+def is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_name(name: str) -> str:
+    """The name with bytes that are not UTF-8 written as \\xNN, so a reject can still be listed."""
+    return name if is_utf8(name) else os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 # Training shards are written in a seeded random order, not class by class: readers that stream

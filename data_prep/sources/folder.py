@@ -8,7 +8,8 @@ import stat
 from pathlib import Path
 
 from ..errors import DataPrepError
-from ..plan import SourcePlan, class_table, make_samples, require_dir, unusable_entry
+from ..plan import (NOT_UTF8, SourcePlan, class_table, is_utf8, make_samples, printable_name, require_dir,
+                    unusable_entry)
 
 
 def class_folders(root: Path) -> list[str]:
@@ -18,6 +19,8 @@ def class_folders(root: Path) -> list[str]:
 
 def _file_entry(path: Path, src_root: Path, synset: str) -> tuple[str, str, dict]:
     relpath = path.relative_to(src_root).as_posix()
+    if not is_utf8(relpath):
+        return unusable_entry(relpath, synset, NOT_UTF8)
     try:
         mode = os.stat(path).st_mode  # follows links: a symlinked image is a candidate like any other
     except OSError as exc:
@@ -54,6 +57,9 @@ def scan_class_tree(root: Path, src_root: Path) -> list[tuple[str, str, dict]]:
     classes = set(class_folders(root))
     if not classes:
         raise DataPrepError(f"no class folders in {root}: expected {root}/<class>/<image files>")
+    odd = sorted(name for name in classes if not is_utf8(name))
+    if odd:  # a class name goes into classes.json and every row: it cannot be listed as a reject
+        raise DataPrepError(f"class folder '{printable_name(odd[0])}' in {root}: {NOT_UTF8}")
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.name in classes:
             _walk_class(Path(entry.path), src_root, entry.name, entries)

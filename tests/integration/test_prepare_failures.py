@@ -157,6 +157,33 @@ def test_every_file_under_src_is_a_manifest_row(tmp_path):
     assert status["train/a/.hidden.jpg"]["status"] == "ok"
 
 
+
+def _odd_name(folder: Path, name: bytes) -> Path:
+    try:
+        os.mkdir(os.fsencode(folder) + b"/" + name)
+    except OSError as exc:  # some file systems (APFS, ZFS with utf8only) refuse such names
+        pytest.skip(f"this file system refuses a file name that is not UTF-8 ({exc})")
+    return Path(os.fsdecode(os.fsencode(folder) + b"/" + name))
+
+
+def test_a_file_name_that_is_not_utf8_is_a_reject_and_the_rest_is_prepared(tmp_path):
+    src = make_tree(tmp_path / "src", classes=("a", "b"))
+    odd = _odd_name(src / "a", b"caf\xe9.jpg")  # a latin-1 name, as copied from an old disk
+    odd.rmdir()
+    odd.write_bytes(jpeg(9))
+    out = tmp_path / "out"
+    run_cli("folder", "--src", src, "--out", out, "--formats", "wds,filelist", *COMMON)
+    rows = {r["source"]: r for r in manifest(out)}
+    assert rows["a/caf\\xe9.jpg"]["status"] == "rejected" and "UTF-8" in rows["a/caf\\xe9.jpg"]["reason"]
+    assert sum(r["status"] != "rejected" for r in rows.values()) == 6
+
+
+def test_a_class_folder_name_that_is_not_utf8_is_a_one_line_error(tmp_path):
+    src = make_tree(tmp_path / "src", classes=("a",))
+    (_odd_name(src, b"n0\xff") / "x.jpg").write_bytes(jpeg(3))
+    line = one_line(run_cli("folder", "--src", src, "--out", tmp_path / "out", *COMMON, expect=2))
+    assert "not valid UTF-8" in line and "n0\\xff" in line
+
 # 6. --out inside --src ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("where", ["train", "src"])
