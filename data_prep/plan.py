@@ -105,12 +105,19 @@ def printable_name(name: str) -> str:
 TRAIN_ORDER_SEED = 2016
 
 
+def _listable(entry: tuple[str, str, dict]) -> tuple[str, str, dict]:
+    """The entry, or a reject when its source name is not UTF-8: one check for every source form
+    (folder and ImageNet trees, flat val folders and tars, train tar members)."""
+    _, synset, fields = entry
+    return entry if is_utf8(fields["source"]) else unusable_entry(fields["source"], synset, NOT_UTF8)
+
+
 def make_samples(split: str, entries, label_of: dict[str, int]) -> list[Sample]:
     """entries: (sort key, synset, Sample fields without split/position/label) in any order.
 
     Val keeps the sorted order; train is a seeded permutation of it (see TRAIN_ORDER_SEED).
     """
-    ordered = sorted(entries, key=lambda entry: entry[0])
+    ordered = sorted(map(_listable, entries), key=lambda entry: entry[0])
     if split == "train":
         random.Random(TRAIN_ORDER_SEED).shuffle(ordered)
     return [

@@ -8,8 +8,7 @@ import stat
 from pathlib import Path
 
 from ..errors import DataPrepError
-from ..plan import (NOT_UTF8, SourcePlan, class_table, is_utf8, make_samples, printable_name, require_dir,
-                    unusable_entry)
+from ..plan import NOT_UTF8, SourcePlan, class_table, is_utf8, make_samples, printable_name, require_dir, unusable_entry
 
 
 def class_folders(root: Path) -> list[str]:
@@ -19,8 +18,6 @@ def class_folders(root: Path) -> list[str]:
 
 def _file_entry(path: Path, src_root: Path, synset: str) -> tuple[str, str, dict]:
     relpath = path.relative_to(src_root).as_posix()
-    if not is_utf8(relpath):
-        return unusable_entry(relpath, synset, NOT_UTF8)
     try:
         mode = os.stat(path).st_mode  # follows links: a symlinked image is a candidate like any other
     except OSError as exc:

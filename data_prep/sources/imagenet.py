@@ -19,8 +19,7 @@ import tarfile
 from pathlib import Path
 
 from ..errors import DataPrepError
-from ..plan import (NOT_UTF8, SourcePlan, class_table, is_utf8, make_samples, printable_name, require_dir,
-                    unusable_entry)
+from ..plan import SourcePlan, class_table, make_samples, require_dir
 from .folder import class_folders, scan_class_tree
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -53,9 +52,6 @@ def scan_train_tar(path: Path) -> list[tuple[str, str, dict]]:
                     if not member.isreg() or Path(member.name).name.startswith("."):
                         continue
                     source = f"{path.name}::{class_member.name}/{member.name}"
-                    if not is_utf8(source):
-                        entries.append(unusable_entry(source, synset, NOT_UTF8))
-                        continue
                     ref = (str(path), class_member.offset_data + member.offset_data, member.size)
                     entries.append((source, synset, dict(source=source, kind="tar_slice", ref=ref)))
     if not entries:
@@ -77,10 +73,7 @@ def scan_flat_dir(root: Path, src_root: Path) -> list[tuple[str, dict]]:
     found = []
     for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
         relpath = path.relative_to(src_root).as_posix()
-        if is_utf8(relpath):
-            found.append((path.name, dict(source=relpath, kind="file", ref=(str(path),), relpath=relpath)))
-        else:
-            found.append((printable_name(path.name), unusable_entry(relpath, "", NOT_UTF8)[2]))
+        found.append((path.name, dict(source=relpath, kind="file", ref=(str(path),), relpath=relpath)))
     if not found:
         raise DataPrepError(f"{root} is empty: check --src")
     return found
