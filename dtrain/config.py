@@ -114,7 +114,11 @@ class DistributedConfig:
     deepspeed_config: str | None = knob(None, "a JSON file that overrides the generated DeepSpeed config")
     timeout_minutes: int = knob(30, "collective timeout of the process group")
     init_timeout_seconds: int = knob(60, "seconds to join the process group; a restart that cannot join fails fast")
-    find_unused_parameters: bool = knob(False, "DDP find_unused_parameters")
+    find_unused_parameters: bool = knob(True, "DDP find_unused_parameters; true also keeps DDP's gradient buckets "
+                                              "in one layout all run, which bitwise resume needs beyond 2 processes "
+                                              "(DDP re-buckets after a process's first step, so the first step after "
+                                              "a resume would sum gradients in another order); false saves one "
+                                              "autograd-graph walk per step")
 
 
 @dataclass

@@ -24,6 +24,10 @@ def _wrap_ddp(model: nn.Module, dist_cfg: DistributedConfig, ctx: DistContext) -
         return model  # one process: nothing to synchronise
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     # DDP broadcasts rank 0's parameters and buffers at construction: every rank starts equal.
+    # find_unused_parameters (default true) also stops DDP's one-time re-bucketing after the first
+    # step: with 3+ processes a ring all-reduce sums each element in an order set by its place in
+    # the bucket, so a resumed process (first step: initial layout) and the uninterrupted one
+    # (rebuilt layout) would differ in the last bit. The cluster lab found this at 4 hosts.
     return DistributedDataParallel(model, device_ids=device_ids,
                                    find_unused_parameters=dist_cfg.find_unused_parameters)
 

@@ -198,14 +198,14 @@ def run_train(run_dir: Path, *extra: str, env: dict[str, str] | None = None, tim
                           timeout=timeout)
 
 
-def torchrun_command(run_dir: Path, *torchrun_args: str, entry: list[str] | None = None) -> list[str]:
+def torchrun_command(run_dir: Path, *torchrun_args: str, entry: list[str] | None = None, nproc: int = 2) -> list[str]:
     entry = entry or ["-m", "dtrain.train"]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
             *torchrun_args, *entry, RECIPE, *tiny_overrides(run_dir)]
 
 
-def run_torchrun(run_dir: Path, *torchrun_args: str, env=None, entry=None, timeout: float = 400):
-    return subprocess.run(torchrun_command(run_dir, *torchrun_args, entry=entry), cwd=REPO,
+def run_torchrun(run_dir: Path, *torchrun_args: str, env=None, entry=None, timeout: float = 400, nproc: int = 2):
+    return subprocess.run(torchrun_command(run_dir, *torchrun_args, entry=entry, nproc=nproc), cwd=REPO,
                           env=env or subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
@@ -282,6 +282,23 @@ def test_two_process_kill_then_resume_is_bitwise_identical(tmp_path: Path, refer
     state = final_checkpoint(tmp_path)
     assert len(state["rng"]) == 2  # every rank's generators are in the checkpoint
     assert_bitwise_equal(state, reference_run_2proc)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_four_process_kill_then_resume_is_bitwise_identical(tmp_path: Path) -> None:
+    """With 3+ processes a ring all-reduce's summation order depends on DDP's bucket layout, which
+    DDP rebuilds after a process's first step: the resumed run must not sum its first step in
+    another order than the uninterrupted one (found by the cluster lab at 4 hosts)."""
+    reference = run_torchrun(tmp_path / "reference", nproc=4)
+    assert reference.returncode == 0, explain(reference)
+    crashed = run_torchrun(tmp_path / "resumed", env=subprocess_env(**{CRASH_ENV: "10"}), nproc=4)
+    assert crashed.returncode != 0, explain(crashed)
+    resumed = run_torchrun(tmp_path / "resumed", nproc=4)
+    assert resumed.returncode == 0, explain(resumed)
+    state = final_checkpoint(tmp_path / "resumed")
+    assert len(state["rng"]) == 4
+    assert_bitwise_equal(state, final_checkpoint(tmp_path / "reference"))
 
 
 # Entry point for torchrun: on the first attempt rank 1 dies after step 10 (no cleanup, like a lost
