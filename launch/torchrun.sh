@@ -89,6 +89,11 @@ export PET_SIGNALS_TO_HANDLE="${PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIG
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${SHUTDOWN_TIMEOUT:-${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-120}}"
 # One CPU thread per process unless told otherwise: torchrun would set it anyway, with a warning.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# A host that crashed and restarts must be able to rejoin. With the agent's TCPStore shared with
+# the workers (torch's default), an agent publishes MASTER_ADDR/PORT only at its first rendezvous,
+# so a restarted agent waits for keys nobody writes and every host fails after 60 s (torch
+# issue 111646). Not sharing it, rank 0's worker hosts the workers' store in each round.
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE="${TORCH_DISABLE_SHARE_RDZV_TCP_STORE:-1}"
 
 command=("${PYTHON:-python3}" -m torch.distributed.run
   "--nnodes=$nnodes" "--nproc-per-node=$nproc_per_node" "--max-restarts=$max_restarts"
