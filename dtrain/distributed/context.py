@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from dtrain.config import DistributedConfig
 from dtrain.distributed.lifetime import die_with_parent, launched_by_torchrun
+from dtrain.distributed.peers import Peer, start_directory
 from dtrain.distributed.process_group import form_process_group
 from dtrain.errors import DtrainError
 
@@ -118,8 +119,19 @@ def init_distributed(dist_cfg: DistributedConfig, device_request: str) -> DistCo
     if not dist.is_initialized():
         form_process_group(backend, rank, world_size, device, join_seconds=dist_cfg.init_timeout_seconds,
                            collective_minutes=dist_cfg.timeout_minutes)
+        share_peer_directory(rank, world_size)
     return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
                        backend=backend)
+
+
+def share_peer_directory(rank: int, world_size: int) -> None:
+    """Every rank learns every peer's host and liveness port, so that a survivor of a failure can
+    name the rank and host that died (dtrain.distributed.peers)."""
+    peers = start_directory()
+    me = peers.me(rank, os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "0") or 0))
+    gathered: list[Peer | None] = [None] * world_size
+    dist.all_gather_object(gathered, me)
+    peers.peers = [peer for peer in gathered if peer is not None]
 
 
 def teardown(ctx: DistContext) -> None:

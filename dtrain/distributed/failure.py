@@ -13,10 +13,13 @@ carry `raised_on_every_rank = True` and are printed by rank 0 only.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import sys
 import traceback
 from collections.abc import Callable
 
+from dtrain.distributed.peers import directory
 from dtrain.errors import DtrainError
 
 EXIT_OK = 0
@@ -50,9 +53,22 @@ def describe_failure(exc: BaseException, rank: int, world_size: int) -> str | No
             return None
         return f"Error: {where}{exc}"
     if world_size > 1 and looks_like_peer_failure(exc):
-        return None
+        return peer_failure_line(exc, rank, world_size)
     body = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
     return f"{where}training failed:\n{body}"
+
+
+def peer_failure_line(exc: BaseException, rank: int, world_size: int) -> str:
+    """One line naming the rank and host that died, found by probing every peer (dtrain.distributed.peers)."""
+    # torchrun's agent sends SIGTERM to the survivors as soon as it sees the failure, and the
+    # preemption handler was uninstalled on the way out: without this the line would die unprinted.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    peers = directory()
+    lost = peers.lost_peers() if peers is not None else None
+    cause = f"lost {lost}" if lost else "a peer failed"
+    detail = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+    return (f"dtrain: [rank {rank}/{world_size} on {socket.gethostname()}] stopping: {cause} ({detail}); "
+            "a restart resumes from the newest checkpoint")
 
 
 def user_error_line(exc: BaseException) -> str:
@@ -103,5 +119,7 @@ def run_rank(body: Callable[[], int], rank: int, world_size: int) -> int:
         code = exit_code_for(exc)
         if world_size > 1:
             sys.stdout.flush()
+            if peers := directory():
+                peers.linger()
             hard_exit(code)  # no destroy_process_group: it is a collective and may hang
         return code
