@@ -71,7 +71,8 @@ def output_options(default_quality: int = 95):
 CLASSES_OPTION = click.option(
     "--classes", type=click.Path(path_type=Path), default=None,
     help="Pin the class list: one synset per line, label = line number (e.g. LOC_synset_mapping.txt). "
-         "Default: the sorted class folders, empty ones included.")
+         "Default: the sorted class folders (or the train tar's per-class tars), empty ones included: "
+         "an empty class keeps its label.")
 
 
 def check_out_outside_src(src: Path, out: Path) -> None:

@@ -122,9 +122,10 @@ def build_imagenet_tars(tree: Path, dest: Path) -> None:
                 for image in sorted(class_dir.iterdir()):
                     _add_bytes(inner, image.name, image.read_bytes())
             _add_bytes(outer, f"{class_dir.name}.tar", buffer.getvalue())
-    with tarfile.open(dest / "ILSVRC2012_img_val.tar", "w") as val:
-        for image in sorted((tree / "val").iterdir()):
-            _add_bytes(val, image.name, image.read_bytes())
+    if (tree / "val").is_dir():
+        with tarfile.open(dest / "ILSVRC2012_img_val.tar", "w") as val:
+            for image in sorted((tree / "val").iterdir()):
+                _add_bytes(val, image.name, image.read_bytes())
     for name in ("LOC_val_solution.csv", "LOC_synset_mapping.txt"):
         (dest / name).write_bytes((tree / name).read_bytes())
 

@@ -39,14 +39,18 @@ def _open_plain_tar(path: Path) -> tarfile.TarFile:
                             "ImageNet's original tars are plain tars; decompress it first") from None
 
 
-def scan_train_tar(path: Path) -> list[tuple[str, str, dict]]:
-    """Members of the per-class tars inside the train tar, as byte ranges of the outer file."""
-    entries = []
+def scan_train_tar(path: Path) -> tuple[list[str], list[tuple[str, str, dict]]]:
+    """The classes (one per per-class tar, empty ones included: like an empty class folder, an
+    empty class tar keeps its label) and their members, as byte ranges of the outer file."""
+    classes, entries = [], []
     with _open_plain_tar(path) as outer:
         for class_member in outer:
             if not (class_member.isreg() and class_member.name.endswith(".tar")):
                 continue
             synset = Path(class_member.name).stem
+            classes.append(synset)
+            if class_member.size == 0:  # a 0-byte class tar: no members (tarfile calls it unreadable)
+                continue
             with tarfile.open(fileobj=outer.extractfile(class_member), mode="r:") as inner:
                 for member in inner:
                     if not member.isreg() or Path(member.name).name.startswith("."):
@@ -54,9 +58,11 @@ def scan_train_tar(path: Path) -> list[tuple[str, str, dict]]:
                     source = f"{path.name}::{class_member.name}/{member.name}"
                     ref = (str(path), class_member.offset_data + member.offset_data, member.size)
                     entries.append((source, synset, dict(source=source, kind="tar_slice", ref=ref)))
+    if not classes:
+        raise DataPrepError(f"{path} holds no per-class tars: is it {TRAIN_TAR}?")
     if not entries:
-        raise DataPrepError(f"{path} holds no per-class tars with images: is it {TRAIN_TAR}?")
-    return entries
+        raise DataPrepError(f"the per-class tars in {path} hold no files: is it {TRAIN_TAR}?")
+    return classes, entries
 
 
 def scan_flat_tar(path: Path) -> list[tuple[str, dict]]:
@@ -172,8 +178,7 @@ def imagenet_plan(src: Path, train_tar: Path | None = None, val_tar: Path | None
         folders = class_folders(root / "train")
         form = "tree"
     elif train_tar is not None:
-        train = scan_train_tar(Path(train_tar))
-        folders = []
+        folders, train = scan_train_tar(Path(train_tar))
         form = "tar"
     else:
         raise DataPrepError(f"no ImageNet train data in {src}: expected {src}/train/<synset>/*.JPEG "
