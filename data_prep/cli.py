@@ -43,7 +43,8 @@ def output_options(default_quality: int = 95):
                       help="Quality of JPEGs that must be (re-)encoded; clean JPEGs keep their bytes.")
         @click.option("--max-pixels", type=click.IntRange(min=1), default=ImageOptions().max_pixels,
                       show_default=True, help="Reject images with more pixels (read from the header: "
-                                              "a decompression bomb is rejected before it is decoded).")
+                                              "a decompression bomb is rejected before it is decoded). "
+                                              "The only limit: Pillow's own is not applied.")
         @click.option("--ffcv-mode", type=click.Choice(FFCV_MODES), default=None,
                       help="RGBImageField write_mode (default: raw for images <= 64 px, else jpg).")
         @click.option("--ffcv-max-side", type=click.IntRange(min=8), default=None, help="RGBImageField max_resolution.")
