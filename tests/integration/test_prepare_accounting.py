@@ -62,3 +62,39 @@ def test_a_real_image_above_pillows_limit_is_kept_when_max_pixels_allows_it(tmp_
     row = next(r for r in manifest(refused) if r["split"] == "val")
     assert row["status"] == layout.STATUS_REJECTED and row["reason"].endswith(
         "is over the limit of 150000000 (raise --max-pixels to keep it)")
+
+
+# item 4: links never carry images into another class ---------------------------------------------
+
+def test_links_that_leave_their_class_folder_are_rejects_and_no_image_gets_two_labels(tmp_path):
+    train = make_tree(tmp_path / "src" / "train", classes=("a", "b", "c"), per_class=2)
+    elsewhere = make_tree(tmp_path / "elsewhere", classes=("shared",), per_class=2)
+    links = {
+        "train/a/to_sibling": train / "b",                   # a sibling class folder
+        "train/a/to_train": train,                           # the tree above every class
+        "train/a/to_sibling_file.jpg": train / "b" / "b0.jpg",
+        "train/a/to_own_folder": train / "a",                # a loop
+        "train/a/shared": elsewhere / "shared",              # out of --src: followed
+        "train/b/shared_again": elsewhere / "shared",        # ... but only once
+    }
+    for link, target in links.items():
+        (tmp_path / "src" / link).symlink_to(target)
+    (train / "d").symlink_to(train / "a")                    # a class folder that is another class's
+    out = tmp_path / "out"
+    run_cli("folder", "--src", tmp_path / "src", "--out", out, "--formats", "wds", *COMMON)
+    rows = {r["source"]: r for r in manifest(out)}
+    for link, reason in [("train/a/to_sibling", "points into class b"), ("train/a/to_train", "holds class folders"),
+                         ("train/a/to_sibling_file.jpg", "points into class b"), ("train/a/to_own_folder", "loop"),
+                         ("train/b/shared_again/shared0.jpg", "same file as train/a/shared/shared0.jpg"),
+                         ("train/d", "overlaps class a")]:
+        assert rows[link]["status"] == layout.STATUS_REJECTED and reason in rows[link]["reason"], link
+    accepted = [r for r in rows.values() if r["status"] != layout.STATUS_REJECTED]
+    assert sorted(r["source"] for r in accepted if r["label"] == 0) == [
+        "train/a/a0.jpg", "train/a/a1.jpg", "train/a/shared/shared0.jpg", "train/a/shared/shared1.jpg"]
+    assert sorted(r["source"] for r in accepted if r["label"] == 1) == ["train/b/b0.jpg", "train/b/b1.jpg"]
+    labels_of_image: dict[str, set] = {}
+    for row in accepted:
+        labels_of_image.setdefault(row["sha256"], set()).add(row["label"])
+    assert all(len(labels) == 1 for labels in labels_of_image.values())
+    classes = json.loads((out / layout.CLASSES).read_text())
+    assert [c["synset"] for c in classes] == ["a", "b", "c", "d"]  # d keeps its label, empty
