@@ -180,7 +180,7 @@ def _load(sample: Sample):
     try:
         return read_payload(sample), None
     except UnusableSource as exc:
-        return None, str(exc)
+        return exc.data, str(exc)  # its bytes, when readable, go to quarantine
     except OSError as exc:
         return None, f"cannot read: {exc.strerror or exc}"
 
@@ -199,6 +199,7 @@ def process_shard(task: ShardTask) -> list[dict]:
                 key = layout.sample_key(sample.position)
                 payload, read_error = _load(sample)
                 if read_error:
+                    _quarantine(task, sample, payload, key)
                     rows.append(_row(sample, StoredImage(layout.STATUS_REJECTED, read_error)))
                     continue
                 stored = normalize(payload, task.image_options)

@@ -65,7 +65,8 @@ def _linked_file(tree: _Tree, path: Path, src_root: Path, synset: str) -> tuple[
     """A file reached through a link out of --src: read once, whichever class links to it first."""
     relpath, real = path.relative_to(src_root).as_posix(), os.path.realpath(path)
     if real in tree.linked_files:
-        return unusable_entry(relpath, synset, f"the same file as {tree.linked_files[real]} (links reach it twice)")
+        return unusable_entry(relpath, synset, f"the same file as {tree.linked_files[real]} (links reach it twice)",
+                              _file_entry(path, src_root, synset)[2])
     tree.linked_files[real] = relpath
     return _file_entry(path, src_root, synset)
 
@@ -84,7 +85,7 @@ def _walk_class(class_dir: Path, src_root: Path, synset: str, entries: list, tre
             link = entry.is_symlink() and os.path.exists(path)  # a broken link is left to _file_entry
             reason = tree.link_reason(os.path.realpath(path), synset, own) if link else None
             if reason:
-                entries.append(unusable_entry(relpath, synset, reason))
+                entries.append(unusable_entry(relpath, synset, reason, _file_entry(path, src_root, synset)[2]))
             elif entry.is_dir():  # follows links
                 real = os.path.realpath(path)
                 if real in seen:
@@ -140,7 +141,7 @@ def scan_class_tree(root: Path, src_root: Path) -> list[tuple[str, str, dict]]:
             entries.append(_file_entry(Path(entry.path), src_root, ""))
     for index, entry in enumerate(entries):
         if entry[1] == "" and entry[2]["kind"] == "file":
-            entries[index] = unusable_entry(entry[0], "", f"not inside a class folder of {root.name}/")
+            entries[index] = unusable_entry(entry[0], "", f"not inside a class folder of {root.name}/", entry[2])
     if not any(e[2]["kind"] == "file" for e in entries):
         raise DataPrepError(f"the class folders in {root} hold no files: check --src")
     return entries

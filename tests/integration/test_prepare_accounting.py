@@ -8,13 +8,15 @@ files are counted; a run that cannot give a usable output says so in one line.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from dtrain_prep import fixtures, layout
 from dtrain_prep.cli import prepare
-from prepare_trees import COMMON, make_tree, manifest, run_cli
+from prepare_trees import COMMON, jpeg, make_tree, manifest, run_cli
 
 
 def _labels_by_file(out: Path) -> dict[str, tuple[str, int, str]]:
@@ -98,3 +100,24 @@ def test_links_that_leave_their_class_folder_are_rejects_and_no_image_gets_two_l
     assert all(len(labels) == 1 for labels in labels_of_image.values())
     classes = json.loads((out / layout.CLASSES).read_text())
     assert [c["synset"] for c in classes] == ["a", "b", "c", "d"]  # d keeps its label, empty
+
+
+# item 5: every reject whose bytes can be read is quarantined ----------------------------------------
+
+def test_readable_rejects_outside_classes_or_with_odd_names_are_quarantined(tmp_path):
+    src = make_tree(tmp_path / "src", classes=("a", "b"), per_class=1)
+    odd = os.fsencode(src / "a") + b"/caf\xe9.jpg"
+    try:
+        with open(odd, "wb") as handle:
+            handle.write(jpeg(11))
+    except OSError as exc:  # some file systems (APFS, ZFS with utf8only) refuse such names
+        pytest.skip(f"this file system refuses a file name that is not UTF-8 ({exc})")
+    (src / "stray.jpg").write_bytes(jpeg(12))
+    os.mkfifo(src / "b" / "fifo.jpg")  # not readable without blocking: listed, nothing copied
+    out = tmp_path / "out"
+    run_cli("folder", "--src", src, "--out", out, "--formats", "wds", *COMMON)
+    rejects = {r["source"]: r for r in json.loads((out / layout.SUMMARY).read_text())["rejects"]}
+    assert set(rejects) == {"a/caf\\xe9.jpg", "stray.jpg", "b/fifo.jpg"}
+    assert (out / rejects["a/caf\\xe9.jpg"]["quarantine"]).read_bytes() == jpeg(11)
+    assert (out / rejects["stray.jpg"]["quarantine"]).read_bytes() == jpeg(12)
+    assert rejects["b/fifo.jpg"]["quarantine"] == ""
