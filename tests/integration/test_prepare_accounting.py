@@ -7,8 +7,10 @@ files are counted; a run that cannot give a usable output says so in one line.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from click.testing import CliRunner
 
 from dtrain_prep import fixtures, layout
 from dtrain_prep.cli import prepare
+from dtrain_prep.sources.imagenet import TRAIN_TAR, VAL_TAR
 from prepare_trees import COMMON, jpeg, make_tree, manifest, run_cli
 
 
@@ -121,3 +124,59 @@ def test_readable_rejects_outside_classes_or_with_odd_names_are_quarantined(tmp_
     assert (out / rejects["a/caf\\xe9.jpg"]["quarantine"]).read_bytes() == jpeg(11)
     assert (out / rejects["stray.jpg"]["quarantine"]).read_bytes() == jpeg(12)
     assert rejects["b/fifo.jpg"]["quarantine"] == ""
+
+
+# item 6: in the tar form too, every member is a manifest row -----------------------------------------
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE,
+                link: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data)
+    tar.addfile(info, io.BytesIO(data) if data else None)
+
+
+def _odd_members(tar: tarfile.TarFile, image: str) -> list[str]:
+    _add_member(tar, ".DS_Store", b"\0\0\0\1Bud1")
+    _add_member(tar, "link.JPEG", kind=tarfile.SYMTYPE, link=image)
+    _add_member(tar, "hard.JPEG", kind=tarfile.LNKTYPE, link=image)
+    _add_member(tar, "fifo.JPEG", kind=tarfile.FIFOTYPE)
+    _add_member(tar, "folder", kind=tarfile.DIRTYPE)  # a folder is not a file: no row
+    return [".DS_Store", "link.JPEG", "hard.JPEG", "fifo.JPEG"]
+
+
+def test_tar_members_that_are_not_images_are_rows_with_their_reason(tmp_path):
+    tree = tmp_path / "tree"
+    fixtures.build_imagenet_tree(tree, per_class=1, val_per_class=1, odd_files=False)
+    src = tmp_path / "tars"
+    src.mkdir()
+    (src / "LOC_val_solution.csv").write_bytes((tree / "LOC_val_solution.csv").read_bytes())
+    expected = set()
+    with tarfile.open(src / TRAIN_TAR, "w") as outer:
+        for class_dir in sorted((tree / "train").iterdir()):
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as inner:
+                image = next(class_dir.iterdir())
+                _add_member(inner, image.name, image.read_bytes())
+                names = [image.name] + _odd_members(inner, image.name)
+            _add_member(outer, f"{class_dir.name}.tar", buffer.getvalue())
+            expected |= {f"{TRAIN_TAR}::{class_dir.name}.tar/{name}" for name in names}
+        _add_member(outer, "README.txt", b"not a class\n")
+        expected.add(f"{TRAIN_TAR}::README.txt")
+    with tarfile.open(src / VAL_TAR, "w") as val:
+        images = sorted((tree / "val").iterdir())
+        for image in images:
+            _add_member(val, image.name, image.read_bytes())
+        names = [image.name for image in images] + _odd_members(val, images[0].name)
+        expected |= {f"{VAL_TAR}::{name}" for name in names}
+    out = tmp_path / "out"
+    run_cli("imagenet", "--src", src, "--out", out, "--formats", "wds", *COMMON)
+    rows = {r["source"]: r for r in manifest(out)}
+    assert set(rows) == expected
+    accepted = {s for s, r in rows.items() if r["status"] != layout.STATUS_REJECTED}
+    assert len(accepted) == 2 * len(fixtures.SYNSETS) and not any(s.endswith(("link.JPEG", "fifo.JPEG")) for s in accepted)
+    assert all(rows[s]["reason"] for s in expected - accepted)
+    assert "symbolic link to" in rows[f"{VAL_TAR}::link.JPEG"]["reason"]
+    assert "FIFO" in rows[f"{TRAIN_TAR}::n01440764.tar/fifo.JPEG"]["reason"]
+    assert "not a per-class tar" in rows[f"{TRAIN_TAR}::README.txt"]["reason"]
+    quarantined = {r["source"] for r in json.loads((out / layout.SUMMARY).read_text())["rejects"] if r["quarantine"]}
+    assert f"{TRAIN_TAR}::README.txt" in quarantined and f"{VAL_TAR}::.DS_Store" in quarantined
