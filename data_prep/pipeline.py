@@ -26,6 +26,7 @@ from .ffcv_export import FfcvOptions, ffcv_available, write_betons
 from .images import ImageOptions
 from .lock import LOCK_NAME, locked_out
 from .manifest import ManifestStats, ManifestWriter, build_summary, write_atomic_text, write_classes
+from .duplicates import DigestPrefixes, DuplicateMarker
 from .minival import MinivalCarver
 from .pixel_stats import PIXEL_STATS, PixelAccumulator, write_pixel_statistics
 from .plan import SourcePlan
@@ -187,18 +188,23 @@ def run_prepare(plan: SourcePlan, options: PrepareOptions) -> dict | None:
 
 
 def _write_manifest(options: PrepareOptions, tasks: list, filelist_splits: list):
-    """Shard fragments -> manifest, file lists, counts and the train split's pixel statistics, one
-    shard's rows at a time so memory stays flat in the number of images. The minival choice needs
-    only the number of accepted training rows, counted in a first pass."""
-    accepted_train = sum(1 for t in tasks for r in load_fragment(options.out, t.split, t.shard_index)
-                         if r["split"] == "train" and r["status"] != layout.STATUS_REJECTED) if options.minival else 0
+    """Shard fragments -> manifest, file lists, counts, duplicates and the train split's pixel
+    statistics, one shard's rows at a time so memory stays flat in the number of images. A first
+    pass counts the accepted training rows (all the minival choice needs) and collects digest
+    prefixes (data_prep/duplicates.py)."""
+    accepted_train, prefixes = 0, DigestPrefixes()
+    for task in tasks:
+        rows = load_fragment(options.out, task.split, task.shard_index)
+        accepted_train += sum(1 for r in rows if r["split"] == "train" and r["status"] != layout.STATUS_REJECTED)
+        prefixes.add(rows)
     carver = MinivalCarver(options.minival, accepted_train, options.minival_seed)
+    duplicates = DuplicateMarker(prefixes.repeated())
     manifest, pixels = ManifestWriter(options.out, filelist_splits), PixelAccumulator(options.out)
     for task in tasks:
-        rows = carver.apply(load_fragment(options.out, task.split, task.shard_index))
+        rows = duplicates.mark(carver.apply(load_fragment(options.out, task.split, task.shard_index)))
         manifest.add(rows)
         pixels.add_shard(pixel_sums_path(options.out, task.split, task.shard_index), rows, task.split)
-    return manifest.close(), pixels.result()
+    return manifest.close(), pixels.result(), duplicates.summary()
 
 
 def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
@@ -218,7 +224,7 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     shard_seconds = time.time() - started
 
     filelist_splits = list(plan.splits) if "filelist" in options.formats else []
-    stats, pixels = _write_manifest(options, tasks, filelist_splits)
+    stats, pixels, duplicates = _write_manifest(options, tasks, filelist_splits)
     write_classes(options.out, plan.classes)
     outputs = {"manifest": layout.MANIFEST, "classes": layout.CLASSES,
                "wds": {s: stats.shard_names(s) for s in plan.splits}}  # an all-rejected shard has no tar
@@ -234,9 +240,12 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     if write_pixel_statistics(options.out, pixels):  # R1's per-pixel mean (data_prep/pixel_stats.py)
         outputs["pixel_stats"] = PIXEL_STATS
     summary = build_summary(options.out, plan.dataset, stats, outputs, options_record,
-                            {**plan.details, "warnings": plan.warnings}, timing)
+                            {**plan.details, "warnings": plan.warnings}, timing, duplicates)
     write_atomic_text(options.out / layout.SUMMARY, json.dumps(summary, indent=1) + "\n")
     counts = ", ".join(f"{s}: {c['accepted']} images ({c['rejected']} rejected)" for s, c in summary["splits"].items())
+    if duplicates["images"]:
+        counts += (f"; {duplicates['images']} duplicates (identical to an image read before, "
+                   f"{duplicates['other_class']} of another class), kept and marked in the manifest")
     _say(options, f"wrote {options.out} in {elapsed:.1f} s: {counts}")
     return summary
 

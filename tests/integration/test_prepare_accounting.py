@@ -180,3 +180,37 @@ def test_tar_members_that_are_not_images_are_rows_with_their_reason(tmp_path):
     assert "not a per-class tar" in rows[f"{TRAIN_TAR}::README.txt"]["reason"]
     quarantined = {r["source"] for r in json.loads((out / layout.SUMMARY).read_text())["rejects"] if r["quarantine"]}
     assert f"{TRAIN_TAR}::README.txt" in quarantined and f"{VAL_TAR}::.DS_Store" in quarantined
+
+
+# item 7: identical files are counted and marked, and kept ---------------------------------------------
+
+def test_identical_files_are_marked_as_duplicates_of_the_first_and_counted(tmp_path):
+    src = tmp_path / "src"
+    make_tree(src / "train", classes=("a", "b"), per_class=3)
+    make_tree(src / "val", classes=("a", "b"), per_class=1)
+    (src / "val" / "a" / "a0.jpg").write_bytes(jpeg(999))  # make_tree's val/a/a0.jpg is train/a/a0.jpg
+    (src / "train" / "b" / "copy_of_a0.jpg").write_bytes((src / "train" / "a" / "a0.jpg").read_bytes())
+    (src / "train" / "a" / "again_a0.jpg").write_bytes((src / "train" / "a" / "a0.jpg").read_bytes())
+    (src / "val" / "b" / "b0.jpg").write_bytes((src / "train" / "b" / "b1.jpg").read_bytes())  # a leak
+    out = tmp_path / "out"
+    result = CliRunner().invoke(prepare, ["folder", "--src", str(src), "--out", str(out), "--formats", "wds",
+                                          "--shard-size", "4", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "3 duplicates" in result.output and "1 of another class" in result.output
+
+    rows = manifest(out)
+    assert all(r["status"] == layout.STATUS_OK for r in rows)  # kept
+    by_digest: dict[str, list[dict]] = {}
+    for row in rows:  # manifest order is reading order: the first of each group is its original
+        by_digest.setdefault(row["sha256"], []).append(row)
+    groups = [group for group in by_digest.values() if len(group) > 1]
+    assert sorted(sorted(r["source"] for r in g) for g in groups) == [
+        ["train/a/a0.jpg", "train/a/again_a0.jpg", "train/b/copy_of_a0.jpg"], ["train/b/b1.jpg", "val/b/b0.jpg"]]
+    for original, *copies in groups:
+        assert original["duplicate_of"] == "" and all(c["duplicate_of"] == original["source"] for c in copies)
+    assert sum(r["duplicate_of"] != "" for r in rows) == 3
+
+    duplicates = json.loads((out / layout.SUMMARY).read_text())["duplicates"]
+    assert {k: duplicates[k] for k in ("images", "other_class", "other_split", "kept")} == {
+        "images": 3, "other_class": 1, "other_split": 1, "kept": True}
+    assert {e["source"] for e in duplicates["examples"]} == {r["source"] for r in rows if r["duplicate_of"]}
