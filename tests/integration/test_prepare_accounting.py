@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from dtrain_prep import fixtures, layout
 from dtrain_prep.cli import prepare
 from dtrain_prep.sources.imagenet import TRAIN_TAR, VAL_TAR
-from prepare_trees import COMMON, jpeg, make_tree, manifest, run_cli
+from prepare_trees import COMMON, jpeg, make_tree, manifest, one_line, run_cli
 
 
 def _labels_by_file(out: Path) -> dict[str, tuple[str, int, str]]:
@@ -214,3 +214,33 @@ def test_identical_files_are_marked_as_duplicates_of_the_first_and_counted(tmp_p
     assert {k: duplicates[k] for k in ("images", "other_class", "other_split", "kept")} == {
         "images": 3, "other_class": 1, "other_split": 1, "kept": True}
     assert {e["source"] for e in duplicates["examples"]} == {r["source"] for r in rows if r["duplicate_of"]}
+
+
+# item 8: no usable output, or a finished output of another run, is a one-line error -----------------
+
+def test_a_run_that_rejects_every_image_is_a_one_line_error(tmp_path):
+    src = make_tree(tmp_path / "src", classes=("a", "b"), per_class=2)  # 40x30 images
+    out = tmp_path / "out"
+    for _ in range(2):  # the re-run of the same command says the same, it is not "complete"
+        line = one_line(run_cli("folder", "--src", src, "--out", out, "--formats", "wds", "--max-pixels", 1000,
+                                *COMMON, expect=2))
+        assert "all 4 train files were rejected" in line and "over the limit of 1000" in line
+        assert "--overwrite" in line and not (out / layout.SUMMARY).exists()
+    assert {r["status"] for r in manifest(out)} == {layout.STATUS_REJECTED}  # the reasons are there
+    run_cli("folder", "--src", src, "--out", out, "--formats", "wds", "--overwrite", *COMMON)
+    assert "OK" in run_cli("verify", out).output
+
+
+def test_a_finished_output_rerun_with_other_options_or_source_is_refused(tmp_path):
+    src = make_tree(tmp_path / "src", classes=("a", "b"), per_class=2)
+    out = tmp_path / "out"
+    command = ["folder", "--src", src, "--out", out, "--formats", "wds", "--shard-size", "4", "--workers", "1"]
+    run_cli(*command, "--quiet")
+    again = run_cli(*command[:-2], "--workers", "2")  # same output options: nothing to do
+    assert "already complete: nothing to do" in again.output
+    line = one_line(run_cli(*command, "--shard-size", 3, "--max-pixels", 5000, "--quiet", expect=2))
+    assert "finished output of other options" in line and "--overwrite" in line
+    assert "--shard-size 4 (now 3)" in line and "--max-pixels 89478485 (now 5000)" in line
+    (src / "b" / "new.jpg").write_bytes(jpeg(77))
+    line = one_line(run_cli(*command, "--quiet", expect=2))
+    assert "another source" in line and "--overwrite" in line

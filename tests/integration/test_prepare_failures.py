@@ -34,10 +34,13 @@ def test_bomb_is_quarantined_and_the_run_finishes(tmp_path):
 
 
 def test_lowered_pixel_limit_rejects_from_the_cli(tmp_path):
-    src = make_tree(tmp_path / "src", per_class=1)
+    src = make_tree(tmp_path / "src", per_class=1)  # 40x30 images
+    (src / "a" / "larger.jpg").write_bytes(jpeg(5, 41, 30))
     out = tmp_path / "out"
-    run_cli("folder", "--src", src, "--out", out, "--formats", "wds", "--max-pixels", 40 * 30 - 1, *COMMON)
-    assert {r["status"] for r in manifest(out)} == {layout.STATUS_REJECTED}
+    run_cli("folder", "--src", src, "--out", out, "--formats", "wds", "--max-pixels", 40 * 30, *COMMON)
+    status = {r["source"]: r["status"] for r in manifest(out)}
+    assert status.pop("a/larger.jpg") == layout.STATUS_REJECTED
+    assert set(status.values()) == {layout.STATUS_OK}
 
 
 # 10. user errors exit 2 with one line -------------------------------------------------------
