@@ -81,15 +81,16 @@ def _walk_class(class_dir: Path, src_root: Path, synset: str, entries: list, tre
         folder, linked = folders.pop()
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             path = Path(entry.path)
-            relpath = path.relative_to(src_root).as_posix()
             link = entry.is_symlink() and os.path.exists(path)  # a broken link is left to _file_entry
             reason = tree.link_reason(os.path.realpath(path), synset, own) if link else None
             if reason:
-                entries.append(unusable_entry(relpath, synset, reason, _file_entry(path, src_root, synset)[2]))
+                entries.append(unusable_entry(path.relative_to(src_root).as_posix(), synset, reason,
+                                              _file_entry(path, src_root, synset)[2]))
             elif entry.is_dir():  # follows links
                 real = os.path.realpath(path)
                 if real in seen:
-                    entries.append(unusable_entry(relpath, synset, f"symbolic link loop (already read as {real})"))
+                    entries.append(unusable_entry(path.relative_to(src_root).as_posix(), synset,
+                                                  f"symbolic link loop (already read as {real})"))
                 else:
                     seen.add(real)
                     folders.append((path, linked or link))
