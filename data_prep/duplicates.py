@@ -4,8 +4,8 @@ ImageNet's training set holds exact duplicates, some under two classes, and some
 are also training images. The first occurrence in reading order (train shards, then val, each in
 shard order) is the original; every later one gets duplicate_of = the original's source. All are
 kept in the outputs: R1 (Sec. 4.1) trains on all 1.28M training images and reports on the 50k
-validation images, so dropping them would change the data its results are compared against; the manifest
-and summary.json say which they are.
+validation images, so dropping them would change the data its results are compared against; the
+manifest and summary.json say which they are.
 
 Two passes over the shard fragments keep the parent's memory small: the first collects an 8-byte
 prefix of each digest (8 bytes an image) and finds the prefixes seen more than once; the second,
