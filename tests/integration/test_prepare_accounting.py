@@ -59,12 +59,13 @@ def test_a_real_image_above_pillows_limit_is_kept_when_max_pixels_allows_it(tmp_
     src = make_tree(tmp_path / "src" / "train", classes=("a",), per_class=1).parent
     (src / "val" / "a").mkdir(parents=True)
     (src / "val" / "a" / "huge.png").write_bytes(fixtures.bilevel_png(14000, 13000))
+    (src / "val" / "a" / "small.jpg").write_bytes(jpeg(5))  # val is not all rejected at 150M
     kept, refused = tmp_path / "kept", tmp_path / "refused"
     run_cli("folder", "--src", src, "--out", kept, "--formats", "wds", "--max-pixels", 200_000_000, *COMMON)
-    row = next(r for r in manifest(kept) if r["split"] == "val")
+    row = next(r for r in manifest(kept) if r["source"] == "val/a/huge.png")
     assert (row["status"], row["width"], row["height"]) == (layout.STATUS_CONVERTED, 14000, 13000)
     run_cli("folder", "--src", src, "--out", refused, "--formats", "wds", "--max-pixels", 150_000_000, *COMMON)
-    row = next(r for r in manifest(refused) if r["split"] == "val")
+    row = next(r for r in manifest(refused) if r["source"] == "val/a/huge.png")
     assert row["status"] == layout.STATUS_REJECTED and row["reason"].endswith(
         "is over the limit of 150000000 (raise --max-pixels to keep it)")
 
