@@ -43,7 +43,8 @@ def output_options(default_quality: int = 95):
                       help="Quality of JPEGs that must be (re-)encoded; clean JPEGs keep their bytes.")
         @click.option("--max-pixels", type=click.IntRange(min=1), default=ImageOptions().max_pixels,
                       show_default=True, help="Reject images with more pixels (read from the header: "
-                                              "a decompression bomb is rejected before it is decoded).")
+                                              "a decompression bomb is rejected before it is decoded). "
+                                              "The only limit: Pillow's own is not applied.")
         @click.option("--ffcv-mode", type=click.Choice(FFCV_MODES), default=None,
                       help="RGBImageField write_mode (default: raw for images <= 64 px, else jpg).")
         @click.option("--ffcv-max-side", type=click.IntRange(min=8), default=None, help="RGBImageField max_resolution.")
@@ -71,7 +72,8 @@ def output_options(default_quality: int = 95):
 CLASSES_OPTION = click.option(
     "--classes", type=click.Path(path_type=Path), default=None,
     help="Pin the class list: one synset per line, label = line number (e.g. LOC_synset_mapping.txt). "
-         "Default: the sorted class folders, empty ones included.")
+         "Default: the sorted class folders (or the train tar's per-class tars), empty ones included: "
+         "an empty class keeps its label.")
 
 
 def check_out_outside_src(src: Path, out: Path) -> None:

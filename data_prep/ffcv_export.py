@@ -9,7 +9,6 @@ raw image), and the sha256 of every sample's stored bytes is written beside the 
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import layout
+from .pixel_stats import decode_rgb
 
 FFCV_MODES = ("jpg", "raw", "proportion", "smart")
 FFCV_DEFAULT_PAGE_SIZE = 1 << 23       # DatasetWriter's default (8 MiB); never go below it
@@ -110,8 +110,6 @@ class ShardImages:
         return len(self.columns)
 
     def __getitem__(self, index: int):
-        from PIL import Image
-
         from .ffcv_writer import StoredJpeg
 
         c = self.columns
@@ -119,7 +117,7 @@ class ShardImages:
             data = os.pread(handle.fileno(), int(c.size[index]), int(c.offset[index]))
         if self.passthrough[index]:
             return StoredJpeg(data, int(c.width[index]), int(c.height[index])), int(c.label[index])
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), int(c.label[index])
+        return decode_rgb(data), int(c.label[index])
 
 
 def write_beton(out: Path, split: str, options: FfcvOptions, small_images: bool, workers: int,

@@ -46,14 +46,24 @@ def _png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def png_declaring(width: int, height: int) -> bytes:
-    """A few-hundred-byte PNG whose header declares width x height (a decompression bomb's shape)."""
+def _png_file(width: int, height: int, bit_depth: int, colour_type: int, pixel_data: bytes) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(pixel_data))
             + chunk(b"IEND", b""))
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A few-hundred-byte PNG whose header declares width x height (a decompression bomb's shape)."""
+    return _png_file(width, height, 8, 2, b"\0" * 64)
+
+
+def bilevel_png(width: int, height: int) -> bytes:
+    """A valid all-black 1-bit PNG of width x height: a huge image in a small file (182 Mpx: 48 KB)."""
+    row = b"\0" * (1 + -(-width // 8))  # filter byte "none", then 8 pixels a byte
+    return _png_file(width, height, 1, 0, row * height)
 
 
 # Planted files: name -> (how to make its bytes from a clean image's pixels, what must happen to it)
@@ -122,9 +132,10 @@ def build_imagenet_tars(tree: Path, dest: Path) -> None:
                 for image in sorted(class_dir.iterdir()):
                     _add_bytes(inner, image.name, image.read_bytes())
             _add_bytes(outer, f"{class_dir.name}.tar", buffer.getvalue())
-    with tarfile.open(dest / "ILSVRC2012_img_val.tar", "w") as val:
-        for image in sorted((tree / "val").iterdir()):
-            _add_bytes(val, image.name, image.read_bytes())
+    if (tree / "val").is_dir():
+        with tarfile.open(dest / "ILSVRC2012_img_val.tar", "w") as val:
+            for image in sorted((tree / "val").iterdir()):
+                _add_bytes(val, image.name, image.read_bytes())
     for name in ("LOC_val_solution.csv", "LOC_synset_mapping.txt"):
         (dest / name).write_bytes((tree / name).read_bytes())
 

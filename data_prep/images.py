@@ -9,7 +9,7 @@ anything else is converted once and re-encoded at `jpeg_quality`.
 from __future__ import annotations
 
 import io
-import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,13 +18,34 @@ from PIL import Image, UnidentifiedImageError
 from . import layout
 
 
+# Pillow's own default limit (Image.MAX_IMAGE_PIXELS): 89.5 Mpx, ~4x ImageNet's largest image.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
 @dataclass(frozen=True)
 class ImageOptions:
     max_side: int | None = None   # shrink so that max(width, height) <= max_side; None keeps size
     jpeg_quality: int = 95        # used only where an image must be (re-)encoded
     # Larger images are rejected from their header, before any pixel is decoded (a decompression
-    # bomb must cost a reject, not the run). PIL's own default: 89.5 Mpx, ~4x ImageNet's largest.
-    max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485
+    # bomb must cost a reject, not the run).
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@contextmanager
+def only_our_pixel_limit():
+    """Pillow's own decompression-bomb check off while the tool opens and decodes images.
+
+    --max-pixels, checked from the header before decoding, is the tool's only limit: Pillow's would
+    otherwise refuse images above twice Image.MAX_IMAGE_PIXELS (178,956,970 by default) whatever
+    --max-pixels says, with its own message. The global is restored afterwards (workers decode one
+    image at a time; the parent process never decodes while another thread does).
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 @dataclass(frozen=True)
@@ -103,14 +124,10 @@ def _orientation(image: Image.Image) -> int:
 
 def _open(data: bytes, max_pixels: int):
     """(image with pixels loaded, format) or (None, reason). Size is checked from the header first."""
-    with warnings.catch_warnings():
-        # Our own limit applies; PIL's warning (and error, at 2x its limit) would only duplicate it.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with only_our_pixel_limit():
         try:
             image = Image.open(io.BytesIO(data))
             source_format = image.format or "unknown"
-        except Image.DecompressionBombError as exc:
-            return None, f"too many pixels (decompression bomb?): {exc}"
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             return None, f"not a readable image: {type(exc).__name__}"
         width, height = image.size
@@ -119,7 +136,7 @@ def _open(data: bytes, max_pixels: int):
                           f"limit of {max_pixels} (raise --max-pixels to keep it)")
         try:
             image.load()  # decodes every pixel: catches truncated and corrupt files
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        except (OSError, ValueError, SyntaxError) as exc:
             return None, f"truncated or corrupt {source_format}: {exc}"
     return image, source_format
 

@@ -37,7 +37,7 @@ STATUS_REJECTED = "rejected"
 
 MANIFEST_COLUMNS = (
     "split", "index", "source", "label", "synset", "width", "height", "bytes",
-    "sha256", "status", "reason", "shard", "offset", "jpeg_path",
+    "sha256", "status", "reason", "shard", "offset", "jpeg_path", "duplicate_of",
 )
 
 
@@ -59,6 +59,7 @@ def manifest_schema():
         ("shard", pa.string()),
         ("offset", pa.int64()),
         ("jpeg_path", pa.string()),
+        ("duplicate_of", pa.string()),  # source of the identical image read first; "" for an original
     ])
 
 

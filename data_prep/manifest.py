@@ -153,12 +153,13 @@ def _reject_entry(out: Path, row: dict) -> dict:
 
 
 def build_summary(out: Path, dataset: str, stats: ManifestStats, outputs: dict, options: dict, source: dict,
-                  timing: dict) -> dict:
+                  timing: dict, duplicates: dict) -> dict:
     return {
         "dataset": dataset,
         "splits": stats.split_counts(),
         "per_class": stats.per_class_counts(),
         "rejects": [_reject_entry(out, r) for r in stats.rejects],
+        "duplicates": duplicates,  # identical accepted images (data_prep/duplicates.py)
         "conversions": dict(sorted(stats.conversions.items())),
         "outputs": outputs,
         "options": options,

@@ -8,7 +8,6 @@ summary.json is written last; its presence means the output is complete.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import multiprocessing
 import os
@@ -26,9 +25,11 @@ from .ffcv_export import FfcvOptions, ffcv_available, write_betons
 from .images import ImageOptions
 from .lock import LOCK_NAME, locked_out
 from .manifest import ManifestStats, ManifestWriter, build_summary, write_atomic_text, write_classes
+from .duplicates import DigestPrefixes, DuplicateMarker
 from .minival import MinivalCarver
 from .pixel_stats import PIXEL_STATS, PixelAccumulator, write_pixel_statistics
 from .plan import SourcePlan
+from .run_state import STATE, differences, recorded_state, run_state
 from .shard_writer import ShardTask, load_fragment, pixel_sums_path, process_shard
 
 # Test hook: exit hard (os._exit, no cleanup) after this many shards, to test kill-and-resume.
@@ -56,7 +57,7 @@ class PrepareOptions:
     def pinned(self) -> dict:
         """The options that shape the output bytes (a resumed run must use the same)."""
         return {"formats": sorted(self.formats), "shard_size": self.shard_size, "image": asdict(self.image),
-                "ffcv": asdict(self.ffcv), "copy_jpegs": self.copy_jpegs}
+                "ffcv": asdict(self.ffcv), "copy_jpegs": self.copy_jpegs, "minival": self.minival}
 
 
 def _say(options: PrepareOptions, message: str) -> None:
@@ -64,19 +65,13 @@ def _say(options: PrepareOptions, message: str) -> None:
         click.echo(message, err=True)
 
 
-def _plan_digest(plan: SourcePlan) -> str:
-    digest = hashlib.sha256()
-    for split, samples in sorted(plan.splits.items()):
-        for s in samples:
-            digest.update(f"{split}\t{s.position}\t{s.source}\t{s.label}\n".encode())
-    return digest.hexdigest()
-
-
 def _prepare_out(plan: SourcePlan, options: PrepareOptions) -> bool:
-    """Create/check OUT. False when OUT already holds a finished output (re-run = no-op)."""
+    """Create/check OUT. False when OUT already holds the finished output of this very run (same
+    dataset, options and source): a re-run is a no-op; one with anything else is refused."""
     out = options.out
     if plan.source_root is not None and out.resolve().is_relative_to(plan.source_root.resolve()):
         raise DataPrepError(f"--out {out} is inside --src {plan.source_root}: choose an --out outside the source tree")
+    state = run_state(plan.dataset, options.pinned(), plan.splits)
     if options.overwrite:
         for name in OWNED_ENTRIES:
             path = out / name
@@ -85,21 +80,21 @@ def _prepare_out(plan: SourcePlan, options: PrepareOptions) -> bool:
             elif path.is_dir():
                 shutil.rmtree(path)
     elif (out / layout.SUMMARY).exists():
-        finished = json.loads((out / layout.SUMMARY).read_text()).get("dataset")
-        if finished != plan.dataset:
-            raise DataPrepError(f"--out {out} holds a finished {finished} output, not {plan.dataset}: "
-                                "choose another --out, or pass --overwrite to replace it")
+        differs = differences(recorded_state(out), state)
+        if differs:
+            raise DataPrepError(f"--out {out} holds a finished output of {differs}: pass --overwrite to rebuild "
+                                "it with these, or choose another --out")
         return False
     elif any(p.name != LOCK_NAME for p in out.iterdir()) and not (out / layout.WORK_DIR).exists():
         raise DataPrepError(f"--out {out} is not empty and holds no dtrain prepare output: "
                             "choose an empty directory, or pass --overwrite")
-    state_path = out / layout.WORK_DIR / "state.json"
-    state = {"dataset": plan.dataset, "options": options.pinned(), "plan": _plan_digest(plan)}
-    if state_path.exists() and json.loads(state_path.read_text()) != state:
-        raise DataPrepError(f"{out} holds an unfinished run of another source or other options: re-run it "
-                            "with the same options to resume, or pass --overwrite to start over")
+    recorded = recorded_state(out)
+    differs = differences(recorded, state) if recorded else ""
+    if differs:
+        raise DataPrepError(f"{out} holds an unfinished run of {differs}: re-run it with its options to resume, "
+                            "or pass --overwrite to start over")
     try:
-        write_atomic_text(state_path, json.dumps(state, indent=1))
+        write_atomic_text(out / STATE, json.dumps(state, indent=1))
     except OSError as exc:
         raise DataPrepError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
     return True
@@ -187,18 +182,34 @@ def run_prepare(plan: SourcePlan, options: PrepareOptions) -> dict | None:
 
 
 def _write_manifest(options: PrepareOptions, tasks: list, filelist_splits: list):
-    """Shard fragments -> manifest, file lists, counts and the train split's pixel statistics, one
-    shard's rows at a time so memory stays flat in the number of images. The minival choice needs
-    only the number of accepted training rows, counted in a first pass."""
-    accepted_train = sum(1 for t in tasks for r in load_fragment(options.out, t.split, t.shard_index)
-                         if r["split"] == "train" and r["status"] != layout.STATUS_REJECTED) if options.minival else 0
+    """Shard fragments -> manifest, file lists, counts, duplicates and the train split's pixel
+    statistics, one shard's rows at a time so memory stays flat in the number of images. A first
+    pass counts the accepted training rows (all the minival choice needs) and collects digest
+    prefixes (data_prep/duplicates.py)."""
+    accepted_train, prefixes = 0, DigestPrefixes()
+    for task in tasks:
+        rows = load_fragment(options.out, task.split, task.shard_index)
+        accepted_train += sum(1 for r in rows if r["split"] == "train" and r["status"] != layout.STATUS_REJECTED)
+        prefixes.add(rows)
     carver = MinivalCarver(options.minival, accepted_train, options.minival_seed)
+    duplicates = DuplicateMarker(prefixes.repeated())
     manifest, pixels = ManifestWriter(options.out, filelist_splits), PixelAccumulator(options.out)
     for task in tasks:
-        rows = carver.apply(load_fragment(options.out, task.split, task.shard_index))
+        rows = duplicates.mark(carver.apply(load_fragment(options.out, task.split, task.shard_index)))
         manifest.add(rows)
         pixels.add_shard(pixel_sums_path(options.out, task.split, task.shard_index), rows, task.split)
-    return manifest.close(), pixels.result()
+    return manifest.close(), pixels.result(), duplicates.summary()
+
+
+def _refuse_empty_splits(out: Path, stats: ManifestStats) -> None:
+    """A split whose every file was rejected is no usable output: a one-line error, not a finished
+    "train: 0 images". The manifest (with every reason) is written, summary.json is not."""
+    for split, counts in stats.split_counts().items():
+        if counts["candidates"] and not counts["accepted"]:
+            first = next(r for r in stats.rejects if r["split"] == split)
+            raise DataPrepError(f"all {counts['candidates']} {split} files were rejected (first: {first['source']}: "
+                                f"{first['reason']}); every reason is in {out / layout.MANIFEST}: fix the source or "
+                                "the option that rejects them (e.g. --max-pixels), then re-run with --overwrite")
 
 
 def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
@@ -218,7 +229,8 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     shard_seconds = time.time() - started
 
     filelist_splits = list(plan.splits) if "filelist" in options.formats else []
-    stats, pixels = _write_manifest(options, tasks, filelist_splits)
+    stats, pixels, duplicates = _write_manifest(options, tasks, filelist_splits)
+    _refuse_empty_splits(options.out, stats)
     write_classes(options.out, plan.classes)
     outputs = {"manifest": layout.MANIFEST, "classes": layout.CLASSES,
                "wds": {s: stats.shard_names(s) for s in plan.splits}}  # an all-rejected shard has no tar
@@ -234,9 +246,12 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     if write_pixel_statistics(options.out, pixels):  # R1's per-pixel mean (data_prep/pixel_stats.py)
         outputs["pixel_stats"] = PIXEL_STATS
     summary = build_summary(options.out, plan.dataset, stats, outputs, options_record,
-                            {**plan.details, "warnings": plan.warnings}, timing)
+                            {**plan.details, "warnings": plan.warnings}, timing, duplicates)
     write_atomic_text(options.out / layout.SUMMARY, json.dumps(summary, indent=1) + "\n")
     counts = ", ".join(f"{s}: {c['accepted']} images ({c['rejected']} rejected)" for s, c in summary["splits"].items())
+    if duplicates["images"]:
+        counts += (f"; {duplicates['images']} duplicates (identical to an image read before, "
+                   f"{duplicates['other_class']} of another class), kept and marked in the manifest")
     _say(options, f"wrote {options.out} in {elapsed:.1f} s: {counts}")
     return summary
 

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from . import layout
+from .images import only_our_pixel_limit
 
 PER_PIXEL_MEAN = layout.PER_PIXEL_MEAN
 PIXEL_STATS = layout.PIXEL_STATS
@@ -41,8 +42,8 @@ def read_stored_bytes(out: Path, row: dict) -> bytes:
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """uint8 HxWx3, as PIL (the torch loader) decodes the stored JPEG."""
-    with Image.open(io.BytesIO(data)) as image:
+    """uint8 HxWx3, as PIL (the torch loader) decodes the stored JPEG (--max-pixels admitted it)."""
+    with only_our_pixel_limit(), Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
 
 

@@ -74,10 +74,15 @@ def class_table(folders, entries, classes_file: Path | None = None,
     return classes, warnings
 
 
-def unusable_entry(relpath: str, synset: str, reason: str) -> tuple[str, str, dict]:
-    """A file under --src that cannot be a sample: listed in the manifest as a reject with its reason."""
+def unusable_entry(relpath: str, synset: str, reason: str, readable: dict | None = None) -> tuple[str, str, dict]:
+    """A file under --src that cannot be a sample: listed in the manifest as a reject with its reason.
+
+    readable: the fields of the entry it would otherwise be (a regular file, a tar member), so that
+    its bytes are still copied to OUT/quarantine like every other reject's (samples.UnusableSource).
+    """
     relpath = printable_name(relpath)
-    return relpath, synset, dict(source=relpath, kind="unusable", ref=(printable_name(reason),), relpath="")
+    inner = (readable["kind"], readable["ref"]) if readable and readable["kind"] != "unusable" else ()
+    return relpath, synset, dict(source=relpath, kind="unusable", ref=(printable_name(reason), *inner), relpath="")
 
 
 # Python hands back a file name that is not UTF-8 with its odd bytes as lone surrogates, which no
@@ -109,7 +114,7 @@ def _listable(entry: tuple[str, str, dict]) -> tuple[str, str, dict]:
     """The entry, or a reject when its source name is not UTF-8: one check for every source form
     (folder and ImageNet trees, flat val folders and tars, train tar members)."""
     _, synset, fields = entry
-    return entry if is_utf8(fields["source"]) else unusable_entry(fields["source"], synset, NOT_UTF8)
+    return entry if is_utf8(fields["source"]) else unusable_entry(fields["source"], synset, NOT_UTF8, fields)
 
 
 def make_samples(split: str, entries, label_of: dict[str, int]) -> list[Sample]:

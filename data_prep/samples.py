@@ -7,7 +7,7 @@ in-memory pixel array (digits, CIFAR) or a seed for a synthetic image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -45,11 +45,25 @@ def _read_tar_slice(sample: Sample) -> bytes:
 
 
 class UnusableSource(OSError):
-    """A candidate that is known not to be a sample (link loop, FIFO, file outside a class folder)."""
+    """A candidate that is known not to be a sample (link loop, FIFO, file outside a class folder);
+    `data` holds its bytes when it is a file that could still be read (for OUT/quarantine)."""
+
+    def __init__(self, reason: str, data: bytes | None = None):
+        super().__init__(reason)
+        self.data = data
 
 
 def _read_unusable(sample: Sample) -> bytes:
-    raise UnusableSource(sample.ref[0])
+    # ref = (reason,) or (reason, kind, ref): the reader and reference of its bytes.
+    reason, *readable = sample.ref
+    data = None
+    if readable:
+        kind, ref = readable
+        try:
+            data = PAYLOAD_READERS[kind](replace(sample, kind=kind, ref=ref))
+        except OSError:
+            pass  # unreadable as well: listed without a quarantined copy
+    raise UnusableSource(reason, data)
 
 
 def _read_array(sample: Sample) -> np.ndarray:

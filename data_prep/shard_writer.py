@@ -51,15 +51,53 @@ def _add_pixels(sums: PixelSums | None, stored: StoredImage) -> None:
     sums.add(np.asarray(stored.decoded) if stored.decoded is not None else decode_rgb(stored.data))
 
 
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> int:
-    """Append a member with fixed metadata (reproducible bytes); return its payload offset."""
+# Shards are written member by member with fixed metadata (reproducible bytes: a redone shard is
+# the same file), the bytes tarfile would write; verify rebuilds every header and compares it.
+TAR_FORMAT = tarfile.GNU_FORMAT
+
+
+def member_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
-    info.size = len(data)
+    info.size = size
     info.mtime = 0
     info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-    padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-    return tar.offset - padded
+    return info.tobuf(TAR_FORMAT, "utf-8", "surrogateescape")
+
+
+def padded_size(size: int) -> int:
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def end_of_archive_size(offset: int) -> int:
+    """Zero bytes tarfile writes when it closes an archive at `offset`: two zero blocks, then up to
+    a whole record."""
+    return -(-(offset + 2 * tarfile.BLOCKSIZE) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE - offset
+
+
+def label_payloads(label: int) -> dict[str, bytes]:
+    """The label members of a sample: ASCII decimal (.cls, webdataset's convention) and 4-byte
+    little-endian int32 (.lbl, what DALI decodes with dtypes=INT32)."""
+    return {layout.EXT_CLS: str(label).encode(), layout.EXT_LBL: label.to_bytes(4, "little", signed=True)}
+
+
+# A sample's members in shard order.
+SAMPLE_MEMBERS = (layout.EXT_CLS, layout.EXT_JPEG, layout.EXT_LBL)
+
+
+def _tar_member(handle, name: str, data: bytes) -> int:
+    """Append a member (its header, data and zero padding); return its payload offset."""
+    handle.write(member_header(name, len(data)))
+    offset = handle.tell()
+    handle.write(data)
+    handle.write(bytes(padded_size(len(data)) - len(data)))
+    return offset
+
+
+def _write_sample(handle, key: str, label: int, jpeg: bytes) -> int:
+    """The sample's members in SAMPLE_MEMBERS order; returns the JPEG's payload offset."""
+    payloads = {**label_payloads(label), layout.EXT_JPEG: jpeg}
+    offsets = {ext: _tar_member(handle, f"{key}.{ext}", payloads[ext]) for ext in SAMPLE_MEMBERS}
+    return offsets[layout.EXT_JPEG]
 
 
 def tmp_name(path: Path) -> Path:
@@ -94,14 +132,18 @@ def write_wds_index(tar_path: Path) -> None:
             creator.create_index()
     else:
         with tarfile.open(tar_path) as tar:
-            members = [m for m in tar.getmembers() if m.isreg()]
-        samples: dict[str, list[str]] = {}
-        for member in members:
-            key, ext = member.name.split(".", 1)
-            samples.setdefault(key, []).append(f"{ext} {member.offset_data} {member.size} {member.name}")
-        text = f"v1.2 {len(samples)}\n" + "".join(" ".join(parts) + "\n" for parts in samples.values())
-        tmp.write_text(text)
+            members = [(m.name.split(".", 1)[1], m.offset_data, m.size, m.name) for m in tar if m.isreg()]
+        tmp.write_text(index_text(members))
     os.replace(tmp, idx_path)
+
+
+def index_text(members) -> str:
+    """wds2idx's v1.2 text for members (extension, payload offset, size, name) in tar order: one
+    line per sample (consecutive members that share a key)."""
+    samples: dict[str, list[str]] = {}
+    for ext, offset, size, name in members:
+        samples.setdefault(name.split(".", 1)[0], []).append(f"{ext} {offset} {size} {name}")
+    return f"v1.2 {len(samples)}\n" + "".join(" ".join(parts) + "\n" for parts in samples.values())
 
 
 def _row(sample: Sample, stored: StoredImage, **where) -> dict:
@@ -138,7 +180,7 @@ def _load(sample: Sample):
     try:
         return read_payload(sample), None
     except UnusableSource as exc:
-        return None, str(exc)
+        return exc.data, str(exc)  # its bytes, when readable, go to quarantine
     except OSError as exc:
         return None, f"cannot read: {exc.strerror or exc}"
 
@@ -153,24 +195,23 @@ def process_shard(task: ShardTask) -> list[dict]:
     sums = PixelSums() if task.split == STATS_SPLIT else None
     try:
         with open(tmp, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT) as tar:
-                for sample in task.samples:
-                    key = layout.sample_key(sample.position)
-                    payload, read_error = _load(sample)
-                    if read_error:
-                        rows.append(_row(sample, StoredImage(layout.STATUS_REJECTED, read_error)))
-                        continue
-                    stored = normalize(payload, task.image_options)
-                    if stored.status == layout.STATUS_REJECTED:
-                        _quarantine(task, sample, payload, key)
-                        rows.append(_row(sample, stored))
-                        continue
-                    _tar_member(tar, f"{key}.{layout.EXT_CLS}", str(sample.label).encode())
-                    offset = _tar_member(tar, f"{key}.{layout.EXT_JPEG}", stored.data)
-                    _tar_member(tar, f"{key}.{layout.EXT_LBL}", sample.label.to_bytes(4, "little", signed=True))
-                    rows.append(_row(sample, stored, shard=shard, offset=offset,
-                                     jpeg_path=_jpeg_file(task, sample, stored, key)))
-                    _add_pixels(sums, stored)
+            for sample in task.samples:
+                key = layout.sample_key(sample.position)
+                payload, read_error = _load(sample)
+                if read_error:
+                    _quarantine(task, sample, payload, key)
+                    rows.append(_row(sample, StoredImage(layout.STATUS_REJECTED, read_error)))
+                    continue
+                stored = normalize(payload, task.image_options)
+                if stored.status == layout.STATUS_REJECTED:
+                    _quarantine(task, sample, payload, key)
+                    rows.append(_row(sample, stored))
+                    continue
+                offset = _write_sample(handle, key, sample.label, stored.data)
+                rows.append(_row(sample, stored, shard=shard, offset=offset,
+                                 jpeg_path=_jpeg_file(task, sample, stored, key)))
+                _add_pixels(sums, stored)
+            handle.write(bytes(end_of_archive_size(handle.tell())))
             handle.flush()
             os.fsync(handle.fileno())
         if any(row["shard"] for row in rows):

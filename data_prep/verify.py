@@ -1,10 +1,11 @@
 """`dtrain prepare verify OUT`: re-read every output and check counts and checksums.
 
-Checks, in order: summary.json is complete; manifest counts equal the summary's; every accepted
-row's JPEG sits in its shard at its offset under its tar header with its sha256, next to its
-label members; every shard has its wds2idx index listing its samples; file lists name existing
-files whose bytes match; each .beton holds as many samples (and the same labels) as the manifest, and
-every sample's stored image bytes hash to the sha256 recorded when the .beton was written.
+Checks, in order: summary.json is complete; manifest counts equal the summary's; every byte of
+every shard (each accepted row's tar headers, JPEG with its sha256, .cls and .lbl labels, padding,
+end-of-archive blocks); every line of each shard's wds2idx index (the offsets and sizes DALI seeks
+by); file lists name existing files whose bytes match; each .beton holds as many samples (and the
+same labels) as the manifest, and every sample's stored image bytes hash to the sha256 recorded
+when the .beton was written.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import sys
 import tarfile
 from collections import defaultdict
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from . import layout
 from .errors import VerifyError
 from .ffcv_export import stored_digests
 from .manifest import read_manifest, split_counts
+from .shard_writer import SAMPLE_MEMBERS, end_of_archive_size, index_text, label_payloads, member_header, padded_size
 
 
 def _fail(message: str):
@@ -40,32 +43,61 @@ def _check_summary(out: Path, rows: list[dict]) -> dict:
     return summary
 
 
+def _check_member(handle, shard: str, row: dict, ext: str, payloads: dict, key: str | None) -> tuple:
+    """The member at the read position: its whole header as prepare writes it, its payload, its
+    zero padding. Returns (extension, payload offset, size, name) as the index lists it."""
+    at = handle.tell()
+    block = handle.read(tarfile.BLOCKSIZE)
+    name = block[:100].split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+    member_key, _, member_ext = name.partition(".")
+    if member_ext != ext or not member_key.isdigit() or member_key != (key or member_key):
+        _fail(f"{shard} at byte {at}: expected the .{ext} member of {row['source']}, found {name!r}")
+    size = len(payloads[ext]) if ext in payloads else row["bytes"]
+    if block != member_header(name, size):
+        _fail(f"{shard}: the tar header of {name} at byte {at} differs from what prepare wrote (corrupt header)")
+    data = handle.read(padded_size(size))
+    if ext == layout.EXT_JPEG:
+        if at + tarfile.BLOCKSIZE != row["offset"]:
+            _fail(f"{shard}: {name} is at byte {at + tarfile.BLOCKSIZE}, the manifest says {row['offset']}")
+        if hashlib.sha256(data[:size]).hexdigest() != row["sha256"]:
+            _fail(f"{shard}: checksum of {name} ({row['source']}) differs from the manifest")
+    elif data[:size] != payloads[ext]:
+        _fail(f"{shard}: {name} holds {data[:size]!r}, the manifest gives {row['source']} label {row['label']}")
+    if data[size:].count(0) != len(data) - size:
+        _fail(f"{shard}: the padding after {name} is not zeros")
+    return ext, at + tarfile.BLOCKSIZE, size, name
+
+
 def _check_shard(out: Path, shard: str, rows: list[dict]) -> None:
+    """Every byte of the shard, in order: each accepted row's .cls, .jpg and .lbl members (headers,
+    payloads, padding), then the end-of-archive blocks; then its index, line by line."""
     path = out / shard
     if not path.exists():
         _fail(f"shard {shard} is missing")
+    members = []
     with open(path, "rb") as handle:
-        for row in rows:
-            handle.seek(row["offset"] - tarfile.BLOCKSIZE)
-            header = tarfile.TarInfo.frombuf(handle.read(tarfile.BLOCKSIZE), "utf-8", "surrogateescape")
-            if not header.name.endswith("." + layout.EXT_JPEG) or header.size != row["bytes"]:
-                _fail(f"{shard} at offset {row['offset']}: tar header {header.name!r} does not match {row['source']}")
-            data = handle.read(row["bytes"])
-            if hashlib.sha256(data).hexdigest() != row["sha256"]:
-                _fail(f"{shard}: checksum of {header.name} ({row['source']}) differs from the manifest")
-            key = header.name.split(".", 1)[0]
-            padded = -(-row["bytes"] // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-            handle.seek(row["offset"] + padded)
-            lbl_header = tarfile.TarInfo.frombuf(handle.read(tarfile.BLOCKSIZE), "utf-8", "surrogateescape")
-            label = int.from_bytes(handle.read(4), "little", signed=True)
-            if lbl_header.name != f"{key}.{layout.EXT_LBL}" or label != row["label"]:
-                _fail(f"{shard}: label member of {key} is {label}, the manifest says {row['label']}")
+        for row in sorted(rows, key=lambda r: r["offset"]):
+            payloads, key = label_payloads(row["label"]), None
+            for ext in SAMPLE_MEMBERS:
+                members.append(_check_member(handle, shard, row, ext, payloads, key))
+                key = members[-1][3].partition(".")[0]
+        end = handle.tell()
+        if handle.read() != bytes(end_of_archive_size(end)):
+            _fail(f"{shard}: the bytes after its last sample (from byte {end}) are not the tar's end-of-archive "
+                  "blocks (corrupt or extra data)")
+    _check_index(out, shard, members)
+
+
+def _check_index(out: Path, shard: str, members: list[tuple]) -> None:
+    """The wds2idx index DALI seeks by: every line must list the offsets and sizes of the shard."""
     index_path = out / layout.index_name(shard)
     if not index_path.exists():
-        _fail(f"index {index_path.name} of {shard} is missing")
-    declared = index_path.read_text().split("\n", 1)[0].split()
-    if len(declared) != 2 or int(declared[1]) != len(rows):
-        _fail(f"{index_path.name} lists {declared[1:]} samples, {shard} holds {len(rows)}")
+        _fail(f"index {layout.index_name(shard)} of {shard} is missing")
+    found = index_path.read_text(errors="backslashreplace").splitlines()
+    expected = index_text(members).splitlines()
+    for number, (line, want) in enumerate(zip_longest(found, expected, fillvalue=""), start=1):
+        if line != want:
+            _fail(f"{layout.index_name(shard)} line {number} is {line[:80]!r}, {shard} holds {want[:80]!r}")
 
 
 def _check_filelist(out: Path, split: str, rows: list[dict]) -> None:
@@ -136,5 +168,6 @@ def verify_output(out: Path, show_progress: bool = True) -> str:
     for split in ffcv if isinstance(ffcv, dict) else ():
         _check_beton(out, split, accepted[split])
     counts = ", ".join(f"{s}: {len(r)}" for s, r in sorted(accepted.items()))
-    checked = ["shards"] + (["filelists"] if outputs.get("filelists") else []) + (["ffcv"] if isinstance(ffcv, dict) else [])
+    checked = ["shards", "indexes"] + (["filelists"] if outputs.get("filelists") else []) + \
+        (["ffcv"] if isinstance(ffcv, dict) and ffcv else [])
     return f"OK {out}: {counts} images; checked manifest, {', '.join(checked)}"

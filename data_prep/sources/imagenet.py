@@ -19,7 +19,7 @@ import tarfile
 from pathlib import Path
 
 from ..errors import DataPrepError
-from ..plan import SourcePlan, class_table, make_samples, require_dir
+from ..plan import SourcePlan, class_table, make_samples, require_dir, unusable_entry
 from .folder import class_folders, scan_class_tree
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -39,42 +39,87 @@ def _open_plain_tar(path: Path) -> tarfile.TarFile:
                             "ImageNet's original tars are plain tars; decompress it first") from None
 
 
-def scan_train_tar(path: Path) -> list[tuple[str, str, dict]]:
-    """Members of the per-class tars inside the train tar, as byte ranges of the outer file."""
-    entries = []
+# Tar members that are not files: listed as rejects (every file is a row), never read.
+_NOT_A_FILE = {tarfile.SYMTYPE: "a symbolic link", tarfile.LNKTYPE: "a hard link", tarfile.FIFOTYPE: "a FIFO",
+               tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device"}
+
+
+def _member_fields(tar_path: Path, source: str, member: tarfile.TarInfo, base: int = 0) -> dict:
+    """A member as entry fields: a byte range of the outer file (base: where its own tar's bytes
+    start there), or a reject with its reason for a member that is not a file."""
+    if member.isreg():
+        return dict(source=source, kind="tar_slice", ref=(str(tar_path), base + member.offset_data, member.size))
+    what = _NOT_A_FILE.get(member.type, f"a member of tar type {member.type!r}")
+    target = f" to {member.linkname}" if member.issym() or member.islnk() else ""
+    return unusable_entry(source, "", f"{what}{target} inside the tar, not a file (tar links are not followed)")[2]
+
+
+def _class_tar_entries(path: Path, outer: tarfile.TarFile, class_member: tarfile.TarInfo, synset: str) -> list:
+    """Every member of one per-class tar but its folders; hidden files too (as in a class folder)."""
+    prefix = f"{path.name}::{class_member.name}"
+    if class_member.size == 0:  # a 0-byte class tar: no members (tarfile calls it unreadable)
+        return []
+    try:
+        with tarfile.open(fileobj=outer.extractfile(class_member), mode="r:") as inner:
+            members = [m for m in inner if not m.isdir()]
+    except tarfile.TarError as exc:
+        return [unusable_entry(prefix, synset, f"the class tar is not a readable tar ({exc}); its class keeps "
+                                               "its label", _member_fields(path, prefix, class_member))]
+    return [(f"{prefix}/{m.name}", synset, _member_fields(path, f"{prefix}/{m.name}", m, class_member.offset_data))
+            for m in members]
+
+
+def scan_train_tar(path: Path) -> tuple[list[str], list[tuple[str, str, dict]]]:
+    """The classes (one per per-class tar, empty ones included: like an empty class folder, an
+    empty class tar keeps its label) and their members, as byte ranges of the outer file. Any
+    other member of the outer tar is a reject, as a file outside a class folder is."""
+    classes, entries = [], []
     with _open_plain_tar(path) as outer:
-        for class_member in outer:
-            if not (class_member.isreg() and class_member.name.endswith(".tar")):
-                continue
-            synset = Path(class_member.name).stem
-            with tarfile.open(fileobj=outer.extractfile(class_member), mode="r:") as inner:
-                for member in inner:
-                    if not member.isreg() or Path(member.name).name.startswith("."):
-                        continue
-                    source = f"{path.name}::{class_member.name}/{member.name}"
-                    ref = (str(path), class_member.offset_data + member.offset_data, member.size)
-                    entries.append((source, synset, dict(source=source, kind="tar_slice", ref=ref)))
-    if not entries:
-        raise DataPrepError(f"{path} holds no per-class tars with images: is it {TRAIN_TAR}?")
-    return entries
+        for member in outer:
+            name = Path(member.name).name
+            if member.isreg() and name.endswith(".tar") and not name.startswith("."):
+                classes.append(Path(name).stem)
+                entries.extend(_class_tar_entries(path, outer, member, classes[-1]))
+            elif not member.isdir():
+                source = f"{path.name}::{member.name}"
+                entries.append(unusable_entry(source, "", "not a per-class tar (nXXXXXXXX.tar) of the train tar",
+                                              _member_fields(path, source, member)))
+    if not classes:
+        raise DataPrepError(f"{path} holds no per-class tars: is it {TRAIN_TAR}?")
+    if not any(fields["kind"] == "tar_slice" for _, _, fields in entries):
+        raise DataPrepError(f"the per-class tars in {path} hold no files: is it {TRAIN_TAR}?")
+    return classes, entries
+
+
+# A hidden file in flat val (.DS_Store, ._x.JPEG) has no val label: a reject, not an unlabelled error.
+HIDDEN_IN_FLAT_VAL = "a hidden file in flat val (it has no label)"
 
 
 def scan_flat_tar(path: Path) -> list[tuple[str, dict]]:
+    found = []
     with _open_plain_tar(path) as tar:
-        found = [(Path(m.name).name, dict(source=f"{path.name}::{m.name}", kind="tar_slice",
-                                          ref=(str(path), m.offset_data, m.size)))
-                 for m in tar if m.isreg() and not Path(m.name).name.startswith(".")]
-    if not found:
+        for member in (m for m in tar if not m.isdir()):
+            name, source = Path(member.name).name, f"{path.name}::{member.name}"
+            fields = _member_fields(path, source, member)
+            if name.startswith(".") and fields["kind"] != "unusable":
+                fields = unusable_entry(source, "", HIDDEN_IN_FLAT_VAL, fields)[2]
+            found.append((name, fields))
+    if not any(fields["kind"] == "tar_slice" for _, fields in found):
         raise DataPrepError(f"{path} holds no files: is it {VAL_TAR}?")
     return found
 
 
 def scan_flat_dir(root: Path, src_root: Path) -> list[tuple[str, dict]]:
     found = []
-    for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for path in sorted(root.iterdir()):
         relpath = path.relative_to(src_root).as_posix()
-        found.append((path.name, dict(source=relpath, kind="file", ref=(str(path),), relpath=relpath)))
-    if not found:
+        fields = dict(source=relpath, kind="file", ref=(str(path),), relpath=relpath)
+        if not path.is_file():
+            fields = unusable_entry(relpath, "", "not a regular file (or a broken link)")[2]
+        elif path.name.startswith("."):
+            fields = unusable_entry(relpath, "", HIDDEN_IN_FLAT_VAL, fields)[2]
+        found.append((path.name, fields))
+    if not any(fields["kind"] == "file" for _, fields in found):
         raise DataPrepError(f"{root} is empty: check --src")
     return found
 
@@ -119,8 +164,9 @@ def label_flat_val(found: list[tuple[str, dict]], labels_file: Path | None, devk
     if labels_file is None:
         raise DataPrepError(f"val is flat (no class folders): give its labels with --val-labels "
                             f"({LOC_SOLUTION} or the devkit ground truth)")
+    rejects = [(fields["source"], "", fields) for _, fields in found if fields["kind"] == "unusable"]
+    found = sorted((f for f in found if f[1]["kind"] != "unusable"), key=lambda f: f[0])
     by_name, by_order = read_val_labels(labels_file, devkit)
-    found = sorted(found, key=lambda f: f[0])
     if by_order is not None:
         if len(by_order) != len(found):
             raise DataPrepError(f"{labels_file} lists {len(by_order)} labels but val has {len(found)} files: "
@@ -137,7 +183,7 @@ def label_flat_val(found: list[tuple[str, dict]], labels_file: Path | None, devk
             raise DataPrepError(f"{labels_file} labels {len(missing)} val images that are not in the val "
                                 f"source (first missing file: {missing[0]}): the val copy is incomplete")
         pairs = ((entry, by_name[Path(entry[0]).stem]) for entry in found)
-    return [(fields["source"], synset, fields) for (_, fields), synset in pairs]
+    return [(fields["source"], synset, fields) for (_, fields), synset in pairs] + rejects
 
 
 def read_synset_names(path: Path | None) -> dict[str, str]:
@@ -172,8 +218,7 @@ def imagenet_plan(src: Path, train_tar: Path | None = None, val_tar: Path | None
         folders = class_folders(root / "train")
         form = "tree"
     elif train_tar is not None:
-        train = scan_train_tar(Path(train_tar))
-        folders = []
+        folders, train = scan_train_tar(Path(train_tar))
         form = "tar"
     else:
         raise DataPrepError(f"no ImageNet train data in {src}: expected {src}/train/<synset>/*.JPEG "

@@ -8,51 +8,16 @@ with exit status 2.
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from dtrain_prep import fixtures, layout
 from dtrain_prep.cli import prepare
-from dtrain_prep.samples import synthetic_pixels
-
-COMMON = ["--shard-size", "4", "--quiet", "--workers", "1"]
-
-
-def run_cli(*args, expect: int = 0):
-    result = CliRunner().invoke(prepare, [str(a) for a in args], catch_exceptions=False)
-    assert result.exit_code == expect, result.output
-    return result
-
-
-def jpeg(seed: int, width: int = 40, height: int = 30) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(synthetic_pixels(seed, width, height)).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def make_tree(root: Path, classes=("a", "b", "c"), per_class: int = 3) -> Path:
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            (root / name / f"{name}{i}.jpg").write_bytes(jpeg(c * 100 + i))
-    return root
-
-
-def manifest(out: Path) -> list[dict]:
-    return pq.read_table(out / layout.MANIFEST).to_pylist()
-
-
-def one_line(result) -> str:
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    return lines[0]
+from prepare_trees import COMMON, jpeg, make_tree, manifest, one_line, run_cli
 
 
 # 1. decompression bomb -----------------------------------------------------------------------
@@ -69,10 +34,13 @@ def test_bomb_is_quarantined_and_the_run_finishes(tmp_path):
 
 
 def test_lowered_pixel_limit_rejects_from_the_cli(tmp_path):
-    src = make_tree(tmp_path / "src", per_class=1)
+    src = make_tree(tmp_path / "src", per_class=1)  # 40x30 images
+    (src / "a" / "larger.jpg").write_bytes(jpeg(5, 41, 30))
     out = tmp_path / "out"
-    run_cli("folder", "--src", src, "--out", out, "--formats", "wds", "--max-pixels", 40 * 30 - 1, *COMMON)
-    assert {r["status"] for r in manifest(out)} == {layout.STATUS_REJECTED}
+    run_cli("folder", "--src", src, "--out", out, "--formats", "wds", "--max-pixels", 40 * 30, *COMMON)
+    status = {r["source"]: r["status"] for r in manifest(out)}
+    assert status.pop("a/larger.jpg") == layout.STATUS_REJECTED
+    assert set(status.values()) == {layout.STATUS_OK}
 
 
 # 10. user errors exit 2 with one line -------------------------------------------------------

@@ -86,6 +86,26 @@ def test_pixel_limit_is_configurable():
     assert stored.status == layout.STATUS_REJECTED and "--max-pixels" in stored.reason
 
 
+# Above twice Pillow's default Image.MAX_IMAGE_PIXELS (178,956,970), where Pillow itself refuses.
+OVER_PILLOWS_LIMIT = (14000, 13000)  # 182,000,000 pixels
+
+
+def test_the_tools_limit_is_the_only_one_above_pillows_own():
+    """Only the header is read here (the declared 182 Mpx are never decoded): at --max-pixels 150M
+    the reject is the tool's sentence; at 200M the header passes both limits, Pillow's included,
+    and the (bogus) pixel data is what fails. Pillow's global is left as it was."""
+    pillows_limit = Image.MAX_IMAGE_PIXELS
+    data = fixtures.png_declaring(*OVER_PILLOWS_LIMIT)
+    below = normalize_bytes(data, ImageOptions(max_pixels=150_000_000))
+    assert below.status == layout.STATUS_REJECTED
+    assert below.reason == ("PNG of 14000x13000 = 182000000 pixels is over the limit of 150000000 "
+                            "(raise --max-pixels to keep it)")
+    above = normalize_bytes(data, ImageOptions(max_pixels=200_000_000))
+    assert above.status == layout.STATUS_REJECTED and above.reason.startswith("truncated or corrupt PNG")
+    assert "limit" not in above.reason and "bomb" not in above.reason
+    assert Image.MAX_IMAGE_PIXELS == pillows_limit
+
+
 def _png(pixels) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
