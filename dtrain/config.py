@@ -115,6 +115,9 @@ class DistributedConfig:
     timeout_minutes: int = knob(30, "collective timeout of the process group")
     init_timeout_seconds: int = knob(60, "seconds to join the process group; a restart that cannot join fails fast")
     find_unused_parameters: bool = knob(False, "DDP find_unused_parameters")
+    grad_compression: str = knob("none", "{choices}: gradients all-reduced in 16 bits (half the bytes; rounded "
+                                         "to fp16/bf16), for slow links; ddp: torch's comm hooks (bf16 needs "
+                                         "NCCL), deepspeed: communication_data_type")
 
 
 @dataclass
