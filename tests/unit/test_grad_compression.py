@@ -121,6 +121,7 @@ def test_deepspeed_file_that_contradicts_the_key_is_refused(tmp_path) -> None:
     override = tmp_path / "ds.json"
     override.write_text(json.dumps({"communication_data_type": "fp32"}))
     cfg = load_config("digits_resnet20", ["distributed.engine=deepspeed", "optim.batch_size=16",
-                                          "distributed.grad_compression=fp16", f"distributed.deepspeed_config={override}"])
+                                          "distributed.grad_compression=fp16",
+                                          f"distributed.deepspeed_config={override}"])
     with pytest.raises(ConfigError, match="sets communication_data_type=fp32 but distributed.grad_compression=fp16"):
         deepspeed_config(cfg, world_size=2)
