@@ -50,7 +50,8 @@ from dtrain import models
 from dtrain.bench.machine import machine_environment, not_quiet_warning
 from dtrain.config import DistributedConfig
 from dtrain.distributed.context import DistContext, init_distributed, teardown
-from dtrain.distributed.wrap import wrap
+from dtrain.distributed.wrap import grad_compression_hook, wrap
+from dtrain.errors import DtrainError
 from dtrain.models.complexity import parameter_count
 
 MIB = 1024 * 1024
@@ -225,8 +226,17 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     env = machine_environment()  # before this benchmark adds its own load
     ctx = init_distributed(DistributedConfig(timeout_minutes=60), "auto")
-    if not ctx.is_distributed:
-        print("run this under torchrun (e.g. torchrun --standalone --nproc-per-node 2 ...)", file=sys.stderr)
+    if ctx.world_size < 2:
+        teardown(ctx)
+        print("run this under torchrun with 2 or more processes (torchrun --standalone --nproc-per-node 2 ...): "
+              "one process all-reduces with nobody", file=sys.stderr)
+        return 2
+    try:
+        grad_compression_hook(DistributedConfig(grad_compression=args.compression), ctx)  # before any timing
+    except DtrainError as exc:
+        teardown(ctx)
+        if ctx.rank == 0:
+            print(f"--compression {args.compression}: {exc}", file=sys.stderr)
         return 2
     if ctx.device.type == "cpu":
         torch.set_num_threads(1)  # ranks may share few cores (4 ranks on 2 cores must not oversubscribe)
