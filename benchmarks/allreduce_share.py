@@ -25,8 +25,10 @@ Beside (a) and (b) it prints the ring all-reduce estimate 2(N-1)/N x bytes / ban
 the median of --repeats after --warmup untimed runs; the variants of (a)/(b) and of (c) take
 turns, so a change of load falls on all alike. On a GPU the same script runs over NCCL.
 
-ResNet-50's 102 MB gradient takes about 16 s per fp32 all-reduce on 2 hosts at 100 Mbit/s: use
---repeats 1 --warmup 0 (or --models resnet20) there. On 4 ranks sharing 2 cores keep --batch small.
+At 100 Mbit/s one fp32 all-reduce of ResNet-50's 102 MB gradient takes about 8 s on 2 hosts and
+12 s on 4 (the ring estimate), and each of the (1 + 3) rounds runs it in (a) and in the DDP step,
+plus half of it twice with fp16: about 2 minutes on 2 hosts, 3 on 4. --repeats 1 --warmup 0 (or
+--models resnet20) shortens it. On 4 ranks sharing 2 cores keep --batch small.
 """
 
 from __future__ import annotations
