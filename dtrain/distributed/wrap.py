@@ -20,7 +20,7 @@ from dtrain.errors import ConfigError
 EngineWrapper = Callable[[nn.Module, DistributedConfig, DistContext], nn.Module]
 
 # distributed.grad_compression -> torch's DDP communication hook (None: DDP's own fp32 all-reduce).
-# A hook casts each gradient bucket to half precision, divides it by the world size, all-reduces
+# A hook casts each gradient bucket to 16 bits, divides it by the world size, all-reduces
 # it and casts the sum back: half the bytes on the wire, gradients rounded to 16 bits.
 GRAD_COMPRESSION_HOOKS: dict[str, Callable | None] = {
     "none": None,
