@@ -119,6 +119,9 @@ class DistributedConfig:
                                               "(DDP re-buckets after a process's first step, so the first step after "
                                               "a resume would sum gradients in another order); false saves one "
                                               "autograd-graph walk per step")
+    grad_compression: str = knob("none", "{choices}: gradients all-reduced in 16 bits (half the bytes; rounded "
+                                         "to fp16/bf16), for slow links; ddp: torch's comm hooks (bf16 needs "
+                                         "NCCL), deepspeed: communication_data_type")
 
 
 @dataclass

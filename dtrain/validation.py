@@ -34,6 +34,7 @@ CHOICES: dict[str, str] = {
     "schedule.warmup": "dtrain.engine.lr_schedule:WARMUPS",
     "distributed.engine": "dtrain.engine.engine:ENGINES",
     "distributed.backend": "dtrain.distributed.context:BACKEND_CHOICES",
+    "distributed.grad_compression": "dtrain.distributed.wrap:GRAD_COMPRESSION_HOOKS",
     "train.device": "dtrain.distributed.context:DEVICE_CHOICES",
     "train.amp": "dtrain.engine.precision:AMP_CHOICES",
     "tracking.backend": "dtrain.tracking:BACKENDS",

@@ -64,6 +64,10 @@ def deepspeed_config(cfg: RunConfig, world_size: int) -> dict[str, Any]:
         "steps_per_print": 2**31 - 1,  # dtrain prints progress itself
         "wall_clock_breakdown": False,
     }
+    if cfg.distributed.grad_compression != "none":
+        # DeepSpeed's own compression: it casts each gradient bucket to this dtype, all-reduces it
+        # and copies the result back, as torch's DDP hooks do. Its names are dtrain's (fp16, bf16).
+        generated["communication_data_type"] = cfg.distributed.grad_compression
     if not cfg.distributed.deepspeed_config:
         return generated
     merged = _merge(generated, read_override(Path(cfg.distributed.deepspeed_config)))
@@ -72,6 +76,11 @@ def deepspeed_config(cfg: RunConfig, world_size: int) -> dict[str, Any]:
         if merged[key] != generated[key]:
             raise ConfigError(f"{cfg.distributed.deepspeed_config} sets {key}={merged[key]}; remove it and set "
                               f"{dtrain_key} in the recipe instead (dtrain derives {key}={generated[key]})")
+    compression = generated.get("communication_data_type")
+    if compression and merged["communication_data_type"] != compression:
+        raise ConfigError(f"{cfg.distributed.deepspeed_config} sets communication_data_type="
+                          f"{merged['communication_data_type']} but distributed.grad_compression={compression}; "
+                          "remove one of the two")
     if merged["zero_optimization"].get("stage", 0) not in (0, 1, 2):
         raise ConfigError(f"{cfg.distributed.deepspeed_config}: ZeRO stage 3 is not supported; use 0, 1 or 2")
     return merged

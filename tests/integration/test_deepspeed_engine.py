@@ -1,7 +1,8 @@
 """distributed.engine=deepspeed on 2 CPU processes (gloo): ZeRO-1 with gradient accumulation
 trains, writes DeepSpeed checkpoints inside dtrain's, and a run killed mid-way (or preempted by
 SIGTERM through torchrun) and resumed ends bitwise equal to the uninterrupted run (model weights,
-so the partitioned momentum was restored too).
+so the partitioned momentum was restored too). distributed.grad_compression=fp16 becomes
+DeepSpeed's communication_data_type and changes the weights (the gradients were rounded).
 
 The first DeepSpeed start on a machine JIT-compiles a CPU comm op (about a minute, more on a busy
 machine); it is cached in TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions)."""
@@ -30,9 +31,9 @@ ARGS = ["digits_resnet20", "data.loader=synthetic", "data.synthetic_samples=64",
 LAST = "ckpt-000000040.pt"
 
 
-def command(run_dir: Path, tmp_path: Path) -> list[str]:
+def command(run_dir: Path, tmp_path: Path, extra: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-            "dtrain.train", *ARGS, f"run_dir={run_dir}"]
+            "dtrain.train", *ARGS, f"run_dir={run_dir}", *extra]
 
 
 def environment(crash_at: int | None = None) -> dict[str, str]:
@@ -43,8 +44,9 @@ def environment(crash_at: int | None = None) -> dict[str, str]:
     return env
 
 
-def train(run_dir: Path, tmp_path: Path, crash_at: int | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(command(run_dir, tmp_path), env=environment(crash_at), cwd=tmp_path,
+def train(run_dir: Path, tmp_path: Path, crash_at: int | None = None,
+          extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run(command(run_dir, tmp_path, extra), env=environment(crash_at), cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)
 
 
@@ -119,3 +121,14 @@ def test_preempted_run_checkpoints_on_sigterm_and_resumes_to_the_same_weights(st
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     assert_same_weights(straight / LAST, run_dir / "checkpoints" / LAST)
+
+
+def test_fp16_gradient_compression_is_deepspeeds_communication_data_type(straight: Path, tmp_path: Path) -> None:
+    result = train(tmp_path / "run", tmp_path, extra=("distributed.grad_compression=fp16",))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    last = tmp_path / "run" / "checkpoints" / LAST
+    assert torch.load(last, map_location="cpu", weights_only=False)["deepspeed"]["config"][
+        "communication_data_type"] == "fp16"
+    compressed, plain = weights(last), weights(straight / LAST)
+    assert all(torch.isfinite(v).all() for v in compressed.values() if v.is_floating_point())
+    assert any(not torch.equal(compressed[k], plain[k]) for k in plain)  # the gradients were rounded

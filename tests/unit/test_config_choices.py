@@ -18,6 +18,7 @@ from dtrain.data.sources import SOURCES
 from dtrain.data.stats import NORMALIZATIONS
 from dtrain.data.transforms import TRAIN_AUGMENTS
 from dtrain.distributed.context import BACKEND_DEVICES, DEVICE_CHOICES
+from dtrain.distributed.wrap import GRAD_COMPRESSION_HOOKS
 from dtrain.engine import lr_schedule
 from dtrain.engine.engine import ENGINES
 from dtrain.engine.optimizer import OPTIMIZERS
@@ -42,6 +43,7 @@ IMPLEMENTED = {
     "schedule.warmup": list(lr_schedule.WARMUPS),
     "distributed.engine": list(ENGINES),
     "distributed.backend": ["auto", *BACKEND_DEVICES],
+    "distributed.grad_compression": list(GRAD_COMPRESSION_HOOKS),
     "train.device": ["auto", "cpu", "cuda"],  # resolve_device: torch device types
     "train.amp": ["none", *AMP_DTYPES, "auto"],
     "tracking.backend": list(BACKENDS),
