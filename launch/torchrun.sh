@@ -14,6 +14,10 @@
 #   --rdzv-endpoint H:P   RDZV_ENDPOINT   host:port of the rendezvous store  [needed when nodes > 1]
 #   --rdzv-id ID          RDZV_ID         job id shared by all nodes of one run             [dtrain]
 #   --max-restarts K      MAX_RESTARTS    restarts of the worker group after a failure      [3]
+#   --rdzv-join-timeout S RDZV_JOIN_TIMEOUT  seconds a (re-)rendezvous waits for every node before
+#                                         this node gives up (a host that never comes back)   [600]
+#   --rdzv-last-call-timeout S RDZV_LAST_CALL_TIMEOUT  seconds an elastic rendezvous waits for more
+#                                         nodes once MIN have joined                           [30]
 #   --dry-run                             check the config, print the torchrun command instead of running it
 #   PYTHON                                interpreter that has dtrain installed           [python3]
 #
@@ -27,7 +31,7 @@
 # No node rank is needed: the c10d rendezvous numbers the nodes in the order they join.
 set -euo pipefail
 
-usage() { sed -n '2,28s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,32s/^# \{0,1\}//p' "$0"; }
 die() { echo "launch/torchrun.sh: $*" >&2; exit 2; }
 
 nnodes="${NNODES:-${PET_NNODES:-${SLURM_JOB_NUM_NODES:-1}}}"
@@ -35,6 +39,8 @@ nproc_per_node="${NPROC_PER_NODE:-${PET_NPROC_PER_NODE:-}}"
 rdzv_endpoint="${RDZV_ENDPOINT:-${PET_RDZV_ENDPOINT:-}}"
 rdzv_id="${RDZV_ID:-${PET_RDZV_ID:-${SLURM_JOB_ID:-dtrain}}}"
 max_restarts="${MAX_RESTARTS:-${PET_MAX_RESTARTS:-3}}"
+join_timeout="${RDZV_JOIN_TIMEOUT:-600}"
+last_call_timeout="${RDZV_LAST_CALL_TIMEOUT:-30}"
 dry_run=0
 
 while [[ $# -gt 0 ]]; do
@@ -44,6 +50,8 @@ while [[ $# -gt 0 ]]; do
     --rdzv-endpoint) rdzv_endpoint="${2:?--rdzv-endpoint needs a value}"; shift 2 ;;
     --rdzv-id) rdzv_id="${2:?--rdzv-id needs a value}"; shift 2 ;;
     --max-restarts) max_restarts="${2:?--max-restarts needs a value}"; shift 2 ;;
+    --rdzv-join-timeout) join_timeout="${2:?--rdzv-join-timeout needs a value}"; shift 2 ;;
+    --rdzv-last-call-timeout) last_call_timeout="${2:?--rdzv-last-call-timeout needs a value}"; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;
@@ -68,6 +76,8 @@ fi
 [[ "$nproc_per_node" =~ ^[1-9][0-9]*$ ]] || die "NPROC_PER_NODE=$nproc_per_node must be a positive integer"
 [[ "$nnodes" =~ ^[1-9][0-9]*(:[1-9][0-9]*)?$ ]] || die "NNODES=$nnodes must be N or MIN:MAX"
 [[ "$max_restarts" =~ ^[0-9]+$ ]] || die "MAX_RESTARTS=$max_restarts must be a non-negative integer"
+[[ "$join_timeout" =~ ^[1-9][0-9]*$ ]] || die "RDZV_JOIN_TIMEOUT=$join_timeout must be a positive number of seconds"
+[[ "$last_call_timeout" =~ ^[1-9][0-9]*$ ]] || die "RDZV_LAST_CALL_TIMEOUT=$last_call_timeout must be a positive number of seconds"
 
 # The recipe and its overrides are checked here, once, before torchrun starts (also with --dry-run):
 # a bad key is dtrain's one-line error and exit 2. Under torchrun it would be a failed worker, a
@@ -80,7 +90,8 @@ if [[ "$nnodes" == "1" && -z "$rdzv_endpoint" ]]; then
   rendezvous=(--standalone)
 else
   [[ -n "$rdzv_endpoint" ]] || die "NNODES=$nnodes needs RDZV_ENDPOINT=host:port of one node (e.g. node0:29400), the same on every node"
-  rendezvous=(--rdzv-backend=c10d "--rdzv-endpoint=$rdzv_endpoint" "--rdzv-id=$rdzv_id")
+  rendezvous=(--rdzv-backend=c10d "--rdzv-endpoint=$rdzv_endpoint" "--rdzv-id=$rdzv_id"
+              "--rdzv-conf=join_timeout=$join_timeout,last_call_timeout=$last_call_timeout")
 fi
 
 # Forward SIGUSR1 as well as the default signals to the workers (a torchrun with --signals-to-handle,

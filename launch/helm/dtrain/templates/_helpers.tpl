@@ -121,6 +121,8 @@ spec:
         {{- end }}
         - name: SHUTDOWN_TIMEOUT
           value: {{ $v.shutdownTimeoutSeconds | toString | quote }}
+        - name: RDZV_JOIN_TIMEOUT
+          value: {{ $v.rdzvJoinTimeoutSeconds | toString | quote }}
         {{- if $v.mlflow.enabled }}
         - name: MLFLOW_TRACKING_URI
           value: {{ include "dtrain.mlflowUri" .root | quote }}
