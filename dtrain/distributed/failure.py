@@ -60,9 +60,6 @@ def describe_failure(exc: BaseException, rank: int, world_size: int) -> str | No
 
 def peer_failure_line(exc: BaseException, rank: int, world_size: int) -> str:
     """One line naming the rank and host that died, found by probing every peer (dtrain.distributed.peers)."""
-    # torchrun's agent sends SIGTERM to the survivors as soon as it sees the failure, and the
-    # preemption handler was uninstalled on the way out: without this the line would die unprinted.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     peers = directory()
     lost = peers.lost_peers() if peers is not None else None
     cause = f"lost {lost}" if lost else "a peer failed"
@@ -113,6 +110,11 @@ def run_rank(body: Callable[[], int], rank: int, world_size: int) -> int:
             raise
         if world_size == 1 and not isinstance(exc, DtrainError):
             raise  # Python prints the traceback once itself
+        if world_size > 1:
+            # This process is leaving. torchrun's agent sends SIGTERM to the survivors as soon as it
+            # sees a failure, and the preemption handler was uninstalled on the way here: without
+            # this the line naming the cause would die unprinted.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         message = describe_failure(exc, rank, world_size)
         if message:
             print(message, file=sys.stderr, flush=True)

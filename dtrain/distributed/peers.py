@@ -20,10 +20,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 ALIVE, LEAVING = b"A", b"L"
 PROBE_SECONDS = 1.0
-LINGER_SECONDS = 2.0  # a leaving survivor stays reachable this long, so later probers count it as alive
+LINGER_SECONDS = 2.0
+_VERDICT_KEY = "dtrain/lost-peers"  # a leaving survivor stays reachable this long, so later probers count it as alive
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,33 @@ def describe_lost(peers: list[Peer], me: int) -> str | None:
     return ", ".join(lost) if lost else None
 
 
+def first_verdict(store: Any, mine: str | None, timeout: float = PROBE_SECONDS) -> str | None:
+    """The verdict of the first rank that probed, when the store still answers, else `mine`.
+
+    A ring all-reduce fails rank by rank: a rank that learns of the death only when a neighbour
+    gave up finds that neighbour gone too. The first verdict, made while the survivors still
+    lingered, names only the real loss; compare_set keeps the first one written. The store may be
+    on a lost host: the exchange runs in a daemon thread and is abandoned after `timeout`.
+    """
+    if store is None:
+        return mine
+    answer: list[str | None] = [mine]
+
+    def exchange() -> None:
+        try:
+            if mine is not None:
+                answer[0] = store.compare_set(_VERDICT_KEY, "", mine).decode() or mine
+            elif store.check([_VERDICT_KEY]):
+                answer[0] = store.get(_VERDICT_KEY).decode() or None
+        except Exception:  # noqa: BLE001 - the store's host may be the lost one: keep our own view
+            pass
+
+    worker = threading.Thread(target=exchange, name="dtrain-verdict", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return answer[0]
+
+
 class PeerDirectory:
     """This process's listener plus the job's table of peers (set once the group has formed)."""
 
@@ -104,6 +133,7 @@ class PeerDirectory:
         self.listener = LivenessListener()
         self.peers: list[Peer] = []
         self.rank = 0
+        self.store: Any = None  # this attempt's store, where the first verdict is shared
 
     def me(self, rank: int, rendezvous_host: str, rendezvous_port: int) -> Peer:
         self.rank = rank
@@ -114,7 +144,7 @@ class PeerDirectory:
         """Mark this rank as leaving and say which peers are lost (call linger() before exiting)."""
         self.listener.leaving()
         self._left_at = time.monotonic()
-        return describe_lost(self.peers, self.rank)
+        return first_verdict(self.store, describe_lost(self.peers, self.rank))
 
     def linger(self) -> None:
         """Stay reachable (answering "leaving") until LINGER_SECONDS after lost_peers(), so that a
