@@ -15,6 +15,7 @@ a crash of this one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import shutil
@@ -49,7 +50,7 @@ def run_once(cluster: Cluster, spec: JobSpec, run_dir: Path, fault: Fault | None
     job.start()
     record: dict = {"fault": fault.name if fault else None}
     if fault is not None:
-        if not job.wait_for_step(spec.fault_at_step, timeout):
+        if fault.waits_for_checkpoint and not job.wait_for_step(spec.fault_at_step, timeout):
             job.stop()
             return job, {**record, "ok": False, "problems": [f"never reached step {spec.fault_at_step}"]}
         record["injected"] = fault.inject(job, rng)
@@ -74,7 +75,7 @@ def judge(job: Job, record: dict, fault: Fault | None, baseline: dict | None) ->
     if fault is not None and fault.lines is not None and "injected" in record:
         problems += fault.lines(job, record["injected"])
     if fault is None or fault.expect == "finish":
-        problems += finished_problems(job, record, baseline)
+        problems += finished_problems(job, record, baseline if fault is None or fault.compare_weights else None)
         if fault is not None and (resumes := [t for t in job.resume_times() if t > record["injected"]["at"]]):
             record["recovery_s"] = round(resumes[0] - record["injected"]["at"], 1)
     return {**record, "ok": not problems, "problems": problems}
@@ -82,7 +83,8 @@ def judge(job: Job, record: dict, fault: Fault | None, baseline: dict | None) ->
 
 def finished_problems(job: Job, record: dict, baseline: dict | None) -> list[str]:
     problems = []
-    finals = {n: codes[-1] if codes else None for n, codes in record["exit_codes"].items()}
+    finals = {n: codes[-1] if codes else None for n, codes in record["exit_codes"].items()
+              if not job.supervisors[n].held}  # a host that never came back (elastic) has no exit 0
     if any(code != 0 for code in finals.values()):
         problems.append(f"final exit codes {finals}")
     if job.final_step() != job.spec.iters:
@@ -186,8 +188,9 @@ def run_all(spec: JobSpec, names: list[str], args: argparse.Namespace, rng: rand
         baseline = model_weights(job.checkpoint(spec.iters))
         for name in names:
             fault = FAULTS[name]
+            fault_spec = dataclasses.replace(spec, **fault.spec)
             for index in range(args.runs or fault.min_runs):
-                job, record = run_once(cluster, spec, args.out / f"{name}-{index}", fault, rng, args.timeout)
+                job, record = run_once(cluster, fault_spec, args.out / f"{name}-{index}", fault, rng, args.timeout)
                 record = judge(job, record, fault, baseline)
                 if fault.expect == "end" and "injected" in record:
                     record["problems"] += rerun_after_end(cluster, job, baseline, args.timeout)

@@ -12,13 +12,15 @@ import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster_lab.job import Job
+from cluster_lab.job import ROOT, Job
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class Fault:
     min_runs: int = 5
     bound_s: float = 0.0
     lines: Callable[[Job, dict], list[str]] | None = None  # problems with what dtrain printed
+    spec: dict = field(default_factory=dict)  # JobSpec fields this fault's job runs with
+    compare_weights: bool = True  # False where the job differs from the baseline's by design
+    waits_for_checkpoint: bool = True  # inject once the checkpoint of JobSpec.fault_at_step exists
 
 
 def _worker_pids(job: Job, node: str) -> list[int]:
@@ -90,6 +95,12 @@ def lose_host(job: Job, rng: random.Random, node: str = "node3") -> dict:
     return {"host": node, "at": at, "held": True}
 
 
+def lose_host_elastic(job: Job, rng: random.Random) -> dict:
+    """node3 gone for good in an elastic job: the others carry on (their supervisors as usual)."""
+    job.supervisors["node3"].hold()
+    return {"host": "node3", "at": job.supervisors["node3"].crash(0), "held": True}
+
+
 def peer_death_lines(job: Job, info: dict) -> list[str]:
     """Every surviving host printed dtrain's line naming the dead peer's host (and its rank)."""
     problems = []
@@ -111,6 +122,66 @@ def missing_host_lines(job: Job, info: dict) -> list[str]:
     return problems
 
 
+def no_fault(job: Job, rng: random.Random) -> dict:
+    return {"at": time.time()}
+
+
+TRACE_MARKERS = ("Traceback", "frame #", "recvValueWithTimeout", "failed to shutdown", "Exception raised from")
+
+
+def clean_lines(job: Job, info: dict) -> list[str]:
+    """A clean finish prints no traceback or C++ stack on any host."""
+    return [f"{node} printed {marker!r}" for node in job.nodes for marker in TRACE_MARKERS
+            if marker in job.log_text(node)]
+
+
+def single_run(job: Job, host: str, *extra: str, timeout: float = 300) -> tuple[int, str]:
+    """`python -m dtrain.train` alone on `host` into the job's run_dir: a second job from another host."""
+    argv = [sys.executable, "-m", "dtrain.train", *job.spec.train_args(job.run_dir), *extra]
+    env = {k: v for k, v in job.spec.env("unused").items() if k not in ("NNODES", "RDZV_ENDPOINT", "RDZV_ID")}
+    done = subprocess.run(job.cluster.command(host, argv), env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def second_job(job: Job, rng: random.Random) -> dict:
+    code, output = single_run(job, "node3")
+    return {"host": "node3", "at": time.time(), "exit": code, "output": output[-500:]}
+
+
+def second_job_lines(job: Job, info: dict) -> list[str]:
+    if info["exit"] != 2 or "node0" not in info["output"]:
+        return [f"a second job from node3 was not refused in one line naming node0: exit {info['exit']}, "
+                f"{info['output'][-300:]!r}"]
+    return []
+
+
+def stale_lock(job: Job, rng: random.Random) -> dict:
+    """Every host crashes (rank 0's node0 held the lock); node1 tries at once, then after the
+    heartbeat bound: refused first, taken over second."""
+    from dtrain.checkpoint.run_lock import STALE_SECONDS
+
+    for sup in job.supervisors.values():
+        sup.hold()
+        sup.max_restarts = 0
+        sup.crash(0)
+    crashed = time.time()
+    first = single_run(job, "node1")
+    time.sleep(max(0.0, crashed + STALE_SECONDS + 5 - time.time()))
+    second = single_run(job, "node1")
+    return {"host": "node0", "at": crashed, "first": [first[0], first[1][-300:]],
+            "second": [second[0], second[1][-300:]], "stale_s": STALE_SECONDS}
+
+
+def stale_lock_lines(job: Job, info: dict) -> list[str]:
+    problems = []
+    if info["first"][0] != 2 or "node0" not in info["first"][1]:
+        problems.append(f"a fresh lock of crashed node0 was not refused naming it: {info['first']}")
+    if info["second"][0] != 0 or "took over" not in info["second"][1]:
+        problems.append(f"the lock was not taken over after {info['stale_s']} s: {info['second']}")
+    return problems
+
+
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("worker-kill", "kill -9 of one worker on a host that does not hold the store", kill_worker, min_runs=10),
     Fault("host-crash", "every process of node2 killed, its launcher rerun 5-30 s later", crash_host, min_runs=10),
@@ -121,4 +192,14 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           lines=peer_death_lines),
     Fault("host-lost", "node3 crashes and never comes back; the rest end, then a rerun resumes", lose_host,
           expect="end", bound_s=150, lines=missing_host_lines),
+    Fault("partition-long", "node2's link down for 150 s, longer than every timeout (collective 60 s, join 60 s)",
+          partition(150)),
+    Fault("second-job", "a second job into the same run_dir from another host is refused", second_job,
+          lines=second_job_lines),
+    Fault("stale-lock", "every host crashes; node1 is refused at once, takes the lock over after the heartbeat bound",
+          stale_lock, expect="checked", lines=stale_lock_lines),
+    Fault("clean-finish", "the design card's bare torchrun (resnet200_preact, smoke) ends clean on every host",
+          no_fault, lines=clean_lines, compare_weights=False, waits_for_checkpoint=False, spec={"bare_torchrun": True, "iters": 3}),
+    Fault("elastic", "--nnodes 2:4, global batch 48; node3 leaves for good, the job goes on with 3 hosts",
+          lose_host_elastic, compare_weights=False, spec={"nnodes": "2:4", "extra": ("optim.batch_size=48",)}),
 )}

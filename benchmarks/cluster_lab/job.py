@@ -35,7 +35,18 @@ class JobSpec:
     fault_at_step: int = 10
     rdzv_join_timeout: int = 60
     collective_timeout_minutes: int = 1
+    nnodes: str | None = None  # MIN:MAX for an elastic job; default: every host
+    bare_torchrun: bool = False  # the design card's own `torchrun --nnodes N ... -m dtrain.train`
     extra: tuple[str, ...] = ()
+
+    def command(self, run_dir: Path) -> list[str]:
+        if not self.bare_torchrun:
+            return ["bash", str(LAUNCHER), *self.train_args(run_dir)]
+        return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={self.hosts}", "--nproc-per-node=1",
+                "--rdzv-backend=c10d", f"--rdzv-endpoint=node0:{RDZV_PORT}", f"--rdzv-id=card-{run_dir.name}",
+                "-m", "dtrain.train", "resnet200_preact", "train.smoke=true", "data.loader=synthetic",
+                "optim.batch_size=8", "schedule.max_iters=3", "tracking.backend=jsonl", "train.device=cpu",
+                f"run_dir={run_dir}", *self.extra]
 
     def train_args(self, run_dir: Path) -> list[str]:
         return ["digits_resnet20", f"data.root={self.data_root}", f"schedule.max_iters={self.iters}",
@@ -47,7 +58,7 @@ class JobSpec:
     def env(self, rdzv_id: str) -> dict[str, str]:
         clean = {k: v for k, v in os.environ.items()
                  if not k.startswith(("SLURM_", "PET_", "RDZV_", "NNODES", "TORCHELASTIC", "MASTER_"))}
-        return {**clean, "PYTHON": sys.executable, "NNODES": str(self.hosts), "NPROC_PER_NODE": "1",
+        return {**clean, "PYTHON": sys.executable, "NNODES": self.nnodes or str(self.hosts), "NPROC_PER_NODE": "1",
                 "RDZV_ENDPOINT": f"node0:{RDZV_PORT}", "RDZV_ID": rdzv_id, "MAX_RESTARTS": "3",
                 "RDZV_JOIN_TIMEOUT": str(self.rdzv_join_timeout), "OMP_NUM_THREADS": "1",
                 "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(ROOT)}
@@ -68,7 +79,7 @@ class Job:
     def start(self, restart_delay: float = 2.0) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         env = self.spec.env(rdzv_id=f"lab-{self.run_dir.name}-{time.monotonic_ns()}")
-        argv = ["bash", str(LAUNCHER), *self.spec.train_args(self.run_dir)]
+        argv = self.spec.command(self.run_dir)
         for node in self.nodes:
             sup = Supervisor(self.cluster, node, argv, env, self.logs / f"{node}.log", restart_delay=restart_delay)
             self.supervisors[node] = sup

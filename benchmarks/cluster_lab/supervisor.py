@@ -77,6 +77,10 @@ class Supervisor:
     def release(self) -> None:
         self._held = False
 
+    @property
+    def held(self) -> bool:
+        return self._held
+
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -83,15 +84,21 @@ class RunDirLock:
     def acquire(self) -> "RunDirLock":
         for earlier in [lock for lock in _held if lock.path == self.path]:
             earlier.release()  # a run that ended in this process (tests, the demo) hands it on
+        taken_from: dict | None = None
         for _ in range(3):  # a takeover races with at most a few other takers
             if self._create():
                 self._start_heartbeat()
                 _held.append(self)
+                if taken_from is not None:
+                    print(f"dtrain: took over the run_dir lock of host {taken_from.get('host')} PID "
+                          f"{taken_from.get('pid')} (last heartbeat {taken_from['heartbeat_age']:.0f} s ago)",
+                          file=sys.stderr, flush=True)
                 return self
             holder = self._read()
             if holder is not None and not self._stale(holder):
                 raise RunDirLocked(self._held_by(holder))
             self._break(holder)
+            taken_from = holder
         raise RunDirLocked(f"could not take {self.path}; another run is taking it at the same moment")
 
     def release(self) -> None:

@@ -10,6 +10,7 @@ as a bigger job does: the cheapest way to check the distributed path on one devi
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -143,3 +144,17 @@ def teardown(ctx: DistContext) -> None:
     release_all()
     if ctx.is_distributed and dist.is_initialized():
         dist.destroy_process_group()
+        linger_on_the_rendezvous_host()
+
+
+# torchrun's c10d rendezvous store lives in the agent of the first node. If that agent exits
+# before the other nodes' agents have closed the rendezvous, they print 11-13-frame C++ traces
+# ("TCPStore recvValueWithTimeout failed", "failed to shutdown the rendezvous") after a clean
+# finish, which operators read as a crash. The other agents close it right after their workers
+# exit; the first node's workers give them this long first.
+RENDEZVOUS_HOST_GRACE_SECONDS = 3.0
+
+
+def linger_on_the_rendezvous_host() -> None:
+    if int(os.environ.get("GROUP_RANK", "0")) == 0 and int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1:
+        time.sleep(RENDEZVOUS_HOST_GRACE_SECONDS)
