@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # dtrain from this
 from cluster_lab.faults import FAULTS, Fault  # noqa: E402
 from cluster_lab.hosts import Cluster, namespaces_available, sweep_stale  # noqa: E402
 from cluster_lab.job import Job, JobSpec, bitwise_equal, model_weights, unreadable_checkpoints  # noqa: E402
+from cluster_lab.links import measure  # noqa: E402
 
 
 def prepare_data(out: Path) -> Path:
@@ -137,6 +138,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a run counts as hung")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("cluster-lab-out"))
+    parser.add_argument("--links", default="", help="instead of faults: HOSTSxMBIT,... e.g. 2x100,4x100,2x1000,4x1000 "
+                        "runs benchmarks/allreduce_share.py over links limited to MBIT Mbit/s")
+    parser.add_argument("--links-args", default="", help="extra arguments for allreduce_share.py (quoted)")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--cleanup", action="store_true")
     return parser.parse_args()
@@ -155,6 +159,8 @@ def main() -> int:
     if reason := namespaces_available():
         print(f"cluster lab: cannot simulate hosts here: {reason}", file=sys.stderr)
         return 2
+    if args.links:
+        return run_links(args)
     names = list(FAULTS) if args.faults == "all" else args.faults.split(",")
     if unknown := [n for n in names if n not in FAULTS]:
         print(f"cluster lab: unknown fault(s) {', '.join(unknown)}; see --list", file=sys.stderr)
@@ -173,6 +179,21 @@ def main() -> int:
          "runs": records}, indent=1) + "\n")
     print(table(summary))
     return 0 if all(r["ok"] for r in records) else 1
+
+
+def run_links(args: argparse.Namespace) -> int:
+    from dtrain.bench.machine import machine_environment
+
+    environment = machine_environment()
+    args.out.mkdir(parents=True, exist_ok=True)
+    pairs = [tuple(int(v) for v in item.split("x")) for item in args.links.split(",")]
+    results = []
+    with Cluster([f"node{i}" for i in range(max(h for h, _ in pairs))]) as cluster:
+        for hosts, mbit in pairs:
+            results.append(measure(cluster, hosts, mbit, args.out, args.links_args.split(), args.timeout))
+            print(json.dumps(results[-1])[:2000], flush=True)
+    (args.out / "links.json").write_text(json.dumps({"environment": environment, "results": results}, indent=1) + "\n")
+    return 0 if not any("error" in r for r in results) else 1
 
 
 def run_all(spec: JobSpec, names: list[str], args: argparse.Namespace, rng: random.Random) -> list[dict]:

@@ -199,7 +199,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("stale-lock", "every host crashes; node1 is refused at once, takes the lock over after the heartbeat bound",
           stale_lock, expect="checked", lines=stale_lock_lines),
     Fault("clean-finish", "the design card's bare torchrun (resnet200_preact, smoke) ends clean on every host",
-          no_fault, lines=clean_lines, compare_weights=False, waits_for_checkpoint=False, spec={"bare_torchrun": True, "iters": 3}),
+          no_fault, lines=clean_lines, compare_weights=False, waits_for_checkpoint=False,
+          spec={"bare_torchrun": True, "iters": 3}),
     Fault("elastic", "--nnodes 2:4, global batch 48; node3 leaves for good, the job goes on with 3 hosts",
           lose_host_elastic, compare_weights=False, spec={"nnodes": "2:4", "extra": ("optim.batch_size=48",)}),
 )}

@@ -18,6 +18,7 @@ Open vSwitch; docker is not on these machines).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -85,10 +86,8 @@ def _kill_all_in(namespace: str) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.1)
 
 
