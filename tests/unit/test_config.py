@@ -19,7 +19,7 @@ from dtrain.config import (
 from dtrain.errors import ConfigError
 
 IMAGENET_R1 = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "plain18", "plain34"]
-IMAGENET_R2 = ["resnet152_preact", "resnet200_preact"]
+IMAGENET_R2 = ["resnet152_preact", "resnet200_preact", "resnet152_r2", "resnet200", "resnet101_r2"]
 CIFAR_R1 = [f"cifar10_resnet{n}" for n in (20, 32, 44, 56, 110, 1202)] + [
     f"cifar10_plain{n}" for n in (20, 32, 44, 56)
 ]

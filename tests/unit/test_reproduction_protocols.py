@@ -243,3 +243,32 @@ def test_the_report_names_every_change_to_the_papers_protocol(tmp_path, monkeypa
     assert "- protocol test: `eval.mode=center data.root=" in text and " data.val_crop=28`" in text
     plain = _report_only(tmp_path, monkeypatch)
     assert "Protocol changed" not in plain and "- protocol test: `eval.mode=center" in plain
+
+
+def _recipe_of(row, *, ignore=()) -> dict:
+    """The row's resolved config (recipe + row overrides) without what names the run or the unit."""
+    config = to_dict(load_config(row.recipe, list(row.overrides)))
+    for section, key in (("model", "name"), (None, "description"), (None, "recipe"), *ignore):
+        (config[section] if section else config).pop(key, None)
+    return config
+
+
+def test_r2_table5_rows_are_trained_alike_and_differ_in_the_unit_only():
+    # R2 Table 5 caption: "All ResNets are trained using the same hyper-parameters and implementations";
+    # R2 appendix: lr 0.1, / 10 at epochs 30 and 60 (no plateau rule, no 600k iterations).
+    rows = [r for r in ROWS.values() if r.source == "R2 Table 5"]
+    augmentation = (("data", "train_augment"), ("data", "rrc_scale"), ("data", "rrc_ratio"))
+    reference = ROWS["r2-table5-resnet200-preact"]
+    for row in rows:
+        # the last row adds R2's "scale+asp ratio" augmentation (its dagger), nothing else
+        ignore = augmentation if row.key.endswith("scale-aspect") else ()
+        assert _recipe_of(row, ignore=ignore) == _recipe_of(reference, ignore=ignore), row.key
+        schedule = load_config(row.recipe, list(row.overrides)).schedule
+        assert (schedule.kind, schedule.milestones, schedule.max_iters, schedule.warmup) == \
+            ("step_epochs", [30, 60], None, "none"), row.key
+    assert _recipe_of(reference)["data"]["train_augment"] == "scale_jitter"
+    units = {r.key: load_config(r.recipe, list(r.overrides)).model.name for r in rows}
+    assert units["r2-table5-resnet152"] == units["r2-table5-resnet152-224"] == "resnet152"
+    assert units["r2-table5-resnet152-preact"] == "resnet152_preact"
+    # R1's own ResNet-152 rows keep R1's plateau recipe
+    assert load_config(ROWS["r1-table3-resnet152"].recipe).schedule.kind == "plateau"
