@@ -28,6 +28,8 @@ class Measured:
     budget_iters: int | None = None
     protocol_results: list = field(default_factory=list)  # protocol_eval.ProtocolResult: final, best / ensemble
     protocol_changes: list[str] = field(default_factory=list)  # the user's overrides of the paper's protocol
+    model_changes: list[str] = field(default_factory=list)  # the user's overrides that changed the network
+    model: str = ""  # model.name the run trained
 
     def tested(self, which: str = "final"):
         return next((r for r in self.protocol_results if r.which == which), None)
@@ -88,10 +90,16 @@ def _caveats(row: PaperRow, m: Measured) -> list[str]:
     if not dataset_matches(row, m):
         caveats.append(f"**Different dataset**: the paper measured on {row.dataset}, this run used "
                        f"{m.dataset or 'an unknown dataset'} ({m.data_root}).")
+    if m.model_changes:
+        caveats.append(f"**Model changed**: the row's network is {row.model}; this run trained "
+                       f"{m.model or 'another one'} (`{' '.join(m.model_changes)}`), so its error and params "
+                       "are not the row's network's.")
     protocol = row.protocol
     tested = m.compared[2]
     caveats.append(f"Paper's test protocol: **{protocol.name}** ({protocol.description}; {row.source}). "
                    f"Compared here: {tested}.")
+    if protocol.beyond_paper:
+        caveats.append(f"**Beyond the paper**: {protocol.beyond_paper}.")
     if m.protocol_changes:
         caveats.append(f"**Protocol changed**: the {protocol.name} test ran with `{' '.join(m.protocol_changes)}` "
                        "(--eval-set, or --set of its views), so it is not the paper's protocol as is.")

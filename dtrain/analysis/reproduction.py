@@ -20,17 +20,18 @@ from dtrain.analysis.paper_numbers import PaperRow
 from dtrain.analysis.protocol_eval import evaluate_protocol, run_checkpoints
 from dtrain.analysis.reports import Measured, render_report
 from dtrain.analysis.training_runs import run_training, shortened_schedule
-from dtrain.config import RunConfig, check_data_root, load_config
-from dtrain.errors import DtrainError
 from dtrain.builders import build_model
+from dtrain.config import RunConfig, check_data_root, flatten, load_config, to_dict
+from dtrain.data.eval_views import VIEW_KEYS
+from dtrain.errors import DtrainError
 
 REPORT_NAME = "report.md"
 RESULTS_NAME = "protocol_results.json"
 ARTIFACT_PATH = "reproduction/report.md"
 REPORTED_SPLIT = "val"  # the papers' tables report the validation/test split, never minival
-# Recipe keys that shape the protocol test's views (eval_views): a --set of one reaches the test
-# through the checkpoint's saved config, unless the protocol sets the key itself.
-VIEW_KEYS = ("eval.scales", "data.val_resize", "data.val_crop")
+# Recipe keys that shape some protocol's views (eval_views.VIEW_KEYS): a --set of one reaches the
+# test through the checkpoint's saved config, unless the protocol sets the key itself.
+ALL_VIEW_KEYS = frozenset(key for keys in VIEW_KEYS.values() for key in keys)
 
 
 @dataclass
@@ -90,11 +91,26 @@ def _key(override: str) -> str:
 
 
 def user_protocol_changes(row: PaperRow, opts: ReproduceOptions) -> list[str]:
-    """The user's changes to the paper's test protocol: every --eval-set, and every --set of a
-    VIEW_KEYS key the protocol does not fix itself. The report names them."""
-    fixed = {_key(o) for o in row.protocol.overrides} | {"eval.mode"}
-    inherited = [o for o in opts.overrides if _key(o) in VIEW_KEYS and _key(o) not in fixed]
-    return inherited + list(opts.eval_overrides)
+    """The user's changes to the paper's test protocol, which the report names: a --set of a key
+    the protocol's views read (eval_views.VIEW_KEYS) and the protocol does not fix itself, and
+    every --eval-set but one of a view key these views do not read (data.val_crop changes nothing
+    in a multi-scale or single-320 test)."""
+    read = set(VIEW_KEYS[row.protocol.eval_mode]) - {_key(o) for o in row.protocol.overrides}
+    inherited = [o for o in opts.overrides if _key(o) in read]
+    unread = ALL_VIEW_KEYS - set(VIEW_KEYS[row.protocol.eval_mode])
+    return inherited + [o for o in opts.eval_overrides if _key(o) not in unread]
+
+
+def model_changes(row_config: RunConfig, config: RunConfig, overrides: list[str]) -> list[str]:
+    """The overrides that made the run's network differ from the row's (model.name, model.options...):
+    its params and error are then not the row's network's."""
+    row_model, run_model = flatten(to_dict(row_config.model)), flatten(to_dict(config.model))
+    changed = {key for key in row_model.keys() | run_model.keys() if row_model.get(key) != run_model.get(key)}
+    def names(override: str, key: str) -> bool:
+        return f"model.{key}" == _key(override) or f"model.{key}".startswith(_key(override) + ".")
+
+    named = [o for o in overrides if any(names(o, key) for key in changed)]
+    return named or [f"model.{key}={run_model.get(key)}" for key in sorted(changed)]
 
 
 def protocol_test(row: PaperRow, config: RunConfig, run_dir: Path, opts: ReproduceOptions, echo=print) -> list:
@@ -122,7 +138,8 @@ def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: P
                     data_root=config.data.root, eval_mode=config.eval.mode, recipe=row.recipe, overrides=overrides,
                     run_id=final.get("run_id"), run_dir=str(run_dir),
                     seconds=seconds if seconds is not None else final.get("seconds"), budget_iters=opts.budget_iters,
-                    protocol_results=list(protocol_results or []), protocol_changes=user_protocol_changes(row, opts))
+                    protocol_results=list(protocol_results or []), protocol_changes=user_protocol_changes(row, opts),
+                    model_changes=model_changes(full_config, config, list(opts.overrides)), model=config.model.name)
 
 
 def log_report(config: RunConfig, run_dir: Path, run_id: str | None, report: str, row: PaperRow) -> bool:

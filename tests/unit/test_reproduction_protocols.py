@@ -210,8 +210,10 @@ def test_protocol_changes_are_the_eval_sets_and_the_view_keys_the_protocol_does_
 
     opts = ReproduceOptions(overrides=("eval.scales=[64,96]", "data.val_crop=32", "optim.lr=0.05", "eval.mode=center"),
                             eval_overrides=("eval.scales=[32,40]",))
-    # multi-scale fixes eval.scales itself (R1's five scales): a --set of it never reaches the test
-    assert user_protocol_changes(ROWS["r1-table4-resnet50"], opts) == ["data.val_crop=32", "eval.scales=[32,40]"]
+    # multi-scale fixes eval.scales itself (R1's five scales): a --set of it never reaches the test;
+    # its views read no data.val_crop
+    assert user_protocol_changes(ROWS["r1-table4-resnet50"], opts) == ["eval.scales=[32,40]"]
+    assert user_protocol_changes(ROWS["r1-table3-resnet50"], opts) == ["data.val_crop=32"]  # ten-crop reads no scales
     assert user_protocol_changes(ROWS["r1-table3-resnet50"], ReproduceOptions(overrides=("optim.lr=0.05",))) == []
 
 
@@ -272,3 +274,49 @@ def test_r2_table5_rows_are_trained_alike_and_differ_in_the_unit_only():
     assert units["r2-table5-resnet152-preact"] == "resnet152_preact"
     # R1's own ResNet-152 rows keep R1's plateau recipe
     assert load_config(ROWS["r1-table3-resnet152"].recipe).schedule.kind == "plateau"
+
+
+def test_protocol_changes_name_only_keys_the_protocols_views_read():
+    from dtrain.analysis.reproduction import ReproduceOptions, user_protocol_changes
+
+    views = ("data.val_resize=40", "data.val_crop=32")
+    opts = ReproduceOptions(overrides=views, eval_overrides=views)
+    # multi-scale (R1 Table 4) reads eval.scales only; single-320 (R2 Table 5) fixes its 320 view
+    for key in ("r1-table4-resnet50", "r1-table5-ensemble", "r2-table5-resnet200-preact"):
+        assert user_protocol_changes(ROWS[key], opts) == [], key
+    # ten-crop and center views are cut at val_resize / val_crop: a change of them is a change
+    assert user_protocol_changes(ROWS["r1-table3-resnet50"], opts) == [*views, *views]
+    assert user_protocol_changes(ROWS["r2-table5-resnet152-224"], ReproduceOptions(overrides=views)) == list(views)
+    # any other --eval-set may change the test (the normalisation, the split): still named
+    other = ReproduceOptions(eval_overrides=("data.normalize=channel",))
+    assert user_protocol_changes(ROWS["r1-table4-resnet50"], other) == ["data.normalize=channel"]
+
+
+def test_a_changed_network_is_named_in_the_report(tmp_path, monkeypatch):
+    text = _report_only(tmp_path, monkeypatch, "--set", "model.name=plain20", "--set", "optim.lr=0.05")
+    assert "**Model changed**: the row's network is resnet20; this run trained plain20 (`model.name=plain20`)" in text
+    options = _report_only(tmp_path, monkeypatch, "model.options.shortcut=B")
+    assert "**Model changed**" in options and "`model.options.shortcut=B`" in options
+    assert "Model changed" not in _report_only(tmp_path, monkeypatch, "--set", "optim.lr=0.05")
+
+
+def test_recipes_describe_the_shortcut_option_they_build():
+    # R1 Table 2 compares plain and residual nets with option A; the saved description says so
+    import re
+
+    for key, row in ROWS.items():
+        config = load_config(row.recipe, list(row.overrides))
+        named = re.search(r"option ([ABC])", config.description or "")
+        if named and row.dataset == "ImageNet":  # option B is the ImageNet nets' default (R1 sec. 3.3)
+            assert config.model.options.get("shortcut", "B") == named.group(1), key
+    table2 = load_config(ROWS["r1-table2-resnet18"].recipe)
+    assert table2.model.options["shortcut"] == "A" and "option A" in table2.description
+    assert ROWS["r1-table2-resnet18"].recipe == "resnet18_optionA" and ROWS["r1-table2-resnet18"].overrides == ()
+
+
+def test_the_multi_scale_report_says_flips_are_beyond_r1():
+    for key in ("r1-table4-resnet152", "r1-table5-ensemble"):
+        text = render_report(ROWS[key], _measured(dataset="imagenet"))
+        assert "**Beyond the paper**: dtrain's multi-scale test also averages the horizontal flip" in text
+        assert "which R1 sec. 3.4 does not name" in text and "and flips (R1" not in text
+    assert "Beyond the paper" not in render_report(ROWS["r1-table3-resnet50"], _measured(dataset="imagenet"))
