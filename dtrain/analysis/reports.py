@@ -30,6 +30,7 @@ class Measured:
     protocol_changes: list[str] = field(default_factory=list)  # the user's overrides of the paper's protocol
     model_changes: list[str] = field(default_factory=list)  # the user's overrides that changed the network
     model: str = ""  # model.name the run trained
+    schedule_note: str = ""  # what a --budget-iters run's lr did (training_runs.ShortenedSchedule)
 
     def tested(self, which: str = "final"):
         return next((r for r in self.protocol_results if r.which == which), None)
@@ -87,6 +88,8 @@ def _caveats(row: PaperRow, m: Measured) -> list[str]:
         how = f" (--budget-iters {m.budget_iters})" if m.budget_iters else ""
         caveats.append(f"**SHORTENED RUN**: {m.iterations} iterations{share}{how}; "
                        "the error is not comparable with the paper's, the params and multiply-adds are.")
+        if m.schedule_note:
+            caveats.append(f"Shortened schedule, {m.schedule_note}.")
     if not dataset_matches(row, m):
         caveats.append(f"**Different dataset**: the paper measured on {row.dataset}, this run used "
                        f"{m.dataset or 'an unknown dataset'} ({m.data_root}).")

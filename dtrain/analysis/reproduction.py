@@ -19,7 +19,13 @@ from pathlib import Path
 from dtrain.analysis.paper_numbers import PaperRow
 from dtrain.analysis.protocol_eval import evaluate_protocol, run_checkpoints
 from dtrain.analysis.reports import Measured, render_report
-from dtrain.analysis.training_runs import run_training, shortened_schedule
+from dtrain.analysis.training_runs import (
+    ShortenedSchedule,
+    full_iterations,
+    prepared_summary,
+    run_training,
+    shorten_recipe,
+)
 from dtrain.builders import build_model
 from dtrain.config import RunConfig, check_data_root, flatten, load_config, to_dict
 from dtrain.data.eval_views import VIEW_KEYS
@@ -46,36 +52,29 @@ class ReproduceOptions:
     eval_overrides: tuple[str, ...] = ()  # applied to the protocol test only (e.g. eval.scales on tiny data)
 
 
-def run_overrides(row: PaperRow, opts: ReproduceOptions, recipe_overrides: tuple[str, ...] | None = None) -> list[str]:
+def _base_overrides(row: PaperRow, opts: ReproduceOptions, recipe_overrides: tuple[str, ...] | None) -> list[str]:
     overrides = list(row.overrides if recipe_overrides is None else recipe_overrides)
-    if opts.data_root:
-        overrides.append(f"data.root={opts.data_root}")
-    if opts.budget_iters:
-        overrides += shortened_schedule(opts.budget_iters)
-    return overrides + list(opts.overrides)
+    return overrides + ([f"data.root={opts.data_root}"] if opts.data_root else [])
+
+
+def shortened(row: PaperRow, opts: ReproduceOptions, recipe: str | None = None,
+              recipe_overrides: tuple[str, ...] | None = None) -> ShortenedSchedule | None:
+    """--budget-iters: the recipe's schedule (with the user's overrides) compressed, keeping its shape."""
+    if not opts.budget_iters:
+        return None
+    base = _base_overrides(row, opts, recipe_overrides)
+    return shorten_recipe(recipe or row.recipe, base + list(opts.overrides), opts.budget_iters)
+
+
+def run_overrides(row: PaperRow, opts: ReproduceOptions, recipe_overrides: tuple[str, ...] | None = None,
+                  recipe: str | None = None) -> list[str]:
+    """The row's overrides, the data root, a --budget-iters schedule, then the user's (which win)."""
+    short = shortened(row, opts, recipe, recipe_overrides)
+    return _base_overrides(row, opts, recipe_overrides) + (short.overrides if short else []) + list(opts.overrides)
 
 
 def default_run_dir(row: PaperRow) -> Path:
     return Path("runs") / "reproduce" / row.key
-
-
-def full_iterations(config: RunConfig) -> int | None:
-    """Iterations of the unshortened recipe: max_iters, or epochs x batches per epoch."""
-    if config.schedule.max_iters:
-        return config.schedule.max_iters
-    summary = _summary(config.data.root)
-    train = summary.get("splits", {}).get(config.data.train_split, {}).get("accepted")
-    if config.schedule.epochs and train:
-        return config.schedule.epochs * (train // config.optim.batch_size)
-    return None
-
-
-def _summary(root: str) -> dict:
-    path = Path(root) / "summary.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def protocol_overrides(config: RunConfig, opts: ReproduceOptions) -> list[str]:
@@ -124,7 +123,8 @@ def protocol_test(row: PaperRow, config: RunConfig, run_dir: Path, opts: Reprodu
 
 
 def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: Path, opts: ReproduceOptions,
-            overrides: list[str], seconds: float | None, protocol_results: list | None = None) -> Measured:
+            overrides: list[str], seconds: float | None, protocol_results: list | None = None,
+            short: ShortenedSchedule | None = None) -> Measured:
     from dtrain import models
 
     final_path = run_dir / "final_metrics.json"
@@ -134,12 +134,13 @@ def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: P
     params, madds = models.complexity(build_model(config.model), config.data.val_crop)
     return Measured(top1_err=final.get("top1_err"), top5_err=final.get("top5_err"), params=params,
                     multiply_adds=madds, input_size=config.data.val_crop, iterations=int(final.get("step", 0)),
-                    full_iterations=full_iterations(full_config), dataset=_summary(config.data.root).get("dataset", ""),
+                    full_iterations=full_iterations(full_config), dataset=prepared_summary(config.data.root).get("dataset", ""),
                     data_root=config.data.root, eval_mode=config.eval.mode, recipe=row.recipe, overrides=overrides,
                     run_id=final.get("run_id"), run_dir=str(run_dir),
                     seconds=seconds if seconds is not None else final.get("seconds"), budget_iters=opts.budget_iters,
                     protocol_results=list(protocol_results or []), protocol_changes=user_protocol_changes(row, opts),
-                    model_changes=model_changes(full_config, config, list(opts.overrides)), model=config.model.name)
+                    model_changes=model_changes(full_config, config, list(opts.overrides)), model=config.model.name,
+                    schedule_note=short.description if short else "")
 
 
 def log_report(config: RunConfig, run_dir: Path, run_id: str | None, report: str, row: PaperRow) -> bool:
@@ -162,7 +163,7 @@ def log_report(config: RunConfig, run_dir: Path, run_id: str | None, report: str
 
 def _one_run(row: PaperRow, recipe: str, recipe_overrides: tuple[str, ...], run_dir: Path, opts: ReproduceOptions,
              echo, extra: tuple[str, ...] = (), test: bool = True) -> tuple[RunConfig, Measured]:
-    overrides = run_overrides(row, opts, recipe_overrides) + list(extra)
+    overrides = run_overrides(row, opts, recipe_overrides, recipe) + list(extra)
     config = load_config(recipe, [*overrides, f"run_dir={run_dir}"])
     full_config = load_config(recipe, [*recipe_overrides, *([f"data.root={opts.data_root}"] if opts.data_root else [])])
     seconds = None
@@ -172,7 +173,8 @@ def _one_run(row: PaperRow, recipe: str, recipe_overrides: tuple[str, ...], run_
         seconds = run_training(recipe, run_dir, overrides, overwrite=opts.overwrite, echo=echo,
                                keep_tracking_env=True).seconds
     results = protocol_test(row, config, run_dir, opts, echo) if test else []
-    return config, measure(row, config, full_config, run_dir, opts, overrides, seconds, results)
+    return config, measure(row, config, full_config, run_dir, opts, overrides, seconds, results,
+                           shortened(row, opts, recipe, recipe_overrides))
 
 
 def _seed_runs(row: PaperRow, run_dir: Path, opts: ReproduceOptions, echo) -> tuple[RunConfig, Measured, list]:

@@ -320,3 +320,10 @@ def test_the_multi_scale_report_says_flips_are_beyond_r1():
         assert "**Beyond the paper**: dtrain's multi-scale test also averages the horizontal flip" in text
         assert "which R1 sec. 3.4 does not name" in text and "and flips (R1" not in text
     assert "Beyond the paper" not in render_report(ROWS["r1-table3-resnet50"], _measured(dataset="imagenet"))
+
+
+def test_a_shortened_report_says_what_the_lr_did(tmp_path, monkeypatch):
+    text = _report_only(tmp_path, monkeypatch, "--budget-iters", "8")
+    assert "**SHORTENED RUN**" in text
+    assert "Shortened schedule, 8 iterations: lr x 0.1 at iterations 4, 6 at the recipe's fractions of the run." in text
+    assert "schedule.milestones=[4,6]" in text  # the milestones listed are the ones that take effect
