@@ -22,6 +22,7 @@ from dtrain.analysis.reports import Measured, render_report
 from dtrain.analysis.training_runs import (
     ShortenedSchedule,
     full_iterations,
+    prepared_pixel_stats,
     prepared_summary,
     run_training,
     shorten_recipe,
@@ -100,6 +101,19 @@ def user_protocol_changes(row: PaperRow, opts: ReproduceOptions) -> list[str]:
     return inherited + [o for o in opts.eval_overrides if _key(o) not in unread]
 
 
+def normalization(config: RunConfig) -> str:
+    """What the run subtracted, in words: the per-channel mean, or the mean image with its geometry
+    (pixel_stats.json of the prepared dataset: the images' own size, or the 224 input of ImageNet)."""
+    data = config.data
+    if data.normalize != "per_pixel_mean":
+        return f"the per-channel mean {list(data.mean)}, / std {list(data.std)}"
+    stats = prepared_pixel_stats(data.root)
+    if not stats:
+        return "the per-pixel mean image of the training set"
+    return (f"the per-pixel mean image of the training set, {stats.get('height')}x{stats.get('width')} "
+            f"({stats.get('geometry', 'native')}), / std per channel")
+
+
 def model_changes(row_config: RunConfig, config: RunConfig, overrides: list[str]) -> list[str]:
     """The overrides that made the run's network differ from the row's (model.name, model.options...):
     its params and error are then not the row's network's."""
@@ -140,7 +154,8 @@ def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: P
                     seconds=seconds if seconds is not None else final.get("seconds"), budget_iters=opts.budget_iters,
                     protocol_results=list(protocol_results or []), protocol_changes=user_protocol_changes(row, opts),
                     model_changes=model_changes(full_config, config, list(opts.overrides)), model=config.model.name,
-                    schedule_note=short.description if short else "")
+                    schedule_note=short.description if short else "", normalize=config.data.normalize,
+                    normalization=normalization(config))
 
 
 def log_report(config: RunConfig, run_dir: Path, run_id: str | None, report: str, row: PaperRow) -> bool:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dtrain_prep import layout
 from dtrain.config import RunConfig, ScheduleConfig, load_config
 from dtrain.errors import DtrainError
 
@@ -27,13 +28,22 @@ class FinishedRun:
     command: list[str]
 
 
-def prepared_summary(root: str) -> dict:
-    """ROOT/summary.json of a prepared dataset ({} when there is none or it cannot be read)."""
-    path = Path(root) / "summary.json"
+def _prepared_json(root: str, name: str) -> dict:
+    path = Path(root) / name
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         return {}
+
+
+def prepared_summary(root: str) -> dict:
+    """ROOT/summary.json of a prepared dataset ({} when there is none or it cannot be read)."""
+    return _prepared_json(root, layout.SUMMARY)
+
+
+def prepared_pixel_stats(root: str) -> dict:
+    """ROOT/pixel_stats.json (the mean image's size and geometry), or {}."""
+    return _prepared_json(root, layout.PIXEL_STATS)
 
 
 def full_iterations(config: RunConfig) -> int | None:

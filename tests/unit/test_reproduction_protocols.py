@@ -327,3 +327,23 @@ def test_a_shortened_report_says_what_the_lr_did(tmp_path, monkeypatch):
     assert "**SHORTENED RUN**" in text
     assert "Shortened schedule, 8 iterations: lr x 0.1 at iterations 4, 6 at the recipe's fractions of the run." in text
     assert "schedule.milestones=[4,6]" in text  # the milestones listed are the ones that take effect
+
+
+def test_the_report_says_which_normalisation_the_run_used(tmp_path, monkeypatch):
+    # R1 sec. 3.4 / 4.2: "the per-pixel mean subtracted"; R1's CIFAR recipes do so
+    text = _report_only(tmp_path, monkeypatch)
+    assert "- normalisation: `data.normalize=per_pixel_mean`: the per-pixel mean image" in text
+    assert "Normalisation differs" not in text
+    channel = _report_only(tmp_path, monkeypatch, "data.normalize=channel")
+    assert "**Normalisation differs**: this run subtracted the per-channel mean [0.4914, 0.4822, 0.4465]" in channel
+    assert "data.normalize=per_pixel_mean" in channel
+    # ImageNet rows: the recipes subtract per-channel means by default, the mean image on request
+    from dtrain.analysis.reproduction import normalization
+
+    (tmp_path / "imagenet").mkdir()
+    (tmp_path / "imagenet" / "pixel_stats.json").write_text(json.dumps(
+        {"height": 224, "width": 224, "geometry": "centre 224 of shorter side 256"}))
+    config = load_config("resnet50", [f"data.root={tmp_path / 'imagenet'}", "data.normalize=per_pixel_mean"])
+    assert normalization(config) == ("the per-pixel mean image of the training set, 224x224 "
+                                     "(centre 224 of shorter side 256), / std per channel")
+    assert load_config("resnet50").data.normalize == "channel"
