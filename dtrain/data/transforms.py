@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -35,7 +36,12 @@ LIGHTING_EIGVEC = torch.tensor([
 
 RESAMPLE = Image.BILINEAR  # PIL's bilinear filter antialiases when it shrinks, like torchvision's
 
-GeometricAugment = Callable[[Image.Image, np.random.Generator], Image.Image]
+class GeometricAugment(Protocol):
+    """image, generator -> augmented image; `placed` also gives the pad-and-crop window (or None)."""
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image: ...
+
+    def placed(self, image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, torch.Tensor | None]: ...
 
 
 # ------------------------------------------------------------------------------------------
