@@ -92,10 +92,12 @@ class ScheduleConfig:
     gamma: float = knob(0.1, "lr factor at each milestone or plateau")
     epochs: int | None = knob(90, "length of the run in epochs (null: use max_iters)")
     max_iters: int | None = knob(None, "stops the run when reached (takes precedence over epochs)")
-    # R1's ResNet-110 warms up at lr 0.01 until training error is below 80% (400 iterations).
+    # R1's ResNet-110 warms up at lr 0.01 until training error is below 80% (about 400 iterations).
     warmup: str = knob("none", "{choices} (constant: warmup_lr until warmup_iters; linear: warmup_lr -> lr)")
-    warmup_iters: int = knob(0, "iterations of warm-up")
+    warmup_iters: int = knob(0, "iterations of warm-up (with warmup_until_err: the most)")
     warmup_lr: float = knob(0.01, "lr during (or at the start of) warm-up")
+    warmup_until_err: float | None = knob(None, "constant warm-up: end it once the running training top-1 error "
+                                                "(%, last 50 steps, checked at sync points) is below this (R1: 80)")
     plateau_patience: int = knob(3, "evaluations without improvement of validation error")
     plateau_threshold: float = knob(1e-3, "relative improvement that counts as one (plateau)")
     min_lr: float = knob(0.0, "the lr never goes below this")

@@ -185,6 +185,9 @@ def check_schedule(config: RunConfig) -> None:
     _non_negative(config, ["schedule.warmup_iters", "schedule.min_lr", "schedule.warmup_lr"])
     _check(s.warmup == "none" or s.warmup_iters > 0,
            f"schedule.warmup={s.warmup} needs schedule.warmup_iters > 0")
+    _check(s.warmup_until_err is None or (s.warmup == "constant" and 0 < s.warmup_until_err <= 100),
+           f"schedule.warmup_until_err={s.warmup_until_err} needs schedule.warmup=constant and a training "
+           "error in (0, 100] (%); or set it to null")
 
 
 def check_run(config: RunConfig) -> None:

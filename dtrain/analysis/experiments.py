@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dtrain.analysis.curves import RunCurves, load_curves, resolve_run
-from dtrain.analysis.training_runs import ensure_prepared_digits, run_training, shortened_schedule
+from dtrain.analysis.training_runs import ensure_prepared_digits, run_training, shorten_recipe
 from dtrain.errors import DtrainError
 
 DEPTHS = (20, 32, 44, 56)
@@ -66,15 +66,17 @@ def run_degradation(opts: DegradationOptions, echo=print) -> list[NetResult]:
 
     recipe_of, default_root = DATASETS[opts.dataset]
     base = _prepare_data(opts, default_root, echo) if opts.train else []
-    if opts.budget_iters:
-        base += shortened_schedule(opts.budget_iters)
     results = []
     for name, kind, depth in net_names(opts.depths):
         run_dir = opts.out / "runs" / name
         if opts.train:
             echo(f"training {name} ({opts.dataset}) -> {run_dir}")
-            overrides = [*base, f"model.name={name}", f"tracking.run_name={name}", *opts.overrides]
-            run_training(recipe_of(name), run_dir, overrides, overwrite=opts.overwrite, echo=echo)
+            net = [*base, f"model.name={name}", f"tracking.run_name={name}"]
+            # the recipe's schedule compressed in its own proportions (user overrides still win)
+            short = shorten_recipe(recipe_of(name), [*net, *opts.overrides], opts.budget_iters).overrides \
+                if opts.budget_iters else []
+            run_training(recipe_of(name), run_dir, [*net, *short, *opts.overrides], overwrite=opts.overwrite,
+                         echo=echo)
         curves = load_curves(resolve_run(str(run_dir)), label=name)
         params = models.parameter_count(models.build(name, num_classes=10))
         results.append(NetResult(name, kind, depth, params, curves.last_step(), curves.final_train_error(),
@@ -132,7 +134,8 @@ def direction_verdict(results: list[NetResult]) -> dict[str, str]:
 
 def markdown_table(results: list[NetResult], opts: DegradationOptions) -> str:
     iterations = sorted({r.iterations for r in results})
-    budget = f"{opts.budget_iters} iterations (shortened: lr / 10 at 50% and 75%)" if opts.budget_iters \
+    budget = f"{opts.budget_iters} iterations (shortened: the recipe's lr drops at the same fractions of the run)" \
+        if opts.budget_iters \
         else f"{', '.join(map(str, iterations))} iterations"
     lines = [f"# Degradation experiment (R1 Fig. 6) on {opts.dataset}", "",
              f"Schedule: {budget}. Final training error = mean of the last 3 logged training-error "

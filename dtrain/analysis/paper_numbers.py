@@ -63,12 +63,11 @@ def _r1_table6() -> list[PaperRow]:
 
 def _r1_imagenet() -> list[PaperRow]:
     # R1 Table 2 compares plain and residual nets with option A (no extra parameters).
-    table2 = [("plain18", "plain18", 18, 27.94), ("resnet18", "resnet18", 18, 27.88),
+    table2 = [("plain18", "plain18", 18, 27.94), ("resnet18", "resnet18_optionA", 18, 27.88),
               ("plain34", "plain34", 34, 28.54), ("resnet34", "resnet34_optionA", 34, 25.03)]
     rows = [PaperRow(f"r1-table2-{model}", "R1 Table 2", "ImageNet", recipe, model, top1,
                      multiply_adds=R1_IMAGENET_FLOPS[depth],
-                     note="option A shortcuts (zero padding)" if model.startswith("resnet") else "",
-                     overrides=("model.options.shortcut=A",) if recipe == "resnet18" else ())
+                     note="option A shortcuts (zero padding)" if model.startswith("resnet") else "")
             for model, recipe, depth, top1 in table2]
     table3 = [("plain34", "plain34", "plain34", 34, 28.54, 10.02, ""),
               ("resnet34a", "resnet34_optionA", "resnet34", 34, 25.03, 7.76, "option A shortcuts"),

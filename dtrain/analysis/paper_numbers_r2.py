@@ -103,9 +103,13 @@ def _table4() -> list[PaperRow]:
 
 
 def _table5() -> list[PaperRow]:
+    """R2 Table 5: "All ResNets are trained using the same hyper-parameters and implementations"
+    (caption), R2's ImageNet recipe (appendix: lr 0.1 / 10 at epochs 30 and 60) for every row, so
+    the rows differ in the unit only (and the last row in its augmentation); the original-unit
+    ResNet-152 is `resnet152_r2`, not R1's plateau recipe `resnet152`."""
     rows = [
-        ("resnet152-224", "resnet152", "resnet152", 23.0, 6.7, "original unit, R1 recipe, 224 test crop"),
-        ("resnet152", "resnet152", "resnet152", 21.3, 5.5, "original unit, R1 recipe"),
+        ("resnet152-224", "resnet152_r2", "resnet152", 23.0, 6.7, "original unit [1], 224 test crop"),
+        ("resnet152", "resnet152_r2", "resnet152", 21.3, 5.5, "original unit [1]"),
         ("resnet152-preact", "resnet152_preact", "resnet152_preact", 21.1, 5.5, ""),
         ("resnet200", "resnet200", "resnet200", 21.8, 6.0, "original unit: overfits (R2 sec. 5)"),
         ("resnet200-preact", "resnet200_preact", "resnet200_preact", 20.7, 5.3, ""),

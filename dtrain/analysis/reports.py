@@ -28,6 +28,11 @@ class Measured:
     budget_iters: int | None = None
     protocol_results: list = field(default_factory=list)  # protocol_eval.ProtocolResult: final, best / ensemble
     protocol_changes: list[str] = field(default_factory=list)  # the user's overrides of the paper's protocol
+    model_changes: list[str] = field(default_factory=list)  # the user's overrides that changed the network
+    model: str = ""  # model.name the run trained
+    schedule_note: str = ""  # what a --budget-iters run's lr did (training_runs.ShortenedSchedule)
+    normalize: str = ""  # data.normalize of the run
+    normalization: str = ""  # what it subtracted, in words (the mean image's size and geometry)
 
     def tested(self, which: str = "final"):
         return next((r for r in self.protocol_results if r.which == which), None)
@@ -50,6 +55,8 @@ class Measured:
 
 
 _DATASET_ALIASES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
+# R1 sec. 3.4 (ImageNet) and 4.2 (CIFAR) subtract "the per-pixel mean"; R2 trains "as [1]".
+PAPER_NORMALIZE = "per_pixel_mean"
 
 
 def dataset_matches(row: PaperRow, measured: Measured) -> bool:
@@ -85,13 +92,24 @@ def _caveats(row: PaperRow, m: Measured) -> list[str]:
         how = f" (--budget-iters {m.budget_iters})" if m.budget_iters else ""
         caveats.append(f"**SHORTENED RUN**: {m.iterations} iterations{share}{how}; "
                        "the error is not comparable with the paper's, the params and multiply-adds are.")
+        if m.schedule_note:
+            caveats.append(f"Shortened schedule, {m.schedule_note}.")
     if not dataset_matches(row, m):
         caveats.append(f"**Different dataset**: the paper measured on {row.dataset}, this run used "
                        f"{m.dataset or 'an unknown dataset'} ({m.data_root}).")
+    if m.normalize and m.normalize != PAPER_NORMALIZE:
+        caveats.append(f"**Normalisation differs**: this run subtracted {m.normalization or m.normalize}; the papers "
+                       "subtract the per-pixel mean image (R1 sec. 3.4, 4.2): data.normalize=per_pixel_mean.")
+    if m.model_changes:
+        caveats.append(f"**Model changed**: the row's network is {row.model}; this run trained "
+                       f"{m.model or 'another one'} (`{' '.join(m.model_changes)}`), so its error and params "
+                       "are not the row's network's.")
     protocol = row.protocol
     tested = m.compared[2]
     caveats.append(f"Paper's test protocol: **{protocol.name}** ({protocol.description}; {row.source}). "
                    f"Compared here: {tested}.")
+    if protocol.beyond_paper:
+        caveats.append(f"**Beyond the paper**: {protocol.beyond_paper}.")
     if m.protocol_changes:
         caveats.append(f"**Protocol changed**: the {protocol.name} test ran with `{' '.join(m.protocol_changes)}` "
                        "(--eval-set, or --set of its views), so it is not the paper's protocol as is.")
@@ -187,6 +205,7 @@ def render_report(row: PaperRow, m: Measured, repeats: list[Measured] | None = N
               f"- recipe: `{m.recipe}`" + (f" with `{' '.join(m.overrides)}`" if m.overrides else ""),
               *_protocol_run_lines(m),
               f"- data: {m.data_root} ({m.dataset or 'unknown'})",
+              *([f"- normalisation: `data.normalize={m.normalize}`: {m.normalization}"] if m.normalize else []),
               f"- iterations: {m.iterations}" + (f" of {m.full_iterations}" if m.full_iterations else ""),
               f"- run dir: {m.run_dir}" + (f", MLflow run `{m.run_id}`" if m.run_id else "")]
     if m.seconds is not None:

@@ -19,18 +19,26 @@ from pathlib import Path
 from dtrain.analysis.paper_numbers import PaperRow
 from dtrain.analysis.protocol_eval import evaluate_protocol, run_checkpoints
 from dtrain.analysis.reports import Measured, render_report
-from dtrain.analysis.training_runs import run_training, shortened_schedule
-from dtrain.config import RunConfig, check_data_root, load_config
-from dtrain.errors import DtrainError
+from dtrain.analysis.training_runs import (
+    ShortenedSchedule,
+    full_iterations,
+    prepared_pixel_stats,
+    prepared_summary,
+    run_training,
+    shorten_recipe,
+)
 from dtrain.builders import build_model
+from dtrain.config import RunConfig, check_data_root, flatten, load_config, to_dict
+from dtrain.data.eval_views import VIEW_KEYS
+from dtrain.errors import DtrainError
 
 REPORT_NAME = "report.md"
 RESULTS_NAME = "protocol_results.json"
 ARTIFACT_PATH = "reproduction/report.md"
 REPORTED_SPLIT = "val"  # the papers' tables report the validation/test split, never minival
-# Recipe keys that shape the protocol test's views (eval_views): a --set of one reaches the test
-# through the checkpoint's saved config, unless the protocol sets the key itself.
-VIEW_KEYS = ("eval.scales", "data.val_resize", "data.val_crop")
+# Recipe keys that shape some protocol's views (eval_views.VIEW_KEYS): a --set of one reaches the
+# test through the checkpoint's saved config, unless the protocol sets the key itself.
+ALL_VIEW_KEYS = frozenset(key for keys in VIEW_KEYS.values() for key in keys)
 
 
 @dataclass
@@ -45,36 +53,29 @@ class ReproduceOptions:
     eval_overrides: tuple[str, ...] = ()  # applied to the protocol test only (e.g. eval.scales on tiny data)
 
 
-def run_overrides(row: PaperRow, opts: ReproduceOptions, recipe_overrides: tuple[str, ...] | None = None) -> list[str]:
+def _base_overrides(row: PaperRow, opts: ReproduceOptions, recipe_overrides: tuple[str, ...] | None) -> list[str]:
     overrides = list(row.overrides if recipe_overrides is None else recipe_overrides)
-    if opts.data_root:
-        overrides.append(f"data.root={opts.data_root}")
-    if opts.budget_iters:
-        overrides += shortened_schedule(opts.budget_iters)
-    return overrides + list(opts.overrides)
+    return overrides + ([f"data.root={opts.data_root}"] if opts.data_root else [])
+
+
+def shortened(row: PaperRow, opts: ReproduceOptions, recipe: str | None = None,
+              recipe_overrides: tuple[str, ...] | None = None) -> ShortenedSchedule | None:
+    """--budget-iters: the recipe's schedule (with the user's overrides) compressed, keeping its shape."""
+    if not opts.budget_iters:
+        return None
+    base = _base_overrides(row, opts, recipe_overrides)
+    return shorten_recipe(recipe or row.recipe, base + list(opts.overrides), opts.budget_iters)
+
+
+def run_overrides(row: PaperRow, opts: ReproduceOptions, recipe_overrides: tuple[str, ...] | None = None,
+                  recipe: str | None = None) -> list[str]:
+    """The row's overrides, the data root, a --budget-iters schedule, then the user's (which win)."""
+    short = shortened(row, opts, recipe, recipe_overrides)
+    return _base_overrides(row, opts, recipe_overrides) + (short.overrides if short else []) + list(opts.overrides)
 
 
 def default_run_dir(row: PaperRow) -> Path:
     return Path("runs") / "reproduce" / row.key
-
-
-def full_iterations(config: RunConfig) -> int | None:
-    """Iterations of the unshortened recipe: max_iters, or epochs x batches per epoch."""
-    if config.schedule.max_iters:
-        return config.schedule.max_iters
-    summary = _summary(config.data.root)
-    train = summary.get("splits", {}).get(config.data.train_split, {}).get("accepted")
-    if config.schedule.epochs and train:
-        return config.schedule.epochs * (train // config.optim.batch_size)
-    return None
-
-
-def _summary(root: str) -> dict:
-    path = Path(root) / "summary.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def protocol_overrides(config: RunConfig, opts: ReproduceOptions) -> list[str]:
@@ -90,11 +91,39 @@ def _key(override: str) -> str:
 
 
 def user_protocol_changes(row: PaperRow, opts: ReproduceOptions) -> list[str]:
-    """The user's changes to the paper's test protocol: every --eval-set, and every --set of a
-    VIEW_KEYS key the protocol does not fix itself. The report names them."""
-    fixed = {_key(o) for o in row.protocol.overrides} | {"eval.mode"}
-    inherited = [o for o in opts.overrides if _key(o) in VIEW_KEYS and _key(o) not in fixed]
-    return inherited + list(opts.eval_overrides)
+    """The user's changes to the paper's test protocol, which the report names: a --set of a key
+    the protocol's views read (eval_views.VIEW_KEYS) and the protocol does not fix itself, and
+    every --eval-set but one of a view key these views do not read (data.val_crop changes nothing
+    in a multi-scale or single-320 test)."""
+    read = set(VIEW_KEYS[row.protocol.eval_mode]) - {_key(o) for o in row.protocol.overrides}
+    inherited = [o for o in opts.overrides if _key(o) in read]
+    unread = ALL_VIEW_KEYS - set(VIEW_KEYS[row.protocol.eval_mode])
+    return inherited + [o for o in opts.eval_overrides if _key(o) not in unread]
+
+
+def normalization(config: RunConfig) -> str:
+    """What the run subtracted, in words: the per-channel mean, or the mean image with its geometry
+    (pixel_stats.json of the prepared dataset: the images' own size, or the 224 input of ImageNet)."""
+    data = config.data
+    if data.normalize != "per_pixel_mean":
+        return f"the per-channel mean {list(data.mean)}, / std {list(data.std)}"
+    stats = prepared_pixel_stats(data.root)
+    if not stats:
+        return "the per-pixel mean image of the training set"
+    return (f"the per-pixel mean image of the training set, {stats.get('height')}x{stats.get('width')} "
+            f"({stats.get('geometry', 'native')}), / std per channel")
+
+
+def model_changes(row_config: RunConfig, config: RunConfig, overrides: list[str]) -> list[str]:
+    """The overrides that made the run's network differ from the row's (model.name, model.options...):
+    its params and error are then not the row's network's."""
+    row_model, run_model = flatten(to_dict(row_config.model)), flatten(to_dict(config.model))
+    changed = {key for key in row_model.keys() | run_model.keys() if row_model.get(key) != run_model.get(key)}
+    def names(override: str, key: str) -> bool:
+        return f"model.{key}" == _key(override) or f"model.{key}".startswith(_key(override) + ".")
+
+    named = [o for o in overrides if any(names(o, key) for key in changed)]
+    return named or [f"model.{key}={run_model.get(key)}" for key in sorted(changed)]
 
 
 def protocol_test(row: PaperRow, config: RunConfig, run_dir: Path, opts: ReproduceOptions, echo=print) -> list:
@@ -108,7 +137,8 @@ def protocol_test(row: PaperRow, config: RunConfig, run_dir: Path, opts: Reprodu
 
 
 def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: Path, opts: ReproduceOptions,
-            overrides: list[str], seconds: float | None, protocol_results: list | None = None) -> Measured:
+            overrides: list[str], seconds: float | None, protocol_results: list | None = None,
+            short: ShortenedSchedule | None = None) -> Measured:
     from dtrain import models
 
     final_path = run_dir / "final_metrics.json"
@@ -118,11 +148,14 @@ def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: P
     params, madds = models.complexity(build_model(config.model), config.data.val_crop)
     return Measured(top1_err=final.get("top1_err"), top5_err=final.get("top5_err"), params=params,
                     multiply_adds=madds, input_size=config.data.val_crop, iterations=int(final.get("step", 0)),
-                    full_iterations=full_iterations(full_config), dataset=_summary(config.data.root).get("dataset", ""),
+                    full_iterations=full_iterations(full_config), dataset=prepared_summary(config.data.root).get("dataset", ""),
                     data_root=config.data.root, eval_mode=config.eval.mode, recipe=row.recipe, overrides=overrides,
                     run_id=final.get("run_id"), run_dir=str(run_dir),
                     seconds=seconds if seconds is not None else final.get("seconds"), budget_iters=opts.budget_iters,
-                    protocol_results=list(protocol_results or []), protocol_changes=user_protocol_changes(row, opts))
+                    protocol_results=list(protocol_results or []), protocol_changes=user_protocol_changes(row, opts),
+                    model_changes=model_changes(full_config, config, list(opts.overrides)), model=config.model.name,
+                    schedule_note=short.description if short else "", normalize=config.data.normalize,
+                    normalization=normalization(config))
 
 
 def log_report(config: RunConfig, run_dir: Path, run_id: str | None, report: str, row: PaperRow) -> bool:
@@ -145,7 +178,7 @@ def log_report(config: RunConfig, run_dir: Path, run_id: str | None, report: str
 
 def _one_run(row: PaperRow, recipe: str, recipe_overrides: tuple[str, ...], run_dir: Path, opts: ReproduceOptions,
              echo, extra: tuple[str, ...] = (), test: bool = True) -> tuple[RunConfig, Measured]:
-    overrides = run_overrides(row, opts, recipe_overrides) + list(extra)
+    overrides = run_overrides(row, opts, recipe_overrides, recipe) + list(extra)
     config = load_config(recipe, [*overrides, f"run_dir={run_dir}"])
     full_config = load_config(recipe, [*recipe_overrides, *([f"data.root={opts.data_root}"] if opts.data_root else [])])
     seconds = None
@@ -155,7 +188,8 @@ def _one_run(row: PaperRow, recipe: str, recipe_overrides: tuple[str, ...], run_
         seconds = run_training(recipe, run_dir, overrides, overwrite=opts.overwrite, echo=echo,
                                keep_tracking_env=True).seconds
     results = protocol_test(row, config, run_dir, opts, echo) if test else []
-    return config, measure(row, config, full_config, run_dir, opts, overrides, seconds, results)
+    return config, measure(row, config, full_config, run_dir, opts, overrides, seconds, results,
+                           shortened(row, opts, recipe, recipe_overrides))
 
 
 def _seed_runs(row: PaperRow, run_dir: Path, opts: ReproduceOptions, echo) -> tuple[RunConfig, Measured, list]:

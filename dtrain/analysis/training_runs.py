@@ -5,6 +5,7 @@ MLflow store), and a crash in one run cannot leave state behind in the next.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dtrain_prep import layout
+from dtrain.config import RunConfig, ScheduleConfig, load_config
 from dtrain.errors import DtrainError
 
 LOG_NAME = "train.log"
@@ -25,14 +28,88 @@ class FinishedRun:
     command: list[str]
 
 
-def shortened_schedule(budget_iters: int) -> list[str]:
-    """The CIFAR recipe compressed to `budget_iters`: lr / 10 at 50% and 75% of the run, as R1's
-    32k and 48k of 64k iterations, so a short run still sees both lr drops. The budget is in
+def _prepared_json(root: str, name: str) -> dict:
+    path = Path(root) / name
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def prepared_summary(root: str) -> dict:
+    """ROOT/summary.json of a prepared dataset ({} when there is none or it cannot be read)."""
+    return _prepared_json(root, layout.SUMMARY)
+
+
+def prepared_pixel_stats(root: str) -> dict:
+    """ROOT/pixel_stats.json (the mean image's size and geometry), or {}."""
+    return _prepared_json(root, layout.PIXEL_STATS)
+
+
+def full_iterations(config: RunConfig) -> int | None:
+    """Iterations of the unshortened recipe: max_iters, or epochs x batches per epoch."""
+    if config.schedule.max_iters:
+        return config.schedule.max_iters
+    summary = prepared_summary(config.data.root)
+    train = summary.get("splits", {}).get(config.data.train_split, {}).get("accepted")
+    if config.schedule.epochs and train:
+        return config.schedule.epochs * (train // config.optim.batch_size)
+    return None
+
+
+@dataclass(frozen=True)
+class ShortenedSchedule:
+    overrides: list[str]
+    description: str  # what the short run's lr does, for the report
+
+
+# Where a short run drops the lr when the recipe gives no fixed drops to scale (R1 ImageNet's
+# plateau rule cannot act within a few hundred iterations): R1 CIFAR's 32k and 48k of 64k.
+STAND_IN_DROPS = (0.5, 0.75)
+
+
+def _drop_fractions(schedule: ScheduleConfig) -> tuple[float, ...] | None:
+    """The recipe's lr drops as fractions of its length, or None when it has no fixed drops."""
+    if schedule.kind == "step_iters" and schedule.max_iters:
+        return tuple(m / schedule.max_iters for m in schedule.milestones)
+    if schedule.kind == "step_epochs" and schedule.epochs:
+        return tuple(m / schedule.epochs for m in schedule.milestones)
+    return None
+
+
+def shortened_schedule(schedule: ScheduleConfig, budget_iters: int, full_iters: int | None) -> ShortenedSchedule:
+    """The recipe's schedule compressed to `budget_iters`, keeping its shape: the warm-up and the lr
+    drops at the same fractions of the run (R1 CIFAR: warm-up 400 of 64k, drops at 32k and 48k
+    -> 50% and 75%; R2 ImageNet: epochs 30 and 60 of 90). A warm-up keeps at least 1 iteration and
+    its criterion (schedule.warmup_until_err), so it never swallows the drops. The budget is in
     iterations at the run's own batch (no epoch-keeping rescaling)."""
     if budget_iters < 4:
         raise DtrainError(f"--budget-iters={budget_iters} is too small; give at least 4 iterations")
-    return ["schedule.kind=step_iters", f"schedule.milestones=[{budget_iters // 2},{budget_iters * 3 // 4}]",
-            "schedule.epochs=null", f"schedule.max_iters={budget_iters}", "schedule.iters_at_batch=null"]
+    overrides = [f"schedule.max_iters={budget_iters}", "schedule.epochs=null", "schedule.iters_at_batch=null"]
+    parts = []
+    if schedule.warmup != "none":
+        warmup = max(1, round(schedule.warmup_iters * budget_iters / full_iters)) if full_iters else 1
+        overrides.append(f"schedule.warmup_iters={warmup}")
+        until = f" or until the running training error is below {schedule.warmup_until_err:g}%" \
+            if schedule.warmup_until_err is not None else ""
+        parts.append(f"{schedule.warmup} warm-up at lr {schedule.warmup_lr:g} for {warmup} iteration(s){until} "
+                     f"(recipe: {schedule.warmup_iters} of {full_iters or 'an unknown number of'})")
+    fractions = _drop_fractions(schedule)
+    if schedule.kind in ("step_iters", "step_epochs", "plateau"):
+        drops = [max(1, round(f * budget_iters)) for f in (fractions or STAND_IN_DROPS)]
+        overrides = ["schedule.kind=step_iters", f"schedule.milestones=[{','.join(map(str, drops))}]", *overrides]
+        whence = "at the recipe's fractions of the run" if fractions else \
+            f"at 50% and 75% of the run (R1 CIFAR's proportions; the recipe's {schedule.kind} rule has no fixed drops)"
+        parts.append(f"lr x {schedule.gamma:g} at iterations {', '.join(map(str, drops))} {whence}")
+    else:
+        parts.append(f"the recipe's {schedule.kind} schedule over the {budget_iters} iterations")
+    return ShortenedSchedule(overrides, f"{budget_iters} iterations: " + "; ".join(parts))
+
+
+def shorten_recipe(recipe: str, overrides: list[str], budget_iters: int) -> ShortenedSchedule:
+    """shortened_schedule of the recipe as `overrides` leave it."""
+    config = load_config(recipe, overrides)
+    return shortened_schedule(config.schedule, budget_iters, full_iterations(config))
 
 
 def train_command(recipe: str, run_dir: Path, overrides: list[str]) -> list[str]:

@@ -29,7 +29,8 @@ def _depths(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--dataset-root", type=click.Path(path_type=Path), default=None,
               help="Prepared dataset (digits default: runs/data/digits, prepared if missing).")
 @click.option("--budget-iters", type=click.IntRange(min=4), default=None,
-              help="Shorten every run to this many iterations (lr / 10 at 50% and 75%, like 32k/48k of 64k).")
+              help="Shorten every run to this many iterations (the recipe's lr drops at the same fractions of the "
+                   "run, e.g. 32k/48k of 64k -> 50% and 75%).")
 @click.option("--depths", default="20,32,44,56", show_default=True, callback=_depths,
               help="Depths to train, each as plain and ResNet.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/degradation"), show_default=True)

@@ -60,7 +60,10 @@ def _schedule_summary(config) -> str:
         text = f"/10 on plateau, up to {end}"
     else:
         text = schedule.kind
-    if schedule.warmup != "none":
+    if schedule.warmup_until_err is not None:
+        text += (f", warm-up {schedule.warmup_lr} until training error < {schedule.warmup_until_err:g}% "
+                 f"(at most {schedule.warmup_iters} iters)")
+    elif schedule.warmup != "none":
         text += f", {schedule.warmup} warm-up {schedule.warmup_lr} for {schedule.warmup_iters} iters"
     return text
 

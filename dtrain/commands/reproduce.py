@@ -27,7 +27,8 @@ def list_table(rows) -> str:
 @click.option("--list", "list_rows", is_flag=True, help="List the table rows that can be reproduced.")
 @click.option("--data-root", default=None, help="Prepared dataset (default: the recipe's data.root).")
 @click.option("--budget-iters", type=click.IntRange(min=4), default=None,
-              help="Shorten the run to this many iterations (the report marks it SHORTENED).")
+              help="Shorten the run to this many iterations, the recipe's warm-up and lr drops at the same "
+                   "fractions of the run (the report marks it SHORTENED and says what the lr did).")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None,
               help="Where the run goes (default: runs/reproduce/ROW).")
 @click.option("--report-only", is_flag=True, help="Do not train: write the report of the finished run in --run-dir.")

@@ -142,12 +142,8 @@ def _train_images(jpegs, data: DataConfig, device: torch.device, *, dtype, chann
         crop = dict(crop=(size, size), crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
                     crop_pos_y=fn.random.uniform(range=[0.0, 1.0]))
     elif augment == "pad_crop":
-        # The CIFAR pad-and-crop: a window anchored in [-pad, pad] around the image, zero outside.
-        images = fn.decoders.image(jpegs, **decode)
-        anchor = fn.random.uniform(values=[float(v) for v in range(-data.pad, data.pad + 1)], shape=[2])
-        images = fn.slice(images, anchor, types.Constant(np.array([size, size], dtype=np.float32)),
-                          axis_names="WH", normalized_anchor=False, normalized_shape=False,
-                          out_of_bounds_policy="pad", fill_values=0)
+        return _pad_crop_after_normalize(fn.decoders.image(jpegs, **decode), data, dtype=dtype,
+                                         channels_last=channels_last)
     elif augment == "none":
         images = fn.resize(fn.decoders.image(jpegs, **decode), resize_shorter=float(data.val_resize), antialias=True)
         crop = dict(crop=(size, size))
@@ -157,6 +153,21 @@ def _train_images(jpegs, data: DataConfig, device: torch.device, *, dtype, chann
     mirror = fn.random.coin_flip() if data.flip else 0
     return _crop_mirror_normalize(images, data, _normalize_mean(data), mirror=mirror, dtype=dtype,
                                   channels_last=channels_last, **crop)
+
+
+def _pad_crop_after_normalize(images, data: DataConfig, *, dtype, channels_last: bool):
+    """The CIFAR pad-and-crop in the papers' order (dtrain.data.padding): normalise (and flip) the
+    whole image, then a crop_size window anchored in [-pad, pad] around it, zero outside, so the
+    padding is 0 in the network's input. (Flipping before the crop instead of after it gives the same
+    distribution: the anchors are symmetric.)"""
+    mirror = fn.random.coin_flip() if data.flip else 0
+    images = _crop_mirror_normalize(images, data, _normalize_mean(data), mirror=mirror, dtype=dtype,
+                                    channels_last=channels_last)
+    size = float(data.crop_size)
+    anchor = fn.random.uniform(values=[float(v) for v in range(-data.pad, data.pad + 1)], shape=[2])
+    return fn.slice(images, anchor, types.Constant(np.array([size, size], dtype=np.float32)),
+                    axis_names="WH", normalized_anchor=False, normalized_shape=False,
+                    out_of_bounds_policy="pad", fill_values=0)
 
 
 def _as_nchw(images: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -31,7 +31,9 @@ def with_torch_fallback(name: str, modes: tuple[str, ...], native: Callable[...,
 
 
 def refuse_per_pixel_mean(data: DataConfig, name: str) -> None:
-    """Loaders that normalise inside a fused per-channel kernel cannot subtract a mean image."""
+    """Loaders that normalise inside a fused per-channel kernel cannot subtract a mean image (nor
+    pad after subtracting it, as R1's CIFAR pipeline does)."""
     if data.normalize == "per_pixel_mean":
-        raise ConfigError(f"data.loader={name} normalises per channel only; set data.normalize=channel "
-                          "(or use data.loader=torch, gpu or ffcv for R1's per-pixel mean)")
+        raise ConfigError(f"data.loader={name} normalises per channel only; use data.loader=torch, gpu or ffcv "
+                          "for R1's per-pixel mean (subtracted before the CIFAR padding), or set "
+                          "data.normalize=channel")

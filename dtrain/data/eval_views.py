@@ -78,6 +78,17 @@ EVAL_VIEWS: dict[str, Callable[[DataConfig, Sequence[int]], Callable[[Image.Imag
     "single-320": lambda d, scales: CenterView(R2_SINGLE_CROP, R2_SINGLE_CROP),
 }
 
+# The config keys each eval.mode's views read (besides the image): a change of any other key
+# leaves that mode's views as they are (single-320 fixes its geometry, multi-scale reads only the
+# scales), which `dtrain reproduce` uses to name only real changes to a paper's test protocol.
+VIEW_KEYS: dict[str, tuple[str, ...]] = {
+    "center": ("data.val_resize", "data.val_crop"),
+    "ten-crop": ("data.val_resize", "data.val_crop"),
+    "multi-scale": ("eval.scales",),
+    "single-320": (),
+}
+assert set(VIEW_KEYS) == set(EVAL_VIEWS), "every eval.mode names the keys its views read"
+
 
 class EvalTransform:
     """PIL image -> list of uint8 HWC views; `normalize` turns a stacked batch of one view into

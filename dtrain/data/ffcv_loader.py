@@ -17,8 +17,10 @@ exactly once per epoch, not a global reshuffle.
 
 Augmentations: R1's scale_jitter (ScaleJitterRGBImageDecoder below: shorter side random in
 data.scale_range, then a crop_size crop, as one crop-and-resize of the decoded image),
-random_resized_crop (RandomResizedCropRGBImageDecoder), pad_crop (SimpleRGBImageDecoder +
-RandomTranslate, FFCV's CIFAR recipe) and none (CenterCrop decoder). Evaluation: center and
+random_resized_crop (RandomResizedCropRGBImageDecoder), pad_crop and none (CenterCrop decoder).
+pad_crop decodes the whole image (SimpleRGBImageDecoder) and pads, crops and flips on the device
+after the normalisation (not FFCV's RandomTranslate, which pads the raw pixels): the padding is 0
+in the network's input, as the papers' era code made it (dtrain.data.padding). Evaluation: center and
 single-320 (CenterCrop decoder); ten-crop and multi-scale fall back to the torch loader over the
 same prepared dataset (its webdataset shards), with a one-line notice.
 """
@@ -38,6 +40,7 @@ from dtrain.errors import ConfigError
 from .eval_fallback import with_torch_fallback
 from .eval_views import R2_SINGLE_CROP
 from .loaders import EvalBatch
+from .padding import crop_windows, draw_windows
 from .sampling import FFCV_ORDERS as ORDERS
 from .sampling import EpochCursor, epoch_permutation, eval_assignment, mix_seed
 from .sources import read_manifest
@@ -51,7 +54,7 @@ from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, RandomResizedCropR
                                    ResizedCropRGBImageDecoder, SimpleRGBImageDecoder)
 from ffcv.loader import Loader, OrderOption
 from ffcv.traversal_order.base import TraversalOrder
-from ffcv.transforms import RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice, ToTensor, ToTorchImage
+from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
 
 BATCHES_AHEAD = 3  # batches FFCV prepares ahead of the training step
 
@@ -123,8 +126,8 @@ def _train_decoder(data: DataConfig, widths: np.ndarray, heights: np.ndarray) ->
     elif augment == "pad_crop":
         if not (np.all(widths == size) and np.all(heights == size)):
             raise ConfigError(f"data.train_augment=pad_crop with data.loader=ffcv needs every image to be "
-                              f"{size}x{size} (crop_size); use data.loader=torch or dali for other sizes")
-        ops = [SimpleRGBImageDecoder(), RandomTranslate(padding=data.pad)]
+                              f"{size}x{size} (crop_size); use data.loader=torch, gpu or dali for other sizes")
+        return [SimpleRGBImageDecoder()]  # pad, crop and flip: _DeviceNormalize, after the normalisation
     elif augment == "none":
         return [CenterCropRGBImageDecoder((size, size), ratio=size / data.val_resize)]
     else:
@@ -142,15 +145,23 @@ class _DeviceNormalize:
 
     def __init__(self, data: DataConfig, seed: int, rank: int):
         self.normalize = build_normalize(data)
+        self.data = data
         self.lighting_std, self.seed, self.rank = float(data.lighting_std), seed, rank
 
     def __call__(self, images: torch.Tensor, epoch: int, batch: int) -> torch.Tensor:
-        offsets = None
+        offsets = windows = None
         if self.lighting_std > 0:  # per-sample offsets, a function of (seed, epoch, batch, rank)
             generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch, batch, self.rank, 0xFFC7))
             alpha = torch.randn(images.shape[0], 3, generator=generator) * self.lighting_std
             offsets = (alpha * LIGHTING_EIGVAL) @ LIGHTING_EIGVEC.T
-        return self.normalize(images.permute(0, 2, 3, 1), offsets)
+        pixels = images.permute(0, 2, 3, 1)
+        if self.data.train_augment == "pad_crop":  # windows drawn on the CPU: no wait for the device
+            d = self.data
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch, batch, self.rank, 0xFFC8))
+            windows = draw_windows(generator, pixels.shape[0], pixels.shape[2], pixels.shape[1], max(d.pad, 0),
+                                   d.crop_size, d.flip)
+            pixels = crop_windows(pixels, windows, d.crop_size)
+        return self.normalize(pixels, offsets, windows)
 
 
 class FfcvTrainLoader(EpochCursor):

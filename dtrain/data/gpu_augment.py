@@ -21,6 +21,7 @@ from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
 from .eval_views import R2_SINGLE_CROP
+from .padding import pad_crop_window, zero_padding
 from .stats import per_pixel_mean
 from .transforms import TRAIN_AUGMENTS, ScaledMeanImage, lighting_shift, random_resized_crop_box
 
@@ -105,6 +106,13 @@ class TrainPlanner:
         offset = lighting_shift(self.lighting_std, rng) if self.lighting_std > 0 else torch.zeros(3)
         return plan, offset
 
+    def window(self, plan: torch.Tensor) -> torch.Tensor | None:
+        """The pad-and-crop window of a plan (as transforms.PadCrop gives it), None for the rest."""
+        if self.data.train_augment != "pad_crop":
+            return None
+        p = [int(v) for v in plan]
+        return pad_crop_window(p[CROP_L], p[CROP_T], p[PAD], p[RES_W], p[RES_H], bool(p[FLIP]))
+
 
 def eval_plans(mode: str, data: DataConfig, scales: Sequence[int], width: int, height: int) -> list[list[int]]:
     """One plan per test-time view, in eval_views' order (see dtrain.data.eval_views)."""
@@ -148,17 +156,20 @@ class DeviceNormalize:
         self.dtype = dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def __call__(self, pixels: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, pixels: torch.Tensor, offsets: torch.Tensor | None = None,
+                 windows: torch.Tensor | None = None) -> torch.Tensor:
+        """With pad-and-crop windows, the padding is 0 after the normalisation (dtrain.data.padding)."""
         batch, channels = pixels.shape[:2]
         device = pixels.device
         scale = (1.0 / (255.0 * self.std)).float().to(device).view(1, channels, 1, 1)
         shift = torch.zeros(batch, channels, dtype=torch.float64) if offsets is None else offsets.double().cpu()
         bias = ((shift - self.mean) / self.std).float().to(device).view(batch, channels, 1, 1)
-        out = self._centre(pixels.mul_(scale).add_(bias))
+        out = self._centre(pixels.mul_(scale).add_(bias), windows)
         return out.to(dtype=self.dtype, memory_format=self.memory_format)
 
-    def _centre(self, out: torch.Tensor) -> torch.Tensor:
-        return out  # the per-channel mean is already in the bias
+    def _centre(self, out: torch.Tensor, windows: torch.Tensor | None) -> torch.Tensor:
+        # the per-channel mean is already in the bias
+        return out if windows is None else zero_padding(out, windows)
 
 
 class DevicePerPixelMeanNormalize(DeviceNormalize):
@@ -171,8 +182,8 @@ class DevicePerPixelMeanNormalize(DeviceNormalize):
         super().__init__([0.0, 0.0, 0.0], std, dtype, channels_last)
         self.mean_image = ScaledMeanImage(mean_image, self.std)
 
-    def _centre(self, out: torch.Tensor) -> torch.Tensor:
-        return out.sub_(self.mean_image(out.shape[2], out.shape[3], out.device))
+    def _centre(self, out: torch.Tensor, windows: torch.Tensor | None) -> torch.Tensor:
+        return self.mean_image.subtract(out, windows)
 
 
 def build_device_normalize(data: DataConfig, dtype: torch.dtype = torch.float32,

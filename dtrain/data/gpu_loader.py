@@ -31,6 +31,7 @@ from .gpu_decode import decode_batch, pick_decoder
 from .gpu_prefetch import one_ahead
 from .gpu_resample import pad_taps, plan_coefficients, resample, source_rows
 from .loaders import EvalBatch, EvalLoader, TrainLoader, _all_same_size, _data_loader
+from .padding import stack_windows
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
 from .sources import ManifestSource, read_manifest
 from .transforms import check_train_geometry
@@ -78,13 +79,13 @@ class _GpuTrainSamples(Dataset):
         width, height = int(self.source.manifest.widths[index]), int(self.source.manifest.heights[index])
         plan, offset = self.planner(width, height, sample_rng(self.seed, epoch, index))
         return _jpeg(self.source, index), plan_coefficients(plan, width, height), bool(plan[FLIP]), offset, \
-            self.source.label(index), index
+            self.planner.window(plan), self.source.label(index), index
 
 
 def _collate_train(items):
-    jpegs, taps, flips, offsets, labels, indices = zip(*items)
+    jpegs, taps, flips, offsets, windows, labels, indices = zip(*items)
     return (*_collate_jpegs(list(jpegs)), _Taps(list(taps)), torch.tensor(flips), torch.stack(offsets),
-            torch.tensor(labels, dtype=torch.int64), torch.tensor(indices, dtype=torch.int64))
+            stack_windows(windows), torch.tensor(labels, dtype=torch.int64), torch.tensor(indices, dtype=torch.int64))
 
 
 class SampleNames:
@@ -121,11 +122,12 @@ class GpuTrainLoader(TrainLoader):
         return one_ahead(self.device, self.loader, self._batch)
 
     def _batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        buffer, lengths, taps, flips, offsets, labels, indices = batch
+        buffer, lengths, taps, flips, offsets, windows, labels, indices = batch
         images = decode_batch(self.decoder, _split_jpegs(buffer, lengths),
                               lambda i: self.names(int(indices[i])), self.device)
         non_blocking = self.device.type == "cuda"
-        return self.normalize(taps.pixels(images, flips), offsets), labels.to(self.device, non_blocking=non_blocking)
+        return self.normalize(taps.pixels(images, flips), offsets, windows), \
+            labels.to(self.device, non_blocking=non_blocking)
 
 
 class _GpuEvalSamples(Dataset):

@@ -22,6 +22,7 @@ from dtrain.distributed.lifetime import die_with_parent, stop_children_at_exit
 from dtrain.errors import DtrainError
 
 from .eval_views import EvalTransform
+from .padding import stack_windows
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
 from .transforms import TrainTransform
 
@@ -46,10 +47,10 @@ class _TrainSamples(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
         epoch, index = key
-        pixels, offset = self.transform.sample(self.source.image(index), sample_rng(self.seed, epoch, index))
-        return pixels, offset, self.source.label(index)
+        pixels, offset, window = self.transform.sample(self.source.image(index), sample_rng(self.seed, epoch, index))
+        return pixels, offset, window, self.source.label(index)
 
 
 class _EvalSamples(Dataset):
@@ -64,11 +65,12 @@ class _EvalSamples(Dataset):
         return self.transform.pixels(self.source.image(index)), self.source.label(index), valid
 
 
-def _collate_train(items: list[tuple[torch.Tensor, torch.Tensor, int]]):
+def _collate_train(items: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]]):
     pixels = torch.stack([item[0] for item in items])
     offsets = torch.stack([item[1] for item in items])
-    labels = torch.tensor([item[2] for item in items], dtype=torch.int64)
-    return pixels, offsets, labels
+    windows = stack_windows(item[2] for item in items)
+    labels = torch.tensor([item[3] for item in items], dtype=torch.int64)
+    return pixels, offsets, windows, labels
 
 
 def _collate_eval(items: list[tuple[list[torch.Tensor], int, bool]]) -> EvalBatch:
@@ -157,8 +159,8 @@ class TrainLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         non_blocking = self.device.type == "cuda"
         with _readable_data_errors("training"):
-            for pixels, offsets, labels in self.loader:
-                images = self.normalize(pixels.to(self.device, non_blocking=non_blocking), offsets)
+            for pixels, offsets, windows, labels in self.loader:
+                images = self.normalize(pixels.to(self.device, non_blocking=non_blocking), offsets, windows)
                 yield images, labels.to(self.device, non_blocking=non_blocking)
 
 

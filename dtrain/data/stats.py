@@ -1,5 +1,7 @@
 """Per-channel statistics of image batches (for tests and for checking data.mean / data.std), and
-the normalisation data.normalize chooses: per channel, or R1's per-pixel mean image."""
+the normalisation data.normalize chooses: per channel, or R1's per-pixel mean image (CIFAR: at the
+images' size; ImageNet's mixed sizes: at the 224 input, centre crops of shorter side 256, see
+data_prep/pixel_stats.py)."""
 
 from __future__ import annotations
 
@@ -51,8 +53,9 @@ def per_pixel_mean(root: str | Path) -> np.ndarray:
 
     path = Path(root) / PER_PIXEL_MEAN
     if not path.is_file():
-        raise ConfigError(f"data.normalize=per_pixel_mean needs {path}, written by `dtrain prepare` for datasets of "
-                          "one image size; re-run prepare (--overwrite) or set data.normalize=channel")
+        raise ConfigError(f"data.normalize=per_pixel_mean needs {path}, written by `dtrain prepare` (images of "
+                          "mixed sizes: at the 224 input, since this release); re-run prepare (--overwrite) or set "
+                          "data.normalize=channel")
     return np.load(path)
 
 

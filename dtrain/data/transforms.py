@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from PIL import Image
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
+from .padding import gather_sources, pad_crop_window, source_positions, zero_padding
 from .stats import build_normalize
 
 # AlexNet's PCA of ImageNet RGB pixels (values in [0, 1]), as used by fb.resnet.torch.
@@ -34,7 +36,12 @@ LIGHTING_EIGVEC = torch.tensor([
 
 RESAMPLE = Image.BILINEAR  # PIL's bilinear filter antialiases when it shrinks, like torchvision's
 
-GeometricAugment = Callable[[Image.Image, np.random.Generator], Image.Image]
+class GeometricAugment(Protocol):
+    """image, generator -> augmented image; `placed` also gives the pad-and-crop window (or None)."""
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image: ...
+
+    def placed(self, image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, torch.Tensor | None]: ...
 
 
 # ------------------------------------------------------------------------------------------
@@ -65,23 +72,29 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return crop(image, int(round((width - size) / 2.0)), int(round((height - size) / 2.0)), size, size)
 
 
-def random_crop(image: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
-    width, height = image.size
+def crop_origin(width: int, height: int, size: int, rng: np.random.Generator) -> tuple[int, int]:
+    """(left, top) of a random size x size crop, uniform over the positions that fit."""
     if width < size or height < size:
         raise ValueError(f"cannot crop {size}x{size} from a {width}x{height} image")
-    left = int(rng.integers(0, width - size + 1))
-    top = int(rng.integers(0, height - size + 1))
-    return crop(image, left, top, size, size)
+    return int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))
+
+
+def random_crop(image: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
+    return crop(image, *crop_origin(image.width, image.height, size, rng), size, size)
 
 
 def hflip(image: Image.Image) -> Image.Image:
     return image.transpose(Image.FLIP_LEFT_RIGHT)
 
 
-def maybe_flip(image: Image.Image, rng: np.random.Generator, enabled: bool) -> Image.Image:
+def draw_flip(rng: np.random.Generator, enabled: bool) -> bool:
     # Draw even when disabled so that flip=false changes nothing but the flip.
     flip = rng.random() < 0.5
-    return hflip(image) if enabled and flip else image
+    return enabled and flip
+
+
+def maybe_flip(image: Image.Image, rng: np.random.Generator, enabled: bool) -> Image.Image:
+    return hflip(image) if draw_flip(rng, enabled) else image
 
 
 def zero_pad(image: Image.Image, pad: int) -> Image.Image:
@@ -98,8 +111,15 @@ def zero_pad(image: Image.Image, pad: int) -> Image.Image:
 # ------------------------------------------------------------------------------------------
 
 
+class _Unpadded:
+    """An augmentation that pads nothing: its samples carry no window (dtrain.data.padding)."""
+
+    def placed(self, image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, torch.Tensor | None]:
+        return self(image, rng), None
+
+
 @dataclass(frozen=True)
-class ScaleJitter:
+class ScaleJitter(_Unpadded):
     """R1: shorter side resized to a random integer in [low, high], random crop, flip."""
 
     low: int
@@ -145,7 +165,7 @@ def random_resized_crop_box(
 
 
 @dataclass(frozen=True)
-class RandomResizedCrop:
+class RandomResizedCrop(_Unpadded):
     """R2 "scale + aspect ratio" (Inception-style) crop, resized to crop_size, then flip."""
 
     scale: tuple[float, float]
@@ -162,19 +182,28 @@ class RandomResizedCrop:
 
 @dataclass(frozen=True)
 class PadCrop:
-    """CIFAR (R1 4.2): zero-pad by `pad` pixels, random crop_size crop, flip."""
+    """CIFAR (R1 4.2): zero-pad by `pad` pixels, random crop_size crop, flip. The sample's window
+    (where the crop lies in the image) lets the normalisation subtract the mean first and make the
+    padding 0 in the network's input (dtrain.data.padding)."""
 
     pad: int
     crop_size: int
     flip: bool
 
+    def placed(self, image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, torch.Tensor]:
+        padded = zero_pad(image, self.pad)
+        left, top = crop_origin(padded.width, padded.height, self.crop_size, rng)
+        flip = draw_flip(rng, self.flip)
+        view = crop(padded, left, top, self.crop_size, self.crop_size)
+        window = pad_crop_window(left, top, max(self.pad, 0), image.width, image.height, flip)
+        return hflip(view) if flip else view, window
+
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
-        image = random_crop(zero_pad(image, self.pad), self.crop_size, rng)
-        return maybe_flip(image, rng, self.flip)
+        return self.placed(image, rng)[0]
 
 
 @dataclass(frozen=True)
-class NoAugment:
+class NoAugment(_Unpadded):
     """Shorter side to val_resize and a centre crop_size crop: the same image every epoch."""
 
     resize: int
@@ -218,13 +247,19 @@ def lighting_shift(std: float, rng: np.random.Generator) -> torch.Tensor:
 
 class Normalize:
     """uint8 NHWC pixels (+ per-sample RGB offsets in [0, 1] units) -> float32 NCHW
-    ((pixels / 255 + offset) - mean) / std, computed as one multiply-add on the pixels' device."""
+    ((pixels / 255 + offset) - mean) / std, computed as one multiply-add on the pixels' device.
+    With the batch's pad-and-crop windows, the padding becomes 0 (dtrain.data.padding)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         self.mean = torch.tensor(mean, dtype=torch.float64)
         self.std = torch.tensor(std, dtype=torch.float64)
 
-    def __call__(self, pixels: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, pixels: torch.Tensor, offsets: torch.Tensor | None = None,
+                 windows: torch.Tensor | None = None) -> torch.Tensor:
+        out = self._scaled(pixels, offsets)
+        return out if windows is None else zero_padding(out, windows)
+
+    def _scaled(self, pixels: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor:
         batch, height, width, channels = pixels.shape
         device = pixels.device
         scale = (1.0 / (255.0 * self.std)).float().to(device).view(1, channels, 1, 1)
@@ -255,20 +290,35 @@ class ScaledMeanImage:
             self._cache[key] = mean.to(device)
         return self._cache[key]
 
+    def subtract(self, out: torch.Tensor, windows: torch.Tensor | None) -> torch.Tensor:
+        """out - the mean, in place: at the view's own positions, or (pad-and-crop windows) at the
+        source pixels each output pixel shows, with the padding then 0 (dtrain.data.padding)."""
+        height, width = out.shape[2], out.shape[3]
+        if windows is None:
+            return out.sub_(self(height, width, out.device))
+        rows, cols, _ = source_positions(windows, height, width)
+        sizes = windows[:, 2:4].tolist()  # source (width, height) per sample, on the CPU
+        for size in sorted(set(map(tuple, sizes))):  # one size for CIFAR: one gather
+            chosen = torch.tensor([i for i, s in enumerate(sizes) if tuple(s) == size])
+            mean = self(size[1], size[0], out.device)[0]
+            out[chosen.to(out.device)] -= gather_sources(mean, rows[chosen], cols[chosen])
+        return zero_padding(out, windows)
+
 
 class PerPixelMeanNormalize(Normalize):
     """R1: subtract the dataset's per-pixel mean image (HxWx3 in [0, 1], from `dtrain prepare`), then
-    / std per channel (a uniform rescale that the BN after conv1 absorbs). The mean is subtracted at
-    the view's pixel positions after the crop; views of another size (multi-scale testing) get the
-    mean image resized to theirs."""
+    / std per channel (a uniform rescale that the BN after conv1 absorbs). Without padding the mean
+    is subtracted at the view's pixel positions; views of another size (multi-scale testing) get
+    the mean image resized to theirs. A pad-and-crop view gets each pixel's own mean and a zero
+    border, as if the mean had been subtracted before the padding (dtrain.data.padding)."""
 
     def __init__(self, mean_image, std: Sequence[float]):
         super().__init__([0.0, 0.0, 0.0], std)
         self.mean_image = ScaledMeanImage(mean_image, self.std)
 
-    def __call__(self, pixels: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
-        out = super().__call__(pixels, offsets)
-        return out.sub_(self.mean_image(out.shape[2], out.shape[3], out.device))
+    def __call__(self, pixels: torch.Tensor, offsets: torch.Tensor | None = None,
+                 windows: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mean_image.subtract(self._scaled(pixels, offsets), windows)
 
 
 class TrainTransform:
@@ -283,15 +333,17 @@ class TrainTransform:
         self.lighting_std = float(data.lighting_std)
         self.normalize = build_normalize(data)
 
-    def sample(self, image: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = to_pixels(self.geometric(image.convert("RGB"), rng))
+    def sample(self, image: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor,
+                                                                         torch.Tensor | None]:
+        """(uint8 pixels, lighting offset, pad-and-crop window or None)."""
+        view, window = self.geometric.placed(image.convert("RGB"), rng)
         offset = lighting_shift(self.lighting_std, rng) if self.lighting_std > 0 else torch.zeros(3)
-        return pixels, offset
+        return to_pixels(view), offset, window
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> torch.Tensor:
         """One normalised float32 CHW image (what a loader batch holds for this sample)."""
-        pixels, offset = self.sample(image, rng)
-        return self.normalize(pixels[None], offset[None])[0]
+        pixels, offset, window = self.sample(image, rng)
+        return self.normalize(pixels[None], offset[None], None if window is None else window[None])[0]
 
 
 def check_train_geometry(data: DataConfig, min_width: int, min_height: int) -> None:

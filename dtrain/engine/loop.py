@@ -232,6 +232,12 @@ class Trainer:
                 f"loss is {loss} at step {bad} (epoch {(bad - 1) // self.iters_per_epoch}); training stopped "
                 f"at step {self.position.step} without saving. Last good checkpoint: "
                 f"{last if last else 'none written yet'}. Lower optim.lr or check the data")
+        # R1's warm-up criterion is decided here, from numbers every rank has, at no extra sync
+        # (lr_schedule.WarmupCriterion): every rank switches at the same step.
+        if self.schedule.observe_training(self.position.step, synced.top1_errs):
+            self.reporter.progress.write(f"step {self.position.step}: running training error below "
+                                         f"{self.cfg.schedule.warmup_until_err:g}%: warm-up over, lr "
+                                         f"{self.schedule.lr_at(self.position.step, self.position.epoch):.4g}")
         return synced
 
     def _eval_due(self, step: int, epoch: int, epoch_finished: bool) -> bool:

@@ -11,7 +11,11 @@ patience counted in evaluations, min_lr floor).
 Kinds (schedule.kind): step_epochs (R2 ImageNet: /10 at epochs 30, 60), step_iters (CIFAR: /10 at
 32k and 48k iterations), plateau (R1 ImageNet: /10 when validation error stops improving),
 constant, cosine. Warm-up (schedule.warmup) wraps any kind: constant (R1 ResNet-110 and R2 CIFAR:
-lr 0.01 for ~400 iterations, then the schedule) or linear (from warmup_lr to the schedule's lr).
+lr 0.01, then the schedule) or linear (from warmup_lr to the schedule's lr) for warmup_iters steps.
+A constant warm-up may instead end on R1's criterion (sec. 4.2: "0.01 ... until the training error
+is below 80% (about 400 iterations)"), schedule.warmup_until_err, with warmup_iters as its cap: see
+WarmupCriterion. That decision is part of the schedule's state (`state_dict`), so a resumed run
+switches at the step the uninterrupted run switched at.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dtrain.config import OptimConfig, ScheduleConfig
@@ -55,13 +59,59 @@ def keep_epochs(cfg: ScheduleConfig, batch_size: int) -> ScheduleConfig:
                                warmup_iters=scale(cfg.warmup_iters))
 
 
+# R1 reads "the training error" of a running run: the criterion takes the mean top-1 error of the
+# last (up to) this many steps, 6,400 images at CIFAR's batch 128, rather than one noisy batch.
+RUNNING_ERROR_STEPS = 50
+
+
+class WarmupCriterion:
+    """R1 sec. 4.2: the warm-up ends once the running training error is below
+    schedule.warmup_until_err (%), at the latest after warmup_iters steps (the cap).
+
+    Where it is decided: at the loop's sync points only (dtrain.engine.step_sync), which every rank
+    reaches at the same step with the same all-reduced errors, so every rank switches at the same
+    step and the loop gains no host sync (the errors live on the device between sync points). An
+    on-device criterion would need the lr as a device tensor and an all-reduce per step to agree.
+    The switch is therefore late by at most the sync interval (train.sync_every, or
+    train.log_every_iters: 50 steps by default), and never later than the cap."""
+
+    def __init__(self, threshold: float | None, cap: int):
+        self.threshold, self.cap = threshold, cap
+        self.recent: list[float] = []  # the last RUNNING_ERROR_STEPS steps' global training errors
+        self.ended_at: int | None = None  # the first step after the warm-up, when the criterion met
+
+    def end(self) -> int:
+        """Steps 0..end-1 are warm-up steps."""
+        return self.cap if self.ended_at is None else min(self.ended_at, self.cap)
+
+    def observe(self, steps_done: int, top1_errs: Sequence[float]) -> bool:
+        """The synced training errors of the steps up to `steps_done`; True when the warm-up ends here."""
+        if self.threshold is None or self.ended_at is not None or steps_done >= self.cap:
+            return False
+        self.recent = (self.recent + [float(e) for e in top1_errs])[-RUNNING_ERROR_STEPS:]
+        if self.recent and sum(self.recent) / len(self.recent) < self.threshold:
+            self.ended_at = steps_done
+            self.recent = []
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"warmup_ended_at": self.ended_at, "warmup_recent_errors": list(self.recent)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ended = state.get("warmup_ended_at")
+        self.ended_at = None if ended is None else int(ended)
+        self.recent = [float(e) for e in state.get("warmup_recent_errors", [])]
+
+
 class LRSchedule:
-    """Base: subclasses give `base_factor(step, epoch)`; warm-up and plateau are applied here."""
+    """Base: subclasses give `schedule_lr(step, epoch)`; warm-up and plateau are applied here."""
 
     def __init__(self, cfg: ScheduleConfig, base_lr: float, total_iters: int):
         self.cfg = cfg
         self.base_lr = base_lr
         self.total_iters = max(1, total_iters)
+        self.warmup = WarmupCriterion(cfg.warmup_until_err, cfg.warmup_iters)
 
     def schedule_lr(self, step: int, epoch: int) -> float:
         raise NotImplementedError
@@ -69,17 +119,22 @@ class LRSchedule:
     def lr_at(self, step: int, epoch: int) -> float:
         """The lr of the optimiser step number `step` (0-based) taken during epoch `epoch`."""
         lr = max(self.schedule_lr(step, epoch), self.cfg.min_lr)
-        return apply_warmup(self.cfg, lr, step)
+        return apply_warmup(self.cfg, lr, step, self.warmup.end())
 
     def observe(self, val_error: float) -> bool:
         """Report a validation error; returns True if the lr was lowered (plateau only)."""
         return False
 
+    def observe_training(self, steps_done: int, top1_errs: Sequence[float]) -> bool:
+        """Report the synced training errors (%) of the steps since the last report, the last of
+        them step `steps_done`; True when that ends the warm-up (schedule.warmup_until_err)."""
+        return self.warmup.observe(steps_done, top1_errs)
+
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return self.warmup.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        self.warmup.load_state_dict(state)
 
 
 class ConstantSchedule(LRSchedule):
@@ -133,9 +188,10 @@ class PlateauSchedule(LRSchedule):
         return False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "bad_evals": self.bad_evals, "drops": self.drops}
+        return {**super().state_dict(), "best": self.best, "bad_evals": self.bad_evals, "drops": self.drops}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self.best = float(state["best"])
         self.bad_evals = int(state["bad_evals"])
         self.drops = int(state["drops"])
@@ -149,9 +205,9 @@ WARMUPS: dict[str, Callable[[ScheduleConfig, float, int], float]] = {
 }
 
 
-def apply_warmup(cfg: ScheduleConfig, lr: float, step: int) -> float:
-    """Warm-up for the first warmup_iters steps: constant warmup_lr, or linear warmup_lr -> lr."""
-    if step >= cfg.warmup_iters:
+def apply_warmup(cfg: ScheduleConfig, lr: float, step: int, end: int | None = None) -> float:
+    """Warm-up for steps before `end` (default warmup_iters): constant warmup_lr, or linear warmup_lr -> lr."""
+    if step >= (cfg.warmup_iters if end is None else end):
         return lr
     return WARMUPS[cfg.warmup](cfg, lr, step)
 
@@ -172,4 +228,7 @@ def build_schedule(cfg: ScheduleConfig, base_lr: float, total_iters: int) -> LRS
         raise ConfigError(f"schedule.kind={cfg.kind!r} is not one of {', '.join(SCHEDULES)}") from None
     if cfg.warmup != "none" and cfg.warmup_iters <= 0:
         raise ConfigError(f"schedule.warmup={cfg.warmup} needs schedule.warmup_iters > 0")
+    if cfg.warmup_until_err is not None and cfg.warmup != "constant":
+        raise ConfigError(f"schedule.warmup_until_err ends a constant warm-up; set schedule.warmup=constant "
+                          f"(it is {cfg.warmup}) or schedule.warmup_until_err=null")
     return factory(cfg, base_lr, total_iters)

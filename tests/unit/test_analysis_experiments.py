@@ -6,6 +6,7 @@ import pytest
 
 from dtrain.analysis.experiments import DegradationOptions, NetResult, direction_verdict, markdown_table, net_names
 from dtrain.analysis.training_runs import shortened_schedule
+from dtrain.config import load_config
 from dtrain.errors import DtrainError
 
 
@@ -43,11 +44,56 @@ def test_plain_and_resnet_of_each_depth():
                                    ("resnet20", "resnet", 20), ("resnet56", "resnet", 56)]
 
 
+def _short(recipe: str, budget: int, *overrides: str):
+    from dtrain.analysis.training_runs import full_iterations
+
+    config = load_config(recipe, list(overrides))
+    short = shortened_schedule(config.schedule, budget, full_iterations(config))
+    return load_config(recipe, [*overrides, *short.overrides]).schedule, short.description
+
+
 def test_shortened_schedule_keeps_r1_proportions():
     # R1: lr / 10 at 32k and 48k of 64k iterations
-    assert shortened_schedule(64000)[1] == "schedule.milestones=[32000,48000]"
-    assert shortened_schedule(120)[1:] == ["schedule.milestones=[60,90]", "schedule.epochs=null",
-                                           "schedule.max_iters=120",
-                                           "schedule.iters_at_batch=null"]  # the budget is at the run's batch
+    assert _short("cifar10_resnet20", 64000)[0].milestones == [32000, 48000]
+    schedule, text = _short("cifar10_resnet20", 120)
+    assert (schedule.kind, schedule.milestones, schedule.max_iters, schedule.epochs, schedule.iters_at_batch) == \
+        ("step_iters", [60, 90], 120, None, None)  # the budget is at the run's batch
+    assert "lr x 0.1 at iterations 60, 90 at the recipe's fractions of the run" in text
     with pytest.raises(DtrainError):
-        shortened_schedule(2)
+        shortened_schedule(schedule, 2, 64000)
+
+
+def _lrs(schedule, budget: int, errors: float = 90.0) -> list[float]:
+    from dtrain.engine.lr_schedule import build_schedule
+
+    lr = build_schedule(schedule, 0.1, budget)
+    lr.observe_training(1, [errors])  # a sync point after step 1, as the loop would report
+    return [lr.lr_at(step, 0) for step in range(budget)]
+
+
+@pytest.mark.parametrize("budget", [4, 200, 400])
+def test_a_short_warm_up_run_keeps_the_schedules_shape(budget):
+    # R1's ResNet-110: warm-up 400 of 64k iterations, drops at 50% and 75%. A short run used to keep
+    # the 400 warm-up iterations, so at <= 400 iterations its lr stayed 0.01 and neither drop happened.
+    schedule, text = _short("cifar10_resnet110", budget)
+    lrs = _lrs(schedule, budget)
+    warm = max(1, round(400 * budget / 64000))
+    assert schedule.warmup_iters == warm and schedule.milestones == [budget // 2, budget * 3 // 4]
+    assert lrs[:warm] == pytest.approx([0.01] * warm)
+    assert lrs[warm:budget // 2] == pytest.approx([0.1] * (budget // 2 - warm))
+    half, three_quarters = budget // 2, budget * 3 // 4
+    assert lrs[half:three_quarters] == pytest.approx([0.01] * (three_quarters - half))  # both drops take effect
+    assert lrs[three_quarters:] == pytest.approx([0.001] * (budget - three_quarters))
+    assert f"for {warm} iteration(s) or until the running training error is below 80%" in text
+    assert "(recipe: 400 of 64000)" in text
+
+
+def test_short_runs_of_epoch_and_plateau_recipes_say_where_the_lr_drops(tmp_path):
+    # R2 ImageNet: epochs 30 and 60 of 90 -> a third and two thirds of the run
+    schedule, text = _short("resnet200_preact", 90)
+    assert (schedule.kind, schedule.milestones, schedule.warmup) == ("step_iters", [30, 60], "none")
+    # R1 ImageNet's plateau rule cannot act in a short run: R1 CIFAR's proportions stand in, said so
+    schedule, text = _short("resnet50", 100)
+    assert schedule.milestones == [50, 75] and "the recipe's plateau rule has no fixed drops" in text
+    # the digits demo: epochs 5 and 7 of 8
+    assert _short("digits_resnet20", 80)[0].milestones == [50, 70]

@@ -19,7 +19,7 @@ from dtrain.config import (
 from dtrain.errors import ConfigError
 
 IMAGENET_R1 = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "plain18", "plain34"]
-IMAGENET_R2 = ["resnet152_preact", "resnet200_preact"]
+IMAGENET_R2 = ["resnet152_preact", "resnet200_preact", "resnet152_r2", "resnet200", "resnet101_r2"]
 CIFAR_R1 = [f"cifar10_resnet{n}" for n in (20, 32, 44, 56, 110, 1202)] + [
     f"cifar10_plain{n}" for n in (20, 32, 44, 56)
 ]
@@ -63,10 +63,12 @@ def test_cifar_recipes_follow_the_papers(recipe):
     assert c.model.num_classes == (100 if recipe.startswith("cifar100") else 10)
 
 
-@pytest.mark.parametrize("recipe", ["cifar10_resnet110"] + CIFAR_R2)
+@pytest.mark.parametrize("recipe", ["cifar10_resnet110", "cifar10_resnet1202", "cifar10_plain110"] + CIFAR_R2)
 def test_warm_up_where_the_papers_use_it(recipe):
+    # R1 sec. 4.2: 0.01 "until the training error is below 80% (about 400 iterations)"; R2's
+    # appendix: every CIFAR run, following R1 (plain-110 is R2 Table 1's "constant scaling 0" row)
     s = load_config(recipe).schedule
-    assert (s.warmup, s.warmup_lr, s.warmup_iters) == ("constant", 0.01, 400)
+    assert (s.warmup, s.warmup_lr, s.warmup_until_err, s.warmup_iters) == ("constant", 0.01, 80.0, 400)
 
 
 def test_r1_cifar_nets_other_than_110_have_no_warm_up():

@@ -1,4 +1,5 @@
-"""`dtrain prepare` stores R1's per-pixel mean with the dataset and can carve a seeded minival."""
+"""`dtrain prepare` stores R1's per-pixel mean with the dataset (images of one size: at that size;
+mixed sizes: at the 224 input geometry) and can carve a seeded minival."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from dtrain_prep import layout
 from dtrain_prep.cli import prepare
 from dtrain_prep.minival import carve_minival
-from dtrain_prep.pixel_stats import PER_PIXEL_MEAN, PIXEL_STATS, pixel_statistics
+from dtrain_prep.pixel_stats import PER_PIXEL_MEAN, PIXEL_STATS
 from dtrain.config import DataConfig, load_config
 from dtrain.data import build_eval_loader
 from dtrain.data.sources import ManifestSource, read_manifest
@@ -69,12 +70,74 @@ def test_per_pixel_normalisation_centres_every_pixel_of_train(prepared):
 def test_r1_cifar_recipes_use_the_per_pixel_mean_and_cifar100_its_own_statistics(tmp_path):
     assert load_config("cifar10_resnet110").data.normalize == "per_pixel_mean"
     assert load_config("cifar100_resnet164").data.mean != load_config("cifar10_resnet164_preact").data.mean
-    mixed_sizes = write_prepared(tmp_path / "mixed")  # ImageNet-like: no mean image is stored
-    rows = pq.read_table(mixed_sizes / layout.MANIFEST).to_pylist()
-    assert pixel_statistics(mixed_sizes, rows) is None  # ImageNet-like sizes: prepare stores no mean image
-    data = DataConfig(root=str(mixed_sizes), normalize="per_pixel_mean")
+    no_mean = write_prepared(tmp_path / "no-mean")  # a dataset prepared before mean images existed
+    data = DataConfig(root=str(no_mean), normalize="per_pixel_mean")
     with pytest.raises(ConfigError, match="data.normalize=channel"):
         build_eval_loader(data, mode="center", batch_size=2, rank=0, world_size=1)
+
+
+def _centre_views(root, split: str = "train") -> np.ndarray:
+    """What the loaders feed a 224 network from each image: shorter side 256, centre 224 crop."""
+    data = DataConfig(root=str(root), normalize="channel", mean=[0.0] * 3, std=[1.0] * 3, val_split=split,
+                      val_resize=256, val_crop=224, workers=0)
+    loader = build_eval_loader(data, mode="center", batch_size=4, rank=0, world_size=1)
+    return np.concatenate([b.views[0].double().numpy()[b.valid.numpy()] for b in loader]).transpose(0, 2, 3, 1)
+
+
+@pytest.fixture(scope="module")
+def mixed_sizes(tmp_path_factory):
+    """`dtrain prepare folder` of ImageNet-like images of several sizes, in shards of 4 (shards whose
+    first images differ in size meet in the parent)."""
+    from PIL import Image
+
+    base = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(1)
+    sizes = [(300, 260), (260, 300), (400, 257), (257, 257), (180, 120), (500, 375)]
+    for i in range(22):
+        width, height = sizes[(i * 5) % len(sizes)]
+        y, x = np.mgrid[0:height, 0:width]
+        pixels = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 40 * (i % 6))], axis=-1)
+        pixels = np.clip(pixels + rng.integers(-25, 26, size=pixels.shape), 0, 255).astype(np.uint8)
+        folder = base / "src" / f"class{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=92)
+    out = base / "out"
+    result = CliRunner().invoke(prepare, ["folder", "--src", str(base / "src"), "--out", str(out), "--formats", "wds",
+                                          "--workers", "1", "--shard-size", "4", "--quiet", "--minival", "3"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_mixed_sizes_get_r1s_mean_image_at_the_networks_input_geometry(mixed_sizes):
+    # R1 sec. 3.4 subtracts "the per-pixel mean" on ImageNet too: over images of many sizes it is
+    # taken at the 224 input, each image's centre 224 crop of its shorter side resized to 256
+    import json
+
+    views = _centre_views(mixed_sizes)
+    stored = np.load(mixed_sizes / PER_PIXEL_MEAN)
+    assert stored.shape == (224, 224, 3) and len(views) == 19  # 22 images, 3 carved out into minival
+    gap = np.abs(stored - views.mean(axis=0))
+    # images of a shard's first size are resized as one sum (no 8-bit rounding per image): within a
+    # level per image, averaging out
+    assert gap.max() < 1.0 / 255 and gap.mean() < 0.1 / 255
+    record = json.loads((mixed_sizes / PIXEL_STATS).read_text())
+    assert record["geometry"] == "centre 224 of shorter side 256" and record["images"] == 19
+    assert record["channel_std"] is None
+    assert np.allclose(record["channel_mean"], views.reshape(-1, 3).mean(axis=0), atol=1e-3)
+
+
+def test_imagenet_training_can_subtract_the_mean_image(mixed_sizes):
+    from dtrain.data import build_train_loader
+
+    data = DataConfig(root=str(mixed_sizes), normalize="per_pixel_mean", mean=[0.0] * 3, std=[1.0] * 3,
+                      val_split="train", val_resize=256, val_crop=224, crop_size=224, workers=0, lighting_std=0.0)
+    centred = _centre_views(mixed_sizes) - np.load(mixed_sizes / PER_PIXEL_MEAN)
+    loader = build_eval_loader(data, mode="center", batch_size=4, rank=0, world_size=1)
+    got = np.concatenate([b.views[0].double().numpy()[b.valid.numpy()] for b in loader]).transpose(0, 2, 3, 1)
+    assert np.allclose(got, centred, atol=1e-5)  # the 224 view minus the 224 mean image, position by position
+    train = build_train_loader(data, batch_size=4, rank=0, world_size=1, seed=0)  # R1's scale jitter crops
+    images, _ = next(iter(train))
+    assert images.shape == (4, 3, 224, 224) and images.abs().mean() < 0.5
 
 
 def test_shard_sums_are_exact_in_any_order_and_take_back_a_carved_image():
@@ -101,14 +164,26 @@ def test_shard_sums_are_exact_in_any_order_and_take_back_a_carved_image():
     assert np.allclose(stats["channel_std"], stacked.reshape(-1, 3).std(axis=0), atol=1e-12)
 
 
-def test_shards_of_different_sizes_give_no_mean_image():
-    from dtrain_prep.pixel_stats import PixelSums
+def test_sums_of_different_sizes_meet_at_the_view_geometry_in_any_order():
+    from dtrain_prep.pixel_stats import PixelSums, centre_view
 
-    small, large = PixelSums(), PixelSums()
-    small.add(np.zeros((4, 4, 3), np.uint8))
-    large.add(np.zeros((8, 8, 3), np.uint8))
-    small.merge(large)
-    assert small.result() is None and small.mixed_sizes
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, size=shape, dtype=np.uint8)
+              for shape in [(260, 300, 3)] * 3 + [(300, 400, 3)] * 3 + [(256, 256, 3)] * 2]
+    direct = np.mean([centre_view(image).astype(np.float64) for image in images], axis=0) / 255
+    results = []
+    for order in (range(8), reversed(range(8))):
+        shards = [PixelSums() for _ in range(3)]
+        for n, i in enumerate(order):
+            shards[n % 3].add(images[i])
+        merged = PixelSums()
+        for shard in shards:
+            merged.merge(shard)
+        results.append(merged.result())
+    for stats in results:
+        assert stats["count"] == 8 and stats["mean_image"].shape == (224, 224, 3)
+        assert np.abs(stats["mean_image"] - direct).max() < 1.0 / 255  # within a level of the views' mean
+    assert not PixelSums().mixed_sizes  # a shard worker never stops summing
 
 
 def test_a_shard_without_saved_sums_is_decoded_by_the_parent(prepared, tmp_path):

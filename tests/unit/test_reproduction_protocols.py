@@ -210,8 +210,10 @@ def test_protocol_changes_are_the_eval_sets_and_the_view_keys_the_protocol_does_
 
     opts = ReproduceOptions(overrides=("eval.scales=[64,96]", "data.val_crop=32", "optim.lr=0.05", "eval.mode=center"),
                             eval_overrides=("eval.scales=[32,40]",))
-    # multi-scale fixes eval.scales itself (R1's five scales): a --set of it never reaches the test
-    assert user_protocol_changes(ROWS["r1-table4-resnet50"], opts) == ["data.val_crop=32", "eval.scales=[32,40]"]
+    # multi-scale fixes eval.scales itself (R1's five scales): a --set of it never reaches the test;
+    # its views read no data.val_crop
+    assert user_protocol_changes(ROWS["r1-table4-resnet50"], opts) == ["eval.scales=[32,40]"]
+    assert user_protocol_changes(ROWS["r1-table3-resnet50"], opts) == ["data.val_crop=32"]  # ten-crop reads no scales
     assert user_protocol_changes(ROWS["r1-table3-resnet50"], ReproduceOptions(overrides=("optim.lr=0.05",))) == []
 
 
@@ -243,3 +245,105 @@ def test_the_report_names_every_change_to_the_papers_protocol(tmp_path, monkeypa
     assert "- protocol test: `eval.mode=center data.root=" in text and " data.val_crop=28`" in text
     plain = _report_only(tmp_path, monkeypatch)
     assert "Protocol changed" not in plain and "- protocol test: `eval.mode=center" in plain
+
+
+def _recipe_of(row, *, ignore=()) -> dict:
+    """The row's resolved config (recipe + row overrides) without what names the run or the unit."""
+    config = to_dict(load_config(row.recipe, list(row.overrides)))
+    for section, key in (("model", "name"), (None, "description"), (None, "recipe"), *ignore):
+        (config[section] if section else config).pop(key, None)
+    return config
+
+
+def test_r2_table5_rows_are_trained_alike_and_differ_in_the_unit_only():
+    # R2 Table 5 caption: "All ResNets are trained using the same hyper-parameters and implementations";
+    # R2 appendix: lr 0.1, / 10 at epochs 30 and 60 (no plateau rule, no 600k iterations).
+    rows = [r for r in ROWS.values() if r.source == "R2 Table 5"]
+    augmentation = (("data", "train_augment"), ("data", "rrc_scale"), ("data", "rrc_ratio"))
+    reference = ROWS["r2-table5-resnet200-preact"]
+    for row in rows:
+        # the last row adds R2's "scale+asp ratio" augmentation (its dagger), nothing else
+        ignore = augmentation if row.key.endswith("scale-aspect") else ()
+        assert _recipe_of(row, ignore=ignore) == _recipe_of(reference, ignore=ignore), row.key
+        schedule = load_config(row.recipe, list(row.overrides)).schedule
+        assert (schedule.kind, schedule.milestones, schedule.max_iters, schedule.warmup) == \
+            ("step_epochs", [30, 60], None, "none"), row.key
+    assert _recipe_of(reference)["data"]["train_augment"] == "scale_jitter"
+    units = {r.key: load_config(r.recipe, list(r.overrides)).model.name for r in rows}
+    assert units["r2-table5-resnet152"] == units["r2-table5-resnet152-224"] == "resnet152"
+    assert units["r2-table5-resnet152-preact"] == "resnet152_preact"
+    # R1's own ResNet-152 rows keep R1's plateau recipe
+    assert load_config(ROWS["r1-table3-resnet152"].recipe).schedule.kind == "plateau"
+
+
+def test_protocol_changes_name_only_keys_the_protocols_views_read():
+    from dtrain.analysis.reproduction import ReproduceOptions, user_protocol_changes
+
+    views = ("data.val_resize=40", "data.val_crop=32")
+    opts = ReproduceOptions(overrides=views, eval_overrides=views)
+    # multi-scale (R1 Table 4) reads eval.scales only; single-320 (R2 Table 5) fixes its 320 view
+    for key in ("r1-table4-resnet50", "r1-table5-ensemble", "r2-table5-resnet200-preact"):
+        assert user_protocol_changes(ROWS[key], opts) == [], key
+    # ten-crop and center views are cut at val_resize / val_crop: a change of them is a change
+    assert user_protocol_changes(ROWS["r1-table3-resnet50"], opts) == [*views, *views]
+    assert user_protocol_changes(ROWS["r2-table5-resnet152-224"], ReproduceOptions(overrides=views)) == list(views)
+    # any other --eval-set may change the test (the normalisation, the split): still named
+    other = ReproduceOptions(eval_overrides=("data.normalize=channel",))
+    assert user_protocol_changes(ROWS["r1-table4-resnet50"], other) == ["data.normalize=channel"]
+
+
+def test_a_changed_network_is_named_in_the_report(tmp_path, monkeypatch):
+    text = _report_only(tmp_path, monkeypatch, "--set", "model.name=plain20", "--set", "optim.lr=0.05")
+    assert "**Model changed**: the row's network is resnet20; this run trained plain20 (`model.name=plain20`)" in text
+    options = _report_only(tmp_path, monkeypatch, "model.options.shortcut=B")
+    assert "**Model changed**" in options and "`model.options.shortcut=B`" in options
+    assert "Model changed" not in _report_only(tmp_path, monkeypatch, "--set", "optim.lr=0.05")
+
+
+def test_recipes_describe_the_shortcut_option_they_build():
+    # R1 Table 2 compares plain and residual nets with option A; the saved description says so
+    import re
+
+    for key, row in ROWS.items():
+        config = load_config(row.recipe, list(row.overrides))
+        named = re.search(r"option ([ABC])", config.description or "")
+        if named and row.dataset == "ImageNet":  # option B is the ImageNet nets' default (R1 sec. 3.3)
+            assert config.model.options.get("shortcut", "B") == named.group(1), key
+    table2 = load_config(ROWS["r1-table2-resnet18"].recipe)
+    assert table2.model.options["shortcut"] == "A" and "option A" in table2.description
+    assert ROWS["r1-table2-resnet18"].recipe == "resnet18_optionA" and ROWS["r1-table2-resnet18"].overrides == ()
+
+
+def test_the_multi_scale_report_says_flips_are_beyond_r1():
+    for key in ("r1-table4-resnet152", "r1-table5-ensemble"):
+        text = render_report(ROWS[key], _measured(dataset="imagenet"))
+        assert "**Beyond the paper**: dtrain's multi-scale test also averages the horizontal flip" in text
+        assert "which R1 sec. 3.4 does not name" in text and "and flips (R1" not in text
+    assert "Beyond the paper" not in render_report(ROWS["r1-table3-resnet50"], _measured(dataset="imagenet"))
+
+
+def test_a_shortened_report_says_what_the_lr_did(tmp_path, monkeypatch):
+    text = _report_only(tmp_path, monkeypatch, "--budget-iters", "8")
+    assert "**SHORTENED RUN**" in text
+    assert "Shortened schedule, 8 iterations: lr x 0.1 at iterations 4, 6 at the recipe's fractions of the run." in text
+    assert "schedule.milestones=[4,6]" in text  # the milestones listed are the ones that take effect
+
+
+def test_the_report_says_which_normalisation_the_run_used(tmp_path, monkeypatch):
+    # R1 sec. 3.4 / 4.2: "the per-pixel mean subtracted"; R1's CIFAR recipes do so
+    text = _report_only(tmp_path, monkeypatch)
+    assert "- normalisation: `data.normalize=per_pixel_mean`: the per-pixel mean image" in text
+    assert "Normalisation differs" not in text
+    channel = _report_only(tmp_path, monkeypatch, "data.normalize=channel")
+    assert "**Normalisation differs**: this run subtracted the per-channel mean [0.4914, 0.4822, 0.4465]" in channel
+    assert "data.normalize=per_pixel_mean" in channel
+    # ImageNet rows: the recipes subtract per-channel means by default, the mean image on request
+    from dtrain.analysis.reproduction import normalization
+
+    (tmp_path / "imagenet").mkdir()
+    (tmp_path / "imagenet" / "pixel_stats.json").write_text(json.dumps(
+        {"height": 224, "width": 224, "geometry": "centre 224 of shorter side 256"}))
+    config = load_config("resnet50", [f"data.root={tmp_path / 'imagenet'}", "data.normalize=per_pixel_mean"])
+    assert normalization(config) == ("the per-pixel mean image of the training set, 224x224 "
+                                     "(centre 224 of shorter side 256), / std per channel")
+    assert load_config("resnet50").data.normalize == "channel"

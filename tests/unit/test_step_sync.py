@@ -31,7 +31,9 @@ WORKER = textwrap.dedent(
         "data.val_resize=16", "data.val_crop=16", "data.workers=0", "optim.batch_size=8", "eval.batch_size=16",
         "tracking.backend=none", "train.device=cpu", f"train.sync_every={sync_every}", f"schedule.max_iters={steps}",
         "checkpoint.every_iters=0", "checkpoint.every_minutes=0", "checkpoint.at_epoch_end=false",
-        "eval.every_epochs=0", f"distributed.engine={engine}", f"run_dir={run_dir}"])
+        "eval.every_epochs=0", f"distributed.engine={engine}", f"run_dir={run_dir}",
+        # R1's warm-up criterion, decided at sync points (threshold 100%: the first sync point almost surely)
+        "schedule.warmup=constant", "schedule.warmup_iters=10", "schedule.warmup_until_err=100"])
     ctx = init_distributed(cfg.distributed, "cpu")
     counting = {"on": True, "all_reduce": 0, "host": 0}
 
@@ -84,9 +86,14 @@ WORKER = textwrap.dedent(
 
     train_loader, eval_loader = builders.build_loaders(cfg, ctx, 4)
     trainer = builders.build_trainer(cfg, ctx, 4, loaders=(Paused(train_loader), eval_loader))
+    lrs, real_set_lr = [], trainer.engine.set_lr
+    def set_lr(lr):
+        lrs.append(lr)
+        real_set_lr(lr)
+    trainer.engine.set_lr = set_lr
     result = trainer.run()
     with open(out + f".{ctx.rank}", "w") as f:
-        json.dump({"per_step": per_step, "synced": synced, "stopped": result.stopped}, f)
+        json.dump({"per_step": per_step, "synced": synced, "stopped": result.stopped, "lrs": lrs}, f)
     dist.destroy_process_group()
     """
 )
@@ -123,6 +130,12 @@ def check_sync_points(ranks: list[dict], *, whole_step_counted: bool) -> None:
     # Identical on all ranks: the same steps, global losses and errors at every sync point.
     assert ranks[0]["synced"] == ranks[1]["synced"]
     assert [s[0] for s in ranks[0]["synced"]] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
+    # The warm-up criterion costs no host sync (counted above) and every rank leaves the warm-up at
+    # the same step: after a sync point (4 or 8) or at the cap (10).
+    lrs = ranks[0]["lrs"]
+    assert ranks[1]["lrs"] == lrs and len(lrs) == STEPS
+    warm = sum(lr == 0.01 for lr in lrs)
+    assert warm in (4, 8, 10) and lrs == [0.01] * warm + [0.1] * (STEPS - warm), lrs
 
 
 @pytest.mark.distributed
