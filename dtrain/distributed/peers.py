@@ -15,6 +15,7 @@ this is written here; it costs one idle thread and one port per process.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -54,11 +55,8 @@ class LivenessListener:
                 connection, _ = self._socket.accept()
             except OSError:
                 return
-            with connection:
-                try:
-                    connection.sendall(self._status)
-                except OSError:
-                    pass
+            with connection, contextlib.suppress(OSError):
+                connection.sendall(self._status)
 
     def leaving(self) -> None:
         self._status = LEAVING
