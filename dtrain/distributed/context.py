@@ -118,14 +118,14 @@ def init_distributed(dist_cfg: DistributedConfig, device_request: str) -> DistCo
         return DistContext(rank=0, local_rank=0, world_size=1, device=device, backend=None)
     backend = resolve_backend(dist_cfg.backend, device)
     if not dist.is_initialized():
-        store = form_process_group(backend, rank, world_size, device, join_seconds=dist_cfg.init_timeout_seconds,
-                                   collective_minutes=dist_cfg.timeout_minutes)
-        share_peer_directory(rank, world_size, store)
+        form_process_group(backend, rank, world_size, device, join_seconds=dist_cfg.init_timeout_seconds,
+                           collective_minutes=dist_cfg.timeout_minutes)
+        share_peer_directory(rank, world_size)
     return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
                        backend=backend)
 
 
-def share_peer_directory(rank: int, world_size: int, store: dist.Store) -> None:
+def share_peer_directory(rank: int, world_size: int) -> None:
     """Every rank learns every peer's host and liveness port, so that a survivor of a failure can
     name the rank and host that died (dtrain.distributed.peers)."""
     peers = start_directory()
@@ -133,7 +133,6 @@ def share_peer_directory(rank: int, world_size: int, store: dist.Store) -> None:
     gathered: list[Peer | None] = [None] * world_size
     dist.all_gather_object(gathered, me)
     peers.peers = [peer for peer in gathered if peer is not None]
-    peers.store = store
 
 
 def teardown(ctx: DistContext) -> None:

@@ -9,6 +9,8 @@ port) once the process group has formed. A survivor probes every peer when a col
 - no answer within the probe timeout: the host is down or cut off;
 - answers "leaving": a survivor on its way out (it lingers briefly so others can tell);
 - answers "alive": still there.
+The first survivors to probe hand their verdict to every peer still there (a rank that learns of
+the death later, from a neighbour that gave up, would otherwise blame that neighbour too).
 torch has no such query (its store lives in rank 0's process, which may be the one that died), so
 this is written here; it costs one idle thread and one port per process.
 """
@@ -21,12 +23,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 ALIVE, LEAVING = b"A", b"L"
 PROBE_SECONDS = 1.0
 LINGER_SECONDS = 2.0
-_VERDICT_KEY = "dtrain/lost-peers"  # a leaving survivor stays reachable this long, so later probers count it as alive
+_VERDICT_BYTES = 4096  # a leaving survivor stays reachable this long, so later probers count it as alive
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class LivenessListener:
 
     def __init__(self) -> None:
         self._status = ALIVE
+        self.heard: str | None = None  # the first verdict a leaving peer handed over
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("0.0.0.0", 0))
@@ -57,9 +59,17 @@ class LivenessListener:
                 return
             with connection, contextlib.suppress(OSError):
                 connection.sendall(self._status)
+                connection.settimeout(PROBE_SECONDS)
+                told = connection.recv(_VERDICT_BYTES)  # empty for a probe, a verdict from tell()
+                if told and self.heard is None:
+                    self.heard = told.decode(errors="replace")
 
     def leaving(self) -> None:
         self._status = LEAVING
+
+    def close(self) -> None:
+        """Stop answering, as the process's exit would."""
+        self._socket.close()
 
 
 def reachable_address(towards: str, port: int) -> str:
@@ -85,43 +95,34 @@ def probe(peer: Peer, timeout: float = PROBE_SECONDS) -> str:
     return {ALIVE: "alive", LEAVING: "leaving"}.get(answer, "gone")
 
 
-def describe_lost(peers: list[Peer], me: int) -> str | None:
+def probe_all(peers: list[Peer]) -> list[str]:
+    if not peers:
+        return []
+    with ThreadPoolExecutor(max_workers=min(32, len(peers))) as pool:
+        return list(pool.map(probe, peers))
+
+
+def describe(peers: list[Peer], states: list[str]) -> str | None:
     """'rank 3 on node3 (its process ended)', for every peer that is gone or unreachable; None if none."""
-    others = [p for p in peers if p.rank != me]
-    if not others:
-        return None
-    with ThreadPoolExecutor(max_workers=min(32, len(others))) as pool:
-        states = list(pool.map(probe, others))
     why = {"gone": "its process ended", "unreachable": "its host does not answer: down or cut off"}
-    lost = [f"rank {p.rank} on {p.host} ({why[s]})" for p, s in zip(others, states, strict=True) if s in why]
+    lost = [f"rank {p.rank} on {p.host} ({why[s]})" for p, s in zip(peers, states, strict=True) if s in why]
     return ", ".join(lost) if lost else None
 
 
-def first_verdict(store: Any, mine: str | None, timeout: float = PROBE_SECONDS) -> str | None:
-    """The verdict of the first rank that probed, when the store still answers, else `mine`.
+def describe_lost(peers: list[Peer], me: int) -> str | None:
+    others = [p for p in peers if p.rank != me]
+    return describe(others, probe_all(others))
 
-    A ring all-reduce fails rank by rank: a rank that learns of the death only when a neighbour
-    gave up finds that neighbour gone too. The first verdict, made while the survivors still
-    lingered, names only the real loss; compare_set keeps the first one written. The store may be
-    on a lost host: the exchange runs in a daemon thread and is abandoned after `timeout`.
-    """
-    if store is None:
-        return mine
-    answer: list[str | None] = [mine]
 
-    def exchange() -> None:
-        try:
-            if mine is not None:
-                answer[0] = store.compare_set(_VERDICT_KEY, "", mine).decode() or mine
-            elif store.check([_VERDICT_KEY]):
-                answer[0] = store.get(_VERDICT_KEY).decode() or None
-        except Exception:  # noqa: BLE001 - the store's host may be the lost one: keep our own view
-            pass
-
-    worker = threading.Thread(target=exchange, name="dtrain-verdict", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return answer[0]
+def tell(peer: Peer, verdict: str, timeout: float = PROBE_SECONDS) -> None:
+    """Hand `verdict` to a peer that is still there; it keeps the first one it hears."""
+    try:
+        with socket.create_connection((peer.address, peer.port), timeout=timeout) as connection:
+            connection.settimeout(timeout)
+            connection.recv(1)
+            connection.sendall(verdict.encode()[:_VERDICT_BYTES])
+    except OSError:
+        pass
 
 
 class PeerDirectory:
@@ -131,7 +132,6 @@ class PeerDirectory:
         self.listener = LivenessListener()
         self.peers: list[Peer] = []
         self.rank = 0
-        self.store: Any = None  # this attempt's store, where the first verdict is shared
 
     def me(self, rank: int, rendezvous_host: str, rendezvous_port: int) -> Peer:
         self.rank = rank
@@ -139,10 +139,25 @@ class PeerDirectory:
                     self.listener.port)
 
     def lost_peers(self) -> str | None:
-        """Mark this rank as leaving and say which peers are lost (call linger() before exiting)."""
+        """Mark this rank as leaving and say which peers are lost (call linger() before exiting).
+
+        A ring all-reduce fails rank by rank: a rank that learns of the death only when a
+        neighbour gave up would find that neighbour gone too. So the first ranks to probe hand
+        their verdict to every peer still there, and a later rank repeats what it was told.
+        """
         self.listener.leaving()
         self._left_at = time.monotonic()
-        return first_verdict(self.store, describe_lost(self.peers, self.rank))
+        if self.listener.heard is not None:
+            return self.listener.heard
+        others = [p for p in self.peers if p.rank != self.rank]
+        states = probe_all(others)
+        verdict = describe(others, states)
+        if verdict is not None:
+            with ThreadPoolExecutor(max_workers=min(32, len(others))) as pool:
+                for peer, state in zip(others, states, strict=True):
+                    if state in ("alive", "leaving"):
+                        pool.submit(tell, peer, verdict)
+        return verdict
 
     def linger(self) -> None:
         """Stay reachable (answering "leaving") until LINGER_SECONDS after lost_peers(), so that a

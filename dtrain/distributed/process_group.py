@@ -101,9 +101,8 @@ def agree_on_namespace(store: dist.Store, rank: int, world_size: int, deadline: 
 
 
 def form_process_group(backend: str, rank: int, world_size: int, device: torch.device, *,
-                       join_seconds: float, collective_minutes: float) -> dist.Store:
-    """init_process_group in a fresh namespace, bounded by `join_seconds`; then the long timeout.
-    Returns the store of this attempt's namespace (for small job-wide notes such as a lost peer)."""
+                       join_seconds: float, collective_minutes: float) -> None:
+    """init_process_group in a fresh namespace, bounded by `join_seconds`; then the long timeout."""
     join = datetime.timedelta(seconds=join_seconds)
     collective = datetime.timedelta(minutes=collective_minutes)
     # torch's way to lengthen a formed group's timeout is private; without it the group gets the
@@ -112,9 +111,8 @@ def form_process_group(backend: str, rank: int, world_size: int, device: torch.d
     deadline = time.monotonic() + join_seconds
     store = _connect_store(join, rank, world_size)
     namespace = agree_on_namespace(store, rank, world_size, deadline)
-    attempt_store = dist.PrefixStore(namespace, store)
     try:
-        dist.init_process_group(backend=backend, store=attempt_store, rank=rank,
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(namespace, store), rank=rank,
                                 world_size=world_size, timeout=join if set_pg_timeout else collective,
                                 device_id=device if device.type == "cuda" else None)
         dist.barrier()  # the group really formed: every pair connected
@@ -123,7 +121,6 @@ def form_process_group(backend: str, rank: int, world_size: int, device: torch.d
     store.set_timeout(collective)  # later new_group()s use the store too (DeepSpeed does)
     if set_pg_timeout is not None:
         set_pg_timeout(collective)
-    return attempt_store
 
 
 def _first_line(exc: BaseException) -> str:

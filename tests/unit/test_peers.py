@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import datetime
 import socket
 
-import torch.distributed as dist
-
 from dtrain.distributed.failure import peer_failure_line
-from dtrain.distributed.peers import LivenessListener, Peer, describe_lost, first_verdict, probe
+from dtrain.distributed.peers import LivenessListener, Peer, PeerDirectory, describe_lost, probe
 
 
 def closed_port() -> int:
@@ -31,14 +28,17 @@ def test_probe_tells_alive_leaving_gone_and_silent_apart() -> None:
     silent.close()
 
 
-def test_the_first_verdict_wins_so_later_survivors_do_not_blame_their_neighbours() -> None:
-    server = dist.TCPStore("127.0.0.1", 0, 1, True, timeout=datetime.timedelta(seconds=5), wait_for_workers=False)
-    store = dist.PrefixStore("attempt/", server)
-    assert first_verdict(store, None) is None
-    assert first_verdict(store, "rank 2 on node2 (its process ended)") == "rank 2 on node2 (its process ended)"
-    late = "rank 1 on node1 (its process ended), rank 2 on node2 (its process ended)"
-    assert first_verdict(store, late) == "rank 2 on node2 (its process ended)"
-    assert first_verdict(None, late) == late  # no store: this rank's own probes
+def test_a_later_survivor_repeats_the_verdict_it_was_handed() -> None:
+    """A rank that learns of the death only when its neighbour gave up would find that neighbour
+    gone too; the first survivor hands its verdict to every peer still there."""
+    early, late = PeerDirectory(), PeerDirectory()
+    dead = Peer(2, "node2", "127.0.0.1", closed_port())
+    early.peers = late.peers = [Peer(0, "node0", "127.0.0.1", early.listener.port),
+                                Peer(1, "node1", "127.0.0.1", late.listener.port), dead]
+    early.rank, late.rank = 0, 1
+    assert early.lost_peers() == "rank 2 on node2 (its process ended)"
+    early.listener.close()  # the early survivor has exited by the time the late one fails
+    assert late.lost_peers() == "rank 2 on node2 (its process ended)"
 
 
 def test_peer_failure_line_is_one_line_naming_this_rank_and_the_cause() -> None:
