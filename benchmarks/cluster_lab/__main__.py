@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `cluster_lab` as a package
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # dtrain from this checkout
 
+from cluster_lab import tracking  # noqa: E402
 from cluster_lab.faults import FAULTS, Fault  # noqa: E402
 from cluster_lab.hosts import Cluster, namespaces_available, sweep_stale  # noqa: E402
 from cluster_lab.job import Job, JobSpec, bitwise_equal, model_weights, unreadable_checkpoints  # noqa: E402
@@ -47,6 +48,9 @@ def run_once(cluster: Cluster, spec: JobSpec, run_dir: Path, fault: Fault | None
     shutil.rmtree(run_dir, ignore_errors=True)
     job = Job(cluster, spec, run_dir, run_dir.parent / f"{run_dir.name}-logs")
     shutil.rmtree(job.logs, ignore_errors=True)
+    job.logs.mkdir(parents=True)
+    if fault is not None and fault.before is not None:
+        fault.before(job)
     started = time.time()
     job.start()
     record: dict = {"fault": fault.name if fault else None}
@@ -62,6 +66,8 @@ def run_once(cluster: Cluster, spec: JobSpec, run_dir: Path, fault: Fault | None
     if not ended_in_time:
         record["hung"] = [n for n, s in job.supervisors.items() if s.running()]
     job.stop()
+    if fault is not None and fault.after is not None:
+        fault.after(job)
     record["leftover_processes"] = job.leftover_processes()
     record["unreadable_checkpoints"] = unreadable_checkpoints(run_dir)
     return job, record
@@ -199,7 +205,7 @@ def run_links(args: argparse.Namespace) -> int:
 def run_all(spec: JobSpec, names: list[str], args: argparse.Namespace, rng: random.Random) -> list[dict]:
     records = []
     hosts = [f"node{i}" for i in range(args.hosts)]
-    with Cluster(hosts) as cluster:
+    with Cluster([*hosts, tracking.HOST], aliases={tracking.HOST: (tracking.ALIAS,)}) as cluster:
         job, record = run_once(cluster, spec, args.out / "baseline", None, rng, args.timeout)
         record = judge(job, record, None, None)
         records.append(record)

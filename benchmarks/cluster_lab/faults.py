@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster_lab import tracking
 from cluster_lab.job import ROOT, Job
 
 
@@ -35,6 +36,8 @@ class Fault:
     spec: dict = field(default_factory=dict)  # JobSpec fields this fault's job runs with
     compare_weights: bool = True  # False where the job differs from the baseline's by design
     waits_for_checkpoint: bool = True  # inject once the checkpoint of JobSpec.fault_at_step exists
+    before: Callable[[Job], None] | None = None  # e.g. start a server the job needs
+    after: Callable[[Job], None] | None = None
 
 
 def _worker_pids(job: Job, node: str) -> list[int]:
@@ -201,6 +204,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("clean-finish", "the design card's bare torchrun (resnet200_preact, smoke) ends clean on every host",
           no_fault, lines=clean_lines, compare_weights=False, waits_for_checkpoint=False,
           spec={"bare_torchrun": True, "iters": 3}),
+    Fault("mlflow-down", "the MLflow host (reached as mlflow-host) down for 20 s mid-run: FINISHED, every point",
+          tracking.take_server_down, lines=tracking.every_point_arrived, spec=tracking.SPEC,
+          before=tracking.start_server, after=tracking.stop_server),
     Fault("elastic", "--nnodes 2:4, global batch 48; node3 leaves for good, the job goes on with 3 hosts",
           lose_host_elastic, compare_weights=False, spec={"nnodes": "2:4", "extra": ("optim.batch_size=48",)}),
 )}
