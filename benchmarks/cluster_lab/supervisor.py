@@ -85,10 +85,14 @@ class Supervisor:
         return self._thread is not None and self._thread.is_alive()
 
     def wait(self, deadline: float) -> bool:
-        """True when the supervisor finished before `deadline` (time.time())."""
-        if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.time()))
-        return not self.running()
+        """True when the supervisor finished before `deadline` (time.time()); a held host whose
+        launcher has ended counts as finished (it will not come back)."""
+        while self.running() and not self._idle_held() and time.time() < deadline:
+            time.sleep(0.2)
+        return not self.running() or self._idle_held()
+
+    def _idle_held(self) -> bool:
+        return self._held and (self._process is None or self._process.poll() is not None)
 
     def stop(self) -> None:
         self._stopped = True
