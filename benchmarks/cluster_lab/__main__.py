@@ -64,11 +64,12 @@ def run_once(cluster: Cluster, spec: JobSpec, run_dir: Path, fault: Fault | None
     record["seconds"] = round(time.time() - started, 1)
     record["exit_codes"] = {n: [i.exit_code for i in s.invocations] for n, s in job.supervisors.items()}
     if not ended_in_time:
-        record["hung"] = [n for n, s in job.supervisors.items() if s.running()]
+        record["hung"] = [n for n, s in job.supervisors.items() if s.running() and not s.held]
+    # Before job.stop() kills what is left: a process alive 15 s after its launcher ended is an orphan.
+    record["leftover_processes"] = {} if not ended_in_time else job.leftover_processes()
     job.stop()
     if fault is not None and fault.after is not None:
         fault.after(job)
-    record["leftover_processes"] = job.leftover_processes()
     record["unreadable_checkpoints"] = unreadable_checkpoints(run_dir)
     return job, record
 

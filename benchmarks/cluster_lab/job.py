@@ -106,10 +106,11 @@ class Job:
             sup.stop()
 
     def leftover_processes(self, grace: float = 15.0) -> dict[str, list[int]]:
-        """Processes still alive in each host `grace` seconds after its launcher ended."""
+        """Processes still alive in each host `grace` seconds after its launcher ended (call it once
+        every supervisor has finished, before stop())."""
         deadline = time.time() + grace
         while True:
-            left = {node: self.cluster.hosts[node].pids() for node in self.nodes}
+            left = {node: self.cluster.hosts[node].pids() for node in self.nodes if not self.supervisors[node].held}
             left = {node: pids for node, pids in left.items() if pids}
             if not left or time.time() > deadline:
                 return left
