@@ -23,7 +23,7 @@ import torch
 
 from dtrain.builders import build_trainer
 from dtrain.checkpoint.fingerprint import check_resume
-from dtrain.checkpoint.run_lock import lock_run_dir
+from dtrain.checkpoint.run_lock import lock_run_dir, usable_directory
 from dtrain.config import RunConfig, check_data_root, check_world_size, load_config
 from dtrain.distributed.context import DistContext, env_rank, init_distributed, teardown
 from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, exit_code_for, run_rank, user_error_line
@@ -72,6 +72,7 @@ def preflight(cfg: RunConfig, ctx: DistContext) -> int:
         check_data_root(cfg)
         if ctx.is_main:
             lock_run_dir(cfg.resolved_run_dir())  # one run per run_dir; teardown() releases it
+            usable_directory(cfg.resolved_checkpoint_dir(), "checkpoint.dir")  # only rank 0 writes there
         check_resume(cfg, ctx.rank)  # settings differing from the run directory's refuse an auto-resume
     except DtrainError as exc:
         problem = str(exc)

@@ -31,10 +31,11 @@ def env(**extra: str) -> dict[str, str]:
     return {**clean, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(ROOT), **extra}
 
 
-def start(command: list[str], log: Path, **extra_env: str) -> subprocess.Popen:
+def start(command: list[str], log: Path, *, preexec_fn: Callable[[], object] | None = None,
+          **extra_env: str) -> subprocess.Popen:
     """In a session of its own, so every descendant can be found by its session id."""
     return subprocess.Popen(command, env=env(**extra_env), cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=preexec_fn)
 
 
 def finish(process: subprocess.Popen, log: Path, timeout: float = 180) -> tuple[int, str]:
