@@ -30,7 +30,7 @@ from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, exit_cod
 from dtrain.distributed.lifetime import exit_within
 from dtrain.engine.loop import TrainResult
 from dtrain.errors import DtrainError
-from dtrain.tracking import prefix_rank_output, resolve_uri
+from dtrain.tracking import keep_output_without_reader, prefix_rank_output, resolve_uri
 
 USAGE = "usage: python -m dtrain.train [--check-config] RECIPE [key=value ...]   (e.g. digits_resnet20 optim.lr=0.05)"
 # `--check-config`: load and validate the config, train nothing. The launchers run it before torchrun,
@@ -145,6 +145,7 @@ def _without_set_flags(args: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_output_without_reader()  # a `| tee` that died with Ctrl-C must not cost the checkpoint
     args = list(sys.argv[1:] if argv is None else argv)
     check_only = bool(args) and args[0] == CHECK_CONFIG
     args = args[1:] if check_only else args
