@@ -24,7 +24,8 @@ from dtrain.checkpoint.atomic import TEST_DISK_FULL_ENV  # noqa: E402
 
 WORKERS = "data.workers=2"
 # From the fault to the exit. The bug was an hour in atexit; exit_within's safety net now forces
-# an exit 60 s after main() returns, saying so: the tests fail on that line, and on this bound.
+# an exit EXIT_GRACE_SECONDS after main() returns, saying so: the tests fail on that line, and on
+# this bound.
 EXIT_SECONDS = 30
 FORCED_EXIT = "still exiting after"
 
