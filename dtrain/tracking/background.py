@@ -6,10 +6,11 @@ puts an item on a bounded queue; one daemon thread builds the real tracker (conn
 request too) and feeds it. When the queue is full (the server has been stuck for a long time)
 items go straight to RUN_DIR/metrics.jsonl instead, so nothing is lost.
 
-At the end, close() waits at most `close_seconds` (default 10 s) for the thread to send what is
-queued and set the run's status. After that the run ends anyway: what was not handed to the
-tracker is written to metrics.jsonl, and `dtrain mlflow-sync RUN_DIR` sends whatever MLflow
-lacks and sets the final status.
+The run's header waits for the first connection at most START_WAIT_SECONDS, so a reachable
+server's run link is in it. At the end, close() waits at most `close_seconds` (default 10 s)
+for the thread to send what is queued and set the run's status. After that the run ends anyway:
+what was not handed to the tracker is written to metrics.jsonl, and `dtrain mlflow-sync RUN_DIR`
+sends whatever MLflow lacks and sets the final status.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 
 QUEUE_ITEMS = 10_000
 CLOSE_SECONDS = 10.0
-RUN_ID_WAIT_SECONDS = 3.0
+START_WAIT_SECONDS = 10.0
 _CLOSE = "close"
+NOT_ANSWERED = f"has not answered within {START_WAIT_SECONDS:.0f} s"
 
 
 class BackgroundTracker:
@@ -49,29 +51,39 @@ class BackgroundTracker:
         self._spill_lock = threading.Lock()
         self._spilled = 0
         self._built = threading.Event()
-        self._asked_run_id = False
+        self._waited_for_start = False
         self._thread = threading.Thread(target=self._work, args=(factory, catch_up), name="dtrain-tracker",
                                         daemon=True)
         self._thread.start()
 
+    def _started(self) -> bool:
+        """True once the real tracker made its first connection attempt. The first call waits for
+        it, once and at most START_WAIT_SECONDS (a silent server costs that, once)."""
+        if not self._waited_for_start:
+            self._waited_for_start = True
+            self._built.wait(START_WAIT_SECONDS)
+        return self._built.is_set()
+
     @property
     def run_id(self) -> str | None:
-        """The tracked run's id (stored in checkpoints). The first call waits, once and at most
-        RUN_ID_WAIT_SECONDS, for the tracker to connect; a silent server then leaves it None
-        (the checkpoint then names no run, and a resumed run starts a new one)."""
-        if not self._asked_run_id:
-            self._asked_run_id = True
-            self._built.wait(RUN_ID_WAIT_SECONDS)
-        inner = self._inner
+        """The tracked run's id (stored in checkpoints); a silent server leaves it None (the
+        checkpoint then names no run, and a resumed run starts a new one)."""
+        inner = self._inner if self._started() else None
         return inner.run_id if inner is not None and inner.run_id else self._resume_run_id
 
     @property
     def run_link(self) -> str | None:
         """The run's page, once the tracker has connected (None while the server is silent)."""
-        self._built.wait(0 if self._asked_run_id else RUN_ID_WAIT_SECONDS)
-        self._asked_run_id = True
-        inner = self._inner
+        inner = self._inner if self._started() else None
         return inner.run_link if inner is not None else None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the server is not reached (one line), None when it is."""
+        if not self._started():
+            return NOT_ANSWERED
+        inner = self._inner
+        return "could not start the tracker" if inner is None else inner.problem
 
     @property
     def finished(self) -> bool:

@@ -119,8 +119,9 @@ def prefix_rank_output(rank: int) -> None:
 
 
 def header_line(*, world_size: int, run_dir: Path | str, devices: Sequence[str], run_link: str | None,
-                backend: str | None = None) -> str:
-    """Rank 0's first line: where the run writes, on what it runs, and where to watch it."""
+                backend: str | None = None, tracking_problem: str | None = None) -> str:
+    """Rank 0's first line: where the run writes, on what it runs, and where to watch it (or,
+    when the tracking server is not reached, why: `tracking_problem`, a Tracker's `problem`)."""
     counts: dict[str, int] = {}
     for device in devices:
         counts[device] = counts.get(device, 0) + 1
@@ -128,5 +129,8 @@ def header_line(*, world_size: int, run_dir: Path | str, devices: Sequence[str],
     group = f"process group {backend}" if backend else "no process group"
     parts = [f"{HEADER_START}{world_size} ({group})", f"run dir {Path(run_dir).resolve()}",
              f"devices {described} on {socket.gethostname()}"]
-    parts.append(f"MLflow {run_link}" if run_link else "no MLflow run")
+    if run_link:
+        parts.append(f"MLflow {run_link}")
+    else:
+        parts.append(f"MLflow {tracking_problem}" if tracking_problem else "no MLflow run")
     return " | ".join(parts)

@@ -89,6 +89,7 @@ class MlflowTracker:
         self._pending_datasets: list[DatasetRecord] = []
         self._pending_status: str | None = None
         self._failures = 0
+        self.problem: str | None = None  # why the store is not reached, one line; None when it is
         self._retry_at = 0.0
         self._last_flush = time.monotonic()
         self._dropped_metrics = 0
@@ -222,10 +223,12 @@ class MlflowTracker:
             self._failures += 1
             delay = min(RETRY_FIRST_SECONDS * 2 ** min(self._failures - 1, 16), RETRY_MAX_SECONDS)
             self._retry_at = time.monotonic() + delay
+            self.problem = f"is unreachable ({_one_line(exc.__cause__ or exc)})"
             if self._failures == 1:
-                log.warning("MLflow tracking at %s is unreachable (%s); training goes on, metrics are kept in %s "
-                            "and sent when it is back", self.uri, _one_line(exc.__cause__ or exc), self.local.path)
+                log.warning("MLflow tracking at %s %s; training goes on, metrics are kept in %s and sent when it "
+                            "is back", self.uri, self.problem, self.local.path)
             return
+        self.problem = None
         if self._failures:
             log.warning("MLflow tracking at %s is reachable again; buffered metrics sent", self.uri)
             self._failures = 0

@@ -51,3 +51,43 @@ def test_a_silent_server_stalls_neither_steps_nor_the_exit(tmp_path: Path) -> No
     assert steps == list(range(2, 21))  # step 1 is the call the server never answered
     assert any(r["type"] == "status" and r["status"] == "FINISHED" for r in records)
     never.set()
+
+
+# -- the header's link -----------------------------------------------------------------------------
+
+
+def _wait_until(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_the_header_waits_for_a_server_that_answers_in_seconds(tmp_path: Path) -> None:
+    from dtrain.tracking.console import header_line
+
+    def slow_start() -> _Recorder:
+        time.sleep(4.0)  # importing mlflow and creating the run: seconds on a busy machine
+        connected = _Recorder(tmp_path)
+        connected.run_link = "http://mlflow:5000/#/experiments/1/runs/r1"
+        return connected
+
+    tracker = BackgroundTracker(slow_start, tmp_path)
+    line = header_line(world_size=1, run_dir=tmp_path, devices=["cpu"], run_link=tracker.run_link,
+                       tracking_problem=tracker.problem)
+    assert line.endswith(" | MLflow http://mlflow:5000/#/experiments/1/runs/r1")
+    tracker.close("FINISHED")
+
+
+def test_a_server_that_never_answers_is_named_in_the_header(tmp_path: Path, monkeypatch) -> None:
+    from dtrain.tracking import background
+    from dtrain.tracking.console import header_line
+
+    monkeypatch.setattr(background, "START_WAIT_SECONDS", 0.2)
+    never = threading.Event()
+    tracker = BackgroundTracker(lambda: never.wait() and _Recorder(tmp_path), tmp_path, close_seconds=0.2)
+    line = header_line(world_size=1, run_dir=tmp_path, devices=["cpu"], run_link=tracker.run_link,
+                       tracking_problem=tracker.problem)
+    assert line.endswith(" | MLflow has not answered within 10 s")
+    tracker.close("FINISHED")
+    never.set()
