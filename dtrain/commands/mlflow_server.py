@@ -75,8 +75,10 @@ def _check_backend_store_uri(uri: str) -> Path | None:
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--allowed-hosts", default=None,
-              help="Host headers MLflow accepts (default when binding beyond localhost: this machine's "
-                   "names and private IPs).")
+              help="Comma-separated Host headers MLflow accepts, NAME or NAME:PORT (wildcards: NAME:*): "
+                   "include every name the nodes use in MLFLOW_TRACKING_URI (an alias, a Service name), "
+                   "others get 403 'Invalid Host header'. Default when binding beyond localhost: this "
+                   "machine's names and private IPs.")
 @click.option("--print-only", is_flag=True, help="Print the command and the tracking URI; start nothing.")
 def mlflow_server(backend_store_uri: str, artifacts_destination: str, host: str, port: int, workers: int,
                   allowed_hosts: str | None, print_only: bool) -> None:

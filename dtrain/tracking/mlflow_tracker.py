@@ -18,6 +18,7 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 from dtrain.tracking import mlflow_extras
 from dtrain.tracking.base import DatasetRecord, check_status
@@ -49,6 +50,9 @@ HTTP_FAIL_FAST_ENV = {
 }
 # Errors that retrying cannot fix: the data is dropped from the buffer (it is in the JSONL).
 PERMANENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"}
+# MLflow 3's server answers 403 with this body to a Host header missing from its --allowed-hosts
+# (a guard against DNS rebinding): a client that reaches it by an alias is refused.
+INVALID_HOST_REPLY = "Invalid Host header"
 
 
 class _Unreachable(Exception):
@@ -223,7 +227,7 @@ class MlflowTracker:
             self._failures += 1
             delay = min(RETRY_FIRST_SECONDS * 2 ** min(self._failures - 1, 16), RETRY_MAX_SECONDS)
             self._retry_at = time.monotonic() + delay
-            self.problem = f"is unreachable ({_one_line(exc.__cause__ or exc)})"
+            self.problem = why_not_reached(self.uri, exc.__cause__ or exc)
             if self._failures == 1:
                 log.warning("MLflow tracking at %s %s; training goes on, metrics are kept in %s and sent when it "
                             "is back", self.uri, self.problem, self.local.path)
@@ -344,6 +348,26 @@ class MlflowTracker:
                 log.warning("MLflow rejected %s (%s); they are kept in %s only", what, _one_line(exc), self.local.path)
                 return None
             raise _Unreachable(what) from exc
+
+
+def why_not_reached(uri: str, exc: BaseException) -> str:
+    """What follows "MLflow tracking at URI" in the one line that says it is not reached."""
+    if INVALID_HOST_REPLY in str(exc):
+        host = urlsplit(uri).netloc.rpartition("@")[2]  # the Host header the client sent
+        return (f"refuses the Host header {host!r} (403 from MLflow's DNS-rebinding guard): start the server "
+                f"with --allowed-hosts {host} (dtrain mlflow-server --allowed-hosts {host}), or reach it by a "
+                "name it already allows")
+    text = str(exc)
+    short = next((why for cause, why in _SHORT_CAUSES if cause in text), None)
+    return f"is unreachable ({short or _one_line(exc)})"
+
+
+# The cause inside the long text MLflow's HTTP client raises ("API request to ... failed with
+# exception HTTPConnectionPool(...): Max retries exceeded ...").
+_SHORT_CAUSES = (("Connection refused", "connection refused"), ("timed out", "no answer: timed out"),
+                 ("Name or service not known", "unknown host name"),
+                 ("Temporary failure in name resolution", "host name not resolved"),
+                 ("No route to host", "no route to host"))
 
 
 def _make_client(uri: str) -> Any:

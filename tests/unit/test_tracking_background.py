@@ -3,6 +3,7 @@ the bounded flush, with every metric left in metrics.jsonl (dtrain/tracking/back
 
 from __future__ import annotations
 
+import http.server
 import threading
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ def test_a_silent_server_stalls_neither_steps_nor_the_exit(tmp_path: Path) -> No
     never.set()
 
 
-# -- the header's link -----------------------------------------------------------------------------
+# -- the header's link; a refused Host header --------------------------------------------------------
 
 
 def _wait_until(condition, seconds: float = 10.0) -> None:
@@ -91,3 +92,40 @@ def test_a_server_that_never_answers_is_named_in_the_header(tmp_path: Path, monk
     assert line.endswith(" | MLflow has not answered within 10 s")
     tracker.close("FINISHED")
     never.set()
+
+
+class _RefusesHostHeader(http.server.BaseHTTPRequestHandler):
+    """What MLflow 3's server answers a Host header missing from its --allowed-hosts."""
+
+    def do_GET(self) -> None:
+        body = b"Invalid Host header - possible DNS rebinding attack detected"
+        self.send_response(403)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_refused_host_header_says_how_to_allow_it(tmp_path: Path, monkeypatch, caplog) -> None:
+    import logging
+
+    from dtrain.tracking.mlflow_tracker import MlflowTracker
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusesHostHeader)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        with caplog.at_level(logging.WARNING, logger="dtrain.tracking"):
+            tracker = MlflowTracker(uri=f"http://{host}", experiment="e", run_dir=tmp_path, run_name="r")
+        assert tracker.run_link is None
+        assert f"--allowed-hosts {host}" in tracker.problem and "403" in tracker.problem
+        (line,) = [r.getMessage() for r in caplog.records if "Host header" in r.getMessage()]
+        assert f"dtrain mlflow-server --allowed-hosts {host}" in line and "unreachable" not in line
+        tracker.close("KILLED")
+    finally:
+        server.shutdown()

@@ -1,4 +1,5 @@
-"""A real `dtrain mlflow-server` that dies mid-run and comes back: no metric is lost."""
+"""A real `dtrain mlflow-server` that dies mid-run and comes back: no metric is lost; one that is
+reached by a name it does not allow says so."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -17,10 +19,10 @@ from ports import free_port
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def _start_server(tmp_path, port: int) -> subprocess.Popen:
+def _start_server(tmp_path, port: int, *options: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "dtrain", "mlflow-server", "--backend-store-uri",
                f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}", "--artifacts-destination",
-               str(tmp_path / "server" / "artifacts"), "--port", str(port)]
+               str(tmp_path / "server" / "artifacts"), "--port", str(port), *options]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
@@ -28,6 +30,8 @@ def _start_server(tmp_path, port: int) -> subprocess.Popen:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
                 if response.status == 200:
                     return process
+        except urllib.error.HTTPError:
+            return process  # it answers (403 to a Host header it does not allow)
         except OSError:
             time.sleep(0.5)
     _stop(process)
@@ -78,5 +82,24 @@ def test_server_outage_loses_nothing(tmp_path, monkeypatch, caplog):
         assert run.info.status == "FINISHED" and run.data.params == {"optim.lr": "0.1"}
         assert [a.path for a in client.list_artifacts(run_id)] == ["config.yaml"]
         assert list((tmp_path / "server" / "artifacts").rglob("config.yaml"))  # proxied to the server's store
+    finally:
+        _stop(server)
+
+
+def test_a_host_header_the_server_does_not_allow_is_named_with_the_fix(tmp_path, monkeypatch):
+    """MLflow 3 refuses a Host header missing from --allowed-hosts (a client that reaches the
+    server by an alias); the tracker says which name to allow, and `dtrain mlflow-server
+    --allowed-hosts` passes it on."""
+    from dtrain.tracking.mlflow_tracker import MlflowTracker
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    port = free_port()
+    server = _start_server(tmp_path, port, "--allowed-hosts", "mlflow-alias,mlflow-alias:*")
+    try:
+        tracker = MlflowTracker(uri=f"http://127.0.0.1:{port}", experiment="dtrain", run_dir=tmp_path / "run",
+                                run_name="alias")
+        assert tracker.run_id is None
+        assert f"--allowed-hosts 127.0.0.1:{port}" in tracker.problem and "Host header" in tracker.problem
+        tracker.close("KILLED")
     finally:
         _stop(server)
