@@ -55,9 +55,9 @@ def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: st
     if not uri.startswith(("http://", "https://")):
         return tracker()  # a local store answers or fails at once
     # A server can accept and never answer: in a thread of its own it never stalls a step.
-    # A resumed run first sends what earlier attempts could only keep in metrics.jsonl.
-    catch_up = partial(send_missing, run_dir, uri, resume_run_id) if resume_run_id else None
-    return BackgroundTracker(tracker, run_dir, resume_run_id=resume_run_id, catch_up=catch_up)
+    # What only metrics.jsonl holds (earlier attempts of a resumed run, a full queue) is sent from it.
+    return BackgroundTracker(tracker, run_dir, resume_run_id=resume_run_id,
+                             catch_up=partial(send_missing, run_dir, uri))
 
 
 def warm_up(cfg: TrackingConfig, rank: int) -> None:

@@ -36,7 +36,7 @@ MAX_TAG_VALUE = 8000
 # only in metrics.jsonl.
 MAX_BUFFERED_METRICS = 200_000
 RETRY_FIRST_SECONDS = 10.0
-RETRY_MAX_SECONDS = 300.0
+RETRY_MAX_SECONDS = 60.0
 # At the end of a run (not a preemption, whose grace period is short) close() keeps trying
 # this long so the run does not stay RUNNING because of one slow response.
 CLOSE_RETRY_SECONDS = 30.0
@@ -225,8 +225,7 @@ class MlflowTracker:
                 self._pending_status = None
         except _Unreachable as exc:
             self._failures += 1
-            delay = min(RETRY_FIRST_SECONDS * 2 ** min(self._failures - 1, 16), RETRY_MAX_SECONDS)
-            self._retry_at = time.monotonic() + delay
+            self._retry_at = time.monotonic() + retry_delay(self._failures)
             self.problem = why_not_reached(self.uri, exc.__cause__ or exc)
             if self._failures == 1:
                 log.warning("MLflow tracking at %s %s; training goes on, metrics are kept in %s and sent when it "
@@ -348,6 +347,11 @@ class MlflowTracker:
                 log.warning("MLflow rejected %s (%s); they are kept in %s only", what, _one_line(exc), self.local.path)
                 return None
             raise _Unreachable(what) from exc
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the next send after `failures` failed ones in a row: 10, 20, 40, 60, 60 ..."""
+    return min(RETRY_FIRST_SECONDS * 2 ** min(failures - 1, 16), RETRY_MAX_SECONDS)
 
 
 def why_not_reached(uri: str, exc: BaseException) -> str:

@@ -54,7 +54,7 @@ def test_a_silent_server_stalls_neither_steps_nor_the_exit(tmp_path: Path) -> No
     never.set()
 
 
-# -- the header's link; a refused Host header --------------------------------------------------------
+# -- a server that goes away and comes back; the header's link; a refused Host header --------------
 
 
 def _wait_until(condition, seconds: float = 10.0) -> None:
@@ -62,6 +62,53 @@ def _wait_until(condition, seconds: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def _mlflow_in_background(tmp_path: Path, client, monkeypatch, **kwargs) -> BackgroundTracker:
+    from dtrain.tracking import mlflow_tracker
+
+    monkeypatch.setattr(mlflow_tracker, "RETRY_FIRST_SECONDS", 0.2)
+    monkeypatch.setattr(mlflow_tracker, "RETRY_MAX_SECONDS", 0.4)
+    return BackgroundTracker(lambda: mlflow_tracker.MlflowTracker(
+        uri="http://fake", experiment="e", run_dir=tmp_path, run_name="r", client=client, flush_every_seconds=3600),
+        tmp_path, **kwargs)
+
+
+def test_buffered_metrics_reach_a_server_that_is_back_without_any_new_call(tmp_path: Path, monkeypatch) -> None:
+    from test_tracking import FakeClient
+
+    client = FakeClient()
+    tracker = _mlflow_in_background(tmp_path, client, monkeypatch)
+    assert tracker.run_id == "run-1" and tracker.problem is None
+    client.down = True  # the server is killed mid-run
+    for step in range(1, 51):
+        tracker.log_metrics({"train/loss": float(step)}, step)
+    tracker.flush()  # a checkpoint's flush: the send fails
+    _wait_until(lambda: tracker.problem is not None)
+    assert tracker.problem.startswith("is unreachable (")
+    client.down = False  # back; the run makes no further tracking call
+    _wait_until(lambda: [m.step for b in client.sent("metrics") for m in b] == list(range(1, 51)))
+    assert tracker.problem is None
+    tracker.close("FINISHED")
+    assert client.terminated == ["FINISHED"]
+
+
+def test_retries_back_off_and_the_wait_is_capped() -> None:
+    from dtrain.tracking.mlflow_tracker import RETRY_MAX_SECONDS, retry_delay
+
+    delays = [retry_delay(failures) for failures in range(1, 9)]
+    assert delays[:3] == [10.0, 20.0, 40.0] and delays == sorted(delays) and max(delays) == RETRY_MAX_SECONDS
+
+
+def test_calls_that_only_reached_metrics_jsonl_are_sent_from_it_before_the_status(tmp_path: Path) -> None:
+    stuck, caught_up = threading.Event(), []
+    tracker = BackgroundTracker(lambda: _Recorder(tmp_path, stuck=stuck), tmp_path, max_items=2,
+                                catch_up=caught_up.append)
+    for step in range(1, 11):  # the tracker is stuck on step 1: the queue overflows into metrics.jsonl
+        tracker.log_metrics({"loss": float(step)}, step)
+    stuck.set()
+    tracker.close("FINISHED")
+    assert tracker.finished and caught_up == ["r1"]
 
 
 def test_the_header_waits_for_a_server_that_answers_in_seconds(tmp_path: Path) -> None:

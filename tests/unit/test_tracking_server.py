@@ -86,6 +86,62 @@ def test_server_outage_loses_nothing(tmp_path, monkeypatch, caplog):
         _stop(server)
 
 
+def _points(client, run_id: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss"))
+
+
+def _wait_for(condition, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        time.sleep(0.5)
+
+
+def test_a_killed_server_gets_every_point_by_itself_once_restarted(tmp_path, monkeypatch, caplog):
+    """As `dtrain train` tracks (build_tracker: the MLflow tracker in its background thread), with
+    the server SIGKILLed mid-run and restarted on the same port: nothing stalls, the buffered
+    points reach the server with no further call, and the run ends FINISHED with every point."""
+    from mlflow.tracking import MlflowClient
+
+    from dtrain.config import TrackingConfig
+    from dtrain.tracking import build_tracker, mlflow_tracker
+
+    monkeypatch.setattr(mlflow_tracker, "RETRY_FIRST_SECONDS", 1.0)
+    monkeypatch.setattr(mlflow_tracker, "RETRY_MAX_SECONDS", 4.0)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port)
+    try:
+        tracker = build_tracker(TrackingConfig(uri=uri, flush_every_seconds=3600), run_dir=tmp_path / "run", rank=0,
+                                run_name="outage")
+        assert tracker.run_link.startswith(f"{uri}/#/experiments/")  # in time for the header line
+        client = MlflowClient(tracking_uri=uri)
+        for step in range(1, 101):
+            tracker.log_metrics({"train/loss": float(step)}, step=step)
+        tracker.flush()  # as a checkpoint save does
+        _wait_for(lambda: len(_points(client, tracker.run_id)) == 100, 60)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        with caplog.at_level(logging.WARNING, logger="dtrain.tracking"):
+            started = time.monotonic()
+            for step in range(101, 201):
+                tracker.log_metrics({"train/loss": float(step)}, step=step)
+            tracker.flush()
+            assert time.monotonic() - started < 5.0  # training steps do not wait for the dead server
+            _wait_for(lambda: tracker.problem is not None, 60)
+            server = _start_server(tmp_path, port)
+            _wait_for(lambda: len(_points(client, tracker.run_id)) == 200, 120)  # no tracker call since
+            tracker.close("FINISHED")
+        assert _points(client, tracker.run_id) == [(s, float(s)) for s in range(1, 201)]
+        assert client.get_run(tracker.run_id).info.status == "FINISHED"
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum(" is unreachable " in m for m in messages) == 1 and any("reachable again" in m for m in messages)
+    finally:
+        _stop(server)
+
+
 def test_a_host_header_the_server_does_not_allow_is_named_with_the_fix(tmp_path, monkeypatch):
     """MLflow 3 refuses a Host header missing from --allowed-hosts (a client that reaches the
     server by an alias); the tracker says which name to allow, and `dtrain mlflow-server
