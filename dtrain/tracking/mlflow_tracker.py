@@ -362,6 +362,9 @@ def why_not_reached(uri: str, exc: BaseException) -> str:
                 f"with --allowed-hosts {host} (dtrain mlflow-server --allowed-hosts {host}), or reach it by a "
                 "name it already allows")
     text = str(exc)
+    if "error code 401" in text:  # a server started with --auth, and no login on this node
+        return ("requires a login (401): export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a user of "
+                "that server) before `dtrain train`")
     short = next((why for cause, why in _SHORT_CAUSES if cause in text), None)
     return f"is unreachable ({short or _one_line(exc)})"
 

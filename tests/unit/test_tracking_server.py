@@ -159,3 +159,32 @@ def test_a_host_header_the_server_does_not_allow_is_named_with_the_fix(tmp_path,
         tracker.close("KILLED")
     finally:
         _stop(server)
+
+
+def test_auth_asks_every_request_for_a_login_and_a_node_with_one_tracks(tmp_path, monkeypatch):
+    """`dtrain mlflow-server --auth`: MLflow's basic-auth app. Anonymous requests are refused (the
+    tracker says what to export); a node with MLFLOW_TRACKING_USERNAME/PASSWORD creates its run."""
+    pytest.importorskip("flask_wtf", reason="dtrain[auth] not installed")
+    from dtrain.tracking.mlflow_tracker import MlflowTracker
+
+    password = "a-long-admin-password-1"
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", password)  # the first start creates the admin user
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port, "--auth")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
+        assert refused.value.code == 401
+        anonymous = MlflowTracker(uri=uri, experiment="dtrain", run_dir=tmp_path / "anonymous", run_name="a")
+        assert anonymous.run_id is None and "MLFLOW_TRACKING_USERNAME" in anonymous.problem
+        anonymous.close("KILLED")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        tracker = MlflowTracker(uri=uri, experiment="dtrain", run_dir=tmp_path / "run", run_name="logged-in")
+        assert tracker.run_id and tracker.problem is None
+        tracker.close("FINISHED")
+        assert (tmp_path / "server" / "basic_auth.db").is_file()  # beside the SQLite store
+    finally:
+        _stop(server)
