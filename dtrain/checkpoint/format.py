@@ -62,9 +62,9 @@ def _from_version_1(state: dict[str, Any]) -> dict[str, Any]:
 
 def _from_version_2(state: dict[str, Any]) -> dict[str, Any]:
     rng = state.get("rng")
-    if isinstance(rng, list):
-        rng = [{**entry, "python": python_state_as_tensor(entry["python"])} if isinstance(entry.get("python"), (tuple, list))
-               else entry for entry in rng]
+    if isinstance(rng, list):  # each rank's entry; Python's state was a (version, words, gauss) tuple
+        rng = [{**entry, "python": python_state_as_tensor(entry["python"])}
+               if isinstance(entry.get("python"), (tuple, list)) else entry for entry in rng]
     return {**state, "rng": rng, "format_version": 3}
 
 

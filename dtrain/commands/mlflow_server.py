@@ -26,8 +26,6 @@ from dtrain.extras import missing_module_message
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-
-
 AUTH_APP = "basic-auth"  # MLflow's own login app (mlflow server --app-name)
 AUTH_CONFIG_NAME = "basic_auth.ini"
 SECRET_KEY_NAME = "flask_secret_key"  # CSRF key of the auth app, the same across restarts

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from dtrain.tracking.base import DatasetRecord, Tracker, check_status
 from dtrain.tracking.jsonl import JSONL_NAME
+from dtrain.tracking.server_errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +207,7 @@ class BackgroundTracker:
             self._catch_up(run_id)
         except Exception as exc:  # noqa: BLE001 - the server may still be down; mlflow-sync later
             log.warning("could not send MLflow what only %s holds (%s); `dtrain mlflow-sync %s` does it after the "
-                        "run", self.run_dir / JSONL_NAME,
-                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, self.run_dir)
+                        "run", self.run_dir / JSONL_NAME, one_line(exc), self.run_dir)
 
     def _drain(self) -> list[tuple[str, tuple]]:
         items = []

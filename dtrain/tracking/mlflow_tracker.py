@@ -18,11 +18,11 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
-from urllib.parse import urlsplit
 
 from dtrain.tracking import mlflow_extras
 from dtrain.tracking.base import DatasetRecord, check_status
 from dtrain.tracking.jsonl import JsonlTracker
+from dtrain.tracking.server_errors import one_line, why_not_reached
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,6 @@ HTTP_FAIL_FAST_ENV = {
 }
 # Errors that retrying cannot fix: the data is dropped from the buffer (it is in the JSONL).
 PERMANENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"}
-# MLflow 3's server answers 403 with this body to a Host header missing from its --allowed-hosts
-# (a guard against DNS rebinding): a client that reaches it by an alias is refused.
-INVALID_HOST_REPLY = "Invalid Host header"
 
 
 class _Unreachable(Exception):
@@ -170,7 +167,7 @@ class MlflowTracker:
             model_uri = mlflow_extras.log_model(self.uri, self._experiment, self._run_id, model, example_input,
                                                 name=name, register_as=register_as)
         except Exception as exc:
-            log.warning("MLflow could not log model %r (%s); the checkpoint has it", name, _one_line(exc))
+            log.warning("MLflow could not log model %r (%s); the checkpoint has it", name, one_line(exc))
             return
         self.local.write_record("model", name=name, model_uri=model_uri, registered_as=register_as)
 
@@ -344,7 +341,7 @@ class MlflowTracker:
             return send()
         except Exception as exc:
             if drop_ok and getattr(exc, "error_code", None) in PERMANENT_ERROR_CODES:
-                log.warning("MLflow rejected %s (%s); they are kept in %s only", what, _one_line(exc), self.local.path)
+                log.warning("MLflow rejected %s (%s); they are kept in %s only", what, one_line(exc), self.local.path)
                 return None
             raise _Unreachable(what) from exc
 
@@ -352,29 +349,6 @@ class MlflowTracker:
 def retry_delay(failures: int) -> float:
     """Seconds before the next send after `failures` failed ones in a row: 10, 20, 40, 60, 60 ..."""
     return min(RETRY_FIRST_SECONDS * 2 ** min(failures - 1, 16), RETRY_MAX_SECONDS)
-
-
-def why_not_reached(uri: str, exc: BaseException) -> str:
-    """What follows "MLflow tracking at URI" in the one line that says it is not reached."""
-    if INVALID_HOST_REPLY in str(exc):
-        host = urlsplit(uri).netloc.rpartition("@")[2]  # the Host header the client sent
-        return (f"refuses the Host header {host!r} (403 from MLflow's DNS-rebinding guard): start the server "
-                f"with --allowed-hosts {host} (dtrain mlflow-server --allowed-hosts {host}), or reach it by a "
-                "name it already allows")
-    text = str(exc)
-    if "error code 401" in text:  # a server started with --auth, and no login on this node
-        return ("requires a login (401): export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a user of "
-                "that server) before `dtrain train`")
-    short = next((why for cause, why in _SHORT_CAUSES if cause in text), None)
-    return f"is unreachable ({short or _one_line(exc)})"
-
-
-# The cause inside the long text MLflow's HTTP client raises ("API request to ... failed with
-# exception HTTPConnectionPool(...): Max retries exceeded ...").
-_SHORT_CAUSES = (("Connection refused", "connection refused"), ("timed out", "no answer: timed out"),
-                 ("Name or service not known", "unknown host name"),
-                 ("Temporary failure in name resolution", "host name not resolved"),
-                 ("No route to host", "no route to host"))
 
 
 def _make_client(uri: str) -> Any:
@@ -409,8 +383,3 @@ def _artifact_location(uri: str) -> str | None:
     directory); the server's default (proxied mlflow-artifacts:/) otherwise."""
     path = sqlite_path(uri)
     return (path.resolve().parent / "mlartifacts").as_uri() if path is not None else None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
