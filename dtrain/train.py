@@ -30,7 +30,7 @@ from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, exit_cod
 from dtrain.distributed.lifetime import exit_within
 from dtrain.engine.loop import TrainResult
 from dtrain.errors import DtrainError
-from dtrain.tracking import keep_output_without_reader, prefix_rank_output, resolve_uri, warm_up
+from dtrain.tracking import keep_output_without_reader, prefix_rank_output, resolve_uri
 
 USAGE = "usage: python -m dtrain.train [--check-config] RECIPE [key=value ...]   (e.g. digits_resnet20 optim.lr=0.05)"
 # `--check-config`: load and validate the config, train nothing. The launchers run it before torchrun,
@@ -102,7 +102,6 @@ def train_config(cfg: RunConfig, *, stream=None) -> Outcome:
             # N processes on one machine would each take every core and thrash.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         seed_everything(cfg.train.seed)
-        warm_up(cfg.tracking, ctx.rank)
         result = build_trainer(cfg, ctx, per_process, stream=stream).run()
         if ctx.is_main:
             print_summary(cfg, result, stream or sys.stdout)

@@ -10,9 +10,7 @@
 
 from __future__ import annotations
 
-import importlib
 import os
-import threading
 import uuid
 from functools import partial
 from pathlib import Path
@@ -29,7 +27,7 @@ from dtrain.tracking.system_tags import local_devices, system_tags
 __all__ = ["Tracker", "NullTracker", "JsonlTracker", "MetricAggregator", "build_tracker", "resolve_uri",
            "system_tags", "local_devices", "read_records", "metric_history", "record_run_start", "record_run_end",
            "record_models", "applicable_params", "header_line", "prefix_rank_output", "keep_output_without_reader",
-           "warm_up", "BACKENDS"]
+           "BACKENDS"]
 
 DB_NAME = "mlflow.db"
 
@@ -58,14 +56,6 @@ def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: st
     # What only metrics.jsonl holds (earlier attempts of a resumed run, a full queue) is sent from it.
     return BackgroundTracker(tracker, run_dir, resume_run_id=resume_run_id,
                              catch_up=partial(send_missing, run_dir, uri))
-
-
-def warm_up(cfg: TrackingConfig, rank: int) -> None:
-    """Start importing MLflow (seconds) in a daemon thread while the model and loaders are built,
-    so the tracker started after them reaches its server in time for the header line."""
-    if rank == 0 and cfg.backend == "mlflow":
-        threading.Thread(target=importlib.import_module, args=("mlflow.tracking",), name="dtrain-import-mlflow",
-                         daemon=True).start()
 
 
 def _jsonl(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:

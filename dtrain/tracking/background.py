@@ -170,7 +170,7 @@ class BackgroundTracker:
             log.warning("tracking could not start (%s); everything stays in %s", exc, self.run_dir / JSONL_NAME)
             self._inner = None
         self._built.set()
-        while True:
+        while not self._abandoned:
             try:
                 method, args = self._queue.get(timeout=IDLE_FLUSH_SECONDS)
             except queue.Empty:
