@@ -12,7 +12,7 @@ FROM nvidia/cuda:${CUDA_VERSION}-cudnn-devel-ubuntu22.04
 
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_CUDA=13.0
-ARG DTRAIN_EXTRAS=cuda13,ffcv,deepspeed,plot,demo,k8s
+ARG DTRAIN_EXTRAS=cuda13,ffcv,deepspeed,plot,demo,k8s,auth
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \

@@ -200,15 +200,17 @@ def resume_is_exact(check: Check, runs: Path) -> None:
     """The weights after an interrupted-and-resumed run against the uninterrupted run's."""
     import torch
 
+    from dtrain.checkpoint import atomic_load  # dtrain's one checkpoint reader (weights only, hash checked)
+    from dtrain.errors import DtrainError
+
     def weights(run: str) -> dict:
         final = json.loads((runs / run / "final_metrics.json").read_text())
-        state = torch.load(final["last_checkpoint"], map_location="cpu", weights_only=False)
-        model = state.get("model", state) if isinstance(state, dict) else state
+        model = atomic_load(final["last_checkpoint"])["model"]
         return {k: v for k, v in model.items() if torch.is_tensor(v) and v.is_floating_point()}
 
     try:
         whole, resumed = weights("whole"), weights("resumed")
-    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, DtrainError) as exc:
         return check.record("resume_exact", "FAIL", f"cannot compare checkpoints: {exc}")
     gap = max(float((whole[k] - resumed[k]).abs().max()) for k in whole)
     status = "ok" if whole.keys() == resumed.keys() and gap <= 1e-5 else "FAIL"

@@ -93,10 +93,15 @@ def cli() -> None:
     """dtrain: train the ResNets of He et al. with the papers' recipes, from one CPU to many nodes."""
 
 
+# ctx.obj of every command: {AS_PROGRAM: True} when main() runs as the program (argv None:
+# `dtrain ...`, `python -m dtrain`), not called in-process (tests, other tools).
+AS_PROGRAM = "as_program"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user-fixable errors become one line on stderr and exit code 2."""
     try:
-        cli.main(args=argv, standalone_mode=False)
+        cli.main(args=argv, standalone_mode=False, obj={AS_PROGRAM: argv is None})
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -6,6 +6,7 @@
     pip install 'dtrain[cuda12]'  (cuda13; dali with a CPU torch) DALI: data.loader=dali
     pip install 'dtrain[ffcv]'    FFCV: data.loader=ffcv, prepare --formats ffcv
     pip install 'dtrain[deepspeed]'
+    pip install 'dtrain[auth]'    Flask-WTF: dtrain mlflow-server --auth (MLflow's basic-auth app)
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ EXTRA_OF_MODULE: dict[str, tuple[str, Callable[[], tuple[str, str]]]] = {
     "numba": ("numba (for FFCV)", _fixed("ffcv")),
     "cv2": ("cv2 (opencv-python-headless, for FFCV)", _fixed("ffcv")),
     "deepspeed": ("deepspeed", _fixed("deepspeed")),
+    "flask_wtf": ("Flask-WTF (MLflow's basic-auth app)", _fixed("auth")),
 }
 
 

@@ -23,14 +23,14 @@ import torch
 
 from dtrain.builders import build_trainer
 from dtrain.checkpoint.fingerprint import check_resume
-from dtrain.checkpoint.run_lock import lock_run_dir
+from dtrain.checkpoint.run_lock import lock_run_dir, usable_directory
 from dtrain.config import RunConfig, check_data_root, check_world_size, load_config
 from dtrain.distributed.context import DistContext, env_rank, init_distributed, teardown
 from dtrain.distributed.failure import EXIT_USER_ERROR, SymmetricError, exit_code_for, run_rank, user_error_line
 from dtrain.distributed.lifetime import exit_within
 from dtrain.engine.loop import TrainResult
 from dtrain.errors import DtrainError
-from dtrain.tracking import prefix_rank_output, resolve_uri
+from dtrain.tracking import keep_output_without_reader, prefix_rank_output, resolve_uri
 
 USAGE = "usage: python -m dtrain.train [--check-config] RECIPE [key=value ...]   (e.g. digits_resnet20 optim.lr=0.05)"
 # `--check-config`: load and validate the config, train nothing. The launchers run it before torchrun,
@@ -72,6 +72,7 @@ def preflight(cfg: RunConfig, ctx: DistContext) -> int:
         check_data_root(cfg)
         if ctx.is_main:
             lock_run_dir(cfg.resolved_run_dir())  # one run per run_dir; teardown() releases it
+            usable_directory(cfg.resolved_checkpoint_dir(), "checkpoint.dir")  # only rank 0 writes there
         check_resume(cfg, ctx.rank)  # settings differing from the run directory's refuse an auto-resume
     except DtrainError as exc:
         problem = str(exc)
@@ -144,6 +145,7 @@ def _without_set_flags(args: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_output_without_reader()  # a `| tee` that died with Ctrl-C must not cost the checkpoint
     args = list(sys.argv[1:] if argv is None else argv)
     check_only = bool(args) and args[0] == CHECK_CONFIG
     args = args[1:] if check_only else args

@@ -8,8 +8,10 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,10 +33,11 @@ def env(**extra: str) -> dict[str, str]:
     return {**clean, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(ROOT), **extra}
 
 
-def start(command: list[str], log: Path, **extra_env: str) -> subprocess.Popen:
+def start(command: list[str], log: Path, *, preexec_fn: Callable[[], object] | None = None,
+          **extra_env: str) -> subprocess.Popen:
     """In a session of its own, so every descendant can be found by its session id."""
     return subprocess.Popen(command, env=env(**extra_env), cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=preexec_fn)
 
 
 def finish(process: subprocess.Popen, log: Path, timeout: float = 180) -> tuple[int, str]:
@@ -159,6 +162,25 @@ def assert_metrics_complete(run_dir: Path, status: str, through: int, records: l
         f"train/loss logged for steps {steps}; the run reached step {through}"
     assert (records[-1]["type"], records[-1].get("status")) == ("status", status)
     return [loss for _, loss in losses]
+
+
+class SilentServer:
+    """Accepts connections and never answers: the tracking server that stalled training."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
 
 
 def all_finite(values: list[float]) -> bool:

@@ -11,6 +11,13 @@ torch.load reads such a file unchanged). A lost sidecar (crash between the two r
 copied without it) is then no free pass: the trailer is checked instead. Only a file with
 neither (written before the trailer existed) is trusted to torch.load alone.
 
+Reading is torch.load(weights_only=True): a checkpoint holds tensors and plain values only
+(dtrain/checkpoint/format.py), so opening one from someone else (`dtrain eval`, `analyze`, a
+resume) never runs code from it. The only classes allowed besides are dtrain's config
+dataclasses (plain data: `dtrain eval` accepts a `torch.save({"state_dict": ..., "cfg": cfg})`
+file). A file that needs more (any other pickled Python object) is refused in one line, before
+anything in it is executed.
+
 Written by hand because torch.save has no atomic mode and torch.distributed.checkpoint writes a
 directory of shards (and needs its own process group for async saves), which is more than a
 single-writer DDP checkpoint needs.
@@ -18,15 +25,21 @@ single-writer DDP checkpoint needs.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import functools
 import hashlib
 import json
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dtrain import config
+from dtrain.checkpoint.format import UnusableCheckpoint
 from dtrain.errors import DtrainError
 
 META_SUFFIX = ".meta.json"
@@ -44,6 +57,15 @@ TEST_DISK_FULL_ENV = "DTRAIN_TEST_DISK_FULL_FLAG"
 
 class CorruptCheckpoint(DtrainError):
     """A checkpoint file exists but cannot be trusted (truncated, bad hash, unreadable pickle)."""
+
+
+class UnsafeCheckpoint(UnusableCheckpoint):
+    """A file that holds pickled Python objects: loading it would run code, so it is not loaded.
+    Not corrupt (auto-resume does not rename it aside): written by other software."""
+
+
+# The name torch's weights-only unpickler gives for what it refused, e.g. "GLOBAL evil.Payload".
+_REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: )?GLOBAL ([\w.]+)")
 
 
 def meta_path(path: Path) -> Path:
@@ -226,17 +248,36 @@ def verify(path: Path) -> None:
 
 
 def atomic_load(path: Path | str, map_location: Any = "cpu") -> Any:
-    """Load a checkpoint written by atomic_save; any sign of damage raises CorruptCheckpoint.
+    """Load a checkpoint written by atomic_save; any sign of damage raises CorruptCheckpoint, a
+    file holding Python objects (which a plain torch.load would execute) UnsafeCheckpoint.
 
-    weights_only=False: the state holds Python RNG tuples and the engine's own small objects.
-    Checkpoints are the run's own files, trusted like its code; never load one from a stranger.
+    The one way dtrain opens a checkpoint: resume, `dtrain eval`, the analyses, the benchmarks.
     """
     path = Path(path)
     if not path.is_file():
         raise DtrainError(f"checkpoint {path} does not exist; check checkpoint.resume / checkpoint.dir")
     verify(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # truncated zip, bad pickle, EOF: all mean "cannot trust this file"
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CorruptCheckpoint(f"{path.name} cannot be read by torch.load: {reason}") from None
+        with torch.serialization.safe_globals(_config_classes()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():  # a damaged pickle stream
+            raise CorruptCheckpoint(f"{path.name} cannot be read by torch.load: {_first_line(exc)}") from None
+        found = _REFUSED_GLOBAL.search(str(exc))
+        what = f"a Python object ({found.group(1)})" if found else "Python objects"
+        raise UnsafeCheckpoint(
+            f"{path} holds {what} that loading would have to run as code; dtrain reads only tensors and plain "
+            "values (torch.load weights_only=True) and does not open it: it was not written by this dtrain") from None
+    except Exception as exc:  # truncated zip, EOF: all mean "cannot trust this file"
+        raise CorruptCheckpoint(f"{path.name} cannot be read by torch.load: {_first_line(exc)}") from None
+
+
+@functools.cache
+def _config_classes() -> list[type]:
+    """RunConfig and its sections: dataclasses of plain values, rebuilt without running code."""
+    return [obj for obj in vars(config).values()
+            if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == config.__name__]
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,10 +1,14 @@
 """The on-disk checkpoint format: a dict of named parts plus "format_version" and "config".
 
-Version 2 (this one) holds each registered part under its name: "model", "optimizer", "scaler",
+Version 3 (this one) holds each registered part under its name: "model", "optimizer", "scaler",
 "lr_schedule", "train_state" (step, epoch, batches consumed, evaluations so far), "rng" (every
 rank's generators), "tracker" (the run id), and an engine's shard record (e.g. "deepspeed").
-Version 1 (dtrain before the Engine interface) kept the train state and the tracker run id as
-top-level keys; it is upgraded on load. Any other version is refused in one line.
+Everything in it is a tensor or a plain value (dict, list, tuple, str, number, bool, None), so it
+is read with torch.load(weights_only=True): opening a checkpoint never runs code from it
+(dtrain/checkpoint/atomic.py).
+Version 2 kept Python's RNG state as a tuple of 625 ints (readable, but slow to unpickle
+safely); version 1 (dtrain before the Engine interface) kept the train state and the tracker run
+id as top-level keys. Both are upgraded on load. Any other version is refused in one line.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from typing import Any
 
 import torch
 
+from dtrain.checkpoint.rng import python_state_as_tensor
 from dtrain.errors import DtrainError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 TRAIN_STATE_KEYS = ("step", "epoch", "batches_done", "best_top1_err", "history")
 
 
@@ -38,16 +43,33 @@ def upgrade(state: Any, path: Path | str) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise UnusableCheckpoint(f"{path} is not a dtrain checkpoint (it holds a {type(state).__name__}, not a dict)")
     version = state.get("format_version", 1)
-    if version == FORMAT_VERSION:
-        return state
-    if version == 1:
-        upgraded = {k: v for k, v in state.items() if k not in (*TRAIN_STATE_KEYS, "tracker_run_id")}
-        upgraded["train_state"] = {k: state[k] for k in TRAIN_STATE_KEYS if k in state}
-        upgraded["tracker"] = {"run_id": state.get("tracker_run_id")}
-        upgraded["format_version"] = FORMAT_VERSION
-        return upgraded
-    raise UnusableCheckpoint(f"{path} has checkpoint format version {version}; this dtrain reads versions 1 and "
-                             f"{FORMAT_VERSION}: upgrade dtrain to read it")
+    if version not in UPGRADES and version != FORMAT_VERSION:
+        raise UnusableCheckpoint(f"{path} has checkpoint format version {version}; this dtrain reads versions 1 to "
+                                 f"{FORMAT_VERSION}: upgrade dtrain to read it")
+    while version != FORMAT_VERSION:
+        state = UPGRADES[version](state)
+        version = state["format_version"]
+    return state
+
+
+def _from_version_1(state: dict[str, Any]) -> dict[str, Any]:
+    upgraded = {k: v for k, v in state.items() if k not in (*TRAIN_STATE_KEYS, "tracker_run_id")}
+    upgraded["train_state"] = {k: state[k] for k in TRAIN_STATE_KEYS if k in state}
+    upgraded["tracker"] = {"run_id": state.get("tracker_run_id")}
+    upgraded["format_version"] = 2
+    return upgraded
+
+
+def _from_version_2(state: dict[str, Any]) -> dict[str, Any]:
+    rng = state.get("rng")
+    if isinstance(rng, list):  # each rank's entry; Python's state was a (version, words, gauss) tuple
+        rng = [{**entry, "python": python_state_as_tensor(entry["python"])}
+               if isinstance(entry.get("python"), (tuple, list)) else entry for entry in rng]
+    return {**state, "rng": rng, "format_version": 3}
+
+
+# version -> the step to the next version
+UPGRADES = {1: _from_version_1, 2: _from_version_2}
 
 
 def floating_tensors(obj: Any):

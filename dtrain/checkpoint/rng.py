@@ -4,6 +4,9 @@ A resumed run draws the same random numbers as the uninterrupted one only if eve
 uses continues from where it stopped: Python's `random`, NumPy's global generator, torch's CPU
 generator and each CUDA device's generator. Each rank has its own streams, so rank 0 stores the
 list of all ranks' states and each rank restores its own entry.
+
+Every state is tensors and plain numbers, so a checkpoint loads with torch.load(weights_only=True)
+(no pickled Python objects): Python's Mersenne Twister words are an int64 tensor, like NumPy's.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ log = logging.getLogger("dtrain.checkpoint")
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """This process's generator states, as plain tuples and tensors (torch.save friendly)."""
+    """This process's generator states, as tensors and plain numbers (see the module's docstring)."""
     kind, keys, pos, has_gauss, cached_gauss = np.random.get_state()
     state: dict[str, Any] = {
-        "python": random.getstate(),
+        "python": python_state_as_tensor(random.getstate()),
         "numpy": {
             "kind": kind,
             "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -65,10 +68,16 @@ def restore_rng_state(state: dict[str, Any]) -> None:
             )
 
 
-def _as_python_state(value: Any) -> tuple:
-    # JSON or other round trips turn tuples into lists; random.setstate needs tuples.
-    version, internal, gauss = value
-    return (version, tuple(internal), gauss)
+def python_state_as_tensor(state: tuple) -> dict[str, Any]:
+    """random.getstate()'s (version, 625 words, cached gauss) with the words as an int64 tensor."""
+    version, internal, gauss = state
+    return {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss": None if gauss is None else float(gauss)}
+
+
+def _as_python_state(value: dict[str, Any]) -> tuple:
+    """The tuple random.setstate takes, from python_state_as_tensor's form."""
+    return (value["version"], tuple(int(word) for word in value["internal"].tolist()), value["gauss"])
 
 
 def gather_rng_states() -> list[dict[str, Any]]:

@@ -59,18 +59,20 @@ def _alive(pid: int, start: str | None) -> bool:
     return True
 
 
-def usable_run_dir(run_dir: Path) -> Path:
-    """Create run_dir, or say in one line why it cannot be used."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise DtrainError(f"run_dir {run_dir} is a file, not a directory; choose another run_dir")
+def usable_directory(directory: Path, key: str) -> Path:
+    """Create `directory` (the value of config key `key`: run_dir, checkpoint.dir), or say in one
+    line why a run cannot write there. Checked before the first step: a checkpoint directory
+    found unwritable at the first save (or only at the final one) would cost the run's work."""
+    if directory.exists() and not directory.is_dir():
+        raise DtrainError(f"{key} {directory} is a file, not a directory; choose another {key}")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise DtrainError(f"cannot write in run_dir {run_dir} ({exc.strerror}); choose a writable run_dir") from None
-    return run_dir
+        raise DtrainError(f"cannot write in {key} {directory} ({exc.strerror}); choose a writable {key}") from None
+    return directory
 
 
 class RunDirLock:
@@ -191,7 +193,7 @@ def release_all() -> None:
 
 def lock_run_dir(run_dir: Path) -> RunDirLock:
     """Check run_dir is usable and take its lock until this process exits."""
-    lock = RunDirLock(usable_run_dir(Path(run_dir))).acquire()
+    lock = RunDirLock(usable_directory(Path(run_dir), "run_dir")).acquire()
     if len(_held) == 1:
         atexit.register(release_all)
     return lock

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from dtrain.cli import AS_PROGRAM
 from dtrain.commands.overrides import all_overrides, complete_override, complete_recipe, sections_epilog, set_option
 
 
@@ -20,9 +21,12 @@ def train(recipe: str, overrides: tuple[str, ...], sets: tuple[str, ...]) -> Non
     Ctrl-C (like SIGTERM) checkpoints at the next step and prints how to resume; a second
     Ctrl-C aborts at once. `train.smoke=true` dry-runs a big recipe on a small machine.
     """
+    from dtrain.distributed.lifetime import exit_within
     from dtrain.train import main
 
     code = main([recipe, *all_overrides(overrides, sets)])
+    if (click.get_current_context().obj or {}).get(AS_PROGRAM):
+        exit_within(code)  # gone soon after the last line, whatever a library's exit hooks wait for
     if code:
         sys.exit(code)
 

@@ -23,7 +23,9 @@ import threading
 
 _PR_SET_PDEATHSIG = 1
 _JOIN_SECONDS = 5.0
-EXIT_GRACE_SECONDS = 60.0
+# After the last line: enough for the exit hooks that must run (locks released, loader workers
+# reaped: seconds on a loaded machine), not for one that waits on a silent tracking server.
+EXIT_GRACE_SECONDS = 20.0
 _hook_installed = False
 
 

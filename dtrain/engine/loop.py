@@ -152,7 +152,8 @@ class Trainer:
                                      metrics_every=self.cfg.tracking.metrics_every_iters,
                                      log_every=self.cfg.train.log_every_iters, iters_per_epoch=self.iters_per_epoch)
         progress.write(header_line(world_size=self.ctx.world_size, run_dir=self.run_dir, devices=local_devices(),
-                                   run_link=self.tracker.run_link, backend=self.ctx.backend))
+                                   run_link=self.tracker.run_link, backend=self.ctx.backend,
+                                   tracking_problem=self.tracker.problem))
         if pos.resumed_from is not None:
             progress.write(f"resumed from {pos.resumed_from} at step {pos.step} "
                            f"(epoch {pos.epoch}, batch {pos.batches_done})")

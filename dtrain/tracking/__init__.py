@@ -20,13 +20,14 @@ from dtrain.config import TrackingConfig
 from dtrain.tracking.aggregate import MetricAggregator
 from dtrain.tracking.base import NullTracker, Tracker
 from dtrain.tracking.jsonl import JsonlTracker, metric_history, read_records
-from dtrain.tracking.console import header_line, prefix_rank_output
+from dtrain.tracking.console import header_line, keep_output_without_reader, prefix_rank_output
 from dtrain.tracking.run_record import applicable_params, record_models, record_run_end, record_run_start
 from dtrain.tracking.system_tags import local_devices, system_tags
 
 __all__ = ["Tracker", "NullTracker", "JsonlTracker", "MetricAggregator", "build_tracker", "resolve_uri",
            "system_tags", "local_devices", "read_records", "metric_history", "record_run_start", "record_run_end",
-           "record_models", "applicable_params", "header_line", "prefix_rank_output", "BACKENDS"]
+           "record_models", "applicable_params", "header_line", "prefix_rank_output", "keep_output_without_reader",
+           "BACKENDS"]
 
 DB_NAME = "mlflow.db"
 
@@ -52,9 +53,9 @@ def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: st
     if not uri.startswith(("http://", "https://")):
         return tracker()  # a local store answers or fails at once
     # A server can accept and never answer: in a thread of its own it never stalls a step.
-    # A resumed run first sends what earlier attempts could only keep in metrics.jsonl.
-    catch_up = partial(send_missing, run_dir, uri, resume_run_id) if resume_run_id else None
-    return BackgroundTracker(tracker, run_dir, resume_run_id=resume_run_id, catch_up=catch_up)
+    # What only metrics.jsonl holds (earlier attempts of a resumed run, a full queue) is sent from it.
+    return BackgroundTracker(tracker, run_dir, resume_run_id=resume_run_id,
+                             catch_up=partial(send_missing, run_dir, uri))
 
 
 def _jsonl(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:

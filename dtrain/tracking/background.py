@@ -6,10 +6,17 @@ puts an item on a bounded queue; one daemon thread builds the real tracker (conn
 request too) and feeds it. When the queue is full (the server has been stuck for a long time)
 items go straight to RUN_DIR/metrics.jsonl instead, so nothing is lost.
 
-At the end, close() waits at most `close_seconds` (default 10 s) for the thread to send what is
-queued and set the run's status. After that the run ends anyway: what was not handed to the
-tracker is written to metrics.jsonl, and `dtrain mlflow-sync RUN_DIR` sends whatever MLflow
-lacks and sets the final status.
+While the server is not reached and the queue is idle, the thread flushes the real tracker every
+IDLE_FLUSH_SECONDS, which retries (with its backoff) what the server could not take: once the
+server is back, the buffered metrics reach it without any new call. Items that only reached
+metrics.jsonl (the queue was full) are sent from there before the run's terminal status
+(`catch_up`).
+
+The run's header waits for the first connection at most START_WAIT_SECONDS, so a reachable
+server's run link is in it. At the end, close() waits at most `close_seconds` (default 10 s)
+for the thread to send what is queued and set the run's status. After that the run ends anyway:
+what was not handed to the tracker is written to metrics.jsonl, and `dtrain mlflow-sync RUN_DIR`
+(or the next resume of the run) sends whatever MLflow lacks and sets the final status.
 """
 
 from __future__ import annotations
@@ -24,23 +31,29 @@ from typing import Any, Callable, Mapping, Sequence
 
 from dtrain.tracking.base import DatasetRecord, Tracker, check_status
 from dtrain.tracking.jsonl import JSONL_NAME
+from dtrain.tracking.server_errors import one_line
 
 log = logging.getLogger(__name__)
 
 QUEUE_ITEMS = 10_000
 CLOSE_SECONDS = 10.0
-RUN_ID_WAIT_SECONDS = 3.0
+START_WAIT_SECONDS = 10.0
+IDLE_FLUSH_SECONDS = 1.0
 _CLOSE = "close"
+NOT_ANSWERED = f"has not answered within {START_WAIT_SECONDS:.0f} s"
 
 
 class BackgroundTracker:
     def __init__(self, factory: Callable[[], Tracker], run_dir: str | Path, *, resume_run_id: str | None = None,
                  close_seconds: float = CLOSE_SECONDS, max_items: int = QUEUE_ITEMS,
-                 catch_up: Callable[[], Any] | None = None) -> None:
-        """`catch_up` runs first in the thread (a resumed run sends what an earlier attempt could not)."""
+                 catch_up: Callable[[str], Any] | None = None) -> None:
+        """`catch_up(run_id)` sends the run what metrics.jsonl holds and it lacks: first in the thread
+        for a resumed run (what an earlier attempt could not send), and before the terminal status
+        when calls had to go to metrics.jsonl because the queue was full."""
         self.run_dir = Path(run_dir)
         self.close_seconds = close_seconds
         self._resume_run_id = resume_run_id
+        self._catch_up = catch_up
         self._inner: Tracker | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=max_items)
         self._closed = False
@@ -49,29 +62,38 @@ class BackgroundTracker:
         self._spill_lock = threading.Lock()
         self._spilled = 0
         self._built = threading.Event()
-        self._asked_run_id = False
-        self._thread = threading.Thread(target=self._work, args=(factory, catch_up), name="dtrain-tracker",
-                                        daemon=True)
+        self._waited_for_start = False
+        self._thread = threading.Thread(target=self._work, args=(factory,), name="dtrain-tracker", daemon=True)
         self._thread.start()
+
+    def _started(self) -> bool:
+        """True once the real tracker made its first connection attempt. The first call waits for
+        it, once and at most START_WAIT_SECONDS (a silent server costs that, once)."""
+        if not self._waited_for_start:
+            self._waited_for_start = True
+            self._built.wait(START_WAIT_SECONDS)
+        return self._built.is_set()
 
     @property
     def run_id(self) -> str | None:
-        """The tracked run's id (stored in checkpoints). The first call waits, once and at most
-        RUN_ID_WAIT_SECONDS, for the tracker to connect; a silent server then leaves it None
-        (the checkpoint then names no run, and a resumed run starts a new one)."""
-        if not self._asked_run_id:
-            self._asked_run_id = True
-            self._built.wait(RUN_ID_WAIT_SECONDS)
-        inner = self._inner
+        """The tracked run's id (stored in checkpoints); a silent server leaves it None (the
+        checkpoint then names no run, and a resumed run starts a new one)."""
+        inner = self._inner if self._started() else None
         return inner.run_id if inner is not None and inner.run_id else self._resume_run_id
 
     @property
     def run_link(self) -> str | None:
         """The run's page, once the tracker has connected (None while the server is silent)."""
-        self._built.wait(0 if self._asked_run_id else RUN_ID_WAIT_SECONDS)
-        self._asked_run_id = True
-        inner = self._inner
+        inner = self._inner if self._started() else None
         return inner.run_link if inner is not None else None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the server is not reached (one line), None when it is."""
+        if not self._started():
+            return NOT_ANSWERED
+        inner = self._inner
+        return "could not start the tracker" if inner is None else inner.problem
 
     @property
     def finished(self) -> bool:
@@ -139,34 +161,53 @@ class BackgroundTracker:
         except queue.Full:
             self._spill([(method, args)])
 
-    def _work(self, factory: Callable[[], Tracker], catch_up: Callable[[], Any] | None) -> None:
-        try:
-            if catch_up is not None:
-                catch_up()
-        except Exception as exc:  # noqa: BLE001 - the server may still be down; mlflow-sync later
-            log.warning("could not send the earlier attempts' metrics to MLflow (%s); `dtrain mlflow-sync %s` "
-                        "does it after the run", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
-                        self.run_dir)
+    def _work(self, factory: Callable[[], Tracker]) -> None:
+        if self._resume_run_id:
+            self._send_from_jsonl(self._resume_run_id)
         try:
             self._inner = factory()
         except Exception as exc:  # noqa: BLE001 - tracking must never end a run
             log.warning("tracking could not start (%s); everything stays in %s", exc, self.run_dir / JSONL_NAME)
             self._inner = None
         self._built.set()
-        while True:
-            method, args = self._queue.get()
+        while not self._abandoned:
+            try:
+                method, args = self._queue.get(timeout=IDLE_FLUSH_SECONDS)
+            except queue.Empty:
+                if self._inner is not None and self._inner.problem:
+                    self._call("flush", ())  # retries what the server could not take (with its backoff)
+                continue
             if self._abandoned:
                 return
+            if method == _CLOSE and self._spilled and self._inner is not None and self._inner.run_id:
+                # What went only to metrics.jsonl while the queue was full; the tracker's own
+                # buffer first, or those points would be sent twice.
+                self._call("flush", ())
+                self._send_from_jsonl(self._inner.run_id)
             if self._inner is None:
                 self._spill([(method, args)])
             else:
-                try:
-                    getattr(self._inner, method)(*args)
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("tracking call %s failed: %s", method, exc)
+                self._call(method, args)
             if method == _CLOSE:
                 self._done.set()
                 return
+
+    def _call(self, method: str, args: tuple) -> None:
+        if self._inner is None:
+            return
+        try:
+            getattr(self._inner, method)(*args)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("tracking call %s failed: %s", method, exc)
+
+    def _send_from_jsonl(self, run_id: str) -> None:
+        if self._catch_up is None:
+            return
+        try:
+            self._catch_up(run_id)
+        except Exception as exc:  # noqa: BLE001 - the server may still be down; mlflow-sync later
+            log.warning("could not send MLflow what only %s holds (%s); `dtrain mlflow-sync %s` does it after the "
+                        "run", self.run_dir / JSONL_NAME, one_line(exc), self.run_dir)
 
     def _drain(self) -> list[tuple[str, tuple]]:
         items = []

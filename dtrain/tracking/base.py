@@ -60,6 +60,12 @@ class Tracker(Protocol):
         the URL it will serve for a local store; None without MLflow."""
         ...
 
+    @property
+    def problem(self) -> str | None:
+        """Why the tracking store is not reached, as the end of "MLflow tracking at URI ..." (one
+        line, e.g. "is unreachable (...)"); None when it is, or without a store."""
+        ...
+
     def flush(self) -> None: ...
 
     def close(self, status: str = "FINISHED") -> None: ...
@@ -70,6 +76,7 @@ class NullTracker:
 
     run_id: str | None = None
     run_link: str | None = None
+    problem: str | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass

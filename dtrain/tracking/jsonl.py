@@ -34,6 +34,7 @@ class JsonlTracker:
         self.path = self.run_dir / JSONL_NAME
         self.run_id: str | None = run_id
         self.run_link: str | None = None
+        self.problem: str | None = None
         # Line-buffered append: a crash loses at most the line being written.
         self._file = open(self.path, "a", buffering=1, encoding="utf-8")
         self.write_record("run", run_id=self.run_id, run_name=run_name, backend=backend, uri=uri)

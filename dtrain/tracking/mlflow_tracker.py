@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 from dtrain.tracking import mlflow_extras
 from dtrain.tracking.base import DatasetRecord, check_status
 from dtrain.tracking.jsonl import JsonlTracker
+from dtrain.tracking.server_errors import one_line, why_not_reached
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ MAX_TAG_VALUE = 8000
 # only in metrics.jsonl.
 MAX_BUFFERED_METRICS = 200_000
 RETRY_FIRST_SECONDS = 10.0
-RETRY_MAX_SECONDS = 300.0
+RETRY_MAX_SECONDS = 60.0
 # At the end of a run (not a preemption, whose grace period is short) close() keeps trying
 # this long so the run does not stay RUNNING because of one slow response.
 CLOSE_RETRY_SECONDS = 30.0
@@ -89,6 +90,7 @@ class MlflowTracker:
         self._pending_datasets: list[DatasetRecord] = []
         self._pending_status: str | None = None
         self._failures = 0
+        self.problem: str | None = None  # why the store is not reached, one line; None when it is
         self._retry_at = 0.0
         self._last_flush = time.monotonic()
         self._dropped_metrics = 0
@@ -165,7 +167,7 @@ class MlflowTracker:
             model_uri = mlflow_extras.log_model(self.uri, self._experiment, self._run_id, model, example_input,
                                                 name=name, register_as=register_as)
         except Exception as exc:
-            log.warning("MLflow could not log model %r (%s); the checkpoint has it", name, _one_line(exc))
+            log.warning("MLflow could not log model %r (%s); the checkpoint has it", name, one_line(exc))
             return
         self.local.write_record("model", name=name, model_uri=model_uri, registered_as=register_as)
 
@@ -220,12 +222,13 @@ class MlflowTracker:
                 self._pending_status = None
         except _Unreachable as exc:
             self._failures += 1
-            delay = min(RETRY_FIRST_SECONDS * 2 ** min(self._failures - 1, 16), RETRY_MAX_SECONDS)
-            self._retry_at = time.monotonic() + delay
+            self._retry_at = time.monotonic() + retry_delay(self._failures)
+            self.problem = why_not_reached(self.uri, exc.__cause__ or exc)
             if self._failures == 1:
-                log.warning("MLflow tracking at %s is unreachable (%s); training goes on, metrics are kept in %s "
-                            "and sent when it is back", self.uri, _one_line(exc.__cause__ or exc), self.local.path)
+                log.warning("MLflow tracking at %s %s; training goes on, metrics are kept in %s and sent when it "
+                            "is back", self.uri, self.problem, self.local.path)
             return
+        self.problem = None
         if self._failures:
             log.warning("MLflow tracking at %s is reachable again; buffered metrics sent", self.uri)
             self._failures = 0
@@ -338,9 +341,14 @@ class MlflowTracker:
             return send()
         except Exception as exc:
             if drop_ok and getattr(exc, "error_code", None) in PERMANENT_ERROR_CODES:
-                log.warning("MLflow rejected %s (%s); they are kept in %s only", what, _one_line(exc), self.local.path)
+                log.warning("MLflow rejected %s (%s); they are kept in %s only", what, one_line(exc), self.local.path)
                 return None
             raise _Unreachable(what) from exc
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the next send after `failures` failed ones in a row: 10, 20, 40, 60, 60 ..."""
+    return min(RETRY_FIRST_SECONDS * 2 ** min(failures - 1, 16), RETRY_MAX_SECONDS)
 
 
 def _make_client(uri: str) -> Any:
@@ -375,8 +383,3 @@ def _artifact_location(uri: str) -> str | None:
     directory); the server's default (proxied mlflow-artifacts:/) otherwise."""
     path = sqlite_path(uri)
     return (path.resolve().parent / "mlartifacts").as_uri() if path is not None else None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

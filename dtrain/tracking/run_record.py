@@ -27,7 +27,6 @@ CONFIG_ARTIFACT = "config.yaml"
 FINAL_METRICS_ARTIFACT = "final_metrics.json"
 MANIFEST = "manifest.parquet"  # data_prep.layout.MANIFEST (dtrain never imports data_prep)
 SUMMARY = "summary.json"
-CHECKPOINT_META_SUFFIX = ".meta.json"  # dtrain.checkpoint.atomic's (importing it would import torch)
 MODEL_NAME, BEST_MODEL_NAME = "model", "best_model"
 
 _Rule = Callable[[RunConfig], bool]
@@ -165,15 +164,12 @@ def _best_model(model: Any, best_checkpoint: Path | None, last_checkpoint: Path 
     """`model` with the best checkpoint's weights, or None when the best is the last one."""
     if not best_checkpoint or not Path(best_checkpoint).is_file():
         return None
-    try:
-        source = json.loads(Path(f"{best_checkpoint}{CHECKPOINT_META_SUFFIX}").read_text()).get("source")
-    except (OSError, ValueError):
-        source = None
+    from dtrain.checkpoint.atomic import atomic_load, read_meta  # the one checkpoint reader: weights only
+
+    source = (read_meta(Path(best_checkpoint)) or {}).get("source")
     if last_checkpoint and source == Path(last_checkpoint).name:
         return None
-    import torch
-
-    state = torch.load(best_checkpoint, map_location="cpu", weights_only=False)
+    state = atomic_load(best_checkpoint)
     best = copy.deepcopy(model).cpu()
     best.load_state_dict(state["model"])
     return best

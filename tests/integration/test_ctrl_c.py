@@ -3,6 +3,7 @@ Ctrl-C aborts at once. Ctrl-C reaches the whole foreground process group, loader
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -62,3 +63,29 @@ def test_a_second_ctrl_c_aborts_at_once(tmp_path) -> None:
     stdout = log.read_text()
     assert process.returncode == 130, stdout + stderr
     assert "Aborted." in stderr and "finished:" not in stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_that_also_kills_tee_still_checkpoints(tmp_path) -> None:
+    """`dtrain train ... 2>&1 | tee log`, then Ctrl-C: tee dies of the same SIGINT, and every line
+    printed after it (the Ctrl-C notice, progress, the summary) goes to a pipe nobody reads."""
+    command = [sys.executable, "-m", "dtrain.cli", "train", "digits_resnet20", "data.loader=synthetic",
+               "data.synthetic_samples=4096", "data.workers=1", "optim.batch_size=8", "eval.batch_size=16",
+               "schedule.max_iters=100000", "tracking.backend=jsonl", "train.log_every_iters=1",
+               "checkpoint.at_epoch_end=false", f"run_dir={tmp_path / 'run'}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    seen = b""
+    while b" step 2/" not in seen:  # tee reading the progress lines
+        line = process.stdout.readline()
+        assert line, f"exited with {process.wait()} before training:\n{seen.decode()[-2000:]}"
+        seen += line
+    process.stdout.close()  # tee is gone
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=240) == 0  # as Ctrl-C asks: checkpoint, exit 0
+    run_dir = tmp_path / "run"
+    assert list((run_dir / "checkpoints").glob("ckpt-*.pt"))
+    assert json.loads((run_dir / "final_metrics.json").read_text())["stopped"] == "preempted"
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last == {**last, "type": "status", "status": "KILLED"}

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from dtrain.checkpoint import atomic_load  # weights only, like every dtrain reader
+
 pytest.importorskip("deepspeed", reason="DeepSpeed not installed (pip install 'dtrain[deepspeed]')")
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
@@ -51,7 +53,7 @@ def train(run_dir: Path, tmp_path: Path, crash_at: int | None = None,
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return atomic_load(path)["model"]
 
 
 def assert_same_weights(expected_path: Path, got_path: Path) -> None:
@@ -75,7 +77,7 @@ def test_zero1_trains_and_writes_deepspeed_shards_inside_dtrain_checkpoints(stra
     # ZeRO-1: each of the 2 ranks wrote its own optimiser partition.
     assert [s for s in shards if "optim_states" in s] == ["zero_pp_rank_0_mp_rank_00_optim_states.pt",
                                                          "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
-    state = torch.load(straight / LAST, map_location="cpu", weights_only=False)
+    state = atomic_load(straight / LAST)
     assert state["deepspeed"]["tag"] == "step-40"
     assert state["deepspeed"]["config"]["zero_optimization"]["stage"] == 1
     # Retention (keep_last 3 + best) removed the DeepSpeed directories of deleted checkpoints too.

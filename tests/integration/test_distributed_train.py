@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from dtrain.checkpoint import atomic_load  # weights only, like every dtrain reader
 from ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
@@ -42,7 +44,7 @@ def _train_cmd(run_dir: Path, *extra: str) -> list[str]:
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     path = run_dir / "checkpoints" / "ckpt-000000008.pt"
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return atomic_load(path)["model"]
 
 
 def _assert_same_weights(a: dict, b: dict) -> None:

@@ -8,10 +8,8 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,8 +20,8 @@ sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from _prepared_fixture import write_prepared  # noqa: E402
 
 from fault_runs import (  # noqa: E402
-    all_finite, assert_checkpoints_sound, assert_gone, assert_metrics_complete, assert_tree_gone, base_args,
-    descendants, env, error_lines, metric_records, start, train,
+    SilentServer, all_finite, assert_checkpoints_sound, assert_gone, assert_metrics_complete, assert_tree_gone,
+    base_args, descendants, env, error_lines, metric_records, start, train,
 )
 
 
@@ -89,29 +87,10 @@ def test_sigterm_with_loader_workers_checkpoints_and_exits_promptly(tmp_path: Pa
     assert sorted((run_dir / "checkpoints").glob("ckpt-*.pt"))
 
 
-class _SilentServer:
-    """Accepts connections and never answers: the tracking server that stalled training."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self.held.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-
 @pytest.mark.slow
 def test_a_silent_mlflow_server_stalls_nothing_and_mlflow_sync_sends_everything_later(tmp_path: Path) -> None:
     pytest.importorskip("mlflow")
-    server = _SilentServer()
+    server = SilentServer()
     run_dir = tmp_path / "run"
     args = base_args(run_dir, "tracking.backend=mlflow", f"tracking.uri=http://127.0.0.1:{server.port}",
                      "tracking.metrics_every_iters=1", "checkpoint.every_iters=2")

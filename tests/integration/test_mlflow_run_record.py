@@ -12,6 +12,7 @@ import torch
 from dtrain.config import load_config
 from dtrain.builders import build_model
 from dtrain.train import train_config
+from dtrain.checkpoint import atomic_load  # weights only, like every dtrain reader
 
 TINY = ["data.loader=synthetic", "data.synthetic_samples=32", "data.synthetic_image_size=16",
         "data.crop_size=16", "data.val_resize=16", "data.val_crop=16", "data.workers=0",
@@ -78,7 +79,7 @@ def _assert_logged_models_match_checkpoints(client, run, result, cfg) -> None:
     checkpoint = run.data.tags["dtrain.checkpoint.last"]
     assert checkpoint == str(result.last_checkpoint.resolve())
     reference = build_model(cfg.model)
-    reference.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
+    reference.load_state_dict(atomic_load(checkpoint)["model"])
     logged = {m.name: m for m in (client.get_logged_model(o.model_id) for o in run.outputs.model_outputs)}
     assert logged["model"].experiment_id == run.info.experiment_id
     images = torch.randn(4, 3, 16, 16)
@@ -87,8 +88,8 @@ def _assert_logged_models_match_checkpoints(client, run, result, cfg) -> None:
         assert torch.allclose(loaded.eval()(images), reference.eval()(images), atol=1e-6)
     # The best checkpoint is logged too when it is an earlier one, with its own weights.
     best = run.data.tags["dtrain.checkpoint.best"]
-    if torch.load(best, map_location="cpu", weights_only=False)["train_state"]["step"] != result.step:
-        reference.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
+    if atomic_load(best)["train_state"]["step"] != result.step:
+        reference.load_state_dict(atomic_load(best)["model"])
         loaded = mlflow.pytorch.load_model(f"models:/{logged['best_model'].model_id}")
         with torch.no_grad():
             assert torch.allclose(loaded.eval()(images), reference.eval()(images), atol=1e-6)
