@@ -201,6 +201,14 @@ class RunConfig:
 
 def load_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Resolve a recipe name or YAML path plus `a.b=value` overrides into a validated RunConfig."""
+    config = resolve_config(recipe, overrides)
+    validate(config)
+    return config
+
+
+def resolve_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """The RunConfig of a recipe plus overrides with its types checked but not its values, which
+    needs the registries (and so torch): enough to describe a recipe, as `dtrain recipes` does."""
     path = find_recipe(recipe)
     raw = load_recipe_yaml(path)
     raw.setdefault("recipe", path.stem)
@@ -215,7 +223,6 @@ def load_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> Run
         from dtrain.smoke import smoke_config
 
         config = smoke_config(config)
-    validate(config)
     return config
 
 
