@@ -18,7 +18,8 @@ import yaml
 
 from dtrain import yaml12
 from dtrain.errors import ConfigError, did_you_mean
-from dtrain.recipes import find_recipe, load_recipe_yaml, recipe_dirs, recipe_names  # noqa: F401 (re-exported)
+from dtrain.recipes import find_recipe, load_recipe_yaml, recipe_dirs, recipe_layers, recipe_names  # noqa: F401
+from dtrain.resources import shown_path
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -215,7 +216,7 @@ def resolve_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> 
     for override in overrides:
         key, value = parse_override(override)
         _set_dotted(raw, key, value)
-    config = from_dict(RunConfig, raw)
+    config = _from_recipe(path, raw)
     from dtrain.engine.lr_schedule import keep_epochs  # repro14: epoch-keeping schedule (#14)
 
     config.schedule = keep_epochs(config.schedule, config.optim.batch_size)
@@ -224,6 +225,20 @@ def resolve_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> 
 
         config = smoke_config(config)
     return config
+
+
+def _from_recipe(path: Path, raw: dict[str, Any]) -> RunConfig:
+    """The typed config; a bad key or type written in a recipe file (or a file it extends) names
+    that file, one written on the command line does not need to."""
+    try:
+        return from_dict(RunConfig, raw)
+    except ConfigError:
+        for source, layer in recipe_layers(path):
+            try:
+                from_dict(RunConfig, layer)
+            except ConfigError as exc:
+                raise ConfigError(f"{shown_path(source)}: {exc}") from None
+        raise
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from dtrain.resources import resource_dir
+from dtrain.resources import shown_path as shown
 from dtrain.suggest import did_you_mean
 
 VALUES_SUFFIX = ".yaml"
@@ -39,14 +40,6 @@ def k8s_dir() -> Path:
 def chart_dir() -> Path:
     """launch/helm/dtrain: the templates and the default of every value."""
     return _launch_dir("helm", "dtrain", marker="Chart.yaml")
-
-
-def shown(path: Path) -> str:
-    """A path as the user can type it here: relative to the working directory when under it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def bundled_values() -> dict[str, Path]:
