@@ -319,8 +319,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        if isinstance(value, float) and value.is_integer():  # 64.0 or 64e3: say so, never round quietly
+            raise ConfigError(f"{key} must be an integer, got {value!r}: write {int(value)}")
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -137,9 +137,11 @@ def check_values(v: dict[str, Any]) -> None:
     min_nodes = v["minNodes"] if v["minNodes"] is not None else v["nodes"]
     if not isinstance(min_nodes, int) or not 1 <= min_nodes <= v["nodes"]:
         raise click.UsageError(f"minNodes={v['minNodes']!r} must be between 1 and nodes={v['nodes']}")
-    if v["gpusPerNode"] and v["nprocPerNode"] > v["gpusPerNode"]:
-        raise click.UsageError(f"nprocPerNode={v['nprocPerNode']} is more than gpusPerNode={v['gpusPerNode']}: "
-                               "one training process per GPU")
+    if v["gpusPerNode"] and v["nprocPerNode"] != v["gpusPerNode"]:  # the chart's dtrain.checkValues too
+        what = "GPUs would sit idle" if v["nprocPerNode"] < v["gpusPerNode"] else "processes would share a GPU"
+        raise click.UsageError(f"nprocPerNode={v['nprocPerNode']} with gpusPerNode={v['gpusPerNode']}: {what}; "
+                               "dtrain runs one training process per GPU, so set nprocPerNode to the GPUs of a "
+                               "pod (gpusPerNode=0 for a CPU run)")
     if v["jobKind"] not in JOB_KINDS:
         raise click.UsageError(f"jobKind={v['jobKind']!r} must be one of {', '.join(JOB_KINDS)}")
     for key in ("ttlSecondsAfterFinished", "activeDeadlineSeconds", "indexedJob.backoffLimitPerIndex",
