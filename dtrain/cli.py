@@ -10,7 +10,9 @@ import importlib
 import sys
 
 import click
+from click.shell_completion import add_completion_class
 
+from dtrain.commands.completion import KeyValueBashComplete
 from dtrain.errors import DtrainError
 from dtrain.extras import missing_module_message
 
@@ -52,6 +54,10 @@ _SHORT_HELP = {
     "mlflow-server": "Start the MLflow tracking server the nodes log to.",
     "mlflow-sync": "Send MLflow what a run kept only in its metrics.jsonl.",
 }
+
+
+# bash: key=value stays one word, and no space after `optim.lr=` (dtrain/commands/completion.py).
+add_completion_class(KeyValueBashComplete)
 
 
 class LazyGroup(click.Group):

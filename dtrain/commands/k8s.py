@@ -25,6 +25,7 @@ from typing import Any
 import click
 import yaml
 
+from dtrain.commands.k8s_completion import complete_chart_value, complete_values_file
 from dtrain.commands.k8s_files import bundled_values, chart_dir, describe, k8s_dir, resolve_values, shown
 from dtrain.commands.overrides import all_overrides
 from dtrain.errors import DtrainError
@@ -297,11 +298,11 @@ def k8s() -> None:
 
 
 @k8s.command("render")
-@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--values", "values_file", default=None, metavar="FILE|NAME",
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...", shell_complete=complete_chart_value)
+@click.option("--values", "values_file", default=None, metavar="FILE|NAME", shell_complete=complete_values_file,
               help="A values file, or the name of a bundled one (`dtrain k8s values` lists them); unset values "
                    "come from the chart's values.yaml (`dtrain k8s chart` prints where it is).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", shell_complete=complete_chart_value,
               help="The same as a positional KEY=VALUE (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Directory to write the manifests into (storage.yaml, mlflow.yaml, and pytorchjob.yaml or indexed-job.yaml).")
@@ -349,7 +350,7 @@ def validate_command(paths: tuple[Path, ...]) -> None:
 
 
 @k8s.command("values")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_values_file)
 def values_command(name: str | None) -> None:
     """List the bundled values files; with NAME, print that file's path (for helm -f)."""
     if name is not None:

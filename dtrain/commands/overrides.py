@@ -87,12 +87,38 @@ def complete_recipe(ctx: click.Context, param: click.Parameter, incomplete: str)
     return [CompletionItem(name) for name in recipe_names() if name.startswith(incomplete)]
 
 
+# Keys whose value is a path: the shell completes it (bash: only the part after the '=').
+PATH_VALUES = {"data.root": "dir", "run_dir": "dir", "checkpoint.dir": "dir", "distributed.deepspeed_config": "file"}
+
+
 def complete_override(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """`optim.l<TAB>` -> `optim.lr=`: keys until the '=' is typed, nothing after it."""
-    if "=" in incomplete:
+    """`optim.l<TAB>` -> `optim.lr=`; after the '=' the key's values: `data.loader=<TAB>` -> its
+    registry's names, a bool -> true/false, a path key -> paths."""
+    return override_items(incomplete)
+
+
+def override_items(incomplete: str, prefix: str = "") -> list[CompletionItem]:
+    """Completions of one config override; `prefix` is what the word carries before the key
+    (`overrides.` in a chart value of `dtrain k8s render`)."""
+    key, sep, value = incomplete.partition("=")
+    if not sep:
+        return [CompletionItem(f"{prefix}{row.key}=", help=row.help) for row in key_rows()
+                if row.key.startswith(incomplete)]
+    path_kind = PATH_VALUES.get(key) or ("file" if key == "checkpoint.resume" and "/" in value else None)
+    if path_kind:
+        return [CompletionItem(value, type=path_kind)]
+    return [CompletionItem(f"{prefix}{key}={name}") for name in value_names(key) if name.startswith(value)]
+
+
+def value_names(key: str) -> list[str]:
+    """The values worth offering for a config key: registry names, or true/false."""
+    if key in NAMED_KEYS:
+        return listed_choices(key)
+    row = next((row for row in key_rows() if row.key == key), None)
+    if row is None or not row.type.startswith("bool"):
         return []
-    return [CompletionItem(f"{row.key}=", help=row.help) for row in key_rows()
-            if row.key.startswith(incomplete)]
+    # bool | str: train.channels_last, which also takes auto (dtrain.validation.check_choices)
+    return ["true", "false", "auto"] if "str" in row.type else ["true", "false"]
 
 
 def set_option(function: Any) -> Any:
