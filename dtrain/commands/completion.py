@@ -1,11 +1,12 @@
-"""Shell completion of `key=value` words, for bash as for zsh and fish.
+"""Bash completion of `key=value` words (zsh and fish get the same words from click's scripts).
 
 click's bash script hands Python bash's own words, and bash splits a word at `=` and `:`
 (COMP_WORDBREAKS): `data.loader=to` arrives as `data.loader`, `=`, `to`, so the value could not
 be completed, and after `optim.lr=` bash added a space. This script sends the line up to the
 cursor instead (one word per shell word), gets whole words back (`data.loader=torch`), and gives
 bash only what follows the word's last break character, the text readline replaces (`torch`
-after `data.loader=`); a completion ending in `=` or `.` (a key, a section) gets no space. Registered for "bash" in place of click's (dtrain/cli.py).
+after `data.loader=`); a completion ending in `=` or `.` (a key, a section) gets no space.
+Registered for "bash" in place of click's (dtrain/cli.py).
 """
 
 from __future__ import annotations

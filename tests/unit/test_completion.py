@@ -108,8 +108,9 @@ def test_in_bash_a_key_gets_no_space_and_a_value_completes(tmp_path: Path) -> No
         os.write(fd, b'eval "$(_DTRAIN_COMPLETE=bash_source dtrain)"; echo READY\n')
         assert "READY" in _read_until(fd, r"READY\r?\n")
         # Complete, then wrap the line in echo '...' to see exactly what the completion left.
-        for typed, completed in (("dtrain train resnet50 optim.l", "dtrain train resnet50 optim.lr="),
-                                 ("dtrain train resnet50 data.loader=sy", "dtrain train resnet50 data.loader=synthetic ")):
+        command = "dtrain train resnet50 "
+        for typed, completed in ((f"{command}optim.l", f"{command}optim.lr="),
+                                 (f"{command}data.loader=sy", f"{command}data.loader=synthetic ")):
             os.write(fd, typed.encode() + b"\t")
             _read_until(fd, re.escape(completed.split()[-1]))
             os.write(fd, b"\x01echo '\x05'\n")

@@ -88,7 +88,8 @@ def test_no_other_help_text_has_a_choices_placeholder() -> None:
     assert [row.key for row in key_rows() if "{choices}" in row.help] == []
     # Completion answers without importing the registries, and shows their names.
     items = complete_override(None, None, "data.lo")  # type: ignore[arg-type]
-    assert [item.value for item in items] == ["data.loader="] and " | ".join(IMPLEMENTED["data.loader"]) in items[0].help
+    assert [item.value for item in items] == ["data.loader="]
+    assert " | ".join(IMPLEMENTED["data.loader"]) in items[0].help
 
 
 @pytest.mark.parametrize("key", sorted(IMPLEMENTED))
