@@ -10,7 +10,9 @@ import importlib
 import sys
 
 import click
+from click.shell_completion import add_completion_class
 
+from dtrain.commands.completion import KeyValueBashComplete
 from dtrain.errors import DtrainError
 from dtrain.extras import missing_module_message
 
@@ -54,6 +56,10 @@ _SHORT_HELP = {
 }
 
 
+# bash: key=value stays one word, and no space after `optim.lr=` (dtrain/commands/completion.py).
+add_completion_class(KeyValueBashComplete)
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(LAZY_COMMANDS)
@@ -87,8 +93,23 @@ def _unavailable(name: str, why: str) -> click.Command:
     return command
 
 
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """dtrain's version and the code it runs: what a run records as tags (version.dtrain,
+    source.digest, git.commit), so a run's code can be found from any install."""
+    if not value or ctx.resilient_parsing:
+        return
+    from dtrain import __version__
+    from dtrain.tracking.system_tags import git_commit, git_dirty, source_digest
+
+    commit = git_commit()
+    git = f", git {commit}{'+dirty' if git_dirty() else ''}" if commit else ""
+    click.echo(f"dtrain {__version__} (source {source_digest()}{git})")
+    ctx.exit()
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="dtrain")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and the digest of the code (as a run records them), and exit.")
 def cli() -> None:
     """dtrain: train the ResNets of He et al. with the papers' recipes, from one CPU to many nodes."""
 

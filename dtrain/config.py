@@ -8,6 +8,7 @@ each part of the program receives only the section it needs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ import yaml
 
 from dtrain import yaml12
 from dtrain.errors import ConfigError, did_you_mean
-from dtrain.recipes import find_recipe, load_recipe_yaml, recipe_dirs, recipe_names  # noqa: F401 (re-exported)
+from dtrain.recipes import find_recipe, load_recipe_yaml, recipe_dirs, recipe_layers, recipe_names  # noqa: F401
+from dtrain.resources import shown_path
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -203,13 +205,21 @@ class RunConfig:
 
 def load_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Resolve a recipe name or YAML path plus `a.b=value` overrides into a validated RunConfig."""
+    config = resolve_config(recipe, overrides)
+    validate(config)
+    return config
+
+
+def resolve_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """The RunConfig of a recipe plus overrides with its types checked but not its values, which
+    needs the registries (and so torch): enough to describe a recipe, as `dtrain recipes` does."""
     path = find_recipe(recipe)
     raw = load_recipe_yaml(path)
     raw.setdefault("recipe", path.stem)
     for override in overrides:
         key, value = parse_override(override)
         _set_dotted(raw, key, value)
-    config = from_dict(RunConfig, raw)
+    config = _from_recipe(path, raw)
     from dtrain.engine.lr_schedule import keep_epochs  # repro14: epoch-keeping schedule (#14)
 
     config.schedule = keep_epochs(config.schedule, config.optim.batch_size)
@@ -217,8 +227,21 @@ def load_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> Run
         from dtrain.smoke import smoke_config
 
         config = smoke_config(config)
-    validate(config)
     return config
+
+
+def _from_recipe(path: Path, raw: dict[str, Any]) -> RunConfig:
+    """The typed config; a bad key or type written in a recipe file (or a file it extends) names
+    that file, one written on the command line does not need to."""
+    try:
+        return from_dict(RunConfig, raw)
+    except ConfigError:
+        for source, layer in recipe_layers(path):
+            try:
+                from_dict(RunConfig, layer)
+            except ConfigError as exc:
+                raise ConfigError(f"{shown_path(source)}: {exc}") from None
+        raise
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -254,7 +277,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
@@ -265,6 +288,12 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             )
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     return cls(**kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a config dataclass (resolving them costs ~1 ms per call)."""
+    return typing.get_type_hints(cls)
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
@@ -299,8 +328,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        if isinstance(value, float) and value.is_integer():  # 64.0 or 64e3: say so, never round quietly
+            raise ConfigError(f"{key} must be an integer, got {value!r}: write {int(value)}")
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -51,14 +51,24 @@ def find_recipe(name_or_path: str) -> Path:
         candidate = d / f"{name_or_path}.yaml"
         if candidate.is_file():
             return candidate
+    # The closest names only: a list of all 40 hides the one that was meant.
     raise ConfigError(
-        f"unknown recipe {name_or_path!r}{did_you_mean(name_or_path, recipe_names())}; "
+        f"unknown recipe {name_or_path!r}{did_you_mean(name_or_path, recipe_names(), n=3, fallback='')}; "
         "`dtrain recipes` lists them"
     )
 
 
-def load_recipe_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_recipe_yaml(path: Path) -> dict[str, Any]:
     """The recipe's mapping, with the files it `extends:` merged underneath it."""
+    merged: dict[str, Any] = {}
+    for _, layer in recipe_layers(path):
+        merged = _deep_merge(merged, layer)
+    return merged
+
+
+def recipe_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """(file, its own mapping) for the recipe and every file it `extends:`, the deepest base first,
+    so that an error can name the file that holds the bad key."""
     if path.resolve() in seen:
         raise ConfigError(f"recipe {path} extends itself in a loop")
     try:
@@ -69,9 +79,8 @@ def load_recipe_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"recipe {path} must hold a mapping at its top level")
     parent = data.pop("extends", None)
     if parent is None:
-        return data
-    parent_path = _parent_path(path, str(parent))
-    return _deep_merge(load_recipe_yaml(parent_path, seen + (path.resolve(),)), data)
+        return [(path, data)]
+    return [*recipe_layers(_parent_path(path, str(parent)), seen + (path.resolve(),)), (path, data)]
 
 
 def _parent_path(path: Path, parent: str) -> Path:

@@ -27,6 +27,14 @@ def resource_dir(name: str) -> Path:
                       "(pip install dtrain) or run from its repository")
 
 
+def shown_path(path: Path) -> str:
+    """A path as the user can type it here: relative to the working directory when under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 if __name__ == "__main__":  # python -m dtrain.resources: where launchers and recipes are
     for folder in ("configs", "launch"):
         print(f"{folder}: {resource_dir(folder)}")

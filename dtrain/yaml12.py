@@ -26,8 +26,12 @@ _INT = re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$")
 _DROPPED = {f"tag:yaml.org,2002:{kind}" for kind in ("bool", "float", "int", "timestamp")}
 
 
-class Loader(yaml.SafeLoader):
-    """yaml.SafeLoader with YAML 1.2 booleans and floats."""
+# libyaml's parser when PyYAML has it: ~5x faster, and `dtrain recipes` reads every recipe file.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Loader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
+    """yaml.SafeLoader (libyaml's when installed) with YAML 1.2 booleans and floats."""
 
 
 Loader.yaml_implicit_resolvers = {

@@ -292,6 +292,10 @@ def _required(message: str, value: Any) -> Any:
     return value
 
 
+def _fail(message: str) -> None:
+    raise TemplateError(message)
+
+
 def _default(fallback: Any, value: Any = None) -> Any:
     return value if truthy(value) else fallback
 
@@ -324,6 +328,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "quote": lambda *v: " ".join(json.dumps(_print(x)) for x in v if x is not None),
     "default": _default,
     "required": _required,
+    "fail": _fail,
     "empty": lambda v: not truthy(v),
     "eq": lambda a, *b: any(a == x for x in b),
     "ne": lambda a, b: a != b,

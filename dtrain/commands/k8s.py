@@ -1,22 +1,23 @@
 """`dtrain k8s`: render the Kubernetes manifests of a cluster run from one values file, and
 validate manifests offline.
 
-    dtrain k8s render --values launch/k8s/values/resnet200-preact-4node.yaml --out k8s-out
+    dtrain k8s render --values resnet200-preact-4node --out k8s-out    # a bundled values file, or a path
     dtrain k8s validate k8s-out
-    helm install resnet200 launch/helm/dtrain -f launch/k8s/values/resnet200-preact-4node.yaml   # the same
+    dtrain k8s values                                                   # the bundled values files
+    helm install resnet200 "$(dtrain k8s chart)" -f "$(dtrain k8s values resnet200-preact-4node)"   # the same
 
 One copy of the templates: the Helm chart launch/helm/dtrain (Go templates, defaults in its
 values.yaml). `dtrain k8s render` runs those templates itself (dtrain/commands/helm_template.py),
 so it needs no helm binary and gives what `helm template` gives; on top it refuses unknown values
 by name, checks the recipe loads with the job's arguments, and validates offline: core kinds with
 kubernetes-validate, the Kubeflow PyTorchJob with jsonschema against launch/k8s/schema (its pod
-templates as core PodTemplateSpecs).
+templates as core PodTemplateSpecs). Where the chart and values files of this install are:
+dtrain/commands/k8s_files.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ from typing import Any
 import click
 import yaml
 
+from dtrain.commands.k8s_completion import complete_chart_value, complete_values_file
+from dtrain.commands.k8s_files import bundled_values, chart_dir, describe, k8s_dir, resolve_values, shown
 from dtrain.commands.overrides import all_overrides
 from dtrain.errors import DtrainError
 from dtrain.extras import missing_module_message
-from dtrain.resources import resource_dir
 from dtrain.suggest import did_you_mean
 
 # Kubernetes version the manifests are checked against: Indexed Jobs with pod hostnames need >= 1.24;
@@ -43,40 +45,17 @@ DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 RELEASE_NAMESPACE = "default"
 
 
-def _launch_dir(*parts: str, marker: str) -> Path:
-    """launch/PARTS of $DTRAIN_HOME (e.g. /opt/dtrain in the image), of this install or checkout,
-    or of the working directory."""
-    roots = [Path(os.environ["DTRAIN_HOME"]) / "launch"] if os.environ.get("DTRAIN_HOME") else []
-    roots += [resource_dir("launch"), Path.cwd() / "launch"]
-    for root in roots:
-        candidate = root.joinpath(*parts)
-        if (candidate / marker).is_file():
-            return candidate
-    raise click.ClickException(f"launch/{'/'.join(parts)} not found: run from the dtrain repository or set "
-                               "DTRAIN_HOME to it")
-
-
-def k8s_dir() -> Path:
-    """launch/k8s: example values files and the PyTorchJob schema."""
-    return _launch_dir("k8s", marker="schema/pytorchjob-kubeflow-v1.schema.json")
-
-
-def chart_dir() -> Path:
-    """launch/helm/dtrain: the templates and the default of every value."""
-    return _launch_dir("helm", "dtrain", marker="Chart.yaml")
-
-
 # ------------------------------------------------------------------------------------------------
 # Values
 # ------------------------------------------------------------------------------------------------
 
 
-def load_values(values_file: Path | None, sets: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The chart's values.yaml <- values file <- key=value (positional or --set), refusing keys the
-    defaults do not know."""
+def load_values(values_file: str | Path | None, sets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The chart's values.yaml <- values file (a path or a bundled name) <- key=value (positional
+    or --set), refusing keys the defaults do not know."""
     values = _read_yaml(chart_dir() / "values.yaml")
     if values_file is not None:
-        _merge_checked(values, _read_yaml(values_file), prefix="", source=str(values_file))
+        _merge_checked(values, _read_yaml(resolve_values(values_file)), prefix="", source=str(values_file))
     for item in sets:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -112,14 +91,12 @@ def check_schema(values: dict[str, Any]) -> None:
     error = next(iter(jsonschema.Draft7Validator(schema).iter_errors(values)), None)
     if error is not None:
         where = ".".join(map(str, error.absolute_path)) or "values"
-        raise click.UsageError(f"{where}: {error.message} (launch/helm/dtrain/values.schema.json)")
+        raise click.UsageError(f"{where}: {error.message} ({shown(chart_dir() / 'values.schema.json')})")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise click.UsageError(f"values file {path} does not exist (examples: launch/k8s/values/)") from None
     except yaml.YAMLError as exc:
         raise click.UsageError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -131,7 +108,7 @@ def _merge_checked(base: dict[str, Any], update: dict[str, Any], prefix: str, so
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in base:
-            hint = did_you_mean(key, base, prefix, fallback=" (see launch/helm/dtrain/values.yaml)")
+            hint = did_you_mean(key, base, prefix, fallback=f" (every value: {shown(chart_dir() / 'values.yaml')})")
             raise click.UsageError(f"{source}: unknown value {dotted}{hint}")
         if isinstance(base[key], dict) and dotted not in OPEN_MAPS:
             if not isinstance(value, dict):
@@ -161,9 +138,11 @@ def check_values(v: dict[str, Any]) -> None:
     min_nodes = v["minNodes"] if v["minNodes"] is not None else v["nodes"]
     if not isinstance(min_nodes, int) or not 1 <= min_nodes <= v["nodes"]:
         raise click.UsageError(f"minNodes={v['minNodes']!r} must be between 1 and nodes={v['nodes']}")
-    if v["gpusPerNode"] and v["nprocPerNode"] > v["gpusPerNode"]:
-        raise click.UsageError(f"nprocPerNode={v['nprocPerNode']} is more than gpusPerNode={v['gpusPerNode']}: "
-                               "one training process per GPU")
+    if v["gpusPerNode"] and v["nprocPerNode"] != v["gpusPerNode"]:  # the chart's dtrain.checkValues too
+        what = "GPUs would sit idle" if v["nprocPerNode"] < v["gpusPerNode"] else "processes would share a GPU"
+        raise click.UsageError(f"nprocPerNode={v['nprocPerNode']} with gpusPerNode={v['gpusPerNode']}: {what}; "
+                               "dtrain runs one training process per GPU, so set nprocPerNode to the GPUs of a "
+                               "pod (gpusPerNode=0 for a CPU run)")
     if v["jobKind"] not in JOB_KINDS:
         raise click.UsageError(f"jobKind={v['jobKind']!r} must be one of {', '.join(JOB_KINDS)}")
     for key in ("ttlSecondsAfterFinished", "activeDeadlineSeconds", "indexedJob.backoffLimitPerIndex",
@@ -246,7 +225,7 @@ def training_args(rendered: dict[str, str]) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 
 
-def render(v: dict[str, Any], values_file: Path | None = None) -> dict[str, str]:
+def render(v: dict[str, Any], values_file: str | Path | None = None) -> dict[str, str]:
     """{output file name: YAML text}: the chart's templates that render a manifest for these values
     (pytorchjob.yaml or indexed-job.yaml after jobKind; mlflow.yaml when mlflow.enabled; ...)."""
     from dtrain.commands.helm_template import Renderer, TemplateError
@@ -257,8 +236,12 @@ def render(v: dict[str, Any], values_file: Path | None = None) -> dict[str, str]
     try:
         rendered = Renderer(chart_dir()).render_all(root)
     except TemplateError as exc:
-        raise click.ClickException(f"launch/helm/dtrain: {exc}") from None
-    source = values_file or "launch/helm/dtrain/values.yaml"
+        raise click.ClickException(f"{shown(chart_dir())}: {exc}") from None
+    if values_file is None:
+        source = f"the chart's defaults ({shown(chart_dir() / 'values.yaml')})"
+    else:
+        resolved = resolve_values(values_file)
+        source = str(values_file) if resolved == Path(values_file) else f"{values_file} ({shown(resolved)})"
     return {name: f"# Values: {source}\n{text.strip()}\n" for name, text in rendered.items()
             if parse_documents(text, name)}
 
@@ -315,10 +298,11 @@ def k8s() -> None:
 
 
 @k8s.command("render")
-@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--values", "values_file", type=click.Path(path_type=Path), default=None,
-              help="A values file (examples in launch/k8s/values/); unset values come from launch/helm/dtrain/values.yaml.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...", shell_complete=complete_chart_value)
+@click.option("--values", "values_file", default=None, metavar="FILE|NAME", shell_complete=complete_values_file,
+              help="A values file, or the name of a bundled one (`dtrain k8s values` lists them); unset values "
+                   "come from the chart's values.yaml (`dtrain k8s chart` prints where it is).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", shell_complete=complete_chart_value,
               help="The same as a positional KEY=VALUE (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Directory to write the manifests into (storage.yaml, mlflow.yaml, and pytorchjob.yaml or indexed-job.yaml).")
@@ -326,13 +310,13 @@ def k8s() -> None:
               help="Check the manifests offline (kubernetes-validate, PyTorchJob schema) before writing.")
 @click.option("--check-recipe/--no-check-recipe", "recipe_check", default=True, show_default=True,
               help="Load the recipe with the overrides and check the batch divides by the world size.")
-def render_command(overrides: tuple[str, ...], values_file: Path | None, sets: tuple[str, ...], out: Path,
+def render_command(overrides: tuple[str, ...], values_file: str | None, sets: tuple[str, ...], out: Path,
                    validate: bool, recipe_check: bool) -> None:
     """Render the manifests of one run into OUT; then `kubectl apply -f OUT/storage.yaml -f
     OUT/mlflow.yaml` once, and `-f OUT/pytorchjob.yaml` (Kubeflow operator) or
     `-f OUT/indexed-job.yaml` (plain Kubernetes).
 
-    KEY=VALUE sets a chart value (launch/helm/dtrain/values.yaml), e.g. nodes=2; the training
+    KEY=VALUE sets a chart value (the chart's values.yaml lists them), e.g. nodes=2; the training
     config's keys go under overrides., e.g. overrides.optim.lr=0.2. --set KEY=VALUE is the same."""
     values = load_values(values_file, all_overrides(overrides, sets))
     rendered = render(values, values_file)
@@ -363,3 +347,24 @@ def validate_command(paths: tuple[Path, ...]) -> None:
     if problems:
         raise click.ClickException(f"{len(problems)} problem(s) in {len(documents)} manifest(s)")
     click.echo(f"{len(documents)} manifest(s) valid for Kubernetes {KUBERNETES_VERSION}")
+
+
+@k8s.command("values")
+@click.argument("name", required=False, shell_complete=complete_values_file)
+def values_command(name: str | None) -> None:
+    """List the bundled values files; with NAME, print that file's path (for helm -f)."""
+    if name is not None:
+        click.echo(resolve_values(name))
+        return
+    bundled = bundled_values()
+    width = max(map(len, bundled))
+    for value_name, path in bundled.items():
+        click.echo(f"{value_name.ljust(width)}  {describe(path)}")
+    click.echo(f"\nIn {k8s_dir() / 'values'}. Use one with `dtrain k8s render --values NAME` or "
+               "`helm install RELEASE \"$(dtrain k8s chart)\" -f \"$(dtrain k8s values NAME)\"`.")
+
+
+@k8s.command("chart")
+def chart_command() -> None:
+    """Print the directory of the Helm chart this install carries (`helm install RELEASE DIR`)."""
+    click.echo(chart_dir())

@@ -14,7 +14,7 @@ from dtrain.commands.overrides import (
     sections,
     set_option,
 )
-from dtrain.config import dump_yaml, find_recipe, load_config, recipe_names, to_dict
+from dtrain.config import dump_yaml, find_recipe, load_config, recipe_names, resolve_config, to_dict
 from dtrain.errors import ConfigError
 from dtrain.suggest import did_you_mean
 
@@ -25,7 +25,7 @@ def recipes(output_format: str) -> None:
     """List the recipes (one per paper setting) that `dtrain train RECIPE` accepts."""
     rows = []
     for name in recipe_names():
-        config = load_config(name)
+        config = resolve_config(name)  # values are checked when a recipe is used, not to list it
         rows.append(
             {
                 "recipe": name,

@@ -38,8 +38,11 @@ class StepReporter:
             window = self.aggregate.add(step, values)
             if window is not None:
                 self.tracker.log_metrics(window, step=step)
-            self.window.add(loss=loss, lr=lr, img_per_s=img_per_s)
-            if step % self.log_every == 0 or step == total_steps or self.progress.bar is not None:
-                self.progress.update(step, step // self.iters_per_epoch, self.window.means())
-                if self.progress.bar is None:
-                    self.window.reset()
+            # Loss and img/s are means over the steps since the last line; the lr is this step's.
+            self.window.add(loss=loss, img_per_s=img_per_s)
+            line_due = step % self.log_every == 0 or step == total_steps
+            if line_due or self.progress.bar is not None:
+                self.progress.update(step, step // self.iters_per_epoch, {**self.window.means(), "lr": lr},
+                                     averaged_steps=len(self.window))
+            if line_due:
+                self.window.reset()

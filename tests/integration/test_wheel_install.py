@@ -75,9 +75,13 @@ from click.testing import CliRunner
 from dtrain.cli import cli
 out = {}
 for name, args in (("show", ["show-config", "resnet50", "optim.lr=1e-3"]),
-                   ("k8s", ["k8s", "render", "--set", "image=registry.example/dtrain:1", "--out", "k8s"])):
+                   ("k8s", ["k8s", "render", "--set", "image=registry.example/dtrain:1", "--out", "k8s"]),
+                   ("worked", ["k8s", "render", "--values", "resnet200-preact-4node", "--out", "k8s-worked"]),
+                   ("chart", ["k8s", "chart"])):
     result = CliRunner().invoke(cli, args)
     out[name] = [result.exit_code, result.output]
+from dtrain.tracking.system_tags import system_tags
+out["tags"] = system_tags(1, ["cpu"])
 print(json.dumps(out))
 """
 
@@ -97,6 +101,20 @@ def test_recipes_show_config_and_k8s_render_work_outside_the_checkout(installed)
     assert k8s_code == 0, rendered
     manifest = (installed["cwd"] / "k8s" / "pytorchjob.yaml").read_text()
     assert "registry.example/dtrain:1" in manifest
+    # The README's worked example by the name of its bundled values file; the chart helm installs.
+    assert results["worked"][0] == 0, results["worked"][1]
+    assert "world size 32" in results["worked"][1]
+    chart_code, chart = results["chart"]
+    assert chart_code == 0 and chart.strip().startswith(str(installed["purelib"])), chart
+    assert (Path(chart.strip()) / "Chart.yaml").is_file()
+
+    # A run of the wheel names its code without git: the version, and the digest of this very tree.
+    import dtrain
+    from dtrain.tracking.system_tags import source_digest
+
+    tags = results["tags"]
+    assert "git.commit" not in tags and tags["version.dtrain"] == dtrain.__version__
+    assert tags["source.digest"] == source_digest()
 
     launch = run(installed, "python", "-m", "dtrain.resources")
     assert launch.returncode == 0 and str(installed["purelib"]) in launch.stdout

@@ -10,6 +10,7 @@ import pytest
 from dtrain import data
 from dtrain.analysis.responses import STATISTICS
 from dtrain.commands.overrides import complete_override, key_rows
+from dtrain.commands.registry_names import registry_names
 from dtrain.config import load_config
 from dtrain.data.eval_views import EVAL_VIEWS
 from dtrain.data.gpu_decode import DECODERS
@@ -85,9 +86,25 @@ def test_keys_help_lists_the_registry_names(key: str) -> None:
 
 def test_no_other_help_text_has_a_choices_placeholder() -> None:
     assert [row.key for row in key_rows() if "{choices}" in row.help] == []
-    # Completion answers without importing the registries, and still shows no placeholder.
+    # Completion answers without importing the registries, and shows their names.
     items = complete_override(None, None, "data.lo")  # type: ignore[arg-type]
-    assert [item.value for item in items] == ["data.loader="] and "{choices}" not in items[0].help
+    assert [item.value for item in items] == ["data.loader="]
+    assert " | ".join(IMPLEMENTED["data.loader"]) in items[0].help
+
+
+@pytest.mark.parametrize("key", sorted(IMPLEMENTED))
+def test_help_reads_each_registry_from_its_source_without_importing_it(key: str) -> None:
+    """`dtrain keys` and completion read the registry's literal (no torch import): it must say what
+    importing it says, or a registry written another way would fall back to the slow import."""
+    assert registry_names(NAMED_KEYS[key]) == IMPLEMENTED[key]
+
+
+def test_a_registry_that_cannot_be_read_statically_is_imported(monkeypatch) -> None:
+    from dtrain.commands import overrides
+
+    monkeypatch.setattr(overrides, "registry_names", lambda source: None)
+    assert overrides.listed_choices("schedule.warmup") == IMPLEMENTED["schedule.warmup"]
+    assert registry_names("dtrain.engine.lr_schedule:keep_epochs") is None  # a function, not a literal
 
 
 def _choice(command: click.Command, option: str) -> list[str]:

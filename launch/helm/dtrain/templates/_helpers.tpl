@@ -1,6 +1,16 @@
 {{/* Shared pieces of the manifests. Only Go template + Sprig functions that dtrain's renderer
      (dtrain/commands/helm_template.py) implements: `dtrain k8s render` runs these same files. */}}
 
+{{/* Values the schema cannot compare: dtrain runs one training process per GPU, so another count
+     leaves GPUs idle (fewer processes) or puts two processes on one GPU (more). `dtrain k8s render`
+     refuses the same before rendering. */}}
+{{- define "dtrain.checkValues" -}}
+{{- $v := .Values -}}
+{{- if and $v.gpusPerNode (ne (int $v.nprocPerNode) (int $v.gpusPerNode)) -}}
+{{- fail (printf "nprocPerNode=%v with gpusPerNode=%v: dtrain runs one training process per GPU; set nprocPerNode to the GPUs of a pod (gpusPerNode: 0 for a CPU run)" $v.nprocPerNode $v.gpusPerNode) -}}
+{{- end -}}
+{{- end }}
+
 {{- define "dtrain.namespace" -}}
 {{ .Values.namespace | default .Release.Namespace }}
 {{- end }}
