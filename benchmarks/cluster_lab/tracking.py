@@ -21,7 +21,10 @@ from cluster_lab.job import ROOT, Job
 HOST, ALIAS, PORT = "mlflow", "mlflow-host", 5000
 DOWN_SECONDS = 20.0
 URI = f"http://{ALIAS}:{PORT}"
-SPEC = {"extra": ("tracking.backend=mlflow", f"tracking.uri={URI}")}
+# 80 steps: the server is back (20 s down, up to a minute to start on a loaded machine) well before
+# the end, so what is measured is the resend while training goes on.
+SPEC = {"iters": 80, "extra": ("tracking.backend=mlflow", f"tracking.uri={URI}")}
+ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "PYTHONPATH": str(ROOT), "NO_PROXY": "*"}
 
 
 def start_server(job: Job) -> None:
@@ -31,7 +34,7 @@ def start_server(job: Job) -> None:
             "--allowed-hosts", f"{ALIAS}:{PORT},{ALIAS}", "--backend-store-uri", f"sqlite:///{store}/mlflow.db",
             "--artifacts-destination", str(store / "artifacts")]
     log = open(job.logs / "mlflow-server.log", "a")  # noqa: SIM115 - the server outlives this function
-    subprocess.Popen(job.cluster.command(HOST, argv), env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    subprocess.Popen(job.cluster.command(HOST, argv), env=ENV,
                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -43,7 +46,7 @@ def start_server(job: Job) -> None:
 
 def _query(job: Job, code: str, timeout: float = 60) -> int:
     done = subprocess.run(job.cluster.command("node1", [sys.executable, "-c", code]), capture_output=True,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NO_PROXY": "*"}, timeout=timeout)
+                          env=ENV, timeout=timeout)
     return done.returncode
 
 
@@ -78,8 +81,7 @@ def every_point_arrived(job: Job, info: dict) -> list[str]:
             points[key] = points.get(key, 0) + 1
     expected = json.dumps({"run_id": runs[0]["run_id"], "points": points})
     done = subprocess.run(job.cluster.command("node1", [sys.executable, "-c", CHECK % URI, expected]),
-                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-                          timeout=120)
+                          capture_output=True, text=True, env=ENV, timeout=120)
     if done.returncode != 0:
         return [f"cannot read the run back from the server: {done.stderr.strip().splitlines()[-1:]}"]
     found = json.loads(done.stdout.strip().splitlines()[-1])
