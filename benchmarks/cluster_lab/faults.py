@@ -58,8 +58,9 @@ def _worker_pids(job: Job, node: str) -> list[int]:
             if b"dtrain.train" in argv(pid) and b"torch.distributed.run" in argv(parent(pid))]
 
 
-def kill_worker(job: Job, rng: random.Random, node: str = "node2") -> dict:
-    """SIGKILL one training process of a host that does not hold the rendezvous store."""
+def kill_worker(job: Job, rng: random.Random) -> dict:
+    """SIGKILL one training process of a host that does not hold the rendezvous store (the last)."""
+    node = job.nodes[-1]
     for _ in range(50):
         if pids := _worker_pids(job, node):
             os.kill(pids[0], signal.SIGKILL)
@@ -68,7 +69,9 @@ def kill_worker(job: Job, rng: random.Random, node: str = "node2") -> dict:
     raise RuntimeError(f"no training process found on {node}")
 
 
-def crash_host(job: Job, rng: random.Random, node: str = "node2") -> dict:
+def crash_host(job: Job, rng: random.Random, node: str | None = None) -> dict:
+    """Every process of a host (the last, which does not hold the store, unless named) killed."""
+    node = node or job.nodes[-1]
     down = rng.uniform(5, 30)
     at = job.supervisors[node].crash(down)
     return {"host": node, "down_s": round(down, 1), "at": at}
@@ -78,8 +81,9 @@ def crash_store_host(job: Job, rng: random.Random) -> dict:
     return crash_host(job, rng, node="node0")
 
 
-def partition(seconds: float, node: str = "node2") -> Callable[[Job, random.Random], dict]:
+def partition(seconds: float) -> Callable[[Job, random.Random], dict]:
     def inject(job: Job, rng: random.Random) -> dict:
+        node = job.nodes[-1]
         job.cluster.set_link(node, up=False)
         timer = threading.Timer(seconds, job.cluster.set_link, args=(node,), kwargs={"up": True})
         timer.daemon = True
@@ -88,9 +92,10 @@ def partition(seconds: float, node: str = "node2") -> Callable[[Job, random.Rand
     return inject
 
 
-def lose_host(job: Job, rng: random.Random, node: str = "node3") -> dict:
-    """node3 is gone for good; the others' supervisors run no new launcher either (a Job whose
+def lose_host(job: Job, rng: random.Random) -> dict:
+    """The last host is gone for good; the others' supervisors run no new launcher either (a Job whose
     backoffLimit is spent): what is measured is that every launcher ends within the bound."""
+    node = job.nodes[-1]
     job.supervisors[node].hold()
     for other in job.supervisors.values():
         other.max_restarts = len(other.invocations) - 1
@@ -99,9 +104,10 @@ def lose_host(job: Job, rng: random.Random, node: str = "node3") -> dict:
 
 
 def lose_host_elastic(job: Job, rng: random.Random) -> dict:
-    """node3 gone for good in an elastic job: the others carry on (their supervisors as usual)."""
-    job.supervisors["node3"].hold()
-    return {"host": "node3", "at": job.supervisors["node3"].crash(0), "held": True}
+    """The last host gone for good in an elastic job: the others carry on (their supervisors as usual)."""
+    node = job.nodes[-1]
+    job.supervisors[node].hold()
+    return {"host": node, "at": job.supervisors[node].crash(0), "held": True}
 
 
 def peer_death_lines(job: Job, info: dict) -> list[str]:
@@ -148,13 +154,13 @@ def single_run(job: Job, host: str, *extra: str, timeout: float = 300) -> tuple[
 
 
 def second_job(job: Job, rng: random.Random) -> dict:
-    code, output = single_run(job, "node3")
-    return {"host": "node3", "at": time.time(), "exit": code, "output": output[-500:]}
+    code, output = single_run(job, job.nodes[-1])
+    return {"host": job.nodes[-1], "at": time.time(), "exit": code, "output": output[-500:]}
 
 
 def second_job_lines(job: Job, info: dict) -> list[str]:
     if info["exit"] != 2 or "node0" not in info["output"]:
-        return [f"a second job from node3 was not refused in one line naming node0: exit {info['exit']}, "
+        return [f"a second job from {info['host']} was not refused in one line naming node0: exit {info['exit']}, "
                 f"{info['output'][-300:]!r}"]
     return []
 
@@ -169,9 +175,9 @@ def stale_lock(job: Job, rng: random.Random) -> dict:
         sup.max_restarts = 0
         sup.crash(0)
     crashed = time.time()
-    first = single_run(job, "node1")
+    first = single_run(job, job.nodes[1])
     time.sleep(max(0.0, crashed + STALE_SECONDS + 5 - time.time()))
-    second = single_run(job, "node1")
+    second = single_run(job, job.nodes[1])
     return {"host": "node0", "at": crashed, "first": [first[0], first[1][-300:]],
             "second": [second[0], second[1][-300:]], "stale_s": STALE_SECONDS}
 
@@ -186,16 +192,16 @@ def stale_lock_lines(job: Job, info: dict) -> list[str]:
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
-    Fault("worker-kill", "kill -9 of one worker on a host that does not hold the store", kill_worker, min_runs=10),
-    Fault("host-crash", "every process of node2 killed, its launcher rerun 5-30 s later", crash_host, min_runs=10),
+    Fault("worker-kill", "kill -9 of one worker on the last host (it does not hold the store)", kill_worker, min_runs=10),
+    Fault("host-crash", "every process of the last host killed, its launcher rerun 5-30 s later", crash_host, min_runs=10),
     Fault("store-host-crash", "every process of node0 (the rendezvous store's host) killed, rerun 5-30 s later",
           crash_store_host, min_runs=10),
-    Fault("partition-10s", "node2's link down for 10 s", partition(10)),
+    Fault("partition-10s", "the last host's link down for 10 s", partition(10)),
     Fault("peer-death", "a worker dies: every surviving host names its rank and host", kill_worker,
           lines=peer_death_lines),
-    Fault("host-lost", "node3 crashes and never comes back; the rest end, then a rerun resumes", lose_host,
+    Fault("host-lost", "the last host crashes for good; the rest end naming it, then a rerun resumes", lose_host,
           expect="end", bound_s=150, lines=missing_host_lines),
-    Fault("partition-long", "node2's link down for 150 s, longer than every timeout (collective 60 s, join 60 s)",
+    Fault("partition-long", "the last host's link down for 150 s, past every timeout (collective 60 s, join 60 s)",
           partition(150)),
     Fault("second-job", "a second job into the same run_dir from another host is refused", second_job,
           lines=second_job_lines),
@@ -207,6 +213,6 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("mlflow-down", "the MLflow host (reached as mlflow-host) down for 20 s mid-run: FINISHED, every point",
           tracking.take_server_down, lines=tracking.every_point_arrived, spec=tracking.SPEC, compare_weights=False,
           before=tracking.start_server, after=tracking.stop_server),
-    Fault("elastic", "--nnodes 2:4, global batch 48; node3 leaves for good, the job goes on with 3 hosts",
+    Fault("elastic", "NNODES=2:N, global batch 48; the last host leaves for good, the job goes on without it",
           lose_host_elastic, compare_weights=False, spec={"nnodes": "2:4", "extra": ("optim.batch_size=48",)}),
 )}
