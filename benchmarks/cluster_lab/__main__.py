@@ -68,8 +68,6 @@ def run_once(cluster: Cluster, spec: JobSpec, run_dir: Path, fault: Fault | None
     # Before job.stop() kills what is left: a process alive 15 s after its launcher ended is an orphan.
     record["leftover_processes"] = {} if not ended_in_time else job.leftover_processes()
     job.stop()
-    if fault is not None and fault.after is not None:
-        fault.after(job)
     record["unreadable_checkpoints"] = unreadable_checkpoints(run_dir)
     return job, record
 
@@ -220,6 +218,8 @@ def run_all(spec: JobSpec, names: list[str], args: argparse.Namespace, rng: rand
             for index in range(args.runs or fault.min_runs):
                 job, record = run_once(cluster, fault_spec, args.out / f"{name}-{index}", fault, rng, args.timeout)
                 record = judge(job, record, fault, baseline)
+                if fault.after is not None:
+                    fault.after(job)  # after judge(), which may still need what `before` started
                 if fault.expect == "end" and "injected" in record:
                     record["problems"] += rerun_after_end(cluster, job, baseline, args.timeout)
                     record["ok"] = not record["problems"]

@@ -192,8 +192,10 @@ def stale_lock_lines(job: Job, info: dict) -> list[str]:
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
-    Fault("worker-kill", "kill -9 of one worker on the last host (it does not hold the store)", kill_worker, min_runs=10),
-    Fault("host-crash", "every process of the last host killed, its launcher rerun 5-30 s later", crash_host, min_runs=10),
+    Fault("worker-kill", "kill -9 of one worker on the last host (it does not hold the store)", kill_worker,
+          min_runs=10),
+    Fault("host-crash", "every process of the last host killed, its launcher rerun 5-30 s later", crash_host,
+          min_runs=10),
     Fault("store-host-crash", "every process of node0 (the rendezvous store's host) killed, rerun 5-30 s later",
           crash_store_host, min_runs=10),
     Fault("partition-10s", "the last host's link down for 10 s", partition(10)),
