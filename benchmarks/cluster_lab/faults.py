@@ -111,15 +111,15 @@ def lose_host_elastic(job: Job, rng: random.Random) -> dict:
 
 
 def peer_death_lines(job: Job, info: dict) -> list[str]:
-    """Every surviving host printed dtrain's line naming the dead peer's host (and its rank)."""
+    """Every surviving host printed dtrain's line naming the dead peer's rank and host, and no other."""
     problems = []
     for node in job.nodes:
         if node == info["host"]:
             continue
-        text = job.log_text(node)
-        if not re.search(rf"dtrain: .*\b{info['host']}\b.*rank", text) and \
-                not re.search(rf"dtrain: .*rank \d+.*\b{info['host']}\b", text):
-            problems.append(f"{node} printed no dtrain line naming {info['host']} and its rank")
+        lines = [line for line in job.log_text(node).splitlines() if "dtrain: [rank" in line and "stopping" in line]
+        named = {host for line in lines for host in re.findall(r"rank \d+ on (\S+) \(", line)}
+        if named != {info["host"]}:
+            problems.append(f"{node}'s dtrain line names {sorted(named) or 'no host'}, not just {info['host']}")
     return problems
 
 
