@@ -6,9 +6,11 @@ and a link to the run. Used by MlflowTracker (rank 0 only); mlflow is imported l
   default "pt2" format would need a traced graph of fixed shape; pickle keeps every input size.
 - Datasets are run inputs (MLflow's "Datasets" column and run section) with the manifest's digest
   and counts: a changed dataset shows as a changed digest.
-- System metrics use MLflow's own `SystemMetricsMonitor` (CPU, memory, disk, network; GPU when
-  `nvidia-ml-py` is installed), sampled every `tracking.system_metrics_interval` seconds
-  (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, when set, wins, as MLflow documents).
+- System metrics use MLflow's own `SystemMetricsMonitor`, the one `mlflow.start_run(
+  log_system_metrics=True)` starts (CPU, memory, disk, network through psutil; GPU through
+  nvidia-ml-py where an NVIDIA driver answers: both are dtrain dependencies), sampled every
+  `tracking.system_metrics_interval` seconds (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, when set,
+  wins, as MLflow documents). It writes with its own client to the run's URI, SQLite or server.
 """
 
 from __future__ import annotations
@@ -105,12 +107,14 @@ def dataset_inputs(datasets: Sequence[DatasetRecord]) -> list[Any]:
 
 
 def start_system_metrics(uri: str, run_id: str, interval: float, resumed: bool) -> Any:
-    """A started SystemMetricsMonitor (stop it with `.finish()`), or None when psutil is missing."""
+    """A started SystemMetricsMonitor (stop it with `.finish()`), or None when psutil is missing
+    (a dtrain dependency: only a broken install lacks it)."""
     try:
         import psutil  # noqa: F401  (MLflow's CPU/memory monitors need it)
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
     except ModuleNotFoundError as exc:
-        log.warning("system metrics are off: %s is not installed (pip install psutil)", exc.name)
+        log.warning("system metrics are off: %s is not installed (pip install %s, or reinstall dtrain)",
+                    exc.name, exc.name)
         return None
     # Its INFO lines ("Started monitoring ...") would land in every run's log.
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)

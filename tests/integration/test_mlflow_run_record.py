@@ -24,7 +24,6 @@ SAMPLING_SECONDS = 0.5
 @pytest.mark.slow  # ~30-60 s here: MLflow's store, two logged models and the registry
 def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(tmp_path, monkeypatch, capsys):
     pytest.importorskip("mlflow")
-    pytest.importorskip("psutil")
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -142,6 +142,31 @@ def test_a_killed_server_gets_every_point_by_itself_once_restarted(tmp_path, mon
         _stop(server)
 
 
+def test_system_metrics_reach_a_server_by_default(tmp_path, monkeypatch):
+    """As `dtrain train` tracks against a server (build_tracker, default config but a short
+    sampling interval): MLflow's monitor sends the run's system/ charts to the server."""
+    from mlflow.tracking import MlflowClient
+
+    from dtrain.config import TrackingConfig
+    from dtrain.tracking import build_tracker
+
+    monkeypatch.delenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", raising=False)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port)
+    try:
+        tracker = build_tracker(TrackingConfig(uri=uri, system_metrics_interval=0.25), run_dir=tmp_path / "run",
+                                rank=0, run_name="system")
+        client = MlflowClient(tracking_uri=uri)
+        time.sleep(2.0)  # several samples' worth of training
+        tracker.close("FINISHED")
+        metrics = client.get_run(tracker.run_id).data.metrics
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(metrics)
+        assert len(client.get_metric_history(tracker.run_id, "system/cpu_utilization_percentage")) >= 2
+    finally:
+        _stop(server)
+
+
 def test_a_host_header_the_server_does_not_allow_is_named_with_the_fix(tmp_path, monkeypatch):
     """MLflow 3 refuses a Host header missing from --allowed-hosts (a client that reaches the
     server by an alias); the tracker says which name to allow, and `dtrain mlflow-server
