@@ -1,9 +1,7 @@
-"""What MLflow's run page shows beyond params and curves: the model, the datasets, system metrics,
-and a link to the run. Used by MlflowTracker (rank 0 only); mlflow is imported lazily.
+"""What MLflow's run page shows beyond params and curves: the datasets, system metrics, and a link
+to the run (the models: mlflow_models). Used by MlflowTracker (rank 0 only); mlflow is imported
+lazily.
 
-- The model is logged with `mlflow.pytorch.log_model` in the pickle format (`torch.save` of the
-  module): `mlflow.pytorch.load_model(URI)` gives it back where dtrain is installed. MLflow 3's
-  default "pt2" format would need a traced graph of fixed shape; pickle keeps every input size.
 - Datasets are run inputs (MLflow's "Datasets" column and run section) with the manifest's digest
   and counts: a changed dataset shows as a changed digest.
 - System metrics use MLflow's own `SystemMetricsMonitor`, the one `mlflow.start_run(
@@ -15,9 +13,7 @@ and a link to the run. Used by MlflowTracker (rank 0 only); mlflow is imported l
 
 from __future__ import annotations
 
-import copy
 import logging
-from importlib import metadata
 from typing import Any, Sequence
 
 from dtrain.tracking.base import DatasetRecord
@@ -50,46 +46,6 @@ def how_to_open(uri: str, url: str) -> str:
     if is_server(uri):
         return url
     return f"mlflow ui --backend-store-uri {uri}  then open {url}"
-
-
-def log_model(uri: str, experiment_id: str, run_id: str, model: Any, example_input: Any, *, name: str,
-              register_as: str | None = None) -> str:
-    """Log `model` (a CPU copy, eval mode) under `name` with a signature inferred from
-    `example_input`; returns the model URI. Registers it as `register_as` when given."""
-    import mlflow
-    import torch
-    from mlflow.models import infer_signature
-
-    mlflow.set_tracking_uri(uri)
-    # MLflow 3 files a logged model under the *active* experiment (default "0"), not the run's.
-    mlflow.set_experiment(experiment_id=experiment_id)
-    cpu_model = copy.deepcopy(model).cpu().eval()
-    example = example_input.detach().cpu().float()
-    with torch.no_grad():
-        output = cpu_model(example)
-    signature = infer_signature(example.numpy(), output.numpy())
-    pytorch_log = logging.getLogger("mlflow.pytorch")
-    level = pytorch_log.level
-    pytorch_log.setLevel(logging.ERROR)  # its warning about pickle: a choice made above, for a reason
-    try:
-        info = mlflow.pytorch.log_model(
-            cpu_model, name=name, signature=signature, serialization_format="pickle",
-            pip_requirements=_requirements(), registered_model_name=register_as, run_id=run_id,
-        )
-    finally:
-        pytorch_log.setLevel(level)
-    return info.model_uri
-
-
-def _requirements() -> list[str]:
-    """Pinned instead of inferred: MLflow's inference loads the model in a subprocess (seconds)."""
-    pins = []
-    for name in ("torch", "dtrain"):
-        try:
-            pins.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pins.append(name)
-    return pins
 
 
 def dataset_inputs(datasets: Sequence[DatasetRecord]) -> list[Any]:

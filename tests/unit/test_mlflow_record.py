@@ -4,6 +4,7 @@ can be told apart by name."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -57,3 +58,70 @@ def test_system_metrics_are_recorded_by_default_and_off_with_the_switch(tmp_path
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
             "system/system_memory_usage_percentage", "system/disk_usage_percentage"} <= recorded
     assert _system_metrics(tmp_path / "off", runs["off"]) == set()
+
+
+def test_logged_models_carry_their_validation_metrics_on_the_dataset_and_the_best_is_registered(tmp_path):
+    """The Models view compares logged models by val/top1_err on the validation dataset; the
+    registered version is the best model, linked to its logged model and to the run."""
+    import torch
+
+    from dtrain.tracking.base import DatasetRecord
+
+    val_digest = "b" * 32
+    tracker = build_tracker(TrackingConfig(system_metrics=False), run_dir=tmp_path, rank=0, run_name="models")
+    tracker.log_params({"model.name": "tiny"})
+    tracker.log_datasets([DatasetRecord("digits", "training", "a" * 32, "/data/digits", {}),
+                          DatasetRecord("digits", "validation", val_digest, "/data/digits", {})])
+    evaluations = {4: (30.0, 5.0), 8: (20.0, 2.0), 12: (25.0, 3.0)}  # step: (top-1, top-5 error)
+    for step, (top1, top5) in evaluations.items():
+        tracker.log_metrics({"val/top1_err": top1, "val/top5_err": top5, "train/loss": 1.0 / step}, step=step)
+    tracker.log_metrics({"val/best_top1_err": 20.0}, step=12)
+    network = torch.nn.Linear(4, 2)
+    tracker.log_model(network, torch.zeros(1, 4), "model", evaluated_at=12)
+    tracker.log_model(network, torch.zeros(1, 4), "best_model", register_as="tiny-net", evaluated_at=8)
+    run_id = tracker.run_id
+    tracker.close()
+
+    client = _client(tmp_path)
+    run = client.get_run(run_id)
+    models = {m.name: m for m in (client.get_logged_model(o.model_id) for o in run.outputs.model_outputs)}
+    assert set(models) == {"model", "best_model"}
+
+    def metrics(name):
+        return {(m.key, m.step, m.value, m.dataset_name, m.dataset_digest) for m in models[name].metrics}
+
+    assert metrics("model") == {("val/top1_err", 12, 25.0, "digits", val_digest),
+                                ("val/top5_err", 12, 3.0, "digits", val_digest)}
+    assert metrics("best_model") == {("val/top1_err", 8, 20.0, "digits", val_digest),
+                                     ("val/top5_err", 8, 2.0, "digits", val_digest)}
+    assert all(m.params["model.name"] == "tiny" and m.source_run_id == run_id for m in models.values())
+    assert {o.model_id: o.step for o in run.outputs.model_outputs} == {models["model"].model_id: 12,
+                                                                       models["best_model"].model_id: 8}
+    # What the Models view sorts by: the best first.
+    ranked = client.search_logged_models([run.info.experiment_id], order_by=[
+        {"field_name": "metrics.val/top1_err", "ascending": True, "dataset_name": "digits"}])
+    assert [m.name for m in ranked] == ["best_model", "model"]
+    # The run's own charts get no second point.
+    history = client.get_metric_history(run_id, "val/top1_err")
+    assert sorted((m.step, m.value) for m in history) == [(4, 30.0), (8, 20.0), (12, 25.0)]
+    # One registry version, the best model of this run, listed on the model's page.
+    best_id = models["best_model"].model_id
+    versions = client.search_model_versions("name='tiny-net'")
+    assert [(str(v.version), v.source, v.run_id) for v in versions] == [("1", f"models:/{best_id}", run_id)]
+    assert json.loads(client.get_logged_model(best_id).tags["mlflow.modelVersions"]) == [
+        {"name": "tiny-net", "version": 1}]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["tracking.register_model=team/digits"], "tracking.register_model='team/digits' is not a model registry name"),
+    (["tracking.register_model= "], "is not a model registry name"),
+    (["tracking.backend=jsonl", "tracking.register_model=digits"], "needs tracking.backend=mlflow"),
+    (["tracking.log_model=false", "tracking.register_model=digits"], "tracking.log_model=true"),
+    (["tracking.register_as=digits"], "did you mean tracking.register_model?"),
+])
+def test_a_registry_name_that_cannot_work_is_refused_before_training(overrides, message):
+    from dtrain.config import load_config
+    from dtrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("digits_resnet20", overrides)

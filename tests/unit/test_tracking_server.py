@@ -142,13 +142,16 @@ def test_a_killed_server_gets_every_point_by_itself_once_restarted(tmp_path, mon
         _stop(server)
 
 
-def test_system_metrics_reach_a_server_by_default(tmp_path, monkeypatch):
+def test_system_metrics_and_a_registered_model_with_metrics_reach_a_server(tmp_path, monkeypatch):
     """As `dtrain train` tracks against a server (build_tracker, default config but a short
-    sampling interval): MLflow's monitor sends the run's system/ charts to the server."""
+    sampling interval): MLflow's monitor sends the run's system/ charts, and the logged model
+    arrives with its validation metrics on the validation dataset, registered."""
+    import torch
     from mlflow.tracking import MlflowClient
 
     from dtrain.config import TrackingConfig
     from dtrain.tracking import build_tracker
+    from dtrain.tracking.base import DatasetRecord
 
     monkeypatch.delenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", raising=False)
     port = free_port()
@@ -157,12 +160,21 @@ def test_system_metrics_reach_a_server_by_default(tmp_path, monkeypatch):
     try:
         tracker = build_tracker(TrackingConfig(uri=uri, system_metrics_interval=0.25), run_dir=tmp_path / "run",
                                 rank=0, run_name="system")
-        client = MlflowClient(tracking_uri=uri)
+        tracker.log_datasets([DatasetRecord("digits", "validation", "c" * 32, "/data/digits", {})])
+        tracker.log_metrics({"val/top1_err": 12.5, "val/top5_err": 1.5}, step=40)
         time.sleep(2.0)  # several samples' worth of training
+        tracker.log_model(torch.nn.Linear(4, 2), torch.zeros(1, 4), "model", register_as="server-net",
+                          evaluated_at=40)
         tracker.close("FINISHED")
-        metrics = client.get_run(tracker.run_id).data.metrics
-        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(metrics)
+        client = MlflowClient(tracking_uri=uri)
+        run = client.get_run(tracker.run_id)
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
         assert len(client.get_metric_history(tracker.run_id, "system/cpu_utilization_percentage")) >= 2
+        model = client.get_logged_model(run.outputs.model_outputs[0].model_id)
+        assert {(m.key, m.value, m.dataset_name) for m in model.metrics} == {("val/top1_err", 12.5, "digits"),
+                                                                             ("val/top5_err", 1.5, "digits")}
+        versions = client.search_model_versions("name='server-net'")
+        assert [(v.run_id, v.source) for v in versions] == [(tracker.run_id, f"models:/{model.model_id}")]
     finally:
         _stop(server)
 
