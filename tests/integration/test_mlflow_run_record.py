@@ -57,7 +57,8 @@ def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(
     assert final["val/top1_err"].value == pytest.approx(result.final.top1_err) and final["val/top1_err"].step == 8
     assert {m.dataset_name for m in logged["model"].metrics} == {"synthetic"}
     best = logged.get("best_model", logged["model"])
-    assert {m.key: m.value for m in best.metrics}["val/top1_err"] == pytest.approx(run.data.metrics["val/best_top1_err"])
+    best_top1 = {m.key: m.value for m in best.metrics}["val/top1_err"]
+    assert best_top1 == pytest.approx(run.data.metrics["val/best_top1_err"])
     versions = client.search_model_versions("name='digits-r20'")
     assert [(v.run_id, v.source) for v in versions] == [(result.run_id, f"models:/{best.model_id}")]
 
