@@ -169,7 +169,8 @@ class TrackingConfig:
     backend: str = knob("mlflow", "{choices}")
     uri: str | None = knob(None, "MLflow URI (default: MLFLOW_TRACKING_URI, else sqlite:///RUN_DIR/mlflow.db)")
     experiment: str = knob("dtrain", "MLflow experiment name")
-    run_name: str | None = knob(None, "MLflow run name (default: the recipe)")
+    run_name: str | None = knob(None, "MLflow run name (default: RECIPE-MMDD-HHMM-xxxx, the recipe, start time "
+                                      "and 4 hex digits; the recipe is also the `recipe` tag)")
     metrics_every_iters: int = knob(50, "aggregate (mean) train metrics over this many iterations")
     flush_every_seconds: float = knob(30.0, "send buffered metrics at least this often")
     log_model: bool = knob(True, "MLflow: log the final (and best) network with mlflow.pytorch at the end")

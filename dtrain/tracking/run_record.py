@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -120,6 +122,13 @@ def _file_digest(path: Path) -> str | None:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:
         return None
+
+
+def default_run_name(recipe: str, started: datetime | None = None) -> str:
+    """RECIPE-MMDD-HHMM-xxxx: the recipe, the local start time and 4 random hex digits, so that
+    every run of a recipe has a name of its own in MLflow's run list (the recipe stays the run's
+    `recipe` tag, to filter on)."""
+    return f"{recipe or 'run'}-{(started or datetime.now()):%m%d-%H%M}-{secrets.token_hex(2)}"
 
 
 def record_run_start(tracker: Tracker, config: RunConfig, *, world_size: int,

@@ -9,6 +9,7 @@ import logging
 import re
 import time
 import tomllib
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,27 @@ def test_a_registry_name_that_cannot_work_is_refused_before_training(overrides, 
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config("digits_resnet20", overrides)
+
+
+def test_runs_of_one_recipe_have_names_of_their_own_and_the_recipe_as_tag(tmp_path):
+    """Two runs of a recipe started the same minute: distinct, readable names (recipe, start time,
+    4 hex digits); the recipe is the tag to filter on. tracking.run_name still wins."""
+    from dtrain.builders import start_tracker
+    from dtrain.config import load_config
+    from dtrain.distributed.context import DistContext
+
+    base = ["data.loader=synthetic", f"run_dir={tmp_path}", "tracking.system_metrics=false"]
+    run_ids = []
+    for overrides in ([], [], ["tracking.run_name=baseline"]):
+        tracker = start_tracker(load_config("digits_resnet20", [*base, *overrides]), DistContext())
+        run_ids.append(tracker.run_id)
+        tracker.close()
+    client = _client(tmp_path)
+    runs = [client.get_run(run_id) for run_id in run_ids]
+    first, second, named = (run.info.run_name for run in runs)
+    for name in (first, second):
+        recipe, started, suffix = re.fullmatch(r"(.+)-(\d{4}-\d{4})-([0-9a-f]{4})", name).groups()
+        assert recipe == "digits_resnet20"
+        datetime.strptime(started, "%m%d-%H%M")  # month, day, hour, minute
+    assert first != second and named == "baseline"
+    assert [run.data.tags["recipe"] for run in runs] == ["digits_resnet20"] * 3
