@@ -77,3 +77,11 @@ def start_system_metrics(uri: str, run_id: str, interval: float, resumed: bool) 
     monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, resume_logging=resumed, tracking_uri=uri)
     monitor.start()
     return monitor
+
+
+def system_metrics_running(monitor: Any) -> bool:
+    """Whether the monitor still samples. MLflow's ends its thread at its first failed request
+    (a server that is down, a locked SQLite store) and never restarts it, so the tracker starts a
+    new one, resuming its steps, once the store answers again."""
+    thread = getattr(monitor, "_process", None)  # MLflow 3.17: its sampling thread, None after finish()
+    return thread is not None and thread.is_alive()

@@ -234,6 +234,16 @@ class MlflowTracker:
             log.warning("MLflow tracking at %s is reachable again; buffered metrics sent", self.uri)
             self._failures = 0
             self._retry_at = 0.0
+        self._keep_system_metrics()
+
+    def _keep_system_metrics(self) -> None:
+        """A new monitor, continuing the system/ steps, where MLflow's stopped at a failed request."""
+        monitor = self._system_monitor
+        if monitor is None or self._closed or mlflow_extras.system_metrics_running(monitor):
+            return
+        monitor.finish()  # sends the samples it still held; the new one's steps follow them
+        self._system_monitor = mlflow_extras.start_system_metrics(
+            self.uri, self._run_id, self.system_metrics_interval, resumed=True)
 
     def _connect(self) -> None:
         if self._connected:

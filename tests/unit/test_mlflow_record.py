@@ -150,3 +150,24 @@ def test_runs_of_one_recipe_have_names_of_their_own_and_the_recipe_as_tag(tmp_pa
         datetime.strptime(started, "%m%d-%H%M")  # month, day, hour, minute
     assert first != second and named == "baseline"
     assert [run.data.tags["recipe"] for run in runs] == ["digits_resnet20"] * 3
+
+
+def test_system_metrics_go_on_after_a_failed_request_stopped_mlflow_s_monitor(tmp_path, monkeypatch):
+    """MLflow's monitor ends its thread at its first failed request (a server that is down); the
+    tracker starts a new one at its next send, continuing the steps of the system/ charts."""
+    from mlflow.tracking import MlflowClient
+
+    tracker = build_tracker(TrackingConfig(system_metrics_interval=SAMPLING_SECONDS), run_dir=tmp_path, rank=0,
+                            run_name="monitor")
+    time.sleep(4 * SAMPLING_SECONDS)
+    with monkeypatch.context() as outage:  # the monitor asks for the run after every sample
+        outage.setattr(MlflowClient, "get_run", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("refused")))
+        time.sleep(4 * SAMPLING_SECONDS)
+    back = time.time() * 1000
+    tracker.flush()
+    time.sleep(6 * SAMPLING_SECONDS)
+    tracker.close()
+    history = _client(tmp_path).get_metric_history(tracker.run_id, "system/cpu_utilization_percentage")
+    steps = sorted(m.step for m in history)
+    assert steps == list(range(len(steps)))  # no step twice, none missing
+    assert len([m for m in history if m.timestamp > back]) >= 2  # sampled again after the outage
