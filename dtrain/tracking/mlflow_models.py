@@ -109,7 +109,9 @@ def register(mlflow: Any, name: str, model_id: str) -> str:
     """A new version of registered model `name` (created on first use) whose source is the logged
     model (the version's run is the model's); returns the version. MLflow's own call, which also
     lists the version on the logged model's page (its mlflow.modelVersions tag)."""
-    return str(mlflow.register_model(f"models:/{model_id}", name).version)
+    # No waiting for the version to become READY: an MLflow server creates it at once, and the wait
+    # only logs a line ("Waiting up to 300 seconds ...").
+    return str(mlflow.register_model(f"models:/{model_id}", name, await_registration_for=0).version)
 
 
 def _requirements() -> list[str]:
