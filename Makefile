@@ -44,7 +44,7 @@ test-all: setup
 test-ui: setup
 	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
-	DTRAIN_DOCS_SCREENSHOT=docs/img/mlflow-run-page.png OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/integration/test_mlflow_ui.py $(PYTEST_ARGS)
+	DTRAIN_DOCS_IMG=docs/img OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/integration/test_mlflow_ui.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

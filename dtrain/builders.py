@@ -68,10 +68,11 @@ def start_tracker(cfg: RunConfig, ctx: DistContext, *, resume_run_id: str | None
                   resumed_at: int | None = None):
     """The run's tracker; rank 0 writes RUN_DIR/config.yaml and logs params (or, on a resume,
     the config it resumed with) and the system tags."""
-    from dtrain.tracking import build_tracker, record_run_start
+    from dtrain.tracking import build_tracker, default_run_name, record_run_start
 
     run_dir = cfg.resolved_run_dir()
-    tracker = build_tracker(cfg.tracking, run_dir=run_dir, rank=ctx.rank, run_name=cfg.tracking.run_name or cfg.recipe,
+    run_name = cfg.tracking.run_name or default_run_name(cfg.recipe)  # resuming keeps the MLflow run's own name
+    tracker = build_tracker(cfg.tracking, run_dir=run_dir, rank=ctx.rank, run_name=run_name,
                             resume_run_id=resume_run_id)
     if not ctx.is_main:
         return tracker

@@ -171,11 +171,13 @@ class TrackingConfig:
     backend: str = knob("mlflow", "{choices}")
     uri: str | None = knob(None, "MLflow URI (default: MLFLOW_TRACKING_URI, else sqlite:///RUN_DIR/mlflow.db)")
     experiment: str = knob("dtrain", "MLflow experiment name")
-    run_name: str | None = knob(None, "MLflow run name (default: the recipe)")
+    run_name: str | None = knob(None, "MLflow run name (default: RECIPE-MMDD-HHMM-xxxx, the recipe, start time "
+                                      "and 4 hex digits; the recipe is also the `recipe` tag)")
     metrics_every_iters: int = knob(50, "aggregate (mean) train metrics over this many iterations")
     flush_every_seconds: float = knob(30.0, "send buffered metrics at least this often")
     log_model: bool = knob(True, "MLflow: log the final (and best) network with mlflow.pytorch at the end")
-    register_as: str | None = knob(None, "MLflow: also register the final model under this name")
+    register_model: str | None = knob(None, "MLflow: register the best model (lowest val top-1 error) under this "
+                                            "name, a new version per run")
     system_metrics: bool = knob(True, "MLflow system metrics (CPU, memory, GPU) from rank 0")
     system_metrics_interval: float = knob(10.0, "seconds between system-metric samples")
 

@@ -200,6 +200,18 @@ def check_run(config: RunConfig) -> None:
     _check(all(s > 0 for s in config.eval.scales), f"eval.scales must be positive, got {config.eval.scales}")
 
 
+def check_tracking(config: RunConfig) -> None:
+    """A registry name MLflow accepts, checked now rather than when the run ends."""
+    tracking, name = config.tracking, config.tracking.register_model
+    if name is None:
+        return
+    _check(bool(str(name).strip()) and not any(c in str(name) for c in "/:"),
+           f"tracking.register_model={name!r} is not a model registry name: use a non-empty name without '/' or ':'")
+    _check(tracking.backend == "mlflow" and tracking.log_model,
+           "tracking.register_model needs tracking.backend=mlflow and tracking.log_model=true (the registered "
+           "model is the logged one)")
+
+
 def _values(config: RunConfig, keys: Iterable[str]) -> Iterable[tuple[str, Any]]:
     for key in keys:
         section, name = key.split(".")
@@ -218,5 +230,5 @@ def _non_negative(config: RunConfig, keys: Iterable[str]) -> None:
 
 RULES: list[Callable[[RunConfig], None]] = [
     check_choices, lambda c: check_model(c.model), check_data, check_synthetic_size, check_optim, check_schedule,
-    check_run,
+    check_run, check_tracking,
 ]

@@ -21,13 +21,14 @@ from dtrain.tracking.aggregate import MetricAggregator
 from dtrain.tracking.base import NullTracker, Tracker
 from dtrain.tracking.jsonl import JsonlTracker, metric_history, read_records
 from dtrain.tracking.console import header_line, keep_output_without_reader, prefix_rank_output
-from dtrain.tracking.run_record import applicable_params, record_models, record_run_end, record_run_start
+from dtrain.tracking.run_record import applicable_params, default_run_name, record_models, record_run_end, \
+    record_run_start
 from dtrain.tracking.system_tags import local_devices, system_tags
 
 __all__ = ["Tracker", "NullTracker", "JsonlTracker", "MetricAggregator", "build_tracker", "resolve_uri",
            "system_tags", "local_devices", "read_records", "metric_history", "record_run_start", "record_run_end",
            "record_models", "applicable_params", "header_line", "prefix_rank_output", "keep_output_without_reader",
-           "BACKENDS"]
+           "default_run_name", "BACKENDS"]
 
 DB_NAME = "mlflow.db"
 

@@ -120,10 +120,11 @@ class BackgroundTracker:
     def log_datasets(self, datasets: Sequence[DatasetRecord]) -> None:
         self._put("log_datasets", list(datasets))
 
-    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None,
+                  evaluated_at: int | None = None) -> None:
         # Sent at the end of a run, when the weights no longer change; a close that times out
         # leaves the model to the checkpoint on disk (its path is a tag of the run).
-        self._put("log_model", model, example_input, name, register_as)
+        self._put("log_model", model, example_input, name, register_as, evaluated_at)
 
     def flush(self) -> None:
         self._put("flush")

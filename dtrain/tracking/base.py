@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+# DatasetRecord.context of the two splits a run reads; the val/ metrics are measured on VALIDATION.
+TRAINING, VALIDATION = "training", "validation"
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,7 @@ class DatasetRecord:
     """One dataset split a run read, as MLflow's run page lists it under "Datasets"."""
 
     name: str  # what `dtrain prepare` recorded (summary.json "dataset"), or "synthetic"
-    context: str  # "training" | "validation": MLflow's mlflow.data.context input tag
+    context: str  # TRAINING | VALIDATION: MLflow's mlflow.data.context input tag
     digest: str  # of the prepared manifest: changes whenever the data does
     source: str  # where it was read (data.root)
     profile: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"samples": 1281167, "classes": 1000}
@@ -49,9 +51,12 @@ class Tracker(Protocol):
         """The data the run read, as run inputs (MLflow) or a record (JSONL)."""
         ...
 
-    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
-        """The trained network as a loadable model with an input/output signature (MLflow only);
-        `register_as` also registers it in the model registry."""
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None,
+                  evaluated_at: int | None = None) -> None:
+        """The trained network as a loadable model with an input/output signature (MLflow only).
+        `evaluated_at`: the step of the evaluation that measured these weights; its val/ metrics
+        become the model's, on the validation dataset. `register_as` also registers it in the
+        model registry (a new version)."""
         ...
 
     @property
@@ -96,7 +101,8 @@ class NullTracker:
     def log_datasets(self, datasets: Sequence[DatasetRecord]) -> None:
         pass
 
-    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None,
+                  evaluated_at: int | None = None) -> None:
         pass
 
     def flush(self) -> None:

@@ -78,7 +78,8 @@ class JsonlTracker:
     def log_datasets(self, datasets: Sequence[DatasetRecord]) -> None:
         self.write_record("datasets", datasets=[asdict(d) for d in datasets])
 
-    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None,
+                  evaluated_at: int | None = None) -> None:
         """Nothing: without MLflow the checkpoint (RUN_DIR/checkpoints) is the model."""
 
     def flush(self) -> None:

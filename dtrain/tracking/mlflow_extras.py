@@ -1,21 +1,19 @@
-"""What MLflow's run page shows beyond params and curves: the model, the datasets, system metrics,
-and a link to the run. Used by MlflowTracker (rank 0 only); mlflow is imported lazily.
+"""What MLflow's run page shows beyond params and curves: the datasets, system metrics, and a link
+to the run (the models: mlflow_models). Used by MlflowTracker (rank 0 only); mlflow is imported
+lazily.
 
-- The model is logged with `mlflow.pytorch.log_model` in the pickle format (`torch.save` of the
-  module): `mlflow.pytorch.load_model(URI)` gives it back where dtrain is installed. MLflow 3's
-  default "pt2" format would need a traced graph of fixed shape; pickle keeps every input size.
 - Datasets are run inputs (MLflow's "Datasets" column and run section) with the manifest's digest
   and counts: a changed dataset shows as a changed digest.
-- System metrics use MLflow's own `SystemMetricsMonitor` (CPU, memory, disk, network; GPU when
-  `nvidia-ml-py` is installed), sampled every `tracking.system_metrics_interval` seconds
-  (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, when set, wins, as MLflow documents).
+- System metrics use MLflow's own `SystemMetricsMonitor`, the one `mlflow.start_run(
+  log_system_metrics=True)` starts (CPU, memory, disk, network through psutil; GPU through
+  nvidia-ml-py where an NVIDIA driver answers: both are dtrain dependencies), sampled every
+  `tracking.system_metrics_interval` seconds (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, when set,
+  wins, as MLflow documents). It writes with its own client to the run's URI, SQLite or server.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-from importlib import metadata
 from typing import Any, Sequence
 
 from dtrain.tracking.base import DatasetRecord
@@ -50,46 +48,6 @@ def how_to_open(uri: str, url: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}  then open {url}"
 
 
-def log_model(uri: str, experiment_id: str, run_id: str, model: Any, example_input: Any, *, name: str,
-              register_as: str | None = None) -> str:
-    """Log `model` (a CPU copy, eval mode) under `name` with a signature inferred from
-    `example_input`; returns the model URI. Registers it as `register_as` when given."""
-    import mlflow
-    import torch
-    from mlflow.models import infer_signature
-
-    mlflow.set_tracking_uri(uri)
-    # MLflow 3 files a logged model under the *active* experiment (default "0"), not the run's.
-    mlflow.set_experiment(experiment_id=experiment_id)
-    cpu_model = copy.deepcopy(model).cpu().eval()
-    example = example_input.detach().cpu().float()
-    with torch.no_grad():
-        output = cpu_model(example)
-    signature = infer_signature(example.numpy(), output.numpy())
-    pytorch_log = logging.getLogger("mlflow.pytorch")
-    level = pytorch_log.level
-    pytorch_log.setLevel(logging.ERROR)  # its warning about pickle: a choice made above, for a reason
-    try:
-        info = mlflow.pytorch.log_model(
-            cpu_model, name=name, signature=signature, serialization_format="pickle",
-            pip_requirements=_requirements(), registered_model_name=register_as, run_id=run_id,
-        )
-    finally:
-        pytorch_log.setLevel(level)
-    return info.model_uri
-
-
-def _requirements() -> list[str]:
-    """Pinned instead of inferred: MLflow's inference loads the model in a subprocess (seconds)."""
-    pins = []
-    for name in ("torch", "dtrain"):
-        try:
-            pins.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pins.append(name)
-    return pins
-
-
 def dataset_inputs(datasets: Sequence[DatasetRecord]) -> list[Any]:
     """MLflow DatasetInput entities for `client.log_inputs`."""
     import json
@@ -105,15 +63,25 @@ def dataset_inputs(datasets: Sequence[DatasetRecord]) -> list[Any]:
 
 
 def start_system_metrics(uri: str, run_id: str, interval: float, resumed: bool) -> Any:
-    """A started SystemMetricsMonitor (stop it with `.finish()`), or None when psutil is missing."""
+    """A started SystemMetricsMonitor (stop it with `.finish()`), or None when psutil is missing
+    (a dtrain dependency: only a broken install lacks it)."""
     try:
         import psutil  # noqa: F401  (MLflow's CPU/memory monitors need it)
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
     except ModuleNotFoundError as exc:
-        log.warning("system metrics are off: %s is not installed (pip install psutil)", exc.name)
+        log.warning("system metrics are off: %s is not installed (pip install %s, or reinstall dtrain)",
+                    exc.name, exc.name)
         return None
     # Its INFO lines ("Started monitoring ...") would land in every run's log.
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, resume_logging=resumed, tracking_uri=uri)
     monitor.start()
     return monitor
+
+
+def system_metrics_running(monitor: Any) -> bool:
+    """Whether the monitor still samples. MLflow's ends its thread at its first failed request
+    (a server that is down, a locked SQLite store) and never restarts it, so the tracker starts a
+    new one, resuming its steps, once the store answers again."""
+    thread = getattr(monitor, "_process", None)  # MLflow 3.17: its sampling thread, None after finish()
+    return thread is not None and thread.is_alive()

@@ -8,7 +8,7 @@
   exponential backoff. A tracking server never stops training. A batch whose reply was lost is
   sent again with the same timestamps; MLflow's store ignores such exact duplicates.
 - `mlflow` is imported here, lazily: `import dtrain.tracking` stays cheap (mlflow takes ~2-3 s).
-- The model, dataset inputs, system metrics and the run link: see mlflow_extras.
+- Dataset inputs, system metrics and the run link: see mlflow_extras; the models: mlflow_models.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from dtrain.tracking import mlflow_extras
+from dtrain.tracking import mlflow_extras, mlflow_models
 from dtrain.tracking.base import DatasetRecord, check_status
 from dtrain.tracking.jsonl import JsonlTracker
 from dtrain.tracking.server_errors import one_line, why_not_reached
@@ -157,15 +157,16 @@ class MlflowTracker:
         self._pending_datasets.extend(datasets)
         self.flush()
 
-    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None) -> None:
+    def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None,
+                  evaluated_at: int | None = None) -> None:
         """Once, at the end of a run: a failure is logged, never raised (the checkpoint has the model)."""
         if not self._connected or self._closed:
             log.warning("MLflow unreachable: model %r not logged; the checkpoint has it", name)
             return
         self.flush()
         try:
-            model_uri = mlflow_extras.log_model(self.uri, self._experiment, self._run_id, model, example_input,
-                                                name=name, register_as=register_as)
+            model_uri = mlflow_models.log_model(self.uri, self._experiment, self._run_id, model, example_input,
+                                                name=name, register_as=register_as, evaluated_at=evaluated_at)
         except Exception as exc:
             log.warning("MLflow could not log model %r (%s); the checkpoint has it", name, one_line(exc))
             return
@@ -233,6 +234,16 @@ class MlflowTracker:
             log.warning("MLflow tracking at %s is reachable again; buffered metrics sent", self.uri)
             self._failures = 0
             self._retry_at = 0.0
+        self._keep_system_metrics()
+
+    def _keep_system_metrics(self) -> None:
+        """A new monitor, continuing the system/ steps, where MLflow's stopped at a failed request."""
+        monitor = self._system_monitor
+        if monitor is None or self._closed or mlflow_extras.system_metrics_running(monitor):
+            return
+        monitor.finish()  # sends the samples it still held; the new one's steps follow them
+        self._system_monitor = mlflow_extras.start_system_metrics(
+            self.uri, self._run_id, self.system_metrics_interval, resumed=True)
 
     def _connect(self) -> None:
         if self._connected:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from dtrain.config import RunConfig, dump_yaml, flatten, to_dict
-from dtrain.tracking.base import DatasetRecord, Tracker
+from dtrain.tracking.base import TRAINING, VALIDATION, DatasetRecord, Tracker
 from dtrain.tracking.system_tags import system_tags
 
 CONFIG_ARTIFACT = "config.yaml"
@@ -90,7 +92,7 @@ def dataset_records(config: RunConfig) -> list[DatasetRecord]:
         digest = hashlib.sha256(json.dumps(to_dict(data), sort_keys=True).encode()).hexdigest()
         profile = {"samples": data.synthetic_samples, "classes": config.model.num_classes}
         return [DatasetRecord("synthetic", context, _split_digest(digest, context), "synthetic", profile)
-                for context in ("training", "validation")]
+                for context in (TRAINING, VALIDATION)]
     root = Path(data.root)
     try:
         summary = json.loads((root / SUMMARY).read_text())
@@ -99,7 +101,7 @@ def dataset_records(config: RunConfig) -> list[DatasetRecord]:
     digest = _file_digest(root / MANIFEST) or hashlib.sha256(json.dumps(summary["splits"], sort_keys=True,
                                                                             default=str).encode()).hexdigest()
     records = []
-    for context, split in (("training", data.train_split), ("validation", data.val_split)):
+    for context, split in ((TRAINING, data.train_split), (VALIDATION, data.val_split)):
         counts = summary.get("splits", {}).get(split, {})
         profile = {"split": split, "samples": counts.get("accepted"), "rejected": counts.get("rejected"),
                    "classes": len(summary.get("per_class", {}).get(split, {})) or config.model.num_classes}
@@ -122,6 +124,13 @@ def _file_digest(path: Path) -> str | None:
         return None
 
 
+def default_run_name(recipe: str, started: datetime | None = None) -> str:
+    """RECIPE-MMDD-HHMM-xxxx: the recipe, the local start time and 4 random hex digits, so that
+    every run of a recipe has a name of its own in MLflow's run list (the recipe stays the run's
+    `recipe` tag, to filter on)."""
+    return f"{recipe or 'run'}-{(started or datetime.now()):%m%d-%H%M}-{secrets.token_hex(2)}"
+
+
 def record_run_start(tracker: Tracker, config: RunConfig, *, world_size: int,
                      device_names: Sequence[str] | None = None, resumed_at_step: int | None = None,
                      extra_tags: Mapping[str, Any] | None = None) -> None:
@@ -141,7 +150,8 @@ def record_run_start(tracker: Tracker, config: RunConfig, *, world_size: int,
 def record_models(tracker: Tracker, config: RunConfig, model: Any, *, last_checkpoint: Path | None,
                   best_checkpoint: Path | None = None, with_models: bool = True) -> None:
     """Checkpoint paths as tags; the trained network (and the best checkpoint's, when it is another
-    one) as MLflow models with a signature. Rank 0, at the end of a run."""
+    one) as MLflow models with a signature and the validation metrics of their step; the best one
+    registered as `tracking.register_model`. Rank 0, at the end of a run."""
     tags = {"dtrain.run_dir": str(config.resolved_run_dir().resolve())}
     if last_checkpoint:
         tags["dtrain.checkpoint.last"] = str(Path(last_checkpoint).resolve())
@@ -154,14 +164,28 @@ def record_models(tracker: Tracker, config: RunConfig, model: Any, *, last_check
 
     size = config.data.synthetic_image_size if config.data.loader == "synthetic" else config.data.val_crop
     example = torch.zeros(1, 3, size, size)
-    tracker.log_model(model, example, name=MODEL_NAME, register_as=config.tracking.register_as)
+    registry_name = config.tracking.register_model
     best = _best_model(model, best_checkpoint, last_checkpoint)
+    # The final weights were evaluated at the last checkpoint's step (the final evaluation).
+    tracker.log_model(model, example, name=MODEL_NAME, register_as=None if best else registry_name,
+                      evaluated_at=_checkpoint_step(last_checkpoint))
     if best is not None:
-        tracker.log_model(best, example, name=BEST_MODEL_NAME)
+        best_model, best_step = best
+        tracker.log_model(best_model, example, name=BEST_MODEL_NAME, register_as=registry_name,
+                          evaluated_at=best_step)
 
 
-def _best_model(model: Any, best_checkpoint: Path | None, last_checkpoint: Path | None) -> Any:
-    """`model` with the best checkpoint's weights, or None when the best is the last one."""
+def _checkpoint_step(checkpoint: Path | None) -> int | None:
+    from dtrain.checkpoint.atomic import read_meta  # the checkpoint's sidecar, not its weights
+
+    step = (read_meta(Path(checkpoint)) or {}).get("step") if checkpoint else None
+    return int(step) if step is not None else None
+
+
+def _best_model(model: Any, best_checkpoint: Path | None,
+                last_checkpoint: Path | None) -> tuple[Any, int | None] | None:
+    """`model` with the best checkpoint's weights and that checkpoint's step, or None when the
+    best is the last one (or there is none)."""
     if not best_checkpoint or not Path(best_checkpoint).is_file():
         return None
     from dtrain.checkpoint.atomic import atomic_load, read_meta  # the one checkpoint reader: weights only
@@ -172,7 +196,7 @@ def _best_model(model: Any, best_checkpoint: Path | None, last_checkpoint: Path 
     state = atomic_load(best_checkpoint)
     best = copy.deepcopy(model).cpu()
     best.load_state_dict(state["model"])
-    return best
+    return best, _checkpoint_step(best_checkpoint)
 
 
 def record_run_end(tracker: Tracker, final_metrics: Mapping[str, Any], *, status: str = "FINISHED",

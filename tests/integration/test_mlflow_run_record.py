@@ -1,6 +1,7 @@
 """A finished run, read back with MlflowClient as a team would: the model loads and answers like
 the checkpoint, the dataset is a run input, system metrics were sampled, the model is registered,
-params are the ones that apply, and the printed link points at the run."""
+the models carry their validation errors, params are the ones that apply, and the printed link
+points at the run."""
 
 from __future__ import annotations
 
@@ -24,12 +25,11 @@ SAMPLING_SECONDS = 0.5
 @pytest.mark.slow  # ~30-60 s here: MLflow's store, two logged models and the registry
 def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(tmp_path, monkeypatch, capsys):
     pytest.importorskip("mlflow")
-    pytest.importorskip("psutil")
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", raising=False)
-    cfg = load_config("digits_resnet20", [*TINY, f"run_dir={tmp_path}", "tracking.register_as=digits-r20",
+    cfg = load_config("digits_resnet20", [*TINY, f"run_dir={tmp_path}", "tracking.register_model=digits-r20",
                                           f"tracking.system_metrics_interval={SAMPLING_SECONDS}"])
     started = time.monotonic()
     outcome = train_config(cfg)
@@ -49,11 +49,18 @@ def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(
     assert f"run dir {tmp_path.resolve()}" in header and link in header
     assert f"mlflow ui --backend-store-uri {uri}  then open {link}" in out
 
-    _assert_logged_models_match_checkpoints(client, run, result, cfg)
+    logged = _assert_logged_models_match_checkpoints(client, run, result, cfg)
 
-    # Registered under tracking.register_as.
+    # Each model carries the validation errors of its weights, on the validation split; the best
+    # one (lowest val/top1_err) is registered under tracking.register_model.
+    final = {m.key: m for m in logged["model"].metrics}
+    assert final["val/top1_err"].value == pytest.approx(result.final.top1_err) and final["val/top1_err"].step == 8
+    assert {m.dataset_name for m in logged["model"].metrics} == {"synthetic"}
+    best = logged.get("best_model", logged["model"])
+    best_top1 = {m.key: m.value for m in best.metrics}["val/top1_err"]
+    assert best_top1 == pytest.approx(run.data.metrics["val/best_top1_err"])
     versions = client.search_model_versions("name='digits-r20'")
-    assert [v.run_id for v in versions] == [result.run_id]
+    assert [(v.run_id, v.source) for v in versions] == [(result.run_id, f"models:/{best.model_id}")]
 
     # The dataset is a run input, for training and validation.
     inputs = run.inputs.dataset_inputs
@@ -72,7 +79,7 @@ def test_finished_run_reads_back_with_model_dataset_system_metrics_and_registry(
     assert run.data.metrics["val/best_top1_err"] <= run.data.metrics["val/top1_err"]
 
 
-def _assert_logged_models_match_checkpoints(client, run, result, cfg) -> None:
+def _assert_logged_models_match_checkpoints(client, run, result, cfg) -> dict:
     """The logged model gives the checkpoint's outputs; the checkpoint stays a path (tag), not a copy."""
     import mlflow
 
@@ -98,3 +105,4 @@ def _assert_logged_models_match_checkpoints(client, run, result, cfg) -> None:
     signature = mlflow.models.get_model_info(f"models:/{logged['model'].model_id}").signature
     assert signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 3, 16, 16)
     assert not any(a.path.endswith(".pt") for a in client.list_artifacts(result.run_id))
+    return logged

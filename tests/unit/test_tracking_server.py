@@ -142,6 +142,46 @@ def test_a_killed_server_gets_every_point_by_itself_once_restarted(tmp_path, mon
         _stop(server)
 
 
+def test_system_metrics_and_a_registered_model_with_metrics_reach_a_server(tmp_path, monkeypatch):
+    """As `dtrain train` tracks against a server (build_tracker, default config but a short
+    sampling interval): MLflow's monitor sends the run's system/ charts, and the logged model
+    arrives with its validation metrics on the validation dataset, registered."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from dtrain.config import TrackingConfig
+    from dtrain.tracking import build_tracker
+    from dtrain.tracking.base import DatasetRecord
+
+    monkeypatch.delenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", raising=False)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port)
+    try:
+        tracker = build_tracker(TrackingConfig(uri=uri, system_metrics_interval=0.25), run_dir=tmp_path / "run",
+                                rank=0, run_name="system")
+        # Logging and registering a model takes a new server more than the default 10 s on a loaded
+        # 2-core machine; the run would then end without it (by design), and this test is not about that.
+        tracker.close_seconds = 120
+        tracker.log_datasets([DatasetRecord("digits", "validation", "c" * 32, "/data/digits", {})])
+        tracker.log_metrics({"val/top1_err": 12.5, "val/top5_err": 1.5}, step=40)
+        time.sleep(2.0)  # several samples' worth of training
+        tracker.log_model(torch.nn.Linear(4, 2), torch.zeros(1, 4), "model", register_as="server-net",
+                          evaluated_at=40)
+        tracker.close("FINISHED")
+        client = MlflowClient(tracking_uri=uri)
+        run = client.get_run(tracker.run_id)
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
+        assert len(client.get_metric_history(tracker.run_id, "system/cpu_utilization_percentage")) >= 2
+        model = client.get_logged_model(run.outputs.model_outputs[0].model_id)
+        assert {(m.key, m.value, m.dataset_name) for m in model.metrics} == {("val/top1_err", 12.5, "digits"),
+                                                                             ("val/top5_err", 1.5, "digits")}
+        versions = client.search_model_versions("name='server-net'")
+        assert [(v.run_id, v.source) for v in versions] == [(tracker.run_id, f"models:/{model.model_id}")]
+    finally:
+        _stop(server)
+
+
 def test_a_host_header_the_server_does_not_allow_is_named_with_the_fix(tmp_path, monkeypatch):
     """MLflow 3 refuses a Host header missing from --allowed-hosts (a client that reaches the
     server by an alias); the tracker says which name to allow, and `dtrain mlflow-server
