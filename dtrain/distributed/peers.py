@@ -132,6 +132,7 @@ class PeerDirectory:
         self.listener = LivenessListener()
         self.peers: list[Peer] = []
         self.rank = 0
+        self._left_at: float | None = None
 
     def me(self, rank: int, rendezvous_host: str, rendezvous_port: int) -> Peer:
         self.rank = rank
@@ -162,9 +163,8 @@ class PeerDirectory:
     def linger(self) -> None:
         """Stay reachable (answering "leaving") until LINGER_SECONDS after lost_peers(), so that a
         survivor that learns of the failure later does not take this rank for a dead one."""
-        left_at = getattr(self, "_left_at", None)
-        if left_at is not None:
-            time.sleep(max(0.0, LINGER_SECONDS - (time.monotonic() - left_at)))
+        if self._left_at is not None:
+            time.sleep(max(0.0, LINGER_SECONDS - (time.monotonic() - self._left_at)))
 
 
 _directory: PeerDirectory | None = None
