@@ -20,6 +20,7 @@ import torch
 
 from cluster_lab.hosts import Cluster
 from cluster_lab.supervisor import Supervisor
+from dtrain.tracking.jsonl import JSONL_NAME, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = ROOT / "launch" / "torchrun.sh"
@@ -126,11 +127,10 @@ class Job:
 
     def resume_times(self) -> list[float]:
         """When each restarted worker group logged its first record (every "run" record after the first)."""
-        path = self.run_dir / "metrics.jsonl"
+        path = self.run_dir / JSONL_NAME
         if not path.is_file():
             return []
-        starts = [json.loads(line)["time"] for line in path.read_text().splitlines()
-                  if line.startswith('{"type": "run"')]
+        starts = [record["time"] for record in read_records(path) if record.get("type") == "run"]
         return starts[1:]
 
 

@@ -17,6 +17,7 @@ import threading
 import time
 
 from cluster_lab.job import ROOT, Job
+from dtrain.tracking.jsonl import JSONL_NAME, metric_history, read_records
 
 HOST, ALIAS, PORT = "mlflow", "mlflow-host", 5000
 DOWN_SECONDS = 20.0
@@ -72,14 +73,12 @@ print(json.dumps({"status": run.info.status, "missing": {k: v for k, v in missin
 
 def every_point_arrived(job: Job, info: dict) -> list[str]:
     """The run ended FINISHED on the server with every point metrics.jsonl holds."""
-    records = [json.loads(line) for line in (job.run_dir / "metrics.jsonl").read_text().splitlines()]
-    runs = [r for r in records if r["type"] == "run" and r.get("backend") == "mlflow" and r.get("run_id")]
+    path = job.run_dir / JSONL_NAME
+    runs = [r for r in read_records(path)
+            if r.get("type") == "run" and r.get("backend") == "mlflow" and r.get("run_id")]
     if not runs:
         return ["the run never reached the MLflow server (no mlflow run record in metrics.jsonl)"]
-    points: dict[str, int] = {}
-    for record in (r for r in records if r["type"] == "metrics"):
-        for key in record["metrics"]:
-            points[key] = points.get(key, 0) + 1
+    points = {key: len(history) for key, history in metric_history(path).items()}
     expected = json.dumps({"run_id": runs[-1]["run_id"], "points": points})
     done = subprocess.run(job.cluster.command("node1", [sys.executable, "-c", CHECK % URI, expected]),
                           capture_output=True, text=True, env=ENV, timeout=120)

@@ -109,11 +109,6 @@ def describe(peers: list[Peer], states: list[str]) -> str | None:
     return ", ".join(lost) if lost else None
 
 
-def describe_lost(peers: list[Peer], me: int) -> str | None:
-    others = [p for p in peers if p.rank != me]
-    return describe(others, probe_all(others))
-
-
 def tell(peer: Peer, verdict: str, timeout: float = PROBE_SECONDS) -> None:
     """Hand `verdict` to a peer that is still there; it keeps the first one it hears."""
     try:

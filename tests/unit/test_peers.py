@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from dtrain.distributed.failure import peer_failure_line
-from dtrain.distributed.peers import LivenessListener, Peer, PeerDirectory, describe_lost, probe
+from dtrain.distributed.peers import LivenessListener, Peer, PeerDirectory, describe, probe, probe_all
 
 
 def closed_port() -> int:
@@ -23,7 +23,8 @@ def test_probe_tells_alive_leaving_gone_and_silent_apart() -> None:
     peers = [Peer(0, "me", "127.0.0.1", alive.port), Peer(1, "node1", "127.0.0.1", leaving.port),
              Peer(2, "node2", "127.0.0.1", closed_port()), Peer(3, "node3", "127.0.0.1", silent.getsockname()[1])]
     assert [probe(p, timeout=0.5) for p in peers] == ["alive", "leaving", "gone", "unreachable"]
-    assert describe_lost(peers, me=0) == ("rank 2 on node2 (its process ended), "
+    others = peers[1:]
+    assert describe(others, probe_all(others)) == ("rank 2 on node2 (its process ended), "
                                           "rank 3 on node3 (its host does not answer: down or cut off)")
     silent.close()
 
