@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster_lab.hosts import Cluster
-
-EXIT_USER_ERROR = 2  # dtrain's exit code for a configuration error: kubelet would retry, we stop
+from dtrain.distributed.failure import EXIT_USER_ERROR  # a configuration error: kubelet would retry, we stop
 
 
 @dataclass
