@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from . import layout
-from .ffcv_export import FFCV_MODES, FfcvOptions
 from .errors import DataPrepError
+from .ffcv_export import FFCV_MODES, FfcvOptions
 from .images import ImageOptions
 from .pipeline import PrepareOptions, run_prepare
 

@@ -17,7 +17,6 @@ from PIL import Image, UnidentifiedImageError
 
 from . import layout
 
-
 # Pillow's own default limit (Image.MAX_IMAGE_PIXELS): 89.5 Mpx, ~4x ImageNet's largest image.
 DEFAULT_MAX_PIXELS = 89_478_485
 
@@ -184,7 +183,7 @@ def normalize_pixels(pixels: np.ndarray, options: ImageOptions) -> StoredImage:
     return StoredImage(layout.STATUS_OK, "", encoded, image.width, image.height)
 
 
-def normalize(payload: "bytes | np.ndarray", options: ImageOptions) -> StoredImage:
+def normalize(payload: bytes | np.ndarray, options: ImageOptions) -> StoredImage:
     if isinstance(payload, np.ndarray):
         return normalize_pixels(payload, options)
     return normalize_bytes(payload, options)

@@ -40,7 +40,7 @@ class ManifestStats:
         self.conversions: Counter = Counter()
         self.shards: dict[str, set] = {}
 
-    def add(self, rows) -> "ManifestStats":
+    def add(self, rows) -> ManifestStats:
         for row in rows:
             split = row["split"]
             entry = self.splits.setdefault(split, {"candidates": 0, "accepted": 0, "ok": 0,

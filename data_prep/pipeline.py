@@ -20,12 +20,12 @@ from pathlib import Path
 import click
 
 from . import layout
+from .duplicates import DigestPrefixes, DuplicateMarker
 from .errors import DataPrepError, PrepareFailure
 from .ffcv_export import FfcvOptions, ffcv_available, write_betons
 from .images import ImageOptions
 from .lock import LOCK_NAME, locked_out
 from .manifest import ManifestStats, ManifestWriter, build_summary, write_atomic_text, write_classes
-from .duplicates import DigestPrefixes, DuplicateMarker
 from .minival import MinivalCarver
 from .pixel_stats import PIXEL_STATS, PixelAccumulator, write_pixel_statistics
 from .plan import SourcePlan

@@ -168,7 +168,7 @@ class PixelSums:
     def _native_count(self) -> int:
         return self.count - self.view_count
 
-    def merge(self, other: "PixelSums") -> None:
+    def merge(self, other: PixelSums) -> None:
         other._flush()
         self._flush()
         if other.view_total is not None:
@@ -193,7 +193,7 @@ class PixelSums:
         return buffer.getvalue()
 
     @classmethod
-    def from_file(cls, path: Path) -> "PixelSums | None":
+    def from_file(cls, path: Path) -> PixelSums | None:
         """The saved sums, or None for a file of an older dtrain that stopped at a second size."""
         sums = cls()
         with np.load(path) as saved:

@@ -7,8 +7,8 @@ in-memory pixel array (digits, CIFAR) or a seed for a synthetic image.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 
@@ -88,7 +88,7 @@ def _read_synthetic(sample: Sample) -> np.ndarray:
     return synthetic_pixels(seed, width, height)
 
 
-PAYLOAD_READERS: dict[str, Callable[[Sample], "bytes | np.ndarray"]] = {
+PAYLOAD_READERS: dict[str, Callable[[Sample], bytes | np.ndarray]] = {
     "file": _read_file,
     "tar_slice": _read_tar_slice,
     "array": _read_array,
@@ -97,5 +97,5 @@ PAYLOAD_READERS: dict[str, Callable[[Sample], "bytes | np.ndarray"]] = {
 }
 
 
-def read_payload(sample: Sample) -> "bytes | np.ndarray":
+def read_payload(sample: Sample) -> bytes | np.ndarray:
     return PAYLOAD_READERS[sample.kind](sample)

@@ -292,7 +292,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
     """The resolved annotations of a config dataclass (resolving them costs ~1 ms per call)."""
     return typing.get_type_hints(cls)

@@ -13,6 +13,7 @@ from dtrain.builders import build_model, load_for_inference
 from dtrain.config import RunConfig, load_config
 from dtrain.errors import DtrainError
 
+
 @dataclass
 class LoadedModel:
     label: str

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtrain_prep import layout
 from dtrain.config import RunConfig, ScheduleConfig, load_config
 from dtrain.errors import DtrainError
+from dtrain_prep import layout
 
 LOG_NAME = "train.log"
 

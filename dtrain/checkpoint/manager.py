@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from dtrain.checkpoint.async_writer import AsyncWriter
 from dtrain.checkpoint.atomic import (
     TEMP_MARKER,
     CorruptCheckpoint,
@@ -35,7 +36,6 @@ from dtrain.checkpoint.atomic import (
     read_meta,
     temp_path,
 )
-from dtrain.checkpoint.async_writer import AsyncWriter
 from dtrain.checkpoint.format import (
     FORMAT_VERSION,
     NonFiniteStateError,

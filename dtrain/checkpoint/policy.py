@@ -11,7 +11,7 @@ to every rank in its step-sync all_reduce (dtrain/engine/step_sync.py), at steps
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from dtrain.config import CheckpointConfig
 

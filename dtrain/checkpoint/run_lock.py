@@ -30,7 +30,7 @@ from dtrain.errors import DtrainError
 LOCK_NAME = ".dtrain.lock"
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 60.0
-_held: list["RunDirLock"] = []
+_held: list[RunDirLock] = []
 
 
 class RunDirLocked(DtrainError):
@@ -83,7 +83,7 @@ class RunDirLock:
                    "torchrun_job": os.environ.get("TORCHELASTIC_RUN_ID")}
         self._stop = threading.Event()
 
-    def acquire(self) -> "RunDirLock":
+    def acquire(self) -> RunDirLock:
         for earlier in [lock for lock in _held if lock.path == self.path]:
             earlier.release()  # a run that ended in this process (tests, the demo) hands it on
         taken_from: dict | None = None

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Sequence
 from types import FrameType
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -35,7 +36,7 @@ class PreemptionHandler:
         self.received: int | None = None  # the first signal number seen
         self._previous: dict[int, Any] = {}
 
-    def install(self) -> "PreemptionHandler":
+    def install(self) -> PreemptionHandler:
         """Install the handlers (must be called from the main thread, as Python requires)."""
         for signum in self.signals:
             if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
@@ -48,7 +49,7 @@ class PreemptionHandler:
             signal.signal(signum, previous)
         self._previous.clear()
 
-    def __enter__(self) -> "PreemptionHandler":
+    def __enter__(self) -> PreemptionHandler:
         return self.install()
 
     def __exit__(self, *exc: Any) -> None:

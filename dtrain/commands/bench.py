@@ -14,9 +14,9 @@ import click
 import torch
 
 from dtrain.bench.checkpoint_save import bench_checkpoint
+from dtrain.bench.machine import not_quiet_warning
 from dtrain.bench.overhead import bench_overhead
 from dtrain.bench.runs import ModelSetup, Timing, bench_end_to_end, bench_loaders, bench_model, loader_config
-from dtrain.bench.machine import not_quiet_warning
 from dtrain.bench.timing import Measurement, environment
 from dtrain.data import loader_names
 from dtrain.data.sources import SOURCES

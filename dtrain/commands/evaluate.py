@@ -17,7 +17,6 @@ from dtrain.commands.overrides import all_overrides, complete_override, set_opti
 from dtrain.data.eval_views import EVAL_VIEWS
 
 
-
 def evaluate_checkpoint(checkpoint: Path, mode: str, overrides: list[str], batch_size: int | None = None):
     """(config, EvalResult, DistContext) of one checkpoint; a collective under torchrun."""
     from dtrain.builders import load_for_inference

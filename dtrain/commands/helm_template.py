@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -33,7 +34,7 @@ class TemplateError(Exception):
 class Node:
     kind: str  # text | output | if | range | with | define | assign
     text: str = ""  # text, or the action's source
-    branches: list[tuple[str | None, list["Node"]]] = field(default_factory=list)  # (condition, body)
+    branches: list[tuple[str | None, list[Node]]] = field(default_factory=list)  # (condition, body)
     names: list[str] = field(default_factory=list)  # range/assign variables
 
 

@@ -50,7 +50,7 @@ def _module_file(module: str) -> Path:
     raise Unreadable(module)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _top_level(module: str) -> dict[str, Entry]:
     path = _module_file(module)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]

@@ -61,7 +61,8 @@ def reproduce(row: str | None, overrides: tuple[str, ...], list_rows: bool, data
         raise click.UsageError(f"override {bad[0]!r} must look like key=value, e.g. optim.batch_size=64")
     if report_only and run_dir is None:
         raise click.UsageError("--report-only needs --run-dir (the finished run to report on)")
-    from dtrain.analysis.reproduction import ReproduceOptions, reproduce as run
+    from dtrain.analysis.reproduction import ReproduceOptions
+    from dtrain.analysis.reproduction import reproduce as run
 
     opts = ReproduceOptions(data_root=data_root, budget_iters=budget_iters, run_dir=run_dir, overrides=overrides,
                             train=not report_only, overwrite=overwrite, seeds=seeds, eval_overrides=eval_overrides)

@@ -30,20 +30,20 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from dtrain_prep import layout
+# Imported only when data.loader=dali is chosen; without DALI the ImportError reaches LOADERS'
+# lookup in dtrain/data/__init__.py, which names the extra to install (dtrain/extras.py).
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
+from dtrain_prep import layout
 
 from .eval_fallback import refuse_per_pixel_mean, with_torch_fallback
 from .loaders import EvalBatch
 from .sampling import EpochCursor, mix_seed
 from .sources import ManifestSplit, read_manifest
 from .transforms import LIGHTING_EIGVAL, LIGHTING_EIGVEC, check_train_geometry
-
-# Imported only when data.loader=dali is chosen; without DALI the ImportError reaches LOADERS'
-# lookup in dtrain/data/__init__.py, which names the extra to install (dtrain/extras.py).
-from nvidia.dali import fn, pipeline_def, types
-from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 READER = "Reader"
 SHUFFLE_BUFFER = 4096  # webdataset reader: samples held for shuffling (DALI's initial_fill)

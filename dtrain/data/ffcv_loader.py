@@ -33,9 +33,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dtrain_prep import layout
+# Imported only when data.loader=ffcv is chosen; without FFCV the ImportError reaches LOADERS'
+# lookup in dtrain/data/__init__.py, which names the extra to install (dtrain/extras.py).
+from ffcv.fields.basics import IntDecoder
+from ffcv.fields.rgb_image import (
+    CenterCropRGBImageDecoder,
+    RandomResizedCropRGBImageDecoder,
+    ResizedCropRGBImageDecoder,
+    SimpleRGBImageDecoder,
+)
+from ffcv.loader import Loader, OrderOption
+from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
+from ffcv.traversal_order.base import TraversalOrder
+
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
+from dtrain_prep import layout
 
 from .eval_fallback import with_torch_fallback
 from .eval_views import R2_SINGLE_CROP
@@ -46,15 +59,6 @@ from .sampling import EpochCursor, epoch_permutation, eval_assignment, mix_seed
 from .sources import read_manifest
 from .stats import build_normalize
 from .transforms import LIGHTING_EIGVAL, LIGHTING_EIGVEC, check_train_geometry
-
-# Imported only when data.loader=ffcv is chosen; without FFCV the ImportError reaches LOADERS'
-# lookup in dtrain/data/__init__.py, which names the extra to install (dtrain/extras.py).
-from ffcv.fields.basics import IntDecoder
-from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder,
-                                   ResizedCropRGBImageDecoder, SimpleRGBImageDecoder)
-from ffcv.loader import Loader, OrderOption
-from ffcv.traversal_order.base import TraversalOrder
-from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
 
 BATCHES_AHEAD = 3  # batches FFCV prepares ahead of the training step
 

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from dtrain_prep import layout
 from dtrain.config import DataConfig
+from dtrain_prep import layout
 
 from .eval_views import EvalTransform
 from .gpu_augment import FLIP, DeviceNormalize, TrainPlanner, build_device_normalize, eval_plans

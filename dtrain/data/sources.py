@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from dtrain_prep import layout
 from dtrain.errors import DtrainError
+from dtrain_prep import layout
 
 SOURCES = ("shards", "files")  # data.source of the torch loader
 SYNTHETIC_SEED = 20151210  # fixed: the synthetic dataset is the same in every run

@@ -30,12 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from dtrain.checkpoint.format import UnusableCheckpoint
 from dtrain.config import RunConfig, check_world_size
 from dtrain.distributed.wrap import apply_sync_bn
 from dtrain.engine.engine import ModelPart, Stateful
 from dtrain.engine.optimizer import build_optimizer, set_lr
 from dtrain.engine.precision import prepare_model
-from dtrain.checkpoint.format import UnusableCheckpoint
 from dtrain.errors import ConfigError, DtrainError
 
 DEEPSPEED_SUBDIR = "deepspeed"

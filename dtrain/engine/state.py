@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from dtrain.checkpoint import CheckpointManager, gather_rng_states, restore_rank_rng_state
-from dtrain.checkpoint.format import UnusableCheckpoint, upgrade
 from dtrain.checkpoint.fingerprint import has_checkpoints, new_directory_key
+from dtrain.checkpoint.format import UnusableCheckpoint, upgrade
 from dtrain.config import RunConfig
 from dtrain.distributed.failure import SymmetricError
 from dtrain.errors import DtrainError

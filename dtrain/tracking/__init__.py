@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from dtrain.config import TrackingConfig
 from dtrain.tracking.aggregate import MetricAggregator
 from dtrain.tracking.base import NullTracker, Tracker
-from dtrain.tracking.jsonl import JsonlTracker, metric_history, read_records
 from dtrain.tracking.console import header_line, keep_output_without_reader, prefix_rank_output
-from dtrain.tracking.run_record import applicable_params, default_run_name, record_models, record_run_end, \
-    record_run_start
+from dtrain.tracking.jsonl import JsonlTracker, metric_history, read_records
+from dtrain.tracking.run_record import (
+    applicable_params,
+    default_run_name,
+    record_models,
+    record_run_end,
+    record_run_start,
+)
 from dtrain.tracking.system_tags import local_devices, system_tags
 
 __all__ = ["Tracker", "NullTracker", "JsonlTracker", "MetricAggregator", "build_tracker", "resolve_uri",

@@ -8,7 +8,8 @@ when a window is emitted, so the training loop does not synchronise every iterat
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 REDUCTIONS = ("mean", "last", "max")
 

@@ -26,8 +26,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from dtrain.tracking.base import DatasetRecord, Tracker, check_status
 from dtrain.tracking.jsonl import JSONL_NAME

@@ -6,9 +6,10 @@ get a `NullTracker`, so the training loop never branches on rank or backend.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # DatasetRecord.context of the two splits a run reads; the val/ metrics are measured on VALIDATION.

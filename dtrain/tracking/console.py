@@ -18,8 +18,9 @@ import errno
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TextIO
 
 HEADER_START = "dtrain rank 0 of "
 

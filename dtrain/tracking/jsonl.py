@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from dtrain.tracking.base import DatasetRecord, check_status
 

@@ -14,7 +14,8 @@ lazily.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dtrain.tracking.base import DatasetRecord
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from dtrain.tracking import mlflow_extras, mlflow_models
 from dtrain.tracking.base import DatasetRecord, check_status

@@ -17,9 +17,10 @@ import copy
 import hashlib
 import json
 import secrets
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from dtrain.config import RunConfig, dump_yaml, flatten, to_dict
 from dtrain.tracking.base import TRAINING, VALIDATION, DatasetRecord, Tracker

@@ -20,9 +20,9 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import dtrain
 from dtrain.errors import DtrainError

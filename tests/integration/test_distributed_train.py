@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from ports import free_port
 
 from dtrain.checkpoint import atomic_load  # weights only, like every dtrain reader
-from ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 

@@ -18,10 +18,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from _prepared_fixture import write_prepared  # noqa: E402
-
 from fault_runs import (  # noqa: E402
-    SilentServer, all_finite, assert_checkpoints_sound, assert_gone, assert_metrics_complete, assert_tree_gone,
-    base_args, descendants, env, error_lines, metric_records, start, train,
+    SilentServer,
+    all_finite,
+    assert_checkpoints_sound,
+    assert_gone,
+    assert_metrics_complete,
+    assert_tree_gone,
+    base_args,
+    descendants,
+    env,
+    error_lines,
+    metric_records,
+    start,
+    train,
 )
 
 

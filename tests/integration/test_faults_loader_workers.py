@@ -11,10 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fault_runs import (
-    ROOT, TREE_GONE_SECONDS, assert_checkpoints_sound, assert_metrics_complete, base_args, checkpoint_steps,
-    error_lines, finish, processes_naming, start, train, wait_for,
+    ROOT,
+    TREE_GONE_SECONDS,
+    assert_checkpoints_sound,
+    assert_metrics_complete,
+    base_args,
+    checkpoint_steps,
+    error_lines,
+    finish,
+    processes_naming,
+    start,
+    train,
+    wait_for,
 )
 
 sys.path.insert(0, str(ROOT / "tests" / "unit"))

@@ -13,8 +13,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_resume import (CRASH_ENV, RECIPE, REPO, TOTAL_STEPS, assert_bitwise_equal, checkpoint_steps, explain,
-                         final_checkpoint, subprocess_env, tiny_overrides)
+from test_resume import (
+    CRASH_ENV,
+    RECIPE,
+    REPO,
+    TOTAL_STEPS,
+    assert_bitwise_equal,
+    checkpoint_steps,
+    explain,
+    final_checkpoint,
+    subprocess_env,
+    tiny_overrides,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 

@@ -17,10 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from dtrain.config import load_config
 from dtrain.train import train_config
-from ports import free_port
 
 RUN_NAME = "digits-resnet20-demo"
 REGISTERED = "digits-resnet20"

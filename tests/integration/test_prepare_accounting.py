@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from prepare_trees import COMMON, jpeg, make_tree, manifest, one_line, run_cli
 
 from dtrain_prep import fixtures, layout
 from dtrain_prep.cli import prepare
 from dtrain_prep.sources.imagenet import TRAIN_TAR, VAL_TAR
-from prepare_trees import COMMON, jpeg, make_tree, manifest, one_line, run_cli
 
 
 def _labels_by_file(out: Path) -> dict[str, tuple[str, int, str]]:

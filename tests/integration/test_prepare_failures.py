@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from prepare_trees import COMMON, jpeg, make_tree, manifest, one_line, run_cli
 
 from dtrain_prep import fixtures, layout
 from dtrain_prep.cli import prepare
-from prepare_trees import COMMON, jpeg, make_tree, manifest, one_line, run_cli
-
 
 # 1. decompression bomb -----------------------------------------------------------------------
 

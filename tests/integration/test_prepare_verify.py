@@ -7,9 +7,9 @@ import shutil
 import tarfile
 
 import pytest
+from prepare_trees import COMMON, make_tree, manifest, one_line, run_cli
 
 from dtrain_prep import layout
-from prepare_trees import COMMON, make_tree, manifest, one_line, run_cli
 
 
 @pytest.fixture(scope="module")

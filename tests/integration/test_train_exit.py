@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from fault_runs import ROOT, SilentServer, base_args, start
 
 from dtrain.distributed.lifetime import EXIT_GRACE_SECONDS
-from fault_runs import ROOT, SilentServer, base_args, start
 
 # A library's exit hook that waits for the silent server's answer (it never comes). sitecustomize
 # runs at interpreter start, before dtrain; its hook runs after dtrain's own (atexit is LIFO).

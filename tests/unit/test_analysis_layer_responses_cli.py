@@ -3,9 +3,9 @@
 import json
 
 import torch
+from _prepared_fixture import write_prepared
 from click.testing import CliRunner
 
-from _prepared_fixture import write_prepared
 from dtrain import models
 from dtrain.analysis.model_source import from_checkpoint
 from dtrain.config import load_config, to_dict

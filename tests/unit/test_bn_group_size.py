@@ -13,14 +13,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
+from ports import free_port
 from torch import nn
 
 from dtrain.config import DistributedConfig
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.sync_bn import GroupBatchNorm
 from dtrain.distributed.wrap import apply_sync_bn
-from ports import free_port
 
 CHANNELS = 3
 WEIGHT, BIAS = torch.tensor([0.5, 1.5, -2.0]), torch.tensor([0.1, -0.2, 0.3])

@@ -9,15 +9,15 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from _prepared_fixture import write_prepared
 from PIL import Image
 
-from _prepared_fixture import write_prepared
-from dtrain_prep import layout
 from dtrain.config import DataConfig
 from dtrain.data import LOADERS, EvalBatch, build_eval_loader, build_train_loader
 from dtrain.data.sampling import TrainBatchSampler, eval_assignment
 from dtrain.data.sources import ManifestSource, read_manifest
 from dtrain.errors import ConfigError, DtrainError
+from dtrain_prep import layout
 
 SMALL = dict(scale_range=[32, 40], crop_size=24, val_resize=32, val_crop=24)
 

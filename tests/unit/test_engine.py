@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from dtrain import models
+from dtrain.builders import build_engine, build_loaders, start_tracker
 from dtrain.config import load_config
 from dtrain.distributed.context import DistContext
-from dtrain.builders import build_loaders, build_engine, start_tracker
 from dtrain.engine.loop import NonFiniteLossError, Trainer, total_steps
 from dtrain.engine.progress import Progress
 from dtrain.train import main

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
+from ports import free_port
 from torch import nn
 
 from dtrain.config import DataConfig
@@ -18,7 +19,6 @@ from dtrain.data.sources import SyntheticSource
 from dtrain.data.transforms import RESAMPLE
 from dtrain.distributed.context import DistContext
 from dtrain.engine.evaluate import averaged_scores, evaluate
-from ports import free_port
 
 SIZE, CROP, SAMPLES, CLASSES = 12, 8, 7, 10
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]

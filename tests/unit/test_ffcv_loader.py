@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("ffcv", reason="FFCV is not installed")
 
 from _prepared_fixture import write_prepared  # noqa: E402
+
 from dtrain.config import DataConfig  # noqa: E402
 from dtrain.data import build_eval_loader, build_train_loader  # noqa: E402
 from dtrain.errors import ConfigError  # noqa: E402

@@ -17,9 +17,9 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from _prepared_fixture import write_prepared
 from PIL import Image
 
-from _prepared_fixture import write_prepared
 from dtrain.config import DataConfig
 from dtrain.data import build_eval_loader, build_train_loader
 from dtrain.data.gpu_decode import DecodeError, decode_batch, pick_decoder

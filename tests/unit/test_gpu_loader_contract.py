@@ -16,14 +16,13 @@ import types
 import numpy as np
 import pytest
 import torch
+from _prepared_fixture import write_prepared
 from PIL import Image
 
-from _prepared_fixture import write_prepared
 from dtrain import data as data_package
 from dtrain.builders import build_loaders
 from dtrain.config import DataConfig, load_config
-from dtrain.data import LoaderBuilders, build_train_loader
-from dtrain.data import gpu_decode, gpu_loader
+from dtrain.data import LoaderBuilders, build_train_loader, gpu_decode, gpu_loader
 from dtrain.data.gpu_defaults import BatchFormat, batch_format
 from dtrain.distributed.context import DistContext
 

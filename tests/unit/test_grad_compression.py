@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ports import free_port
 from torch.nn import functional as F
 
 from dtrain import models
@@ -23,7 +24,6 @@ from dtrain.distributed.context import DistContext
 from dtrain.distributed.wrap import wrap
 from dtrain.engine.deepspeed_engine import deepspeed_config
 from dtrain.errors import ConfigError
-from ports import free_port
 
 WORLD = 2
 FP16_UNIT_ROUNDOFF = 2.0**-11  # half the spacing of fp16 numbers at 1.0: the relative error of one rounding

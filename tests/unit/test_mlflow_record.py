@@ -8,11 +8,11 @@ import json
 import logging
 import re
 import time
-import tomllib
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from dtrain.config import TrackingConfig
 from dtrain.tracking import build_tracker

@@ -7,17 +7,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from _prepared_fixture import write_prepared
 from click.testing import CliRunner
 
-from dtrain_prep import layout
-from dtrain_prep.cli import prepare
-from dtrain_prep.minival import carve_minival
-from dtrain_prep.pixel_stats import PER_PIXEL_MEAN, PIXEL_STATS
 from dtrain.config import DataConfig, load_config
 from dtrain.data import build_eval_loader
 from dtrain.data.sources import ManifestSource, read_manifest
 from dtrain.errors import ConfigError
-from _prepared_fixture import write_prepared
+from dtrain_prep import layout
+from dtrain_prep.cli import prepare
+from dtrain_prep.minival import carve_minival
+from dtrain_prep.pixel_stats import PER_PIXEL_MEAN, PIXEL_STATS
 
 MINIVAL = 10
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from _prepared_fixture import write_prepared
 from click.testing import CliRunner
 
 from dtrain.analysis.paper_numbers import ROWS
@@ -15,7 +16,6 @@ from dtrain.analysis.reports import Measured, render_report, repeat_statistics
 from dtrain.checkpoint import atomic_save
 from dtrain.config import load_config, to_dict
 from dtrain.engine.lr_schedule import keep_epochs
-from _prepared_fixture import write_prepared
 
 # Written from the papers' captions and columns, independently of the code's TABLES: R1 Tables
 # 2/3 say "10-crop testing", Table 4 is the multi-scale single model, Table 5 the ensemble, CIFAR

@@ -10,12 +10,12 @@ from pathlib import Path
 import click
 import pytest
 import yaml
+from helm_tool import helm_binary
 
 from dtrain.commands import k8s as k8s_cmd
 from dtrain.commands.helm_template import Renderer, TemplateError
 from dtrain.config import load_config
 from dtrain.errors import ConfigError
-from helm_tool import helm_binary
 
 
 @pytest.mark.parametrize("override, message", [

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 import dtrain
 from dtrain.cli import cli
+
 tags_module = importlib.import_module("dtrain.tracking.system_tags")  # the package re-exports the function
 
 

@@ -14,9 +14,19 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from dtrain.config import RunConfig, TrackingConfig, flatten, to_dict
-from dtrain.tracking import JsonlTracker, MetricAggregator, NullTracker, applicable_params, build_tracker, \
-    metric_history, read_records, record_run_end, record_run_start, resolve_uri
+from dtrain.config import RunConfig, TrackingConfig, to_dict
+from dtrain.tracking import (
+    JsonlTracker,
+    MetricAggregator,
+    NullTracker,
+    applicable_params,
+    build_tracker,
+    metric_history,
+    read_records,
+    record_run_end,
+    record_run_start,
+    resolve_uri,
+)
 
 pytestmark = pytest.mark.timeout(120)
 

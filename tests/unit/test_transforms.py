@@ -11,8 +11,15 @@ from dtrain.config import DataConfig
 from dtrain.data.eval_views import EvalTransform
 from dtrain.data.stats import channel_stats, loader_channel_stats
 from dtrain.data.transforms import (
-    LIGHTING_EIGVAL, LIGHTING_EIGVEC, PadCrop, RandomResizedCrop, ScaleJitter, TrainTransform,
-    lighting_shift, random_resized_crop_box, to_tensor,
+    LIGHTING_EIGVAL,
+    LIGHTING_EIGVEC,
+    PadCrop,
+    RandomResizedCrop,
+    ScaleJitter,
+    TrainTransform,
+    lighting_shift,
+    random_resized_crop_box,
+    to_tensor,
 )
 from dtrain.errors import ConfigError
 
@@ -39,7 +46,7 @@ def test_train_transform_shape_dtype_and_range(augment, extra, size):
     for i in range(5):
         out = transform(_image(*size, seed=i), _rng(i))
         assert out.shape == (3, extra["crop_size"], extra["crop_size"]) and out.dtype == torch.float32
-        assert 0.0 <= out.min() and out.max() <= 1.0
+        assert out.min() >= 0.0 and out.max() <= 1.0
 
 
 def test_scale_jitter_resizes_shorter_side_into_256_480_keeping_aspect():
@@ -61,7 +68,7 @@ def test_scale_jitter_resizes_shorter_side_into_256_480_keeping_aspect():
 def test_random_resized_crop_box_follows_scale_and_ratio():
     for i in range(300):
         left, top, w, h = random_resized_crop_box(500, 375, (0.08, 1.0), (3 / 4, 4 / 3), _rng(i))
-        assert 0 <= left and left + w <= 500 and 0 <= top and top + h <= 375
+        assert left >= 0 and left + w <= 500 and top >= 0 and top + h <= 375
         # the rounding of width and height moves area and ratio a little
         assert 0.08 * 0.95 <= w * h / (500 * 375) <= 1.0
         assert 3 / 4 * 0.97 <= w / h <= 4 / 3 * 1.03
