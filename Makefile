@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut
 APT_PACKAGES := pkg-config libturbojpeg0-dev libopencv-dev
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all test-ui clean
+.PHONY: setup demo test lint test-all test-ui clean
 
 setup: $(STAMP)
 
@@ -33,8 +33,17 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/dtrain demo
 
-test: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+# The gate: lint and types first (seconds), then the default suite under coverage.py, which
+# follows the subprocesses (torchrun workers, CLI runs) through [tool.coverage.run] patch.
+test: setup lint
+	rm -rf .coverage-data
+	OMP_NUM_THREADS=1 $(BIN)/python -m coverage run -m pytest -m "not slow" $(PYTEST_ARGS)
+	@$(BIN)/python -m coverage combine -q
+	$(BIN)/python -m coverage report
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-all: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -47,4 +56,4 @@ test-ui: setup
 	DTRAIN_DOCS_IMG=docs/img OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/integration/test_mlflow_ui.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .coverage-data
