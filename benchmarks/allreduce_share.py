@@ -16,8 +16,10 @@ For each model's gradient (its parameter count from dtrain.models, as fp32 bytes
       world size, all_reduce, copy back into the fp32 bucket;
   (c) a whole training step (forward, backward, SGD step) of the real model at a small per-rank
       batch (random images at the model's native size), wrapped by dtrain's own
-      `distributed.wrap` as training does: DDP, DDP with fp16 compression, and the first DDP
-      model's step inside no_sync() (no all-reduce). The all-reduce share of the step is
+      `distributed.wrap` as training does: DDP, DDP with fp16 compression, the first DDP
+      model's step inside no_sync() (no all-reduce), and DDP with find_unused_parameters=false
+      (what dtrain's default true costs: `find_unused_parameters_cost`, step time ratio - 1).
+      The all-reduce share of the step is
       (DDP - no_sync) / DDP: the communication that backward did not hide, plus the wait for the
       slowest rank that only a synchronising step pays (large on a loaded machine).
 Beside (a) and (b) it prints the ring all-reduce estimate 2(N-1)/N x bytes / bandwidth for
@@ -142,6 +144,13 @@ def time_steps(name: str, batch: int, compression: str, ctx: DistContext, timing
                                                                                 communicate=True)
         if setting == "none":  # the same DDP model, its all-reduce skipped
             steps["no_allreduce"] = training_step(model, optimizer, images, labels, communicate=False)
+    # What dtrain's default distributed.find_unused_parameters=true costs (one autograd-graph walk
+    # per step; it also keeps the bucket layout fixed, which bitwise resume needs beyond 2 ranks).
+    torch.manual_seed(0)
+    model = wrap(models.build(name, num_classes=classes).to(ctx.device),
+                 DistributedConfig(find_unused_parameters=False), ctx)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    steps["ddp_no_graph_walk"] = training_step(model, optimizer, images, labels, communicate=True)
     return slowest_rank_seconds(steps, ctx, timing)
 
 
@@ -185,6 +194,7 @@ def summarise(name: str, elements: int, sizes: list[int], bare: dict, steps: dic
             "fp32": (median["ddp"] - median["no_allreduce"]) / median["ddp"],
             args.compression: (median[compressed_step] - median["no_allreduce"]) / median[compressed_step]},
         "bare_allreduce_over_step": median["fp32"] / median["ddp"],
+        "find_unused_parameters_cost": median["ddp"] / median["ddp_no_graph_walk"] - 1,
         "repeats_s": {**bare, **steps},
     }
 
@@ -258,6 +268,10 @@ def main(argv: list[str]) -> int:
     print(f"{ctx.world_size} ranks on {len(set(hosts))} host(s), {ctx.backend}, link {args.link_mbit:g} Mbit/s "
           f"(estimate: ring 2(N-1)/N x bytes / bandwidth); buckets: 1 MiB then 25 MiB, as DDP's defaults")
     print(table(results, args.compression))
+    for r in results:
+        print(f"{r['model']}: DDP step {r['step_s']['ddp'] * 1e3:.1f} ms with find_unused_parameters=true (dtrain's "
+              f"default), {r['step_s']['ddp_no_graph_walk'] * 1e3:.1f} ms without: "
+              f"{r['find_unused_parameters_cost']:+.1%}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=1) + "\n")
