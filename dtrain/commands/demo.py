@@ -12,6 +12,9 @@ from pathlib import Path
 
 import click
 
+from dtrain.resolve import load_config
+from dtrain.training import mlflow_ui_command, train_config
+
 RECIPE = "digits_resnet20"
 
 
@@ -28,8 +31,6 @@ def prepare_digits(data_dir: Path) -> None:
 
 
 def demo_overrides(out: Path, epochs: int | None) -> list[str]:
-    from dtrain.config import load_config
-
     overrides = [f"data.root={out / 'data'}", f"run_dir={out}"]
     if epochs is not None:
         base = load_config(RECIPE).schedule
@@ -47,9 +48,6 @@ def demo_overrides(out: Path, epochs: int | None) -> list[str]:
 @click.argument("overrides", nargs=-1)
 def demo(out: Path, epochs: int | None, overrides: tuple[str, ...]) -> None:
     """Prepare the bundled digits, train a ResNet-20 on them, log to MLflow, print the result."""
-    from dtrain.config import load_config
-    from dtrain.train import mlflow_ui_command, train_config
-
     started = time.perf_counter()
     out = out.resolve()
     prepare_digits(out / "data")

@@ -15,6 +15,7 @@ from click.shell_completion import CompletionItem
 
 from dtrain.commands.registry_names import registry_names
 from dtrain.config import RunConfig
+from dtrain.recipes import recipe_names
 from dtrain.validation import NAMED_KEYS, choices
 
 SET_HELP = "A config override KEY=VALUE, the same as a positional KEY=VALUE (repeatable)."
@@ -82,8 +83,6 @@ def all_overrides(overrides: tuple[str, ...], sets: tuple[str, ...]) -> list[str
 
 
 def complete_recipe(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    from dtrain.recipes import recipe_names
-
     return [CompletionItem(name) for name in recipe_names() if name.startswith(incomplete)]
 
 

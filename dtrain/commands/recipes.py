@@ -14,8 +14,10 @@ from dtrain.commands.overrides import (
     sections,
     set_option,
 )
-from dtrain.config import dump_yaml, find_recipe, load_config, recipe_names, resolve_config, to_dict
+from dtrain.config import RunConfig, dump_yaml, to_dict
 from dtrain.errors import ConfigError
+from dtrain.recipes import find_recipe, recipe_names
+from dtrain.resolve import load_config, recipe_config
 from dtrain.suggest import did_you_mean
 
 
@@ -25,7 +27,7 @@ def recipes(output_format: str) -> None:
     """List the recipes (one per paper setting) that `dtrain train RECIPE` accepts."""
     rows = []
     for name in recipe_names():
-        config = resolve_config(name)  # values are checked when a recipe is used, not to list it
+        config = recipe_config(name)  # values are checked when a recipe is used, not to list it
         rows.append(
             {
                 "recipe": name,
@@ -49,7 +51,7 @@ def recipes(output_format: str) -> None:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
 
 
-def _schedule_summary(config) -> str:
+def _schedule_summary(config: RunConfig) -> str:
     schedule = config.schedule
     if schedule.kind == "step_iters":
         text = f"/10 at iters {schedule.milestones}, stop {schedule.max_iters}"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from dtrain.analysis import reproduction
+from dtrain.analysis.paper_numbers import ROWS, get_row
 from dtrain.commands.overrides import all_overrides, complete_override, set_option
 
 
@@ -47,8 +49,6 @@ def reproduce(row: str | None, overrides: tuple[str, ...], list_rows: bool, data
     multiply-adds next to the paper's numbers. The report is also logged to the run in MLflow.
 
     KEY=VALUE OVERRIDES (or --set KEY=VALUE) change the row's recipe, e.g. optim.batch_size=64."""
-    from dtrain.analysis.paper_numbers import ROWS, get_row
-
     if list_rows:
         click.echo(list_table(ROWS.values()))
         return
@@ -61,11 +61,9 @@ def reproduce(row: str | None, overrides: tuple[str, ...], list_rows: bool, data
         raise click.UsageError(f"override {bad[0]!r} must look like key=value, e.g. optim.batch_size=64")
     if report_only and run_dir is None:
         raise click.UsageError("--report-only needs --run-dir (the finished run to report on)")
-    from dtrain.analysis.reproduction import ReproduceOptions
-    from dtrain.analysis.reproduction import reproduce as run
-
-    opts = ReproduceOptions(data_root=data_root, budget_iters=budget_iters, run_dir=run_dir, overrides=overrides,
-                            train=not report_only, overwrite=overwrite, seeds=seeds, eval_overrides=eval_overrides)
-    path, report = run(get_row(row), opts, echo=click.echo)
+    opts = reproduction.ReproduceOptions(data_root=data_root, budget_iters=budget_iters, run_dir=run_dir,
+                                         overrides=overrides, train=not report_only, overwrite=overwrite,
+                                         seeds=seeds, eval_overrides=eval_overrides)
+    path, report = reproduction.reproduce(get_row(row), opts, echo=click.echo)
     click.echo(report)
     click.echo(f"wrote {path}")

@@ -133,7 +133,7 @@ def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch:
                      sigterm_at_eval: int | None = None):
     """dtrain.train.train_config in this process; torch's global settings are given back after."""
     from dtrain import builders, train
-    from dtrain.config import load_config
+    from dtrain.resolve import load_config
 
     build = builders.build_loaders
 

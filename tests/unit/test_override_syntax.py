@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from dtrain.analysis import reproduction
 from dtrain.analysis.paper_numbers import get_row
 from dtrain.cli import cli
-from dtrain.config import load_config
+from dtrain.resolve import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKED_EXAMPLE = ROOT / "launch" / "k8s" / "values" / "resnet200-preact-4node.yaml"
