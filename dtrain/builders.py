@@ -38,6 +38,8 @@ from dtrain.tracking import build_tracker, default_run_name, record_run_start
 # each; the others accept plain `torch.save({"state_dict": ...})` files.
 MODEL_KEYS = ("model", "state_dict", "model_state")
 CONFIG_KEYS = ("config", "cfg", "run_config")
+# What a model outside the run's autocast is fed (`dtrain eval`, the analyses).
+FLOAT32_NCHW = BatchFormat()
 
 
 def build_model(model: ModelConfig) -> nn.Module:
@@ -62,7 +64,7 @@ def build_loaders(cfg: RunConfig, ctx: DistContext, per_process_batch: int):
 
 
 def build_val_loader(cfg: RunConfig, ctx: DistContext, *, global_batch: int | None = None,
-                     fmt: BatchFormat = BatchFormat()):
+                     fmt: BatchFormat = FLOAT32_NCHW):
     """The loader of the validation split in cfg.eval.mode's views, sharded over ctx's processes
     (global_batch: instead of eval.batch_size). `fmt`: float32 NCHW unless the model runs under the
     run's autocast (the trainer's evaluation)."""

@@ -52,7 +52,8 @@ class DataConfig:
                                               "flip; random_resized_crop: R2; pad_crop: CIFAR)")
     scale_range: list[int] = knob(factory=lambda: [256, 480], help="[low, high] shorter side of scale_jitter")
     rrc_scale: list[float] = knob(factory=lambda: [0.08, 1.0], help="[low, high] area fraction of random_resized_crop")
-    rrc_ratio: list[float] = knob(factory=lambda: [0.75, 4.0 / 3.0], help="[low, high] aspect ratio of random_resized_crop")
+    rrc_ratio: list[float] = knob(factory=lambda: [0.75, 4.0 / 3.0],
+                                  help="[low, high] aspect ratio of random_resized_crop")
     crop_size: int = knob(224, "side of the square train crop")
     pad: int = knob(4, "pad_crop: zero padding on each side before the crop")
     flip: bool = knob(True, "random horizontal flip")
@@ -247,7 +248,7 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, value if value is not None else {}, key + ".")
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)

@@ -83,6 +83,7 @@ def train_config(cfg: RunConfig, *, stream=None) -> Outcome:
     """Train `cfg` in this process (one rank of the job torchrun started, or alone)."""
     ctx = init_distributed(cfg.distributed, cfg.train.device)
     prefix_rank_output(ctx.rank)  # "[rank N] " before every line ranks other than 0 print
+    result: TrainResult | None = None
 
     def body() -> int:
         nonlocal result
@@ -97,7 +98,6 @@ def train_config(cfg: RunConfig, *, stream=None) -> Outcome:
             print_summary(placed, result, stream or sys.stdout)
         return result.exit_code
 
-    result: TrainResult | None = None
     code = run_rank(body, ctx.rank, ctx.world_size)
     teardown(ctx)
     return Outcome(exit_code=code, result=result)

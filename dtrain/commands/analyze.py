@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
 
 from dtrain.analysis.model_source import from_checkpoint, from_registry
-from dtrain.analysis.responses import STATISTICS, layer_responses, to_records
+from dtrain.analysis.responses import STATISTICS, LayerResponse, layer_responses, to_records
 from dtrain.builders import build_val_loader
 from dtrain.config import RunConfig
 from dtrain.distributed.context import DistContext
@@ -65,7 +66,8 @@ def layer_responses_command(checkpoints: tuple[Path, ...], model_names: tuple[st
 
     # Fresh --model nets have no data of their own: measure them on the checkpoints' data.
     shared_root = data_root or (loaded[0].config.data.root if checkpoints else None)
-    results, records = {}, {}
+    results: dict[str, list[LayerResponse]] = {}
+    records: dict[str, dict[str, Any]] = {}
     for item in loaded:
         own_data = item.source != "He init"
         config = _centre_eval_config(item.config, data_root if own_data else shared_root, split)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from dtrain.errors import DtrainError
 from dtrain.resolve import load_config
 from dtrain.training import mlflow_ui_command, train_config
 
@@ -34,6 +35,8 @@ def demo_overrides(out: Path, epochs: int | None) -> list[str]:
     overrides = [f"data.root={out / 'data'}", f"run_dir={out}"]
     if epochs is not None:
         base = load_config(RECIPE).schedule
+        if base.epochs is None:
+            raise DtrainError(f"--epochs: the {RECIPE} recipe has no schedule.epochs to scale its lr drops by")
         # Keep the recipe's lr drops at the same fractions of the run.
         milestones = sorted({max(1, round(m * epochs / base.epochs)) for m in base.milestones})
         overrides += [f"schedule.epochs={epochs}", f"schedule.milestones={milestones}"]

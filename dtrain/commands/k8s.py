@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ RELEASE_NAMESPACE = "default"
 # ------------------------------------------------------------------------------------------------
 
 
-def load_values(values_file: str | Path | None, sets: tuple[str, ...] = ()) -> dict[str, Any]:
+def load_values(values_file: str | Path | None, sets: Sequence[str] = ()) -> dict[str, Any]:
     """The chart's values.yaml <- values file (a path or a bundled name) <- key=value (positional
     or --set), refusing keys the defaults do not know. Files are YAML as helm reads them; a value
     typed after `key=` is parsed as every dtrain override is (dtrain.resolve.parse_value)."""
@@ -165,7 +166,8 @@ def check_values(v: dict[str, Any]) -> None:
             raise click.UsageError(f"overrides.{key} is a mapping; write config overrides as dotted keys, "
                                    f"e.g. overrides: {{{key}.{example}: ...}} (a mapping would replace the section)")
     if not v["image"]:
-        raise click.UsageError("image is empty: set the image built from the Dockerfile (e.g. --set image=REG/dtrain:TAG)")
+        raise click.UsageError("image is empty: set the image built from the Dockerfile "
+                               "(e.g. --set image=REG/dtrain:TAG)")
 
 
 def _config_node(dotted: str) -> Any:
@@ -196,8 +198,8 @@ def check_recipe(v: dict[str, Any], rendered: dict[str, str]) -> None:
     global batch divides by every world size an elastic job may shrink to)."""
     args = training_args(rendered)
     min_nodes = v["minNodes"] if v["minNodes"] is not None else v["nodes"]
-    placement = Placement(device_type="cuda" if v["gpusPerNode"] else "cpu",
-                          world_sizes=tuple(nodes * v["nprocPerNode"] for nodes in range(min_nodes, v["nodes"] + 1)))
+    world_sizes = tuple(nodes * v["nprocPerNode"] for nodes in range(min_nodes, v["nodes"] + 1))
+    placement = Placement(device_type="cuda" if v["gpusPerNode"] else "cpu", world_sizes=world_sizes)
     try:
         load_config(args[0], args[1:], placement)
     except DtrainError as exc:
@@ -298,7 +300,8 @@ def k8s() -> None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", shell_complete=complete_chart_value,
               help="The same as a positional KEY=VALUE (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Directory to write the manifests into (storage.yaml, mlflow.yaml, and pytorchjob.yaml or indexed-job.yaml).")
+              help="Directory to write the manifests into (storage.yaml, mlflow.yaml, and pytorchjob.yaml or "
+                   "indexed-job.yaml).")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Check the manifests offline (kubernetes-validate, PyTorchJob schema) before writing.")
 @click.option("--check-recipe/--no-check-recipe", "recipe_check", default=True, show_default=True,
@@ -325,7 +328,8 @@ def render_command(overrides: tuple[str, ...], values_file: str | None, sets: tu
         (out / name).write_text(text)
         click.echo(out / name)
     world = values["nodes"] * values["nprocPerNode"]
-    click.echo(f"{values['name']}: {values['nodes']} node(s) x {values['nprocPerNode']} process(es) = world size {world}")
+    click.echo(f"{values['name']}: {values['nodes']} node(s) x {values['nprocPerNode']} process(es) = "
+               f"world size {world}")
 
 
 @k8s.command("validate")

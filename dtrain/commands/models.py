@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+from typing import Any
 
 import click
 
@@ -35,7 +36,7 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-def _row(name: str) -> dict[str, object]:
+def _row(name: str) -> dict[str, Any]:
     params, multiply_adds = zoo.named_complexity(name)
     return {**dataclasses.asdict(zoo.info(name)), "params": params, "multiply_adds": multiply_adds}
 
@@ -48,7 +49,7 @@ def _format_row(cells: tuple[str, ...]) -> str:
     return "  ".join(parts).rstrip()
 
 
-def _table_cells(row: dict[str, object]) -> tuple[str, ...]:
+def _table_cells(row: dict[str, Any]) -> tuple[str, ...]:
     return (
         str(row["name"]),
         str(row["family"]),

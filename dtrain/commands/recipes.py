@@ -48,7 +48,7 @@ def recipes(output_format: str) -> None:
     table = [header] + [tuple(str(row[key]) for key in header) for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
 
 
 def _schedule_summary(config: RunConfig) -> str:
@@ -104,4 +104,4 @@ def keys(section: str | None, output_format: str) -> None:
     table = [(r.key, r.type, json.dumps(r.default), r.help) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(3)]
     for line in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line[:3], widths)) + "  " + line[3])
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line[:3], widths, strict=True)) + "  " + line[3])

@@ -16,7 +16,8 @@ def list_table(rows) -> str:
     def err(value, fails=False):
         return "fail" if fails else ("—" if value is None else f"{value:.2f}")
 
-    lines = [f"{'row':44} {'table':11} {'protocol':12} {'runs':12} {'recipe':32} {'top-1 %':>7} {'top-5 %':>7}  dataset"]
+    lines = [f"{'row':44} {'table':11} {'protocol':12} {'runs':12} {'recipe':32} {'top-1 %':>7} {'top-5 %':>7}  "
+             "dataset"]
     for r in rows:
         lines.append(f"{r.key:44} {r.source:11} {r.protocol.name:12} {r.runs_statistic:12} {r.recipe:32} "
                      f"{err(r.top1_err, r.fails):>7} {err(r.top5_err):>7}  {r.dataset}")
@@ -39,7 +40,8 @@ def list_table(rows) -> str:
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train this many runs (train.seed=0..N-1, in RUN_DIR/seed-i) and report best/median/mean.")
 @click.option("--eval-set", "eval_overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override for the protocol test only (repeatable), e.g. --eval-set eval.scales=[32,48] on tiny images.")
+              help="Override for the protocol test only (repeatable), e.g. --eval-set eval.scales=[32,48] on tiny "
+                   "images.")
 def reproduce(row: str | None, overrides: tuple[str, ...], list_rows: bool, data_root: str | None,
               budget_iters: int | None, run_dir: Path | None, report_only: bool, overwrite: bool,
               sets: tuple[str, ...], seeds: int, eval_overrides: tuple[str, ...]) -> None:
