@@ -1,7 +1,7 @@
 """Recipes on disk: where `dtrain train RECIPE` finds configs/RECIPE.yaml, and `extends:` merging.
 
-dtrain.config turns the merged mapping into typed dataclasses; this module only finds and reads
-the YAML files.
+The resolver (dtrain.resolve) applies overrides to the merged mapping and turns it into the typed
+dataclasses of dtrain.config; this module only finds and reads the YAML files.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every value of a RunConfig checked, the resolver's last stage (dtrain.resolve), before any process starts.
+"""Every value of a RunConfig checked once, by the resolver (dtrain.resolve), before any process starts.
 
 Types are checked while the dataclasses are built (dtrain.config.from_dict); here are the values:
 names taken from the registries that use them (one definition each), the model and its options

@@ -15,6 +15,7 @@ import click
 from dtrain.errors import DtrainError
 from dtrain.resolve import load_config
 from dtrain.training import mlflow_ui_command, train_config
+from dtrain_prep.cli import prepare
 
 RECIPE = "digits_resnet20"
 
@@ -24,8 +25,6 @@ def prepare_digits(data_dir: Path) -> None:
     if (data_dir / "manifest.parquet").is_file():
         click.echo(f"[demo] using the prepared digits in {data_dir}")
         return
-    from dtrain_prep.cli import prepare
-
     click.echo(f"[demo] preparing the digits into {data_dir}")
     # wds shards (always written) + manifest are what the torch loader reads; no FFCV/DALI needed.
     prepare.main(["digits", "--out", str(data_dir), "--formats", "wds"], standalone_mode=False)
