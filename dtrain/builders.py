@@ -2,6 +2,7 @@
 
     build_model(cfg.model)                    the network (He-initialised)
     build_loaders(cfg, ctx, per_process)      train and eval loaders of this rank
+    build_val_loader(cfg, ctx)                the validation loader alone (eval, analyses)
     build_engine(cfg, ctx, model)             the distribution engine (DDP or DeepSpeed)
     start_tracker(cfg, ctx, ...)              the experiment tracker, config and tags logged
     build_trainer(cfg, ctx, per_process)      all of the above, as the loop that trains them
@@ -19,28 +20,35 @@ from typing import Any
 import torch
 from torch import nn
 
-from dtrain.config import ModelConfig, RunConfig, dump_yaml, from_dict, parse_override, to_dict, validate
+from dtrain import models
+from dtrain.checkpoint import atomic_load
+from dtrain.checkpoint.format import upgrade
+from dtrain.config import ModelConfig, RunConfig, dump_yaml, to_dict
+from dtrain.data import build_eval_loader, build_train_loader
+from dtrain.data.gpu_defaults import BatchFormat, batch_format
 from dtrain.distributed.context import DistContext
+from dtrain.engine.engine import engine_class
+from dtrain.engine.loop import Trainer
 from dtrain.errors import DtrainError
+from dtrain.resolve import saved_config
+from dtrain.smoke import limit_eval
+from dtrain.tracking import build_tracker, default_run_name, record_run_start
 
 # Where a checkpoint may hold the weights and the resolved config: the trainer writes the first of
 # each; the others accept plain `torch.save({"state_dict": ...})` files.
 MODEL_KEYS = ("model", "state_dict", "model_state")
 CONFIG_KEYS = ("config", "cfg", "run_config")
+# What a model outside the run's autocast is fed (`dtrain eval`, the analyses).
+FLOAT32_NCHW = BatchFormat()
 
 
 def build_model(model: ModelConfig) -> nn.Module:
     """The network a config's model section names (He-initialised)."""
-    from dtrain import models
-
     return models.build(model.name, num_classes=model.num_classes, **model.options)
 
 
 def build_loaders(cfg: RunConfig, ctx: DistContext, per_process_batch: int):
-    from dtrain.data import build_eval_loader, build_train_loader
-    from dtrain.data.gpu_defaults import batch_format
-    from dtrain.smoke import limit_eval
-
+    """The train and eval loaders of a run on this rank (eval: at most eval.max_samples, smoke runs)."""
     # Batches in what the engine feeds the model (train.amp's dtype on CUDA, train.channels_last):
     # a loader that can emit them saves the engine's cast and copy; training and eval run under
     # the same autocast, so both loaders get it.
@@ -49,18 +57,24 @@ def build_loaders(cfg: RunConfig, ctx: DistContext, per_process_batch: int):
                                       world_size=ctx.world_size, seed=cfg.train.seed, device=ctx.device,
                                       num_classes=cfg.model.num_classes, dtype=fmt.dtype,
                                       channels_last=fmt.channels_last)
+    eval_loader = build_val_loader(cfg, ctx, fmt=fmt)
     eval_batch = max(1, cfg.eval.batch_size // ctx.world_size)
-    eval_loader = build_eval_loader(cfg.data, mode=cfg.eval.mode, batch_size=eval_batch, rank=ctx.rank,
-                                    world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,
-                                    num_classes=cfg.model.num_classes, dtype=fmt.dtype,
-                                    channels_last=fmt.channels_last)
     eval_loader = limit_eval(eval_loader, cfg.eval.max_samples, eval_batch * ctx.world_size)  # smoke runs
     return train_loader, eval_loader
 
 
-def build_engine(cfg: RunConfig, ctx: DistContext, model: nn.Module):
-    from dtrain.engine.engine import engine_class
+def build_val_loader(cfg: RunConfig, ctx: DistContext, *, global_batch: int | None = None,
+                     fmt: BatchFormat = FLOAT32_NCHW):
+    """The loader of the validation split in cfg.eval.mode's views, sharded over ctx's processes
+    (global_batch: instead of eval.batch_size). `fmt`: float32 NCHW unless the model runs under the
+    run's autocast (the trainer's evaluation)."""
+    per_process = max(1, (global_batch or cfg.eval.batch_size) // ctx.world_size)
+    return build_eval_loader(cfg.data, mode=cfg.eval.mode, batch_size=per_process, rank=ctx.rank,
+                             world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,
+                             num_classes=cfg.model.num_classes, dtype=fmt.dtype, channels_last=fmt.channels_last)
 
+
+def build_engine(cfg: RunConfig, ctx: DistContext, model: nn.Module):
     return engine_class(cfg.distributed.engine)(cfg, ctx, model)
 
 
@@ -68,8 +82,6 @@ def start_tracker(cfg: RunConfig, ctx: DistContext, *, resume_run_id: str | None
                   resumed_at: int | None = None):
     """The run's tracker; rank 0 writes RUN_DIR/config.yaml and logs params (or, on a resume,
     the config it resumed with) and the system tags."""
-    from dtrain.tracking import build_tracker, default_run_name, record_run_start
-
     run_dir = cfg.resolved_run_dir()
     run_name = cfg.tracking.run_name or default_run_name(cfg.recipe)  # resuming keeps the MLflow run's own name
     tracker = build_tracker(cfg.tracking, run_dir=run_dir, rank=ctx.rank, run_name=run_name,
@@ -86,8 +98,6 @@ def start_tracker(cfg: RunConfig, ctx: DistContext, *, resume_run_id: str | None
 
 def build_trainer(cfg: RunConfig, ctx: DistContext, per_process_batch: int, *, stream=None, loaders=None):
     """The Trainer of `cfg` on this rank (`loaders`: (train, eval) to use instead of the config's)."""
-    from dtrain.engine.loop import Trainer
-
     engine = build_engine(cfg, ctx, build_model(cfg.model))
     train_loader, eval_loader = loaders or build_loaders(cfg, ctx, per_process_batch)
     return Trainer(cfg, ctx, engine, train_loader, eval_loader, start_tracker=start_tracker, stream=stream)
@@ -109,24 +119,14 @@ def _first(mapping: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def config_from_state(state: dict[str, Any], overrides: list[str] | tuple[str, ...], path: Path) -> RunConfig:
-    """The RunConfig saved in a checkpoint, with dotted key=value overrides applied."""
+    """The RunConfig saved in a checkpoint, with dotted key=value overrides applied (the resolver's
+    stages, as for a recipe)."""
     raw = _first(state, CONFIG_KEYS)
     if isinstance(raw, RunConfig):
         raw = to_dict(raw)
     if not isinstance(raw, dict):
         raise DtrainError(f"{path} holds no training config ({CONFIG_KEYS[0]!r}): was it written by `dtrain train`?")
-    raw = dict(raw)
-    for text in overrides:
-        key, value = parse_override(text)
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node[part] = dict(node.get(part) or {})
-            node = node[part]
-        node[leaf] = value
-    cfg = from_dict(RunConfig, raw)
-    validate(cfg)
-    return cfg
+    return saved_config(raw, overrides)
 
 
 def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -142,13 +142,10 @@ def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_for_inference(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Inference:
     """The model of a checkpoint file, rebuilt from the config saved in it (plus overrides)."""
-    from dtrain.checkpoint import atomic_load  # checks the file against its sidecar's SHA-256
-    from dtrain.checkpoint.format import upgrade
-
     path = Path(path)
     if not path.is_file():
         raise DtrainError(f"checkpoint {path} does not exist")
-    state = upgrade(atomic_load(path, map_location="cpu"), path)
+    state = upgrade(atomic_load(path, map_location="cpu"), path)  # checked against its sidecar's SHA-256
     weights = _first(state, MODEL_KEYS)
     if weights is None:
         raise DtrainError(f"{path} holds no model weights ({MODEL_KEYS[0]!r}); is it a checkpoint written by "

@@ -1,8 +1,10 @@
-"""Typed configuration of a training run: dataclasses, YAML recipes, dotted overrides, validation.
+"""Typed configuration of a training run: the dataclasses and the typed dict -> dataclass step.
 
-A recipe is a YAML file in `configs/` (possibly `extends:` another one). The CLI applies dotted
-overrides (`optim.lr=0.2 data.root=/data/imagenet`) on top. Every section is a dataclass, and
-each part of the program receives only the section it needs.
+Every section is a dataclass, and each part of the program receives only the section it needs.
+This module is a leaf (it imports no other dtrain module but the errors): reading a recipe,
+applying `key=value` overrides, derived settings, smoke mode, device defaults, world-size checks
+and value validation are the resolver's stages (dtrain.resolve), which turns a recipe into the
+RunConfig a run uses.
 """
 
 from __future__ import annotations
@@ -17,10 +19,7 @@ from typing import Any
 
 import yaml
 
-from dtrain import yaml12
 from dtrain.errors import ConfigError, did_you_mean
-from dtrain.recipes import find_recipe, load_recipe_yaml, recipe_dirs, recipe_layers, recipe_names  # noqa: F401
-from dtrain.resources import shown_path
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -53,7 +52,8 @@ class DataConfig:
                                               "flip; random_resized_crop: R2; pad_crop: CIFAR)")
     scale_range: list[int] = knob(factory=lambda: [256, 480], help="[low, high] shorter side of scale_jitter")
     rrc_scale: list[float] = knob(factory=lambda: [0.08, 1.0], help="[low, high] area fraction of random_resized_crop")
-    rrc_ratio: list[float] = knob(factory=lambda: [0.75, 4.0 / 3.0], help="[low, high] aspect ratio of random_resized_crop")
+    rrc_ratio: list[float] = knob(factory=lambda: [0.75, 4.0 / 3.0],
+                                  help="[low, high] aspect ratio of random_resized_crop")
     crop_size: int = knob(224, "side of the square train crop")
     pad: int = knob(4, "pad_crop: zero padding on each side before the crop")
     flip: bool = knob(True, "random horizontal flip")
@@ -85,6 +85,11 @@ class OptimConfig:
     scale_lr: bool = knob(False, "linear scaling rule: lr * batch_size / reference_batch")
     reference_batch: int = knob(256, "the batch size lr is given for")
     grad_accum: int = knob(1, "micro-batches accumulated per optimiser step")
+
+    def per_process_batch(self, world_size: int) -> int:
+        """The micro-batch of each process; the resolver's world-size check (dtrain.resolve) makes
+        sure it divides evenly before a run starts."""
+        return self.batch_size // (world_size * self.grad_accum)
 
 
 @dataclass
@@ -205,75 +210,19 @@ class RunConfig:
         return Path(self.checkpoint.dir) if self.checkpoint.dir else self.resolved_run_dir() / "checkpoints"
 
 
-def load_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Resolve a recipe name or YAML path plus `a.b=value` overrides into a validated RunConfig."""
-    config = resolve_config(recipe, overrides)
-    validate(config)
-    return config
-
-
-def resolve_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """The RunConfig of a recipe plus overrides with its types checked but not its values, which
-    needs the registries (and so torch): enough to describe a recipe, as `dtrain recipes` does."""
-    path = find_recipe(recipe)
-    raw = load_recipe_yaml(path)
-    raw.setdefault("recipe", path.stem)
-    for override in overrides:
-        key, value = parse_override(override)
-        _set_dotted(raw, key, value)
-    config = _from_recipe(path, raw)
-    from dtrain.engine.lr_schedule import keep_epochs  # repro14: epoch-keeping schedule (#14)
-
-    config.schedule = keep_epochs(config.schedule, config.optim.batch_size)
-    if config.train.smoke:
-        from dtrain.smoke import smoke_config
-
-        config = smoke_config(config)
-    return config
-
-
-def _from_recipe(path: Path, raw: dict[str, Any]) -> RunConfig:
-    """The typed config; a bad key or type written in a recipe file (or a file it extends) names
-    that file, one written on the command line does not need to."""
-    try:
-        return from_dict(RunConfig, raw)
-    except ConfigError:
-        for source, layer in recipe_layers(path):
-            try:
-                from_dict(RunConfig, layer)
-            except ConfigError as exc:
-                raise ConfigError(f"{shown_path(source)}: {exc}") from None
-        raise
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value, e.g. optim.lr=0.2")
-    key, _, value_text = text.partition("=")
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"override {text!r} has no key before '='")
-    try:
-        value = yaml12.load(value_text) if value_text.strip() else ""
-    except yaml.YAMLError:
-        value = value_text
-    return key, value
-
-
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {dotted}: {part} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 # ---------------------------------------------------------------------------------------------
 # dict <-> dataclass with typed checks
 # ---------------------------------------------------------------------------------------------
+
+
+class BoolForString(ConfigError):
+    """true/false where a string is expected. The resolver turns it into the fix when the key takes
+    registry names (train.amp=false -> train.amp=none), which needs the registries; here it reads
+    as a type error."""
+
+    def __init__(self, key: str, value: bool) -> None:
+        super().__init__(f"{key} must be a string, got {value!r}")
+        self.key, self.value = key, value
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
@@ -299,7 +248,7 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, value if value is not None else {}, key + ".")
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -340,11 +289,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        from dtrain.validation import bool_for_name_hint
-
-        hint_text = bool_for_name_hint(key, value) if isinstance(value, bool) else ""
-        if hint_text:  # YAML's false/true where names are expected (train.amp=false)
-            raise ConfigError(f"{key} must be a name, not {str(value).lower()}{hint_text}")
+        if isinstance(value, bool):  # YAML's false/true where a name may be expected (train.amp=false)
+            raise BoolForString(key, value)
         raise ConfigError(f"{key} must be a string, got {value!r}")
     return value
 
@@ -366,41 +312,3 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def dump_yaml(config: RunConfig) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None)
-
-
-def validate(config: RunConfig) -> None:
-    """Check every value (dtrain.validation); types were checked while building the dataclasses."""
-    from dtrain.validation import validate as validate_values
-
-    validate_values(config)
-
-
-def check_data_root(config: RunConfig) -> Path | None:
-    """Training needs prepared data (except the synthetic loader); say how to get it."""
-    if config.data.loader == "synthetic":
-        return None
-    if not config.data.root:
-        raise ConfigError(
-            "data.root is empty: point it at a directory written by `dtrain prepare` "
-            "(e.g. data.root=/data/imagenet-prepared) or use data.loader=synthetic"
-        )
-    root = Path(config.data.root)
-    if not (root / "manifest.parquet").is_file():
-        raise ConfigError(
-            f"data.root={root} holds no prepared dataset (no manifest.parquet); "
-            f"run `dtrain prepare ... --out {root}` first"
-        )
-    return root
-
-
-def check_world_size(config: RunConfig, world_size: int) -> int:
-    """The per-process batch; a global batch that does not divide by the world size is an error."""
-    accum = config.optim.grad_accum
-    global_batch = config.optim.batch_size
-    if global_batch % (world_size * accum):
-        raise ConfigError(
-            f"optim.batch_size={global_batch} does not divide by world size {world_size} x grad_accum "
-            f"{accum}; choose a multiple of {world_size * accum} (e.g. optim.batch_size="
-            f"{max(1, round(global_batch / (world_size * accum))) * world_size * accum})"
-        )
-    return global_batch // (world_size * accum)

@@ -1,7 +1,7 @@
 """Recipes on disk: where `dtrain train RECIPE` finds configs/RECIPE.yaml, and `extends:` merging.
 
-dtrain.config turns the merged mapping into typed dataclasses; this module only finds and reads
-the YAML files.
+The resolver (dtrain.resolve) applies overrides to the merged mapping and turns it into the typed
+dataclasses of dtrain.config; this module only finds and reads the YAML files.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from dtrain.resources import resource_dir
 def recipe_dirs() -> list[Path]:
     """Where recipes are looked up: $DTRAIN_CONFIGS, ./configs, then dtrain's own (the repository's
     configs/, or the copy a wheel carries)."""
-    dirs = []
+    dirs: list[Path] = []
     if os.environ.get("DTRAIN_CONFIGS"):
         dirs.extend(Path(p) for p in os.environ["DTRAIN_CONFIGS"].split(os.pathsep) if p)
     dirs.append(Path.cwd() / "configs")
     dirs.append(resource_dir("configs"))
-    seen, unique = set(), []
+    seen: set[Path] = set()
+    unique: list[Path] = []
     for d in dirs:
         key = d.resolve() if d.exists() else d
         if key not in seen and d.is_dir():
@@ -35,7 +36,7 @@ def recipe_dirs() -> list[Path]:
 
 
 def recipe_names() -> list[str]:
-    names = set()
+    names: set[str] = set()
     for d in recipe_dirs():
         names.update(p.stem for p in d.glob("*.yaml"))
     return sorted(names)

@@ -1,4 +1,4 @@
-"""Every value of a RunConfig checked once, in load_config, before any process starts.
+"""Every value of a RunConfig checked once, by the resolver (dtrain.resolve), before any process starts.
 
 Types are checked while the dataclasses are built (dtrain.config.from_dict); here are the values:
 names taken from the registries that use them (one definition each), the model and its options
@@ -9,18 +9,17 @@ failure is a ConfigError: one line naming the key and the fix, with a did-you-me
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import Any
 
+from dtrain.config import ModelConfig, RunConfig
 from dtrain.errors import ConfigError
 from dtrain.suggest import did_you_mean
 
-if TYPE_CHECKING:
-    from dtrain.config import ModelConfig, RunConfig
-
 # key -> "module:ATTRIBUTE", the registry (a mapping, or a tuple of its keys plus `auto`) of the code
-# that implements the key's names: one definition each. Imported only when a config is checked.
+# that implements the key's names: one definition each. Imported only when a config is checked, so
+# that describing a recipe (`dtrain recipes`, `dtrain keys`, shell completion) never imports torch.
 CHOICES: dict[str, str] = {
     "data.loader": "dtrain.data:LOADER_CHOICES",
     "data.train_augment": "dtrain.data.transforms:TRAIN_AUGMENTS",
@@ -43,6 +42,8 @@ CHOICES: dict[str, str] = {
 RESUME_SOURCE = "dtrain.engine.state:RESUME_MODES"
 # Every key whose help text says `{choices}`, and where its names live.
 NAMED_KEYS = {**CHOICES, "checkpoint.resume": RESUME_SOURCE}
+# The model registry (importing it registers every net), resolved when model.name is checked.
+MODEL_REGISTRY = "dtrain.models"
 
 
 def _names(source: str) -> list[str]:
@@ -90,39 +91,25 @@ def check_choices(config: RunConfig) -> None:
 def check_model(model: ModelConfig) -> None:
     """The name is registered and every option is one its builder takes, with a valid value.
 
-    Mirrors the checks of dtrain.models.build on the registry's entries, without building (a net
-    whose builder arguments are set is built on the meta device: no weights)."""
-    from dtrain import models
-    from dtrain.models import registry
-    from dtrain.models.blocks import UnitOptions
-
-    entry = registry._REGISTRY.get(model.name)
-    if entry is None:
+    Mirrors the checks of dtrain.models.build on the registry's entries, without building weights
+    (models.registry.check_options builds on the meta device where only the builder can check)."""
+    models: ModuleType = importlib.import_module(MODEL_REGISTRY)
+    spec = models.registry.option_spec(model.name)
+    if spec is None:
         raise ConfigError(f"model.name={model.name!r} is not a model{did_you_mean(model.name, models.names(), n=3)}; "
                           "`dtrain models` lists them")
     if model.num_classes < 1:
         raise ConfigError(f"model.num_classes must be at least 1, got {model.num_classes}")
-    unit_fields = UnitOptions.field_names()
-    builder_arguments = [a for a in inspect.signature(entry.builder).parameters
-                         if a not in registry._BUILDER_OWN_ARGUMENTS]
-    valid = sorted(set(unit_fields) | set(builder_arguments) - set(entry.preset))
+    valid = sorted(set(spec.unit_fields) | set(spec.builder_arguments) - set(spec.preset))
     for key in model.options:
-        if key in entry.preset and key not in unit_fields:
+        if key in spec.preset and key not in spec.unit_fields:
             raise ConfigError(f"model.options.{key} is fixed by model.name={model.name}; use the generic "
                               f"cifar_resnet or imagenet_resnet to choose {key}")
-        if key not in unit_fields and key not in builder_arguments:
+        if key not in spec.unit_fields and key not in spec.builder_arguments:
             raise ConfigError(f"model.options.{key} is not an option of {model.name}"
                               f"{did_you_mean(key, valid, 'model.options.')}")
-    merged = {**entry.preset, **model.options}
     try:
-        UnitOptions(**{key: value for key, value in merged.items() if key in unit_fields})
-        if any(key not in unit_fields for key in model.options):
-            # Builder arguments (depth, bottleneck, ...): only the builder knows their valid values.
-            # On the meta device it allocates and initialises nothing.
-            import torch
-
-            with torch.device("meta"):
-                models.build(model.name, num_classes=model.num_classes, **model.options)
+        models.registry.check_options(model.name, model.num_classes, model.options)
     except (ValueError, TypeError, KeyError, AssertionError) as exc:
         raise ConfigError(f"model.options of {model.name}: {exc}".splitlines()[0]) from None
 

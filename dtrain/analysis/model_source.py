@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from dtrain.builders import build_model, load_for_inference
-from dtrain.config import RunConfig, load_config
+from dtrain.config import RunConfig
 from dtrain.errors import DtrainError
+from dtrain.resolve import load_config
 
 
 @dataclass

@@ -78,10 +78,10 @@ def evaluate_protocol(paths: Sequence[Path], protocol: Protocol, overrides: Sequ
                       which: str = "final", batch_size: int | None = None) -> ProtocolResult:
     """Errors (%) of one checkpoint, or of the ensemble of several, under `protocol`, on the
     validation split the first checkpoint's config names (overrides may change it)."""
-    from dtrain.config import check_data_root
-    from dtrain.data import build_eval_loader
+    from dtrain.builders import build_val_loader
     from dtrain.distributed.context import DistContext
     from dtrain.engine.evaluate import evaluate
+    from dtrain.resolve import check_data_root
 
     if not paths:
         raise DtrainError("no checkpoint to evaluate")
@@ -92,9 +92,7 @@ def evaluate_protocol(paths: Sequence[Path], protocol: Protocol, overrides: Sequ
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = [model.to(device) for _, model in loaded]
     model = models[0] if len(models) == 1 else EnsembleModel(models)
-    loader = build_eval_loader(cfg.data, mode=protocol.eval_mode, batch_size=batch_size or cfg.eval.batch_size,
-                               rank=0, world_size=1, scales=cfg.eval.scales, device=device,
-                               num_classes=cfg.model.num_classes)
-    result = evaluate(model, loader, DistContext(device=device))
+    ctx = DistContext(device=device)
+    result = evaluate(model, build_val_loader(cfg, ctx, global_batch=batch_size), ctx)
     return ProtocolResult(which, protocol.name, protocol.eval_mode, tuple(str(p) for p in paths),
                           result.top1_err, result.top5_err, result.samples, tuple(all_overrides))

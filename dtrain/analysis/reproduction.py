@@ -28,9 +28,10 @@ from dtrain.analysis.training_runs import (
     shorten_recipe,
 )
 from dtrain.builders import build_model
-from dtrain.config import RunConfig, check_data_root, flatten, load_config, to_dict
+from dtrain.config import RunConfig, flatten, to_dict
 from dtrain.data.eval_views import VIEW_KEYS
 from dtrain.errors import DtrainError
+from dtrain.resolve import check_data_root, load_config
 
 REPORT_NAME = "report.md"
 RESULTS_NAME = "protocol_results.json"

@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtrain.config import RunConfig, ScheduleConfig, load_config
+from dtrain.config import RunConfig, ScheduleConfig
 from dtrain.errors import DtrainError
+from dtrain.resolve import load_config
 from dtrain_prep import layout
 
 LOG_NAME = "train.log"

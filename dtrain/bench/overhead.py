@@ -51,7 +51,7 @@ class StampedBatches:
 
 def _config(setup: ModelSetup, run_dir: str, total: int, sync_every: int, device: torch.device):
     from dtrain import models
-    from dtrain.config import load_config
+    from dtrain.resolve import load_config
 
     recipe = "digits_resnet20" if models.info(setup.name).family == "cifar" else "resnet18"
     return load_config(recipe, [

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
+import torch
 
-from dtrain.analysis.responses import STATISTICS
+from dtrain.analysis.model_source import from_checkpoint, from_registry
+from dtrain.analysis.responses import STATISTICS, LayerResponse, layer_responses, to_records
+from dtrain.builders import build_val_loader
+from dtrain.config import RunConfig
+from dtrain.distributed.context import DistContext
+from dtrain.resolve import check_data_root
 
 DEFAULT_RECIPE = "digits_resnet20"
 
@@ -45,11 +53,7 @@ def layer_responses_command(checkpoints: tuple[Path, ...], model_names: tuple[st
     checkpoint). Each model is measured over the whole validation set in eval mode; the figure
     shows the values per layer in network order (top) and sorted by magnitude (bottom).
     """
-    import torch
-
-    from dtrain.analysis.figures import layer_responses_figure, save_figure
-    from dtrain.analysis.model_source import from_checkpoint, from_registry
-    from dtrain.analysis.responses import layer_responses, to_records
+    from dtrain.analysis.figures import layer_responses_figure, save_figure  # matplotlib: an optional extra
 
     count = len(checkpoints) + len(model_names)
     if count == 0:
@@ -62,11 +66,13 @@ def layer_responses_command(checkpoints: tuple[Path, ...], model_names: tuple[st
 
     # Fresh --model nets have no data of their own: measure them on the checkpoints' data.
     shared_root = data_root or (loaded[0].config.data.root if checkpoints else None)
-    results, records = {}, {}
+    results: dict[str, list[LayerResponse]] = {}
+    records: dict[str, dict[str, Any]] = {}
     for item in loaded:
         own_data = item.source != "He init"
-        data = _data_section(item.config, data_root if own_data else shared_root, split)
-        batches = _eval_batches(data, item.config.model.num_classes, batch_size, max_batches)
+        config = _centre_eval_config(item.config, data_root if own_data else shared_root, split)
+        data = config.data
+        batches = _eval_batches(config, batch_size, max_batches)
         responses = layer_responses(item.model, batches, device=torch.device("cpu"))
         label = _unique(item.label, results)
         results[label] = responses
@@ -83,22 +89,17 @@ def layer_responses_command(checkpoints: tuple[Path, ...], model_names: tuple[st
         click.echo(f"wrote {path}")
 
 
-def _data_section(config, data_root: str | None, split: str | None):
-    from dataclasses import replace
-
-    from dtrain.config import check_data_root
-
+def _centre_eval_config(config: RunConfig, data_root: str | None, split: str | None) -> RunConfig:
+    """`config` evaluating the centre view of `split` under `data_root` (default: its own)."""
     data = replace(config.data, root=data_root or config.data.root, val_split=split or config.data.val_split)
-    check_data_root(replace(config, data=data))
-    return data
+    config = replace(config, data=data, eval=replace(config.eval, mode="center"))
+    check_data_root(config)
+    return config
 
 
-def _eval_batches(data, num_classes: int, batch_size: int, max_batches: int | None):
-    """(images, valid) of the centre view of every validation image (the papers' test view)."""
-    from dtrain.data import build_eval_loader
-
-    loader = build_eval_loader(data, mode="center", batch_size=batch_size, rank=0, world_size=1,
-                               device="cpu", num_classes=num_classes)
+def _eval_batches(config: RunConfig, batch_size: int, max_batches: int | None):
+    """(images, valid) of the centre view of every validation image (the papers' test view), on the CPU."""
+    loader = build_val_loader(config, DistContext(), global_batch=batch_size)
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             return

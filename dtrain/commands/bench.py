@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import torch
 
+from dtrain import models
 from dtrain.bench.checkpoint_save import bench_checkpoint
 from dtrain.bench.machine import not_quiet_warning
 from dtrain.bench.overhead import bench_overhead
@@ -94,8 +95,6 @@ def _model_options(command):
 
 
 def _setup(model, batch, amp, channels_last, compile_, image_size, num_classes) -> ModelSetup:
-    from dtrain import models
-
     if model not in models.names():
         raise click.UsageError(f"--model {model} is not a model; see `dtrain models`")
     return ModelSetup(model, batch, amp, channels_last, compile_, num_classes, image_size)
@@ -194,8 +193,6 @@ def overhead_command(model, batch, amp, channels_last, compile_, image_size, num
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write JSON here.")
 def checkpoint_command(names, saves, device, json_path):
     """Seconds a checkpoint save blocks training (state copied to CPU; written in the background)."""
-    from dtrain import models
-
     device = _device(device)
     chosen = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in chosen if n not in models.names()]

@@ -12,6 +12,11 @@ from pathlib import Path
 
 import click
 
+from dtrain.errors import DtrainError
+from dtrain.resolve import load_config
+from dtrain.training import mlflow_ui_command, train_config
+from dtrain_prep.cli import prepare
+
 RECIPE = "digits_resnet20"
 
 
@@ -20,19 +25,17 @@ def prepare_digits(data_dir: Path) -> None:
     if (data_dir / "manifest.parquet").is_file():
         click.echo(f"[demo] using the prepared digits in {data_dir}")
         return
-    from dtrain_prep.cli import prepare
-
     click.echo(f"[demo] preparing the digits into {data_dir}")
     # wds shards (always written) + manifest are what the torch loader reads; no FFCV/DALI needed.
     prepare.main(["digits", "--out", str(data_dir), "--formats", "wds"], standalone_mode=False)
 
 
 def demo_overrides(out: Path, epochs: int | None) -> list[str]:
-    from dtrain.config import load_config
-
     overrides = [f"data.root={out / 'data'}", f"run_dir={out}"]
     if epochs is not None:
         base = load_config(RECIPE).schedule
+        if base.epochs is None:
+            raise DtrainError(f"--epochs: the {RECIPE} recipe has no schedule.epochs to scale its lr drops by")
         # Keep the recipe's lr drops at the same fractions of the run.
         milestones = sorted({max(1, round(m * epochs / base.epochs)) for m in base.milestones})
         overrides += [f"schedule.epochs={epochs}", f"schedule.milestones={milestones}"]
@@ -47,9 +50,6 @@ def demo_overrides(out: Path, epochs: int | None) -> list[str]:
 @click.argument("overrides", nargs=-1)
 def demo(out: Path, epochs: int | None, overrides: tuple[str, ...]) -> None:
     """Prepare the bundled digits, train a ResNet-20 on them, log to MLflow, print the result."""
-    from dtrain.config import load_config
-    from dtrain.train import mlflow_ui_command, train_config
-
     started = time.perf_counter()
     out = out.resolve()
     prepare_digits(out / "data")

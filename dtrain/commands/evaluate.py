@@ -13,28 +13,23 @@ from pathlib import Path
 
 import click
 
+from dtrain.builders import build_val_loader, load_for_inference
 from dtrain.commands.overrides import all_overrides, complete_override, set_option
 from dtrain.data.eval_views import EVAL_VIEWS
+from dtrain.distributed.context import env_rank, init_distributed, teardown
+from dtrain.engine.evaluate import evaluate as evaluate_model
+from dtrain.resolve import Placement, check_data_root, place
 
 
 def evaluate_checkpoint(checkpoint: Path, mode: str, overrides: list[str], batch_size: int | None = None):
     """(config, EvalResult, DistContext) of one checkpoint; a collective under torchrun."""
-    from dtrain.builders import load_for_inference
-    from dtrain.config import check_data_root
-    from dtrain.data import build_eval_loader
-    from dtrain.distributed.context import init_distributed
-    from dtrain.engine.evaluate import evaluate
-
     loaded = load_for_inference(checkpoint, [f"eval.mode={mode}", *overrides])
-    cfg = loaded.config
-    check_data_root(cfg)
-    ctx = init_distributed(cfg.distributed, cfg.train.device)
+    check_data_root(loaded.config)
+    ctx = init_distributed(loaded.config.distributed, loaded.config.train.device)
+    cfg = place(loaded.config, Placement(ctx.device.type))  # data.loader=auto: gpu on CUDA
     model = loaded.model.to(ctx.device)
-    per_process = max(1, (batch_size or cfg.eval.batch_size) // ctx.world_size)
-    loader = build_eval_loader(cfg.data, mode=mode, batch_size=per_process, rank=ctx.rank,
-                               world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,
-                               num_classes=cfg.model.num_classes)
-    return cfg, evaluate(model, loader, ctx), ctx
+    loader = build_val_loader(cfg, ctx, global_batch=batch_size)  # float32 NCHW: the model runs in fp32
+    return cfg, evaluate_model(model, loader, ctx), ctx
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -50,8 +45,6 @@ def evaluate_checkpoint(checkpoint: Path, mode: str, overrides: list[str], batch
 def evaluate(checkpoint: Path, mode: str, data_root: Path | None, batch_size: int | None, as_json: bool,
              overrides: tuple[str, ...], sets: tuple[str, ...]) -> None:
     """Top-1/top-5 error of CHECKPOINT on the validation split (key=value overrides allowed)."""
-    from dtrain.distributed.context import env_rank, teardown
-
     extra = all_overrides(overrides, sets) + ([f"data.root={data_root}"] if data_root else [])
     cfg, result, ctx = evaluate_checkpoint(checkpoint, mode, extra, batch_size)
     if env_rank() == 0:

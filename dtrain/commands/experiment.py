@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from dtrain.analysis.experiments import DegradationOptions, markdown_table, run_degradation, write_outputs
+
 
 @click.group("experiment")
 def experiment() -> None:
@@ -45,8 +47,6 @@ def degradation(dataset: str, dataset_root: Path | None, budget_iters: int | Non
     OUT/degradation.{png,svg} (plain nets left, ResNets right; thin = training, bold = test).
     Extra key=value OVERRIDES go to every run (e.g. optim.batch_size=32).
     """
-    from dtrain.analysis.experiments import DegradationOptions, markdown_table, run_degradation, write_outputs
-
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise click.UsageError(f"override {bad[0]!r} must look like key=value, e.g. optim.batch_size=32")

@@ -38,6 +38,14 @@ class Node:
     names: list[str] = field(default_factory=list)  # range/assign variables
 
 
+def _head(node: Node) -> str:
+    """The pipeline of a `with` or `range` action: the parser always gives its first branch one."""
+    pipeline = node.branches[0][0]
+    if pipeline is None:
+        raise TemplateError(f"{{{{ {node.kind} }}}} has no pipeline")
+    return pipeline
+
+
 # -- parsing -------------------------------------------------------------------------------------
 
 
@@ -151,7 +159,7 @@ class Renderer:
                         out.append(self._run(body, dot, variables, where))
                         break
             elif node.kind == "with":
-                value = self._pipeline(node.branches[0][0], dot, variables, where)
+                value = self._pipeline(_head(node), dot, variables, where)
                 if truthy(value):
                     out.append(self._run(node.branches[0][1], value, variables, where))
                 elif len(node.branches) > 1:
@@ -161,7 +169,7 @@ class Renderer:
         return "".join(out)
 
     def _range(self, node: Node, dot: Any, variables: dict[str, Any], where: str) -> str:
-        value = self._pipeline(node.branches[0][0], dot, variables, where)
+        value = self._pipeline(_head(node), dot, variables, where)
         if isinstance(value, dict):
             items = [(key, value[key]) for key in sorted(value)]
         elif isinstance(value, (list, tuple)):

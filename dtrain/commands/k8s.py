@@ -17,19 +17,24 @@ dtrain/commands/k8s_files.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
+from dtrain.commands.helm_template import Renderer, TemplateError
 from dtrain.commands.k8s_completion import complete_chart_value, complete_values_file
 from dtrain.commands.k8s_files import bundled_values, chart_dir, describe, k8s_dir, resolve_values, shown
 from dtrain.commands.overrides import all_overrides
+from dtrain.config import RunConfig
 from dtrain.errors import DtrainError
 from dtrain.extras import missing_module_message
+from dtrain.resolve import Placement, load_config, parse_value
 from dtrain.suggest import did_you_mean
 
 # Kubernetes version the manifests are checked against: Indexed Jobs with pod hostnames need >= 1.24;
@@ -50,9 +55,10 @@ RELEASE_NAMESPACE = "default"
 # ------------------------------------------------------------------------------------------------
 
 
-def load_values(values_file: str | Path | None, sets: tuple[str, ...] = ()) -> dict[str, Any]:
+def load_values(values_file: str | Path | None, sets: Sequence[str] = ()) -> dict[str, Any]:
     """The chart's values.yaml <- values file (a path or a bundled name) <- key=value (positional
-    or --set), refusing keys the defaults do not know."""
+    or --set), refusing keys the defaults do not know. Files are YAML as helm reads them; a value
+    typed after `key=` is parsed as every dtrain override is (dtrain.resolve.parse_value)."""
     values = _read_yaml(chart_dir() / "values.yaml")
     if values_file is not None:
         _merge_checked(values, _read_yaml(resolve_values(values_file)), prefix="", source=str(values_file))
@@ -68,7 +74,7 @@ def load_values(values_file: str | Path | None, sets: tuple[str, ...] = ()) -> d
         node = nested
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(text) if text.strip() else ""
+        node[leaf] = parse_value(text)
         try:
             _merge_checked(values, nested, prefix="", source=item)
         except click.UsageError:
@@ -160,15 +166,12 @@ def check_values(v: dict[str, Any]) -> None:
             raise click.UsageError(f"overrides.{key} is a mapping; write config overrides as dotted keys, "
                                    f"e.g. overrides: {{{key}.{example}: ...}} (a mapping would replace the section)")
     if not v["image"]:
-        raise click.UsageError("image is empty: set the image built from the Dockerfile (e.g. --set image=REG/dtrain:TAG)")
+        raise click.UsageError("image is empty: set the image built from the Dockerfile "
+                               "(e.g. --set image=REG/dtrain:TAG)")
 
 
 def _config_node(dotted: str) -> Any:
     """What `dotted` names in a default run config (a section or a value), or None."""
-    import dataclasses
-
-    from dtrain.config import RunConfig
-
     node: Any = RunConfig()
     for part in dotted.split("."):
         if not dataclasses.is_dataclass(node) or not hasattr(node, part):
@@ -179,15 +182,11 @@ def _config_node(dotted: str) -> Any:
 
 def _is_config_section(dotted: str) -> bool:
     """Whether `dotted` names a section of the run config (data, optim ...), not one value."""
-    import dataclasses
-
     return dataclasses.is_dataclass(_config_node(dotted))
 
 
 def _is_config_key(dotted: str) -> bool:
     """Whether `dotted` names one value of the run config (optim.lr, model.options.x, run_dir)."""
-    import dataclasses
-
     if dotted.startswith("model.options."):
         return True
     node = _config_node(dotted)
@@ -195,16 +194,14 @@ def _is_config_key(dotted: str) -> bool:
 
 
 def check_recipe(v: dict[str, Any], rendered: dict[str, str]) -> None:
-    """The recipe loads with the job's own arguments, and the global batch divides by every
-    possible world size."""
-    from dtrain import config as dtrain_config
-
+    """The recipe resolves with the job's own arguments where it will run (the pods' device; the
+    global batch divides by every world size an elastic job may shrink to)."""
     args = training_args(rendered)
+    min_nodes = v["minNodes"] if v["minNodes"] is not None else v["nodes"]
+    world_sizes = tuple(nodes * v["nprocPerNode"] for nodes in range(min_nodes, v["nodes"] + 1))
+    placement = Placement(device_type="cuda" if v["gpusPerNode"] else "cpu", world_sizes=world_sizes)
     try:
-        cfg = dtrain_config.load_config(args[0], args[1:])
-        min_nodes = v["minNodes"] if v["minNodes"] is not None else v["nodes"]
-        for nodes in range(min_nodes, v["nodes"] + 1):
-            dtrain_config.check_world_size(cfg, nodes * v["nprocPerNode"])
+        load_config(args[0], args[1:], placement)
     except DtrainError as exc:
         raise click.UsageError(f"recipe {v['recipe']!r} with these values: {exc}") from None
 
@@ -228,8 +225,6 @@ def training_args(rendered: dict[str, str]) -> list[str]:
 def render(v: dict[str, Any], values_file: str | Path | None = None) -> dict[str, str]:
     """{output file name: YAML text}: the chart's templates that render a manifest for these values
     (pytorchjob.yaml or indexed-job.yaml after jobKind; mlflow.yaml when mlflow.enabled; ...)."""
-    from dtrain.commands.helm_template import Renderer, TemplateError
-
     chart = _read_yaml(chart_dir() / "Chart.yaml")
     root = {"Values": v, "Release": {"Name": v["name"], "Namespace": RELEASE_NAMESPACE, "Service": "Helm"},
             "Chart": {"Name": chart["name"], "Version": chart["version"], "AppVersion": chart.get("appVersion")}}
@@ -305,7 +300,8 @@ def k8s() -> None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", shell_complete=complete_chart_value,
               help="The same as a positional KEY=VALUE (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Directory to write the manifests into (storage.yaml, mlflow.yaml, and pytorchjob.yaml or indexed-job.yaml).")
+              help="Directory to write the manifests into (storage.yaml, mlflow.yaml, and pytorchjob.yaml or "
+                   "indexed-job.yaml).")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Check the manifests offline (kubernetes-validate, PyTorchJob schema) before writing.")
 @click.option("--check-recipe/--no-check-recipe", "recipe_check", default=True, show_default=True,
@@ -332,7 +328,8 @@ def render_command(overrides: tuple[str, ...], values_file: str | None, sets: tu
         (out / name).write_text(text)
         click.echo(out / name)
     world = values["nodes"] * values["nprocPerNode"]
-    click.echo(f"{values['name']}: {values['nodes']} node(s) x {values['nprocPerNode']} process(es) = world size {world}")
+    click.echo(f"{values['name']}: {values['nodes']} node(s) x {values['nprocPerNode']} process(es) = "
+               f"world size {world}")
 
 
 @k8s.command("validate")

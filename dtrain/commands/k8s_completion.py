@@ -15,6 +15,7 @@ from click.shell_completion import CompletionItem
 
 from dtrain.commands.k8s_files import bundled_values, chart_dir, describe
 from dtrain.commands.overrides import override_items
+from dtrain.recipes import recipe_names
 
 OVERRIDES = "overrides."  # the chart value that holds `dtrain train` overrides
 
@@ -65,8 +66,6 @@ def _is_map(schema: dict[str, Any]) -> bool:
 
 def _value_names(key: str, schema: dict[str, Any]) -> list[str]:
     if key == "recipe":
-        from dtrain.recipes import recipe_names
-
         return recipe_names()
     if "enum" in schema:
         return [str(name) for name in schema["enum"]]

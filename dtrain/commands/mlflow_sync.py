@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 import yaml
 
+from dtrain.tracking.sync import sync_run_dir
+
 
 def _experiment(run_dir: Path) -> str:
     """tracking.experiment of the run (RUN_DIR/config.yaml), for a run MLflow never saw."""
@@ -22,8 +24,6 @@ def _experiment(run_dir: Path) -> str:
 @click.option("--uri", default=None, help="tracking URI [the run's own, from metrics.jsonl]")
 def mlflow_sync(run_dir: Path, uri: str | None) -> None:
     """Send the params, metrics and final status MLflow lacks, from RUN_DIR/metrics.jsonl."""
-    from dtrain.tracking.sync import sync_run_dir
-
     report = sync_run_dir(run_dir, uri=uri, experiment=_experiment(run_dir))
     click.echo(f"MLflow run {report.run_id} at {report.uri}: {report.metrics_sent} metric points and "
                f"{report.params_sent} params sent, status {report.status or 'unchanged (none recorded)'}")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+from typing import Any
 
 import click
+
+from dtrain import models as zoo
+from dtrain.models.lookup import suggestion
 
 _TABLE_COLUMNS = (  # header, width, right-aligned
     ("name", 18, False),
@@ -32,11 +36,9 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-def _row(name: str) -> dict[str, object]:
-    from dtrain import models
-
-    params, multiply_adds = models.named_complexity(name)
-    return {**dataclasses.asdict(models.info(name)), "params": params, "multiply_adds": multiply_adds}
+def _row(name: str) -> dict[str, Any]:
+    params, multiply_adds = zoo.named_complexity(name)
+    return {**dataclasses.asdict(zoo.info(name)), "params": params, "multiply_adds": multiply_adds}
 
 
 def _format_row(cells: tuple[str, ...]) -> str:
@@ -47,7 +49,7 @@ def _format_row(cells: tuple[str, ...]) -> str:
     return "  ".join(parts).rstrip()
 
 
-def _table_cells(row: dict[str, object]) -> tuple[str, ...]:
+def _table_cells(row: dict[str, Any]) -> tuple[str, ...]:
     return (
         str(row["name"]),
         str(row["family"]),
@@ -64,12 +66,10 @@ def _giga_or_mega(count: int) -> str:
 
 
 def _print_options() -> None:
-    from dtrain import models
-
     click.echo("Options of models.build(name, num_classes=None, **options) and of a recipe's model section:")
-    click.echo("  unit            " + ", ".join(models.UNIT_LAYOUTS) + "  (R2 Fig. 4 a-e; letters a-e work too)")
-    click.echo("  shortcut        " + ", ".join(models.SHORTCUT_OPTIONS) + "  (R1 options; none = plain net)")
-    click.echo("  shortcut_mode   " + ", ".join(models.SHORTCUT_MODES) + "  (R2 Table 1)")
+    click.echo("  unit            " + ", ".join(zoo.UNIT_LAYOUTS) + "  (R2 Fig. 4 a-e; letters a-e work too)")
+    click.echo("  shortcut        " + ", ".join(zoo.SHORTCUT_OPTIONS) + "  (R1 options; none = plain net)")
+    click.echo("  shortcut_mode   " + ", ".join(zoo.SHORTCUT_MODES) + "  (R2 Table 1)")
     click.echo("  scale_residual, scale_shortcut (constant_scaling); gate_bias (gating modes);")
     click.echo("  shortcut_dropout (dropout_shortcut); stride_in_1x1 (bottleneck stride on the 1x1, as R1);")
     click.echo("  zero_init_residual (last BN of every residual branch starts at 0).")
@@ -101,9 +101,6 @@ def models(patterns: tuple[str, ...], output_format: str, family: str | None, sh
       dtrain models preact --family cifar
       dtrain models resnet50 --format json
     """
-    from dtrain import models as zoo
-    from dtrain.models.lookup import suggestion
-
     if show_options:
         _print_options()
         return

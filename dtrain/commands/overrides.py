@@ -15,6 +15,7 @@ from click.shell_completion import CompletionItem
 
 from dtrain.commands.registry_names import registry_names
 from dtrain.config import RunConfig
+from dtrain.recipes import recipe_names
 from dtrain.validation import NAMED_KEYS, choices
 
 SET_HELP = "A config override KEY=VALUE, the same as a positional KEY=VALUE (repeatable)."
@@ -33,10 +34,11 @@ def _type_name(hint: Any) -> str:
     return text.replace("typing.", "").replace("NoneType", "None")
 
 
-def _default(f: dataclasses.Field) -> Any:
+def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    return f.default_factory()  # type: ignore[misc]
+    factory = f.default_factory
+    return factory() if callable(factory) else None
 
 
 def sections() -> list[KeyRow]:
@@ -53,7 +55,7 @@ def listed_choices(key: str) -> list[str]:
     return names if names is not None else choices(key)
 
 
-def _help(key: str, f: dataclasses.Field) -> str:
+def _help(key: str, f: dataclasses.Field[Any]) -> str:
     """The field's help with `{choices}` filled in from the key's registry."""
     text = f.metadata.get("help", "")
     return text.replace("{choices}", " | ".join(listed_choices(key))) if "{choices}" in text else text
@@ -82,8 +84,6 @@ def all_overrides(overrides: tuple[str, ...], sets: tuple[str, ...]) -> list[str
 
 
 def complete_recipe(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    from dtrain.recipes import recipe_names
-
     return [CompletionItem(name) for name in recipe_names() if name.startswith(incomplete)]
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from dtrain.analysis.curves import load_curves, resolve_run
+
 
 @click.command("plot")
 @click.argument("runs", nargs=-1, required=True)
@@ -22,8 +24,7 @@ def plot(runs: tuple[str, ...], out: Path, tracking_uri: str | None, labels: tup
 
     Thin lines are training error, bold lines test (validation) error, one colour per run.
     """
-    from dtrain.analysis.curves import load_curves, resolve_run
-    from dtrain.analysis.figures import error_curves_figure, save_figure
+    from dtrain.analysis.figures import error_curves_figure, save_figure  # matplotlib: an optional extra
 
     if labels and len(labels) != len(runs):
         raise click.UsageError(f"--label given {len(labels)} times for {len(runs)} runs; give one per run or none")

@@ -14,8 +14,10 @@ from dtrain.commands.overrides import (
     sections,
     set_option,
 )
-from dtrain.config import dump_yaml, find_recipe, load_config, recipe_names, resolve_config, to_dict
+from dtrain.config import RunConfig, dump_yaml, to_dict
 from dtrain.errors import ConfigError
+from dtrain.recipes import find_recipe, recipe_names
+from dtrain.resolve import load_config, recipe_config
 from dtrain.suggest import did_you_mean
 
 
@@ -25,7 +27,7 @@ def recipes(output_format: str) -> None:
     """List the recipes (one per paper setting) that `dtrain train RECIPE` accepts."""
     rows = []
     for name in recipe_names():
-        config = resolve_config(name)  # values are checked when a recipe is used, not to list it
+        config = recipe_config(name)  # values are checked when a recipe is used, not to list it
         rows.append(
             {
                 "recipe": name,
@@ -46,10 +48,10 @@ def recipes(output_format: str) -> None:
     table = [header] + [tuple(str(row[key]) for key in header) for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
 
 
-def _schedule_summary(config) -> str:
+def _schedule_summary(config: RunConfig) -> str:
     schedule = config.schedule
     if schedule.kind == "step_iters":
         text = f"/10 at iters {schedule.milestones}, stop {schedule.max_iters}"
@@ -102,4 +104,4 @@ def keys(section: str | None, output_format: str) -> None:
     table = [(r.key, r.type, json.dumps(r.default), r.help) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(3)]
     for line in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line[:3], widths)) + "  " + line[3])
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line[:3], widths, strict=True)) + "  " + line[3])

@@ -15,12 +15,12 @@ from __future__ import annotations
 import ast
 import functools
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # dtrain/
 MAX_DEPTH = 8  # name lookups followed before giving up (a registry is a line or two away)
 
-Entry = Union[ast.expr, tuple[str, str]]  # an assigned expression, or (module, name) it is imported from
+Entry = ast.expr | tuple[str, str]  # an assigned expression, or (module, name) it is imported from
 
 
 class Unreadable(Exception):

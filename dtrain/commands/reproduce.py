@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from dtrain.analysis import reproduction
+from dtrain.analysis.paper_numbers import ROWS, get_row
 from dtrain.commands.overrides import all_overrides, complete_override, set_option
 
 
@@ -14,7 +16,8 @@ def list_table(rows) -> str:
     def err(value, fails=False):
         return "fail" if fails else ("—" if value is None else f"{value:.2f}")
 
-    lines = [f"{'row':44} {'table':11} {'protocol':12} {'runs':12} {'recipe':32} {'top-1 %':>7} {'top-5 %':>7}  dataset"]
+    lines = [f"{'row':44} {'table':11} {'protocol':12} {'runs':12} {'recipe':32} {'top-1 %':>7} {'top-5 %':>7}  "
+             "dataset"]
     for r in rows:
         lines.append(f"{r.key:44} {r.source:11} {r.protocol.name:12} {r.runs_statistic:12} {r.recipe:32} "
                      f"{err(r.top1_err, r.fails):>7} {err(r.top5_err):>7}  {r.dataset}")
@@ -37,7 +40,8 @@ def list_table(rows) -> str:
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train this many runs (train.seed=0..N-1, in RUN_DIR/seed-i) and report best/median/mean.")
 @click.option("--eval-set", "eval_overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override for the protocol test only (repeatable), e.g. --eval-set eval.scales=[32,48] on tiny images.")
+              help="Override for the protocol test only (repeatable), e.g. --eval-set eval.scales=[32,48] on tiny "
+                   "images.")
 def reproduce(row: str | None, overrides: tuple[str, ...], list_rows: bool, data_root: str | None,
               budget_iters: int | None, run_dir: Path | None, report_only: bool, overwrite: bool,
               sets: tuple[str, ...], seeds: int, eval_overrides: tuple[str, ...]) -> None:
@@ -47,8 +51,6 @@ def reproduce(row: str | None, overrides: tuple[str, ...], list_rows: bool, data
     multiply-adds next to the paper's numbers. The report is also logged to the run in MLflow.
 
     KEY=VALUE OVERRIDES (or --set KEY=VALUE) change the row's recipe, e.g. optim.batch_size=64."""
-    from dtrain.analysis.paper_numbers import ROWS, get_row
-
     if list_rows:
         click.echo(list_table(ROWS.values()))
         return
@@ -61,11 +63,9 @@ def reproduce(row: str | None, overrides: tuple[str, ...], list_rows: bool, data
         raise click.UsageError(f"override {bad[0]!r} must look like key=value, e.g. optim.batch_size=64")
     if report_only and run_dir is None:
         raise click.UsageError("--report-only needs --run-dir (the finished run to report on)")
-    from dtrain.analysis.reproduction import ReproduceOptions
-    from dtrain.analysis.reproduction import reproduce as run
-
-    opts = ReproduceOptions(data_root=data_root, budget_iters=budget_iters, run_dir=run_dir, overrides=overrides,
-                            train=not report_only, overwrite=overwrite, seeds=seeds, eval_overrides=eval_overrides)
-    path, report = run(get_row(row), opts, echo=click.echo)
+    opts = reproduction.ReproduceOptions(data_root=data_root, budget_iters=budget_iters, run_dir=run_dir,
+                                         overrides=overrides, train=not report_only, overwrite=overwrite,
+                                         seeds=seeds, eval_overrides=eval_overrides)
+    path, report = reproduction.reproduce(get_row(row), opts, echo=click.echo)
     click.echo(report)
     click.echo(f"wrote {path}")

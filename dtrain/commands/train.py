@@ -21,10 +21,12 @@ def train(recipe: str, overrides: tuple[str, ...], sets: tuple[str, ...]) -> Non
     Ctrl-C (like SIGTERM) checkpoints at the next step and prints how to resume; a second
     Ctrl-C aborts at once. `train.smoke=true` dry-runs a big recipe on a small machine.
     """
+    # Imported here, not at the top: `dtrain train --help` and the shell completion of its keys load
+    # this module and answer without torch (tests/unit/test_cli_no_torch.py); training needs it.
     from dtrain.distributed.lifetime import exit_within
-    from dtrain.train import main
+    from dtrain.training import run_recipe
 
-    code = main([recipe, *all_overrides(overrides, sets)])
+    code = run_recipe(recipe, all_overrides(overrides, sets))
     if (click.get_current_context().obj or {}).get(AS_PROGRAM):
         exit_within(code)  # gone soon after the last line, whatever a library's exit hooks wait for
     if code:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from dtrain.checkpoint.format import UnusableCheckpoint
-from dtrain.config import RunConfig, check_world_size
+from dtrain.config import RunConfig
 from dtrain.distributed.wrap import apply_sync_bn
 from dtrain.engine.engine import ModelPart, Stateful
 from dtrain.engine.optimizer import build_optimizer, set_lr
@@ -47,7 +47,7 @@ BATCH_KEYS = {"train_batch_size": "optim.batch_size", "train_micro_batch_size_pe
 def deepspeed_config(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     """The DeepSpeed config of a dtrain run, with the override file (if any) merged over it."""
     accum = cfg.optim.grad_accum
-    micro = check_world_size(cfg, world_size)
+    micro = cfg.optim.per_process_batch(world_size)  # the resolver checked that it divides
     if cfg.distributed.zero_stage not in (0, 1, 2):
         raise ConfigError(f"distributed.zero_stage={cfg.distributed.zero_stage}: dtrain supports ZeRO stage 0, 1 "
                           "or 2 (stage 3 partitions the parameters, which evaluation and sync BN do not expect)")

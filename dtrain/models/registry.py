@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from dtrain.models.blocks import UnitOptions
@@ -86,3 +87,34 @@ def build(name: str, num_classes: int | None = None, **options: Any) -> nn.Modul
     unit_options = UnitOptions(**{key: merged.pop(key) for key in list(merged) if key in unit_fields})
     classes = entry.info.default_num_classes if num_classes is None else num_classes
     return entry.builder(num_classes=classes, options=unit_options, **merged)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """What the options of a registered name may hold: what a config checker needs without building."""
+
+    preset: Mapping[str, Any]  # options the name fixes (builder arguments) or defaults (unit options)
+    unit_fields: tuple[str, ...]
+    builder_arguments: tuple[str, ...]
+
+
+def option_spec(name: str) -> OptionSpec | None:
+    """The OptionSpec of `name`, or None when no net is registered under it."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        return None
+    arguments = tuple(a for a in inspect.signature(entry.builder).parameters if a not in _BUILDER_OWN_ARGUMENTS)
+    return OptionSpec(entry.preset, tuple(UnitOptions.field_names()), arguments)
+
+
+def check_options(name: str, num_classes: int, options: Mapping[str, Any]) -> None:
+    """Raise what `build` would for these option values, allocating no weights: unit options are
+    checked by UnitOptions; builder arguments (depth, bottleneck), which only the builder knows how
+    to check, by building on the meta device."""
+    entry = lookup(_REGISTRY, name, "model")
+    unit_fields = UnitOptions.field_names()
+    merged = {**entry.preset, **options}
+    UnitOptions(**{key: value for key, value in merged.items() if key in unit_fields})
+    if any(key not in unit_fields for key in options):
+        with torch.device("meta"):
+            build(name, num_classes=num_classes, **options)

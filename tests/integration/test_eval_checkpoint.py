@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from dtrain.cli import cli
-from dtrain.config import load_config
-from dtrain.train import train_config
+from dtrain.resolve import load_config
+from dtrain.training import train_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ import torch
 
 from dtrain.builders import build_model
 from dtrain.checkpoint import atomic_load  # weights only, like every dtrain reader
-from dtrain.config import load_config
-from dtrain.train import train_config
+from dtrain.resolve import load_config
+from dtrain.training import train_config
 
 TINY = ["data.loader=synthetic", "data.synthetic_samples=32", "data.synthetic_image_size=16",
         "data.crop_size=16", "data.val_resize=16", "data.val_crop=16", "data.workers=0",

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from ports import free_port
 
-from dtrain.config import load_config
-from dtrain.train import train_config
+from dtrain.resolve import load_config
+from dtrain.training import train_config
 
 RUN_NAME = "digits-resnet20-demo"
 REGISTERED = "digits-resnet20"

@@ -131,9 +131,9 @@ class _SignalledEvalLoader:
 
 def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch: int | None = None,
                      sigterm_at_eval: int | None = None):
-    """dtrain.train.train_config in this process; torch's global settings are given back after."""
-    from dtrain import builders, train
-    from dtrain.config import load_config
+    """dtrain.training.train_config in this process; torch's global settings are given back after."""
+    from dtrain import builders, training
+    from dtrain.resolve import load_config
 
     build = builders.build_loaders
 
@@ -150,7 +150,7 @@ def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch:
             if random_op:
                 patch.setattr(builders, "build_loaders", build_instrumented)
             cfg = load_config(RECIPE, tiny_overrides(run_dir))
-            return train.train_config(cfg, stream=io.StringIO())
+            return training.train_config(cfg, stream=io.StringIO())
     finally:
         torch.use_deterministic_algorithms(deterministic)
         torch.set_num_threads(threads)

@@ -85,7 +85,7 @@ def test_report_is_logged_to_the_run(store):
 
     from dtrain.analysis.paper_numbers import ROWS
     from dtrain.analysis.reproduction import ARTIFACT_PATH, log_report
-    from dtrain.config import load_config
+    from dtrain.resolve import load_config
 
     run_dir, uri, ids = store
     config = load_config("cifar10_resnet20", [f"tracking.uri={uri}"])

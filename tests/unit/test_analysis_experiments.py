@@ -6,8 +6,8 @@ import pytest
 
 from dtrain.analysis.experiments import DegradationOptions, NetResult, direction_verdict, markdown_table, net_names
 from dtrain.analysis.training_runs import shortened_schedule
-from dtrain.config import load_config
 from dtrain.errors import DtrainError
+from dtrain.resolve import load_config
 
 
 def results(plain: list[float], resnet: list[float]) -> list[NetResult]:

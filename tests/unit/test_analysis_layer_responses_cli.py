@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from dtrain import models
 from dtrain.analysis.model_source import from_checkpoint
-from dtrain.config import load_config, to_dict
+from dtrain.config import to_dict
+from dtrain.resolve import load_config
 
 
 def write_checkpoint(path, data_root):

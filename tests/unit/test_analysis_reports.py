@@ -5,8 +5,8 @@ from click.testing import CliRunner
 
 from dtrain.analysis.paper_numbers import ROWS, get_row
 from dtrain.analysis.reports import Measured, render_report
-from dtrain.config import find_recipe
 from dtrain.errors import DtrainError
+from dtrain.recipes import find_recipe
 
 
 def test_rows_hold_the_numbers_of_spec_md():

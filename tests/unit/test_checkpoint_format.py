@@ -14,9 +14,10 @@ from dtrain.builders import load_for_inference
 from dtrain.checkpoint import CheckpointManager, atomic_save
 from dtrain.checkpoint.async_writer import AsyncWriter
 from dtrain.checkpoint.format import FORMAT_VERSION, NonFiniteStateError, upgrade
-from dtrain.config import load_config, to_dict
+from dtrain.config import to_dict
 from dtrain.engine.state import Position
 from dtrain.errors import DtrainError
+from dtrain.resolve import load_config
 
 
 def _manager(tmp_path: Path, model: torch.nn.Module, position: Position) -> CheckpointManager:

@@ -17,8 +17,9 @@ from dtrain.checkpoint.atomic import UnsafeCheckpoint
 from dtrain.checkpoint.format import FORMAT_VERSION, UnusableCheckpoint, upgrade
 from dtrain.checkpoint.rng import restore_rng_state
 from dtrain.cli import main
-from dtrain.config import load_config, to_dict
+from dtrain.config import to_dict
 from dtrain.engine.state import Position, RngPart, TrackerPart
+from dtrain.resolve import load_config
 
 
 class _Payload:

@@ -7,16 +7,10 @@ import sys
 
 import pytest
 
-from dtrain.config import (
-    RunConfig,
-    check_data_root,
-    check_world_size,
-    flatten,
-    load_config,
-    recipe_names,
-    to_dict,
-)
+from dtrain.config import RunConfig, flatten, to_dict
 from dtrain.errors import ConfigError
+from dtrain.recipes import recipe_names
+from dtrain.resolve import check_data_root, check_world_size, load_config
 
 IMAGENET_R1 = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "plain18", "plain34"]
 IMAGENET_R2 = ["resnet152_preact", "resnet200_preact", "resnet152_r2", "resnet200", "resnet101_r2"]
@@ -143,3 +137,4 @@ def test_cli_prints_one_line_for_a_config_error():
     assert result.returncode == 2
     assert result.stderr.strip() == "Error: unknown config key optim.lrr (did you mean optim.lr?)"
     assert "Traceback" not in result.stderr
+

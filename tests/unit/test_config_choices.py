@@ -11,7 +11,6 @@ from dtrain import data
 from dtrain.analysis.responses import STATISTICS
 from dtrain.commands.overrides import complete_override, key_rows
 from dtrain.commands.registry_names import registry_names
-from dtrain.config import load_config
 from dtrain.data.eval_views import EVAL_VIEWS
 from dtrain.data.gpu_decode import DECODERS
 from dtrain.data.sampling import FFCV_ORDERS
@@ -26,6 +25,7 @@ from dtrain.engine.optimizer import OPTIMIZERS
 from dtrain.engine.precision import AMP_DTYPES
 from dtrain.engine.state import RESUME_MODES
 from dtrain.errors import ConfigError
+from dtrain.resolve import load_config
 from dtrain.tracking import BACKENDS
 from dtrain.validation import NAMED_KEYS, choices
 

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from dtrain.cli import main
-from dtrain.config import load_config
 from dtrain.errors import ConfigError
 from dtrain.recipes import recipe_names
+from dtrain.resolve import load_config
 
 SYNTHETIC = ["data.loader=synthetic", "data.workers=0"]
 

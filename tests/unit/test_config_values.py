@@ -8,9 +8,10 @@ from click.testing import CliRunner
 
 from dtrain.cli import cli, main
 from dtrain.commands.overrides import complete_override, complete_recipe, key_rows, sections
-from dtrain.config import RunConfig, load_config, parse_override
+from dtrain.config import RunConfig
 from dtrain.errors import ConfigError
 from dtrain.recipes import recipe_names
+from dtrain.resolve import load_config, parse_override
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ from torch import nn
 
 from dtrain import models
 from dtrain.builders import build_engine, build_loaders, start_tracker
-from dtrain.config import load_config
 from dtrain.distributed.context import DistContext
 from dtrain.engine.loop import NonFiniteLossError, Trainer, total_steps
 from dtrain.engine.progress import Progress
+from dtrain.resolve import load_config
 from dtrain.train import main
 
 TINY = ["data.loader=synthetic", "data.synthetic_samples=32", "data.synthetic_image_size=16",
@@ -116,7 +116,7 @@ def test_progress_is_plain_lines_in_a_log_file_and_a_bar_in_a_terminal():
 def test_resume_never_refuses_an_earlier_runs_checkpoints(tmp_path, capsys):
     """A fresh run among old checkpoints would lose its own to retention: refuse, name the fix."""
     from dtrain.checkpoint import CheckpointManager
-    from dtrain.config import load_config
+    from dtrain.resolve import load_config
     from dtrain.train import main
 
     run_dir = tmp_path / "run"

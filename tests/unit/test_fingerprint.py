@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dtrain.checkpoint.fingerprint import FINGERPRINT_FILE, check_resume, result_settings
-from dtrain.config import load_config
 from dtrain.errors import ConfigError
+from dtrain.resolve import load_config
 
 
 def config(tmp_path, *overrides):

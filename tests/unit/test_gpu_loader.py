@@ -201,17 +201,16 @@ def test_single_axis_resampling_equals_pillow():
 
 
 def test_imagenet_recipes_are_gpu_first_and_overridable(prepared):
-    from dtrain.config import load_config
-    from dtrain.data.gpu_defaults import resolve_cuda_defaults
+    from dtrain.resolve import Placement, load_config
 
     cfg = load_config("resnet50")
     assert (cfg.train.amp, cfg.train.channels_last, cfg.data.loader) == ("auto", "auto", "auto")
-    on_cuda = resolve_cuda_defaults(cfg, torch.device("cuda", 0))
+    on_cuda = load_config("resnet50", placement=Placement("cuda"))  # the resolver's device stage
     assert (on_cuda.train.amp, on_cuda.train.channels_last, on_cuda.data.loader) == ("bf16", True, "gpu")
-    on_cpu = resolve_cuda_defaults(cfg, torch.device("cpu"))
+    on_cpu = load_config("resnet50", placement=Placement("cpu"))
     assert (on_cpu.train.amp, on_cpu.train.channels_last, on_cpu.data.loader) == ("none", False, "torch")
-    explicit = load_config("resnet50", ["train.amp=none", "train.channels_last=false", "data.loader=dali"])
-    kept = resolve_cuda_defaults(explicit, torch.device("cuda", 0))
+    explicit = ["train.amp=none", "train.channels_last=false", "data.loader=dali"]
+    kept = load_config("resnet50", explicit, Placement("cuda"))
     assert (kept.train.amp, kept.train.channels_last, kept.data.loader) == ("none", False, "dali")
     loader = build_train_loader(DataConfig(loader="auto", **_unit(prepared, workers=0)), batch_size=4, rank=0,
                                 world_size=1, seed=0, device="cpu")

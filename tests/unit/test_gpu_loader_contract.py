@@ -21,10 +21,11 @@ from PIL import Image
 
 from dtrain import data as data_package
 from dtrain.builders import build_loaders
-from dtrain.config import DataConfig, load_config
+from dtrain.config import DataConfig
 from dtrain.data import LoaderBuilders, build_train_loader, gpu_decode, gpu_loader
 from dtrain.data.gpu_defaults import BatchFormat, batch_format
 from dtrain.distributed.context import DistContext
+from dtrain.resolve import load_config
 
 SMALL = dict(crop_size=32, scale_range=[40, 56], val_resize=40, val_crop=32, workers=0)
 CUDA = torch.device("cuda")

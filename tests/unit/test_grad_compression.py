@@ -19,11 +19,12 @@ from ports import free_port
 from torch.nn import functional as F
 
 from dtrain import models
-from dtrain.config import DistributedConfig, load_config
+from dtrain.config import DistributedConfig
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.wrap import wrap
 from dtrain.engine.deepspeed_engine import deepspeed_config
 from dtrain.errors import ConfigError
+from dtrain.resolve import load_config
 
 WORLD = 2
 FP16_UNIT_ROUNDOFF = 2.0**-11  # half the spacing of fp16 numbers at 1.0: the relative error of one rounding

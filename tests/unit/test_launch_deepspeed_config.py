@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dtrain.config import load_config
 from dtrain.engine.deepspeed_engine import deepspeed_config
 from dtrain.errors import ConfigError
+from dtrain.resolve import Placement, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,12 +56,17 @@ def test_an_override_may_not_change_the_batch(tmp_path: Path) -> None:
     [
         (["distributed.zero_stage=3"], 8, "ZeRO stage 0, 1 or 2"),
         (["distributed.deepspeed_config=/nonexistent/ds.json"], 8, "does not exist"),
-        ([], 24, "does not divide by world size 24"),
     ],
 )
 def test_bad_settings_are_one_line_config_errors(overrides: list[str], world: int, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         deepspeed_config(config_for(*overrides), world_size=world)
+
+
+def test_a_batch_that_does_not_divide_is_refused_before_deepspeed_sees_it() -> None:
+    # The resolver checks the world size once (dtrain.resolve); deepspeed_config only divides.
+    with pytest.raises(ConfigError, match="does not divide by world size 24"):
+        load_config("resnet200_preact", ["distributed.engine=deepspeed"], Placement(world_sizes=(24,)))
 
 
 def test_invalid_json_override_names_the_file(tmp_path: Path) -> None:

@@ -121,8 +121,8 @@ def test_logged_models_carry_their_validation_metrics_on_the_dataset_and_the_bes
     (["tracking.register_as=digits"], "did you mean tracking.register_model?"),
 ])
 def test_a_registry_name_that_cannot_work_is_refused_before_training(overrides, message):
-    from dtrain.config import load_config
     from dtrain.errors import ConfigError
+    from dtrain.resolve import load_config
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config("digits_resnet20", overrides)
@@ -132,8 +132,8 @@ def test_runs_of_one_recipe_have_names_of_their_own_and_the_recipe_as_tag(tmp_pa
     """Two runs of a recipe started the same minute: distinct, readable names (recipe, start time,
     4 hex digits); the recipe is the tag to filter on. tracking.run_name still wins."""
     from dtrain.builders import start_tracker
-    from dtrain.config import load_config
     from dtrain.distributed.context import DistContext
+    from dtrain.resolve import load_config
 
     base = ["data.loader=synthetic", f"run_dir={tmp_path}", "tracking.system_metrics=false"]
     run_ids = []

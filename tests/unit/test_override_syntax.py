@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from dtrain.analysis import reproduction
 from dtrain.analysis.paper_numbers import get_row
 from dtrain.cli import cli
-from dtrain.config import load_config
+from dtrain.resolve import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKED_EXAMPLE = ROOT / "launch" / "k8s" / "values" / "resnet200-preact-4node.yaml"
@@ -85,3 +85,11 @@ def test_k8s_render_points_a_bare_config_key_at_overrides(tmp_path: Path) -> Non
     assert "optim.lr is a training config key, not a chart value: write overrides.optim.lr=0.05" in output
     code, output, _ = _render(tmp_path, "typo", "nodez=2")
     assert code == 2 and "unknown value nodez (did you mean nodes?)" in output
+
+
+def test_k8s_render_reads_a_value_as_every_override_is_read(tmp_path: Path) -> None:
+    # YAML 1.2, as `dtrain train` reads the same text: `no` stays a run name, `1e-3` is a number.
+    code, output, files = _render(tmp_path, "typed", "overrides.tracking.run_name=no", "overrides.optim.lr=1e-3")
+    assert code == 0, output
+    job = files["pytorchjob.yaml"]
+    assert '"tracking.run_name=no"' in job and "optim.lr=0.001" in job

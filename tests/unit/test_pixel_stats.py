@@ -10,10 +10,11 @@ import torch
 from _prepared_fixture import write_prepared
 from click.testing import CliRunner
 
-from dtrain.config import DataConfig, load_config
+from dtrain.config import DataConfig
 from dtrain.data import build_eval_loader
 from dtrain.data.sources import ManifestSource, read_manifest
 from dtrain.errors import ConfigError
+from dtrain.resolve import load_config
 from dtrain_prep import layout
 from dtrain_prep.cli import prepare
 from dtrain_prep.minival import carve_minival

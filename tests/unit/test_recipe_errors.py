@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from dtrain.cli import cli
-from dtrain.config import load_config, recipe_names
 from dtrain.errors import ConfigError
+from dtrain.recipes import recipe_names
+from dtrain.resolve import load_config
 
 
 def test_an_unknown_recipe_far_from_every_name_lists_none_of_them() -> None:

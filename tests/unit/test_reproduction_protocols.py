@@ -14,8 +14,9 @@ from dtrain.analysis.paper_protocols import PROTOCOLS, TABLES
 from dtrain.analysis.protocol_eval import EnsembleModel, ProtocolResult, evaluate_protocol
 from dtrain.analysis.reports import Measured, render_report, repeat_statistics
 from dtrain.checkpoint import atomic_save
-from dtrain.config import load_config, to_dict
+from dtrain.config import to_dict
 from dtrain.engine.lr_schedule import keep_epochs
+from dtrain.resolve import load_config
 
 # Written from the papers' captions and columns, independently of the code's TABLES: R1 Tables
 # 2/3 say "10-crop testing", Table 4 is the multi-scale single model, Table 5 the ensemble, CIFAR

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 
-from dtrain.config import load_config
+from dtrain.resolve import load_config
 from dtrain.tracking.console import RankPrefixedStream, header_line
 from dtrain.tracking.run_record import applicable_params, dataset_records
 

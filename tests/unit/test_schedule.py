@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dtrain.config import OptimConfig, ScheduleConfig, load_config
+from dtrain.config import OptimConfig, ScheduleConfig
 from dtrain.engine.lr_schedule import build_schedule, scaled_lr
 from dtrain.errors import ConfigError
+from dtrain.resolve import load_config
 
 
 def _schedule(recipe: str, *overrides: str, total: int = 64000):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dtrain.config import load_config
 from dtrain.data import build_eval_loader, build_train_loader
+from dtrain.resolve import load_config
 from dtrain.smoke import SMOKE_CROP, SMOKE_EVAL_SAMPLES, limit_eval
 
 SMOKE = ["data.loader=synthetic", "train.smoke=true", "data.workers=0"]

@@ -21,7 +21,7 @@ WORKER = textwrap.dedent(
     import json, sys
     import torch, torch.distributed as dist
     from dtrain import builders
-    from dtrain.config import load_config
+    from dtrain.resolve import load_config
     from dtrain.distributed.context import init_distributed
     from dtrain.engine import step_sync
 

@@ -14,8 +14,8 @@ from helm_tool import helm_binary
 
 from dtrain.commands import k8s as k8s_cmd
 from dtrain.commands.helm_template import Renderer, TemplateError
-from dtrain.config import load_config
 from dtrain.errors import ConfigError
+from dtrain.resolve import load_config
 
 
 @pytest.mark.parametrize("override, message", [
