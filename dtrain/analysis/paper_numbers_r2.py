@@ -7,7 +7,7 @@ are the ResNet-110 / ResNet-164 recipes with the model options that make each va
 
 from __future__ import annotations
 
-from dtrain.analysis.paper_numbers import R1_IMAGENET_FLOPS, PaperRow
+from dtrain.analysis.paper_row import R1_IMAGENET_FLOPS, PaperRow
 
 _OPT = "model.options."
 

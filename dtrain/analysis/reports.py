@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from dtrain.analysis.paper_numbers import PaperRow
+from dtrain.analysis.paper_row import PaperRow
 
 
 @dataclass

@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtrain.analysis.paper_numbers import PaperRow
+from dtrain.analysis.paper_row import PaperRow
 from dtrain.analysis.protocol_eval import evaluate_protocol, run_checkpoints
 from dtrain.analysis.reports import Measured, render_report
 from dtrain.analysis.training_runs import (
