@@ -13,6 +13,9 @@ import torch
 
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
+from dtrain_prep.layout import PER_PIXEL_MEAN
+
+from .normalize import Normalize, PerPixelMeanNormalize
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,8 +52,6 @@ def loader_channel_stats(batches: Iterable[torch.Tensor], max_batches: int | Non
 
 def per_pixel_mean(root: str | Path) -> np.ndarray:
     """The HxWx3 mean image in [0, 1] that `dtrain prepare` stored with the dataset at `root`."""
-    from dtrain_prep.layout import PER_PIXEL_MEAN
-
     path = Path(root) / PER_PIXEL_MEAN
     if not path.is_file():
         raise ConfigError(f"data.normalize=per_pixel_mean needs {path}, written by `dtrain prepare` (images of "
@@ -60,14 +61,10 @@ def per_pixel_mean(root: str | Path) -> np.ndarray:
 
 
 def _channel(data: DataConfig):
-    from .transforms import Normalize
-
     return Normalize(data.mean, data.std)
 
 
 def _per_pixel_mean(data: DataConfig):
-    from .transforms import PerPixelMeanNormalize
-
     return PerPixelMeanNormalize(per_pixel_mean(data.root), data.std)
 
 
