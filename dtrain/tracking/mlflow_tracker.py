@@ -24,6 +24,7 @@ from dtrain.tracking import mlflow_extras, mlflow_models
 from dtrain.tracking.base import DatasetRecord, check_status
 from dtrain.tracking.jsonl import JsonlTracker
 from dtrain.tracking.server_errors import one_line, why_not_reached
+from dtrain.tracking.store import artifact_location, make_client
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class MlflowTracker:
         if uri.startswith(("http://", "https://")):
             for name, value in HTTP_FAIL_FAST_ENV.items():
                 os.environ.setdefault(name, value)
-        self._client = client if client is not None else _make_client(uri)
+        self._client = client if client is not None else make_client(uri)
         self._send_pending(force=True)  # creates (or reopens) the run now if the store is reachable
 
     @property
@@ -283,7 +284,7 @@ class MlflowTracker:
                 client.restore_experiment(experiment.experiment_id)
             return experiment.experiment_id
         try:
-            return client.create_experiment(self.experiment, artifact_location=_artifact_location(self.uri))
+            return client.create_experiment(self.experiment, artifact_location=artifact_location(self.uri))
         except Exception:  # another run created it in between
             experiment = client.get_experiment_by_name(self.experiment)
             if experiment is None:
@@ -363,18 +364,6 @@ def retry_delay(failures: int) -> float:
     return min(RETRY_FIRST_SECONDS * 2 ** min(failures - 1, 16), RETRY_MAX_SECONDS)
 
 
-def _make_client(uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    from dtrain.tracking.sqlite_template import prepare_sqlite_store
-
-    path = sqlite_path(uri)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)  # MLflow creates the file, not its directory
-        prepare_sqlite_store(path)
-    return MlflowClient(tracking_uri=uri)
-
-
 def _get_run_or_none(client: Any, run_id: str) -> Any:
     try:
         return client.get_run(run_id)
@@ -382,16 +371,3 @@ def _get_run_or_none(client: Any, run_id: str) -> Any:
         if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a sqlite:/// URI (sqlite:////abs/path.db or sqlite:///relative.db)."""
-    prefix = "sqlite:///"
-    return Path(uri[len(prefix):].split("?")[0]) if uri.startswith(prefix) else None
-
-
-def _artifact_location(uri: str) -> str | None:
-    """Beside the database for SQLite (so artifacts do not land in ./mlruns of the working
-    directory); the server's default (proxied mlflow-artifacts:/) otherwise."""
-    path = sqlite_path(uri)
-    return (path.resolve().parent / "mlartifacts").as_uri() if path is not None else None
