@@ -27,6 +27,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # dtrain from this checkout
+
+from dtrain.bench.machine import machine_environment, not_quiet_warning  # noqa: E402
+from dtrain.tracking.jsonl import JSONL_NAME, read_records  # noqa: E402
+
 TORCHRUN_SH = ROOT / "launch" / "torchrun.sh"
 MAX_ITERS = 12
 SETUPS = ("one-node", "two-agents")
@@ -120,11 +125,10 @@ def one_run(setup: str, timeout: float) -> dict:
 
 def _resume_time(run_dir: Path) -> float | None:
     """When the restarted group logged its first record (a "run" record after the first one)."""
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / JSONL_NAME
     if not path.is_file():
         return None
-    starts = [json.loads(line)["time"] for line in path.read_text().splitlines()
-              if line.startswith('{"type": "run"')]
+    starts = [record["time"] for record in read_records(path) if record.get("type") == "run"]
     return starts[1] if len(starts) > 1 else None
 
 
@@ -141,9 +145,6 @@ def summarize(results: list[dict]) -> dict:
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT))
-    from dtrain.bench.machine import machine_environment, not_quiet_warning
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated: " + ", ".join(SETUPS))

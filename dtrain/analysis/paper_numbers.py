@@ -11,7 +11,6 @@ from dtrain.analysis.paper_row import R1_IMAGENET_FLOPS, PaperRow
 from dtrain.errors import DtrainError
 from dtrain.suggest import did_you_mean
 
-
 # (depth, params in M, test error %) of R1 Table 6.
 _R1_TABLE6 = [(20, 0.27, 8.75), (32, 0.46, 7.51), (44, 0.66, 7.17), (56, 0.85, 6.97),
               (110, 1.7, 6.43), (1202, 19.4, 7.93)]

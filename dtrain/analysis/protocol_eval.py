@@ -19,6 +19,12 @@ import torch
 from torch import nn
 
 from dtrain.analysis.paper_protocols import Protocol
+from dtrain.builders import load_for_inference
+from dtrain.checkpoint.manager import CheckpointManager
+from dtrain.config import check_data_root
+from dtrain.data import build_eval_loader
+from dtrain.distributed.context import DistContext
+from dtrain.engine.evaluate import evaluate
 from dtrain.errors import DtrainError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -55,8 +61,6 @@ class EnsembleModel(nn.Module):
 
 def run_checkpoints(run_dir: Path) -> dict[str, Path]:
     """{"final": newest ckpt-*.pt, "best": best.pt} of a finished run (best only if written)."""
-    from dtrain.checkpoint.manager import CheckpointManager
-
     manager = CheckpointManager(Path(run_dir) / CHECKPOINT_DIR)
     found = manager.checkpoints()
     if not found:
@@ -68,8 +72,6 @@ def run_checkpoints(run_dir: Path) -> dict[str, Path]:
 
 
 def _load(path: Path, overrides: list[str]):
-    from dtrain.builders import load_for_inference  # the one checkpoint reader of eval, analyses, bench
-
     loaded = load_for_inference(path, overrides)
     return loaded.config, loaded.model
 
@@ -78,11 +80,6 @@ def evaluate_protocol(paths: Sequence[Path], protocol: Protocol, overrides: Sequ
                       which: str = "final", batch_size: int | None = None) -> ProtocolResult:
     """Errors (%) of one checkpoint, or of the ensemble of several, under `protocol`, on the
     validation split the first checkpoint's config names (overrides may change it)."""
-    from dtrain.config import check_data_root
-    from dtrain.data import build_eval_loader
-    from dtrain.distributed.context import DistContext
-    from dtrain.engine.evaluate import evaluate
-
     if not paths:
         raise DtrainError("no checkpoint to evaluate")
     all_overrides = [f"eval.mode={protocol.eval_mode}", *protocol.overrides, *overrides]
@@ -96,5 +93,6 @@ def evaluate_protocol(paths: Sequence[Path], protocol: Protocol, overrides: Sequ
                                rank=0, world_size=1, scales=cfg.eval.scales, device=device,
                                num_classes=cfg.model.num_classes)
     result = evaluate(model, loader, DistContext(device=device))
+    assert result is not None, "evaluate returns None only when a should_stop check ends it early"
     return ProtocolResult(which, protocol.name, protocol.eval_mode, tuple(str(p) for p in paths),
                           result.top1_err, result.top5_err, result.samples, tuple(all_overrides))

@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from dtrain import models
 from dtrain.analysis.paper_row import PaperRow
 from dtrain.analysis.protocol_eval import evaluate_protocol, run_checkpoints
 from dtrain.analysis.reports import Measured, render_report
@@ -31,6 +32,7 @@ from dtrain.builders import build_model
 from dtrain.config import RunConfig, check_data_root, flatten, load_config, to_dict
 from dtrain.data.eval_views import VIEW_KEYS
 from dtrain.errors import DtrainError
+from dtrain.tracking.store import make_client, resolve_uri
 
 REPORT_NAME = "report.md"
 RESULTS_NAME = "protocol_results.json"
@@ -139,8 +141,6 @@ def protocol_test(row: PaperRow, config: RunConfig, run_dir: Path, opts: Reprodu
 def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: Path, opts: ReproduceOptions,
             overrides: list[str], seconds: float | None, protocol_results: list | None = None,
             short: ShortenedSchedule | None = None) -> Measured:
-    from dtrain import models
-
     final_path = run_dir / "final_metrics.json"
     if not final_path.is_file():
         raise DtrainError(f"{run_dir} holds no final_metrics.json: the run did not finish; train it first")
@@ -163,11 +163,7 @@ def log_report(config: RunConfig, run_dir: Path, run_id: str | None, report: str
     if not run_id or config.tracking.backend != "mlflow":
         return False
     try:
-        from mlflow.tracking import MlflowClient
-
-        from dtrain.tracking import resolve_uri
-
-        client = MlflowClient(tracking_uri=resolve_uri(config.tracking.uri, run_dir))
+        client = make_client(resolve_uri(config.tracking.uri, run_dir))  # imports mlflow (optional)
         client.log_text(run_id, report, ARTIFACT_PATH)
         client.set_tag(run_id, "dtrain.reproduce", row.key)
         return True

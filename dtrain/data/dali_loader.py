@@ -36,6 +36,7 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from dtrain.config import DataConfig
+from dtrain.data import LoaderBuilders  # the registry's entry type; the package never imports this module
 from dtrain.errors import ConfigError
 from dtrain_prep import layout
 
@@ -308,8 +309,6 @@ class DaliEvalLoader:
 
 
 def _builders():
-    from dtrain.data import LoaderBuilders  # the package is initialised by the time DALI is chosen
-
     return LoaderBuilders(train=DaliTrainLoader,
                           eval=with_torch_fallback("dali", ("center", "single-320", "ten-crop"), DaliEvalLoader))
 

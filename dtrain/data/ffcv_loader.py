@@ -47,6 +47,7 @@ from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, T
 from ffcv.traversal_order.base import TraversalOrder
 
 from dtrain.config import DataConfig
+from dtrain.data import LoaderBuilders  # the registry's entry type; the package never imports this module
 from dtrain.errors import ConfigError
 from dtrain_prep import layout
 
@@ -267,8 +268,6 @@ class FfcvEvalLoader:
 
 
 def _builders():
-    from dtrain.data import LoaderBuilders  # the package is initialised by the time FFCV is chosen
-
     return LoaderBuilders(train=FfcvTrainLoader,
                           eval=with_torch_fallback("ffcv", ("center", "single-320"), FfcvEvalLoader))
 

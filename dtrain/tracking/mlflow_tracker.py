@@ -150,7 +150,7 @@ class MlflowTracker:
         self.flush()
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        local_file, artifact_path = self.local.log_text(text, artifact_file)
+        local_file, artifact_path = self.local.write_text(text, artifact_file)
         self._pending_artifacts.append((str(local_file), artifact_path))
         self.flush()
 
@@ -162,7 +162,7 @@ class MlflowTracker:
     def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None,
                   evaluated_at: int | None = None) -> None:
         """Once, at the end of a run: a failure is logged, never raised (the checkpoint has the model)."""
-        if not self._connected or self._closed:
+        if not self._connected or self._closed or self._experiment is None or self._run_id is None:
             log.warning("MLflow unreachable: model %r not logged; the checkpoint has it", name)
             return
         self.flush()
@@ -241,7 +241,8 @@ class MlflowTracker:
     def _keep_system_metrics(self) -> None:
         """A new monitor, continuing the system/ steps, where MLflow's stopped at a failed request."""
         monitor = self._system_monitor
-        if monitor is None or self._closed or mlflow_extras.system_metrics_running(monitor):
+        if (monitor is None or self._closed or self._run_id is None or not self.system_metrics_interval
+                or mlflow_extras.system_metrics_running(monitor)):
             return
         monitor.finish()  # sends the samples it still held; the new one's steps follow them
         self._system_monitor = mlflow_extras.start_system_metrics(
@@ -252,11 +253,13 @@ class MlflowTracker:
             return
         client = self._client
         experiment_id = self._call("the experiment", self._experiment_id, drop_ok=False)
-        run = None
-        if self._resume_run_id:
-            run = self._call("the resumed run", lambda: _get_run_or_none(client, self._resume_run_id), drop_ok=False)
+        resume_id = self._resume_run_id
+        run: Any = None  # an mlflow Run
+        if resume_id:
+            run = self._call("the resumed run", lambda: _get_run_or_none(client, resume_id), drop_ok=False)
             if run is not None:
-                self._call("the resumed run", lambda: client.update_run(run.info.run_id, status="RUNNING"), drop_ok=False)
+                run_id = run.info.run_id
+                self._call("the resumed run", lambda: client.update_run(run_id, status="RUNNING"), drop_ok=False)
                 self._existing_params = dict(run.data.params)
             else:
                 log.warning("MLflow run %s (from the checkpoint) is not in %s; starting a new run",

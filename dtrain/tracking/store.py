@@ -18,7 +18,12 @@ DB_NAME = "mlflow.db"
 
 def resolve_uri(configured: str | None, run_dir: Path) -> str:
     """tracking.uri, else $MLFLOW_TRACKING_URI (a server for multi-node runs), else RUN_DIR/mlflow.db."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(run_dir).resolve() / DB_NAME}"
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(run_dir)
+
+
+def sqlite_uri(run_dir: Path) -> str:
+    """The URI of a run directory's own store, RUN_DIR/mlflow.db."""
+    return f"sqlite:///{Path(run_dir).resolve() / DB_NAME}"
 
 
 def sqlite_path(uri: str) -> Path | None:
