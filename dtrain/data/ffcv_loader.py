@@ -74,7 +74,7 @@ class _FixedOrder(TraversalOrder):
     def __call__(self, loader) -> _FixedOrder:
         return self
 
-    def sample_order(self, epoch: int) -> np.ndarray:
+    def sample_order(self, epoch: int) -> np.ndarray:  # FFCV's Loader calls it each epoch (abstract in TraversalOrder)
         return self.current
 
 
