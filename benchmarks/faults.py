@@ -15,6 +15,7 @@ printed; a busy machine prints NOT QUIET first (a loaded host slows recovery and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -62,19 +63,17 @@ def start(setup: str, run_dir: Path, logs: Path) -> list[subprocess.Popen]:
         agents = 2
     processes = []
     for node in range(agents):
-        log = open(logs / f"node{node}.log", "w")
-        processes.append(subprocess.Popen(["bash", str(TORCHRUN_SH), *train_args(run_dir)], env=env, cwd=ROOT,
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        with open(logs / f"node{node}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            processes.append(subprocess.Popen(["bash", str(TORCHRUN_SH), *train_args(run_dir)], env=env, cwd=ROOT,
+                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     return processes
 
 
 def children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):  # the task ended meanwhile
             found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return found
 
 

@@ -176,7 +176,7 @@ def decoder_tolerance(check: Check, data: Path, device: str, count: int = 64) ->
     jpegs = [torch.frombuffer(bytearray(source.read_bytes(i)), dtype=torch.uint8)
              for i in range(min(count, len(source)))]
     ours = decode_torchvision(jpegs, torch.device(device))
-    gaps = [(a.cpu().int() - b.int()).abs() for a, b in zip(ours, decode_pil(jpegs, torch.device("cpu")))]
+    gaps = [(a.cpu().int() - b.int()).abs() for a, b in zip(ours, decode_pil(jpegs, torch.device("cpu")), strict=True)]
     worst, mean = max(int(g.max()) for g in gaps), sum(float(g.float().mean()) for g in gaps) / len(gaps)
     check.record("decoder_tolerance", "ok", f"torchvision on {device} vs PIL: max {worst} levels, mean {mean:.3f}",
                  {"images": len(gaps), "max_levels": worst, "mean_levels": mean, "device": device})
@@ -237,7 +237,8 @@ def run(out: Path, dry_run: bool, budget_seconds: float) -> int:
     for amp in s.compile_amps[1:]:
         left = budget_seconds - (time.monotonic() - started)
         if left < COMPILE_SECONDS:
-            check.record(f"model_{amp}_compile", "skip", f"{left:.0f} s left of the time limit, {COMPILE_SECONDS} needed")
+            check.record(f"model_{amp}_compile", "skip",
+                         f"{left:.0f} s left of the time limit, {COMPILE_SECONDS} needed")
             continue
         check.dtrain(f"model_{amp}_compile", "bench", "model", *_model_args(s), "--amp", amp, "--channels-last",
                      "--compile", *_timing_args(s), figure=_img_s)

@@ -91,7 +91,8 @@ def _latest_run_id(uri: str, run_dir: Path) -> str:
     runs = client.search_runs([e.experiment_id for e in experiments], order_by=["attributes.start_time DESC"],
                               max_results=1)
     if not runs:
-        raise DtrainError(f"{run_dir}/mlflow.db holds no run yet; train first (`dtrain train RECIPE run_dir={run_dir}`)")
+        raise DtrainError(f"{run_dir}/{DB_NAME} holds no run yet; train first "
+                          f"(`dtrain train RECIPE run_dir={run_dir}`)")
     return runs[0].info.run_id
 
 

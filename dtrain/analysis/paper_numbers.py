@@ -46,8 +46,10 @@ def _r1_imagenet() -> list[PaperRow]:
                       multiply_adds=R1_IMAGENET_FLOPS[depth], note=note)
              for key, recipe, model, depth, top1, top5, note in table3]
     # R1 Table 4: the same nets, single model, multi-scale fully-convolutional test.
-    table4 = [("resnet34b", "resnet34", "resnet34", 34, 21.84, 5.71), ("resnet34c", "resnet34_optionC", "resnet34", 34, 21.53, 5.60),
-              ("resnet50", "resnet50", "resnet50", 50, 20.74, 5.25), ("resnet101", "resnet101", "resnet101", 101, 19.87, 4.60),
+    table4 = [("resnet34b", "resnet34", "resnet34", 34, 21.84, 5.71),
+              ("resnet34c", "resnet34_optionC", "resnet34", 34, 21.53, 5.60),
+              ("resnet50", "resnet50", "resnet50", 50, 20.74, 5.25),
+              ("resnet101", "resnet101", "resnet101", 101, 19.87, 4.60),
               ("resnet152", "resnet152", "resnet152", 152, 19.38, 4.49)]
     rows += [PaperRow(f"r1-table4-{key}", "R1 Table 4", "ImageNet", recipe, model, top1, top5,
                       multiply_adds=R1_IMAGENET_FLOPS[depth])

@@ -193,7 +193,8 @@ def render_report(row: PaperRow, m: Measured, repeats: list[Measured] | None = N
     lines = [title, "", *[f"- {c}" for c in _caveats(row, m)], "",
              "| quantity | paper | measured | difference |", "|---|---|---|---|",
              *_error_lines(row, m, repeats or [])]
-    lines.append(f"| params | {_num(row.params_m, 2, 'M')} | {m.params / 1e6:.2f}M | {_ratio(m.params, params_paper)} |")
+    lines.append(f"| params | {_num(row.params_m, 2, 'M')} | {m.params / 1e6:.2f}M "
+                 f"| {_ratio(m.params, params_paper)} |")
     paper_madds = _madds(row.multiply_adds) if row.multiply_adds else "—"
     lines.append(f"| multiply-adds ({m.input_size}x{m.input_size}) | {paper_madds} | {_madds(m.multiply_adds)} "
                  f"| {_ratio(m.multiply_adds, row.multiply_adds)} |")

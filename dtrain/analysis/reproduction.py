@@ -148,7 +148,8 @@ def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: P
     params, madds = models.complexity(build_model(config.model), config.data.val_crop)
     return Measured(top1_err=final.get("top1_err"), top5_err=final.get("top5_err"), params=params,
                     multiply_adds=madds, input_size=config.data.val_crop, iterations=int(final.get("step", 0)),
-                    full_iterations=full_iterations(full_config), dataset=prepared_summary(config.data.root).get("dataset", ""),
+                    full_iterations=full_iterations(full_config),
+                    dataset=prepared_summary(config.data.root).get("dataset", ""),
                     data_root=config.data.root, eval_mode=config.eval.mode, recipe=row.recipe, overrides=overrides,
                     run_id=final.get("run_id"), run_dir=str(run_dir),
                     seconds=seconds if seconds is not None else final.get("seconds"), budget_iters=opts.budget_iters,

@@ -58,7 +58,9 @@ OUTPUT_DTYPES = {torch.float32: types.FLOAT, torch.float16: types.FLOAT16}
 
 
 def _device_id(device: torch.device) -> int | None:
-    return (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else None
+    if device.type != "cuda":
+        return None
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def _decoder_kwargs(device: torch.device) -> dict:

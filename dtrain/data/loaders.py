@@ -203,4 +203,4 @@ class EvalLoader:
 
 
 def _all_same_size(widths: Sequence[int], heights: Sequence[int]) -> bool:
-    return len(set(zip(np.asarray(widths).tolist(), np.asarray(heights).tolist()))) <= 1
+    return len(set(zip(np.asarray(widths).tolist(), np.asarray(heights).tolist(), strict=True))) <= 1

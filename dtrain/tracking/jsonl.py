@@ -37,7 +37,7 @@ class JsonlTracker:
         self.run_link: str | None = None
         self.problem: str | None = None
         # Line-buffered append: a crash loses at most the line being written.
-        self._file = open(self.path, "a", buffering=1, encoding="utf-8")
+        self._file = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - open until close()
         self.write_record("run", run_id=self.run_id, run_name=run_name, backend=backend, uri=uri)
 
     def write_record(self, kind: str, **fields: Any) -> None:

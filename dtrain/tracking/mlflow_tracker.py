@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -309,8 +310,8 @@ class MlflowTracker:
             del pending[key]
         while pending:
             chunk = list(pending.items())[:PARAMS_PER_BATCH]
-            self._call("params", lambda: self._client.log_batch(
-                self._run_id, params=[Param(k, v) for k, v in chunk], synchronous=True))
+            self._call("params", partial(self._client.log_batch, self._run_id,
+                                         params=[Param(k, v) for k, v in chunk], synchronous=True))
             for key, value in chunk:
                 self._existing_params[key] = value
                 del pending[key]
@@ -320,8 +321,8 @@ class MlflowTracker:
 
         while self._pending_tags:
             chunk = list(self._pending_tags.items())[:PARAMS_PER_BATCH]
-            self._call("tags", lambda: self._client.log_batch(
-                self._run_id, tags=[RunTag(k, v) for k, v in chunk], synchronous=True))
+            self._call("tags", partial(self._client.log_batch, self._run_id,
+                                       tags=[RunTag(k, v) for k, v in chunk], synchronous=True))
             for key, _ in chunk:
                 del self._pending_tags[key]
 
@@ -330,17 +331,18 @@ class MlflowTracker:
 
         while self._pending_metrics:
             chunk = self._pending_metrics[:METRICS_PER_BATCH]
-            self._call("metrics", lambda: self._client.log_batch(
-                self._run_id, metrics=[Metric(k, v, ms, step) for k, v, ms, step in chunk], synchronous=True))
+            self._call("metrics", partial(self._client.log_batch, self._run_id,
+                                          metrics=[Metric(k, v, ms, step) for k, v, ms, step in chunk],
+                                          synchronous=True))
             del self._pending_metrics[:len(chunk)]
 
     def _send_artifacts(self) -> None:
         while self._pending_artifacts:
             path, artifact_path = self._pending_artifacts[0]
             if Path(path).is_dir():
-                self._call(f"artifact {path}", lambda: self._client.log_artifacts(self._run_id, path, artifact_path))
+                self._call(f"artifact {path}", partial(self._client.log_artifacts, self._run_id, path, artifact_path))
             elif Path(path).exists():
-                self._call(f"artifact {path}", lambda: self._client.log_artifact(self._run_id, path, artifact_path))
+                self._call(f"artifact {path}", partial(self._client.log_artifact, self._run_id, path, artifact_path))
             else:
                 log.warning("artifact %s no longer exists; not sent to MLflow", path)
             self._pending_artifacts.pop(0)
