@@ -307,6 +307,7 @@ class DaliEvalLoader:
             batch = EvalBatch([out[f"view{i}"] for i in range(self.num_views)], labels, position < self.shard_size)
             yield batch
         for _ in range(self.batches - -(-self.shard_size // self.batch_size)):
+            assert batch is not None, "a shard shorter than the longest one still holds a batch to pad with"
             yield EvalBatch(batch.views, batch.labels, torch.zeros_like(batch.valid))
 
 

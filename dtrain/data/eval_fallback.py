@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from dtrain.config import DataConfig
-from dtrain.data import LOADERS  # the registry; the package never imports this module
+from dtrain.data import LOADERS, LoaderBuilders  # the registry; the package never imports this module
 from dtrain.errors import ConfigError
 
 
@@ -24,7 +24,9 @@ def with_torch_fallback(name: str, modes: tuple[str, ...], native: Callable[...,
             return native(data, mode=mode, **kwargs)
         print(f"note: data.loader={name} has no eval.mode={mode}; evaluating with the torch loader "
               "(same prepared dataset)", file=sys.stderr)
-        return LOADERS["torch"].eval(data, mode=mode, **kwargs)
+        torch_loader = LOADERS["torch"]
+        assert isinstance(torch_loader, LoaderBuilders)  # registered as builders, not as a module path
+        return torch_loader.eval(data, mode=mode, **kwargs)
 
     return build
 

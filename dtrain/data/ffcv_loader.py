@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -219,7 +220,8 @@ class FfcvTrainLoader(EpochCursor):
         self.skip = 0
         if self.quasi_random:  # FFCV's own order; skipped batches are read and dropped
             self.loader.next_epoch = epoch
-            batches = ((i, b) for i, b in enumerate(self.loader) if skip <= i < self.batches)
+            batches: Iterator[tuple[int, Any]] = (
+                (i, b) for i, b in enumerate(self.loader) if skip <= i < self.batches)
         else:
             self.order.current = self._indices(epoch, skip)
             batches = enumerate(self.loader, start=skip)

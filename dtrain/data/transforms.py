@@ -34,7 +34,7 @@ LIGHTING_EIGVEC = torch.tensor([
     [-0.5836, -0.6948, 0.4203],
 ])
 
-RESAMPLE = Image.BILINEAR  # PIL's bilinear filter antialiases when it shrinks, like torchvision's
+RESAMPLE = Image.Resampling.BILINEAR  # PIL's bilinear filter antialiases when it shrinks, like torchvision's
 
 class GeometricAugment(Protocol):
     """image, generator -> augmented image; `placed` also gives the pad-and-crop window (or None)."""
@@ -84,7 +84,7 @@ def random_crop(image: Image.Image, size: int, rng: np.random.Generator) -> Imag
 
 
 def hflip(image: Image.Image) -> Image.Image:
-    return image.transpose(Image.FLIP_LEFT_RIGHT)
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
 def draw_flip(rng: np.random.Generator, enabled: bool) -> bool:
@@ -113,6 +113,9 @@ def zero_pad(image: Image.Image, pad: int) -> Image.Image:
 
 class _Unpadded:
     """An augmentation that pads nothing: its samples carry no window (dtrain.data.padding)."""
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        raise NotImplementedError  # each augmentation below draws its own crop
 
     def placed(self, image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, torch.Tensor | None]:
         return self(image, rng), None
