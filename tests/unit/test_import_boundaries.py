@@ -1,7 +1,6 @@
-"""One direction of dependency: models import nothing of dtrain but themselves and
+"""One direction of dependency (DESIGN.md): models import nothing of dtrain but themselves and
 no process group, loader or logger; data, checkpoint, tracking and distributed are leaves that
-never import the engine, the trainer or the models; data_prep never imports dtrain; no two
-modules import each other, directly or around a loop."""
+never import the engine, the trainer or the models; data_prep never imports dtrain."""
 
 from __future__ import annotations
 
@@ -138,6 +137,7 @@ def test_importing_models_loads_no_other_dtrain_module() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "dtrain.models" in loaded
     assert [m for m in loaded if not (m == "dtrain" or any(_under(m, a) for a in MODELS_ALLOWED))] == []
+
 
 
 def _prep_import_violations(path: Path) -> list[str]:
