@@ -101,7 +101,7 @@ def slowest_rank_seconds(runs: dict[str, Callable[[], None]], ctx: DistContext,
             seconds[name].append(time.perf_counter() - began)
     slowest = torch.tensor(list(seconds.values()), dtype=torch.float64, device=ctx.device)
     dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
-    return dict(zip(seconds, slowest.tolist()))
+    return dict(zip(seconds, slowest.tolist(), strict=True))
 
 
 def allreduce_buckets(buckets: list[torch.Tensor], compressed: torch.dtype | None, world: int) -> None:
@@ -113,7 +113,7 @@ def allreduce_buckets(buckets: list[torch.Tensor], compressed: torch.dtype | Non
         return
     halves = [bucket.to(compressed).div_(world) for bucket in buckets]
     works = [dist.all_reduce(half, async_op=True) for half in halves]
-    for bucket, half, work in zip(buckets, halves, works):
+    for bucket, half, work in zip(buckets, halves, works, strict=True):
         work.wait()
         bucket.copy_(half)
 

@@ -15,6 +15,7 @@ printed; a busy machine prints NOT QUIET first (a loaded host slows recovery and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # dtrain from this checkout
+
+from dtrain.bench.machine import machine_environment, not_quiet_warning  # noqa: E402
+from dtrain.tracking.jsonl import JSONL_NAME, read_records  # noqa: E402
+
 TORCHRUN_SH = ROOT / "launch" / "torchrun.sh"
 MAX_ITERS = 12
 SETUPS = ("one-node", "two-agents")
@@ -57,19 +63,17 @@ def start(setup: str, run_dir: Path, logs: Path) -> list[subprocess.Popen]:
         agents = 2
     processes = []
     for node in range(agents):
-        log = open(logs / f"node{node}.log", "w")
-        processes.append(subprocess.Popen(["bash", str(TORCHRUN_SH), *train_args(run_dir)], env=env, cwd=ROOT,
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        with open(logs / f"node{node}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            processes.append(subprocess.Popen(["bash", str(TORCHRUN_SH), *train_args(run_dir)], env=env, cwd=ROOT,
+                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     return processes
 
 
 def children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):  # the task ended meanwhile
             found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return found
 
 
@@ -120,11 +124,10 @@ def one_run(setup: str, timeout: float) -> dict:
 
 def _resume_time(run_dir: Path) -> float | None:
     """When the restarted group logged its first record (a "run" record after the first one)."""
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / JSONL_NAME
     if not path.is_file():
         return None
-    starts = [json.loads(line)["time"] for line in path.read_text().splitlines()
-              if line.startswith('{"type": "run"')]
+    starts = [record["time"] for record in read_records(path) if record.get("type") == "run"]
     return starts[1] if len(starts) > 1 else None
 
 
@@ -141,9 +144,6 @@ def summarize(results: list[dict]) -> dict:
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT))
-    from dtrain.bench.machine import machine_environment, not_quiet_warning
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated: " + ", ".join(SETUPS))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import subprocess
@@ -27,6 +28,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+
+from dtrain.checkpoint.atomic import atomic_load
+from dtrain.checkpoint.format import upgrade
+from dtrain.data.gpu_decode import decode_pil, decode_torchvision, torchvision_decode_jpeg
+from dtrain.data.sources import ManifestSource, read_manifest
+from dtrain.errors import DtrainError
+from dtrain.tracking.jsonl import JSONL_NAME, metric_history
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPILE_SECONDS = 120  # one `bench model --compile` of ResNet-50 (compile included), with a margin
@@ -63,8 +73,6 @@ def sizes(dry_run: bool) -> Sizes:
 
 
 def environment(dry_run: bool) -> dict:
-    import torch
-
     env = {"dry_run": dry_run, "python": platform.python_version(), "torch": torch.__version__,
            "cuda": torch.version.cuda, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
            "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"}
@@ -162,18 +170,13 @@ def _img_s(result: dict) -> str:
 
 def decoder_tolerance(check: Check, data: Path, device: str, count: int = 64) -> None:
     """Max / mean |torchvision decode - PIL decode| in pixel levels over the first prepared JPEGs."""
-    import torch
-
-    from dtrain.data.gpu_decode import decode_pil, decode_torchvision, torchvision_decode_jpeg
-    from dtrain.data.sources import ManifestSource, read_manifest
-
     if torchvision_decode_jpeg() is None:
         return check.record("decoder_tolerance", "skip", "torchvision.io does not load here: PIL decodes")
     source = ManifestSource(read_manifest(data, "train"), "shards")
     jpegs = [torch.frombuffer(bytearray(source.read_bytes(i)), dtype=torch.uint8)
              for i in range(min(count, len(source)))]
     ours = decode_torchvision(jpegs, torch.device(device))
-    gaps = [(a.cpu().int() - b.int()).abs() for a, b in zip(ours, decode_pil(jpegs, torch.device("cpu")))]
+    gaps = [(a.cpu().int() - b.int()).abs() for a, b in zip(ours, decode_pil(jpegs, torch.device("cpu")), strict=True)]
     worst, mean = max(int(g.max()) for g in gaps), sum(float(g.float().mean()) for g in gaps) / len(gaps)
     check.record("decoder_tolerance", "ok", f"torchvision on {device} vs PIL: max {worst} levels, mean {mean:.3f}",
                  {"images": len(gaps), "max_levels": worst, "mean_levels": mean, "device": device})
@@ -181,13 +184,10 @@ def decoder_tolerance(check: Check, data: Path, device: str, count: int = 64) ->
 
 def trained_through_ddp(check: Check, runs: Path, backend: str) -> None:
     """The whole run formed a process group (DDP + SyncBatchNorm over `backend`) and its loss stayed finite."""
-    import math
-
-    from dtrain.analysis.curves import jsonl_history
-
-    log_file, metrics_file = check.out / "logs" / "train_whole.log", runs / "whole" / "metrics.jsonl"
+    log_file, metrics_file = check.out / "logs" / "train_whole.log", runs / "whole" / JSONL_NAME
     log = log_file.read_text() if log_file.is_file() else ""
-    losses = [value for _, value in jsonl_history(metrics_file, "train/loss")] if metrics_file.is_file() else []
+    history = metric_history(metrics_file) if metrics_file.is_file() else {}
+    losses = [value for _, value in history.get("train/loss", [])]
     grouped = f"(process group {backend})" in log
     finite = bool(losses) and all(math.isfinite(x) for x in losses)
     check.record("ddp_sync_bn", "ok" if grouped and finite else "FAIL",
@@ -198,14 +198,10 @@ def trained_through_ddp(check: Check, runs: Path, backend: str) -> None:
 
 def resume_is_exact(check: Check, runs: Path) -> None:
     """The weights after an interrupted-and-resumed run against the uninterrupted run's."""
-    import torch
-
-    from dtrain.checkpoint import atomic_load  # dtrain's one checkpoint reader (weights only, hash checked)
-    from dtrain.errors import DtrainError
-
     def weights(run: str) -> dict:
         final = json.loads((runs / run / "final_metrics.json").read_text())
-        model = atomic_load(final["last_checkpoint"])["model"]
+        path = final["last_checkpoint"]
+        model = upgrade(atomic_load(path), path)["model"]  # as dtrain reads it: digest checked, current format
         return {k: v for k, v in model.items() if torch.is_tensor(v) and v.is_floating_point()}
 
     try:
@@ -219,8 +215,6 @@ def resume_is_exact(check: Check, runs: Path) -> None:
 
 
 def run(out: Path, dry_run: bool, budget_seconds: float) -> int:
-    import torch
-
     started = time.monotonic()
     if not dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA device visible; use --cpu-dry-run on a CPU machine", file=sys.stderr)
@@ -243,7 +237,8 @@ def run(out: Path, dry_run: bool, budget_seconds: float) -> int:
     for amp in s.compile_amps[1:]:
         left = budget_seconds - (time.monotonic() - started)
         if left < COMPILE_SECONDS:
-            check.record(f"model_{amp}_compile", "skip", f"{left:.0f} s left of the time limit, {COMPILE_SECONDS} needed")
+            check.record(f"model_{amp}_compile", "skip",
+                         f"{left:.0f} s left of the time limit, {COMPILE_SECONDS} needed")
             continue
         check.dtrain(f"model_{amp}_compile", "bench", "model", *_model_args(s), "--amp", amp, "--channels-last",
                      "--compile", *_timing_args(s), figure=_img_s)

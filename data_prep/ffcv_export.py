@@ -175,9 +175,3 @@ def stored_digests(path: Path) -> np.ndarray:
             data = os.pread(handle.fileno(), int(entry["size"]), int(entry["ptr"]))
             result[sample] = np.frombuffer(hashlib.sha256(data).digest(), dtype="<u1")
     return result
-
-
-def beton_count(path: Path) -> int:
-    from ffcv.reader import Reader
-
-    return int(Reader(str(path)).num_samples)

@@ -33,6 +33,7 @@ from cluster_lab.faults import FAULTS, Fault  # noqa: E402
 from cluster_lab.hosts import Cluster, namespaces_available, sweep_stale  # noqa: E402
 from cluster_lab.job import Job, JobSpec, bitwise_equal, model_weights, unreadable_checkpoints  # noqa: E402
 from cluster_lab.links import measure  # noqa: E402
+from dtrain.bench.machine import machine_environment, not_quiet_warning  # noqa: E402
 
 
 def prepare_data(out: Path) -> Path:
@@ -152,8 +153,6 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
-    from dtrain.bench.machine import machine_environment, not_quiet_warning
-
     args = parse_args()
     if args.list:
         print("\n".join(f"{f.name:18} {f.expect:6} >= {f.min_runs} runs  {f.summary}" for f in FAULTS.values()))
@@ -187,8 +186,6 @@ def main() -> int:
 
 
 def run_links(args: argparse.Namespace) -> int:
-    from dtrain.bench.machine import machine_environment
-
     environment = machine_environment()
     args.out.mkdir(parents=True, exist_ok=True)
     pairs = [tuple(int(v) for v in item.split("x")) for item in args.links.split(",")]

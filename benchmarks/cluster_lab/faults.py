@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cluster_lab import tracking
 from cluster_lab.job import ROOT, Job
+from dtrain.checkpoint.run_lock import STALE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -168,8 +169,6 @@ def second_job_lines(job: Job, info: dict) -> list[str]:
 def stale_lock(job: Job, rng: random.Random) -> dict:
     """Every host crashes (rank 0's node0 held the lock); node1 tries at once, then after the
     heartbeat bound: refused first, taken over second."""
-    from dtrain.checkpoint.run_lock import STALE_SECONDS
-
     for sup in job.supervisors.values():
         sup.hold()
         sup.max_restarts = 0

@@ -20,6 +20,8 @@ import torch
 
 from cluster_lab.hosts import Cluster
 from cluster_lab.supervisor import Supervisor
+from dtrain.checkpoint.atomic import atomic_load, verify
+from dtrain.checkpoint.format import upgrade
 from dtrain.tracking.jsonl import JSONL_NAME, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,9 +137,8 @@ class Job:
 
 
 def model_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    from dtrain.checkpoint.atomic import atomic_load  # the one checkpoint reader (digest checked)
-
-    return atomic_load(checkpoint)["model"]
+    """The weights of a checkpoint, read as dtrain reads it: digest checked, in the current format."""
+    return upgrade(atomic_load(checkpoint), checkpoint)["model"]
 
 
 def bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -146,8 +147,6 @@ def bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
 
 def unreadable_checkpoints(run_dir: Path) -> list[str]:
     """Checkpoints that exist but do not pass the digest check (a lost checkpoint)."""
-    from dtrain.checkpoint.atomic import verify
-
     bad = []
     for path in sorted((run_dir / "checkpoints").glob("*.pt")):
         try:

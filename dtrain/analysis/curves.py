@@ -7,12 +7,15 @@ is not installed) or by its run id (with --tracking-uri or MLFLOW_TRACKING_URI).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dtrain.errors import DtrainError
+from dtrain.tracking.jsonl import JSONL_NAME, last_per_step, metric_history, read_records
+from dtrain.tracking.store import DB_NAME, make_client, sqlite_uri
 
 # The metric names the trainer logs (dtrain.engine). Several spellings are accepted, first found
 # wins, so that runs written by an older or newer trainer still plot.
@@ -22,7 +25,6 @@ TEST_ERROR_KEYS = ("val/top1_err", "val_top1_err", "val/top1_error", "test/top1_
 PERCENT = 100.0
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-METRICS_FILE = "metrics.jsonl"  # dtrain.tracking's local record: every metric, whatever the backend
 
 
 @dataclass
@@ -55,19 +57,15 @@ class RunRef:
     metrics_file: Path | None = None  # RUN_DIR/metrics.jsonl, read instead of an MLflow store
 
 
-def tracking_uri_for_dir(run_dir: Path) -> str:
-    return f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
-
-
 def resolve_run(run: str, tracking_uri: str | None = None) -> RunRef:
     """RUN is a run directory (holding mlflow.db) or an MLflow run id."""
     path = Path(run)
     if path.is_dir():
-        uri = tracking_uri or (tracking_uri_for_dir(path) if (path / "mlflow.db").is_file() else None)
-        if uri is None and (path / METRICS_FILE).is_file():
-            return RunRef("", _run_id_of_dir(path) or "", metrics_file=path / METRICS_FILE)
+        uri = tracking_uri or (sqlite_uri(path) if (path / DB_NAME).is_file() else None)
+        if uri is None and (path / JSONL_NAME).is_file():
+            return RunRef("", _run_id_of_dir(path) or "", metrics_file=path / JSONL_NAME)
         if uri is None:
-            raise DtrainError(f"{path} holds neither mlflow.db nor {METRICS_FILE}; pass --tracking-uri (the store "
+            raise DtrainError(f"{path} holds neither {DB_NAME} nor {JSONL_NAME}; pass --tracking-uri (the store "
                               "the run logged to) or a run directory written by `dtrain train`")
         return RunRef(uri, _run_id_of_dir(path) or _latest_run_id(uri, path))
     if _RUN_ID.match(run):
@@ -78,16 +76,8 @@ def resolve_run(run: str, tracking_uri: str | None = None) -> RunRef:
     raise DtrainError(f"{run!r} is neither a run directory nor an MLflow run id (32 hex characters)")
 
 
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient  # slow import: only when a run is read
-
-    return MlflowClient(tracking_uri=uri)
-
-
 def _run_id_of_dir(run_dir: Path) -> str | None:
     """The run id the trainer recorded in RUN_DIR/final_metrics.json, if it got that far."""
-    import json
-
     try:
         return json.loads((run_dir / "final_metrics.json").read_text()).get("run_id")
     except (OSError, ValueError, AttributeError):
@@ -96,12 +86,13 @@ def _run_id_of_dir(run_dir: Path) -> str | None:
 
 def _latest_run_id(uri: str, run_dir: Path) -> str:
     """The newest run in the store of a run directory (a resumed run keeps its id)."""
-    client = _client(uri)
+    client = make_client(uri)  # imports mlflow (optional): only when a run is read
     experiments = client.search_experiments()
     runs = client.search_runs([e.experiment_id for e in experiments], order_by=["attributes.start_time DESC"],
                               max_results=1)
     if not runs:
-        raise DtrainError(f"{run_dir}/mlflow.db holds no run yet; train first (`dtrain train RECIPE run_dir={run_dir}`)")
+        raise DtrainError(f"{run_dir}/{DB_NAME} holds no run yet; train first "
+                          f"(`dtrain train RECIPE run_dir={run_dir}`)")
     return runs[0].info.run_id
 
 
@@ -124,47 +115,32 @@ def _as_percent(train: list[tuple[int, float]], test: list[tuple[int, float]]):
     return [(s, v * scale) for s, v in train], [(s, v * scale) for s, v in test]
 
 
-def _jsonl_records(path: Path) -> tuple[dict, dict, dict[str, dict[int, float]]]:
-    """(run record, params, key -> {step: value}) from metrics.jsonl; a resumed run may log a
-    step twice: the later line wins, as in _history."""
-    import json
-
-    run, params, series = {}, {}, {}
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:  # a line cut short by a crash
-            continue
-        kind = record.get("type")
-        if kind == "run":
-            run = record
-        elif kind == "params":
+def _jsonl_run(path: Path) -> tuple[str, dict[str, str]]:
+    """(run name, params) of a metrics.jsonl: the last "run" record names the run."""
+    run_name, params = "", {}
+    for record in read_records(path):
+        if record.get("type") == "run":
+            run_name = record.get("run_name") or ""
+        elif record.get("type") == "params":
             params.update({k: str(v) for k, v in record.get("params", {}).items()})
-        elif kind == "metrics":
-            for key, value in record.get("metrics", {}).items():
-                series.setdefault(key, {})[int(record.get("step", 0))] = float(value)
-    return run, params, series
+    return run_name, params
 
 
-def jsonl_history(path: Path, key: str) -> list[tuple[int, float]]:
-    """(step, value) of one metric in a metrics.jsonl, in step order (the later line wins a step)."""
-    return sorted(_jsonl_records(path)[2].get(key, {}).items())
-
-
-def _first_series(series: dict[str, dict[int, float]], keys: tuple[str, ...]) -> list[tuple[int, float]]:
+def _first_series(history: dict[str, list[tuple[int, float]]], keys: tuple[str, ...]) -> list[tuple[int, float]]:
+    """The first of `keys` the run logged, one point per step (a resumed run's later value wins)."""
     for key in keys:
-        if series.get(key):
-            return sorted(series[key].items())
+        if history.get(key):
+            return last_per_step([(int(step), float(value)) for step, value in history[key]])
     return []
 
 
 def _read_run(ref: RunRef) -> tuple[str, dict, list, list]:
     """(run name, params, train history, test history) from the MLflow store or metrics.jsonl."""
     if ref.metrics_file is not None:
-        run, params, series = _jsonl_records(ref.metrics_file)
-        return (run.get("run_name") or "", params, _first_series(series, TRAIN_ERROR_KEYS),
-                _first_series(series, TEST_ERROR_KEYS))
-    client = _client(ref.tracking_uri)
+        run_name, params = _jsonl_run(ref.metrics_file)
+        history = metric_history(ref.metrics_file)
+        return run_name, params, _first_series(history, TRAIN_ERROR_KEYS), _first_series(history, TEST_ERROR_KEYS)
+    client = make_client(ref.tracking_uri)
     try:
         run = client.get_run(ref.run_id)
     except Exception as exc:  # MLflow raises its own exception types per store

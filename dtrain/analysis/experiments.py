@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
+from dtrain import models
 from dtrain.analysis.curves import RunCurves, load_curves, resolve_run
 from dtrain.analysis.training_runs import ensure_prepared_digits, run_training, shorten_recipe
 from dtrain.errors import DtrainError
@@ -62,8 +64,6 @@ def net_names(depths: tuple[int, ...]) -> list[tuple[str, str, int]]:
 
 
 def run_degradation(opts: DegradationOptions, echo=print) -> list[NetResult]:
-    from dtrain import models
-
     recipe_of, default_root = DATASETS[opts.dataset]
     base = _prepare_data(opts, default_root, echo) if opts.train else []
     results = []
@@ -115,13 +115,14 @@ def direction_verdict(results: list[NetResult]) -> dict[str, str]:
     resnet: the deepest net's training error is not above the shallowest's (within TIE_POINTS)."""
     verdict = {}
     for kind in ("plain", "resnet"):
-        nets = sorted((r for r in results if r.kind == kind and r.final_train_err is not None), key=lambda r: r.depth)
-        if len(nets) < 2:
+        measured = sorted((r.depth, r.final_train_err) for r in results
+                          if r.kind == kind and r.final_train_err is not None)
+        if len(measured) < 2:
             verdict[kind] = "not enough nets to compare"
             continue
-        errors = [r.final_train_err for r in nets]
-        series = ", ".join(f"{r.depth}: {r.final_train_err:.2f}%" for r in nets)
-        rising = all(b > a for a, b in zip(errors, errors[1:]))
+        errors = [error for _, error in measured]
+        series = ", ".join(f"{depth}: {error:.2f}%" for depth, error in measured)
+        rising = all(b > a for a, b in pairwise(errors))
         if kind == "plain":
             shows = "yes: training error rises with depth" if rising else (
                 "partly: deepest above shallowest" if errors[-1] > errors[0] else "no")
@@ -154,7 +155,7 @@ def markdown_table(results: list[NetResult], opts: DegradationOptions) -> str:
 
 
 def write_outputs(results: list[NetResult], opts: DegradationOptions) -> list[Path]:
-    from dtrain.analysis.figures import degradation_figure, save_figure
+    from dtrain.analysis.figures import degradation_figure, save_figure  # imports matplotlib (optional)
 
     opts.out.mkdir(parents=True, exist_ok=True)
     md = opts.out / "degradation.md"

@@ -41,11 +41,11 @@ def save_figure(fig, out_stem: Path) -> list[Path]:
 
 
 def draw_error_curves(ax, runs: list[RunCurves], ylim: tuple[float, float] | None = None) -> None:
-    for run, colour in zip(runs, colours(len(runs))):
+    for run, colour in zip(runs, colours(len(runs)), strict=True):
         if run.train:
-            ax.plot(*zip(*run.train), color=colour, linewidth=TRAIN_WIDTH, alpha=0.85)
+            ax.plot(*zip(*run.train, strict=True), color=colour, linewidth=TRAIN_WIDTH, alpha=0.85)
         if run.test:
-            ax.plot(*zip(*run.test), color=colour, linewidth=TEST_WIDTH, label=run.label)
+            ax.plot(*zip(*run.test, strict=True), color=colour, linewidth=TEST_WIDTH, label=run.label)
         elif run.train:  # still name the run in the legend
             ax.plot([], [], color=colour, linewidth=TEST_WIDTH, label=run.label)
     highest = max([v for r in runs for _, v in r.train + r.test] + [1.0])
@@ -86,7 +86,7 @@ def layer_responses_figure(models: dict[str, list[LayerResponse]], statistic: st
                            log_scale: bool = False):
     """R1 Fig. 7: top, std per layer in network order; bottom, the same values sorted."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6.2))
-    for (label, responses), colour in zip(models.items(), colours(len(models))):
+    for (label, responses), colour in zip(models.items(), colours(len(models)), strict=True):
         layers = [r.index for r in responses]
         top.plot(layers, [r.value(statistic) for r in responses], "-o", markersize=3, color=colour,
                  linewidth=1.2, label=label)

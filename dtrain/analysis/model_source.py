@@ -9,10 +9,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dtrain import models
 from dtrain.builders import build_model, load_for_inference
 from dtrain.config import RunConfig
 from dtrain.errors import DtrainError
 from dtrain.resolve import load_config
+from dtrain.suggest import did_you_mean
 
 
 @dataclass
@@ -47,11 +49,7 @@ def from_checkpoint(path: Path, label: str | None = None) -> LoadedModel:
 def from_registry(name: str, recipe: str, overrides: tuple[str, ...] = (), label: str | None = None,
                   seed: int = 0) -> LoadedModel:
     """A freshly initialised registry model; the recipe supplies num_classes and the data section."""
-    from dtrain import models
-
     if name not in models.names():
-        from dtrain.suggest import did_you_mean
-
         hint = did_you_mean(name, models.names(), n=3, fallback="")
         raise DtrainError(f"unknown model {name!r}{hint}; `dtrain models` lists them")
     config = load_config(recipe, (*overrides, f"model.name={name}"))

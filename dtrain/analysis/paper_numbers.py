@@ -1,53 +1,19 @@
 """The papers' table rows as data: each row names the recipe that reproduces it and the numbers
 the paper reports (all from SPEC.md, which cites R1/R2). `dtrain reproduce ROW` compares a run
-with one of these rows.
-
-Errors are in percent. `params_m` is in millions as printed by the paper; `multiply_adds` is
-R1 Table 1's FLOPs (multiply-adds). None means the paper does not give the number.
+with one of these rows. This module holds R1's rows and gathers R2's (paper_numbers_r2); what
+a row holds is paper_row.PaperRow.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from dtrain.analysis.paper_protocols import Protocol, protocol_of, statistic_of
+from dtrain.analysis.paper_numbers_r2 import r2_rows
+from dtrain.analysis.paper_row import R1_IMAGENET_FLOPS, PaperRow
 from dtrain.errors import DtrainError
-
-
-@dataclass(frozen=True)
-class PaperRow:
-    key: str  # e.g. "r1-table6-resnet110"
-    source: str  # e.g. "R1 Table 6": a key of paper_protocols.TABLES
-    dataset: str  # "CIFAR-10", "CIFAR-100", "ImageNet"
-    recipe: str  # configs/<recipe>.yaml
-    model: str
-    top1_err: float | None  # None: the paper gives no top-1 (R1 Table 5) or the run failed
-    top5_err: float | None = None
-    params_m: float | None = None
-    multiply_adds: float | None = None
-    note: str = ""
-    overrides: tuple[str, ...] = field(default=())  # recipe overrides that the row needs
-    fails: bool = False  # the paper reports "fail" (R2 Table 1: test error above 20%)
-    paper_mean: float | None = None  # mean of the paper's runs (R1 Table 6, R2 Table 4)
-    paper_std: float | None = None
-    # Ensembles (R1 Table 5): (recipe, overrides) of every member model
-    members: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
-
-    @property
-    def protocol(self) -> Protocol:
-        return protocol_of(self.source, self.key)
-
-    @property
-    def runs_statistic(self) -> str:
-        """What top1_err is over runs ("best of 5", "median of 5", ...): paper_protocols'."""
-        return statistic_of(self.source, self.key)
-
+from dtrain.suggest import did_you_mean
 
 # (depth, params in M, test error %) of R1 Table 6.
 _R1_TABLE6 = [(20, 0.27, 8.75), (32, 0.46, 7.51), (44, 0.66, 7.17), (56, 0.85, 6.97),
               (110, 1.7, 6.43), (1202, 19.4, 7.93)]
-# R1 Table 1 FLOPs (multiply-adds) per ImageNet depth; plain nets have the same.
-R1_IMAGENET_FLOPS = {18: 1.8e9, 34: 3.6e9, 50: 3.8e9, 101: 7.6e9, 152: 11.3e9}
 
 
 def _r1_table6() -> list[PaperRow]:
@@ -80,8 +46,10 @@ def _r1_imagenet() -> list[PaperRow]:
                       multiply_adds=R1_IMAGENET_FLOPS[depth], note=note)
              for key, recipe, model, depth, top1, top5, note in table3]
     # R1 Table 4: the same nets, single model, multi-scale fully-convolutional test.
-    table4 = [("resnet34b", "resnet34", "resnet34", 34, 21.84, 5.71), ("resnet34c", "resnet34_optionC", "resnet34", 34, 21.53, 5.60),
-              ("resnet50", "resnet50", "resnet50", 50, 20.74, 5.25), ("resnet101", "resnet101", "resnet101", 101, 19.87, 4.60),
+    table4 = [("resnet34b", "resnet34", "resnet34", 34, 21.84, 5.71),
+              ("resnet34c", "resnet34_optionC", "resnet34", 34, 21.53, 5.60),
+              ("resnet50", "resnet50", "resnet50", 50, 20.74, 5.25),
+              ("resnet101", "resnet101", "resnet101", 101, 19.87, 4.60),
               ("resnet152", "resnet152", "resnet152", 152, 19.38, 4.49)]
     rows += [PaperRow(f"r1-table4-{key}", "R1 Table 4", "ImageNet", recipe, model, top1, top5,
                       multiply_adds=R1_IMAGENET_FLOPS[depth])
@@ -98,8 +66,6 @@ def _r1_imagenet() -> list[PaperRow]:
 
 
 def _all_rows() -> list[PaperRow]:
-    from dtrain.analysis.paper_numbers_r2 import r2_rows
-
     return _r1_imagenet() + _r1_table6() + r2_rows()
 
 
@@ -108,8 +74,6 @@ ROWS: dict[str, PaperRow] = {row.key: row for row in _all_rows()}
 
 def get_row(key: str) -> PaperRow:
     """The row named `key`, or a one-line error listing the closest names."""
-    from dtrain.suggest import did_you_mean
-
     if key in ROWS:
         return ROWS[key]
     hint = did_you_mean(key, ROWS, n=3, fallback="")

@@ -7,7 +7,7 @@ are the ResNet-110 / ResNet-164 recipes with the model options that make each va
 
 from __future__ import annotations
 
-from dtrain.analysis.paper_numbers import R1_IMAGENET_FLOPS, PaperRow
+from dtrain.analysis.paper_row import R1_IMAGENET_FLOPS, PaperRow
 
 _OPT = "model.options."
 
@@ -59,7 +59,8 @@ def _table2() -> list[PaperRow]:
 def _table3() -> list[PaperRow]:
     # (dataset, recipe prefix, net, params M, baseline error, pre-activation error)
     table3 = [("CIFAR-10", "cifar10", "resnet110_1layer", None, 9.90, 8.91),
-              ("CIFAR-10", "cifar10", "resnet110", 1.7, 6.61, 6.37), ("CIFAR-10", "cifar10", "resnet164", 1.7, 5.93, 5.46),
+              ("CIFAR-10", "cifar10", "resnet110", 1.7, 6.61, 6.37),
+              ("CIFAR-10", "cifar10", "resnet164", 1.7, 5.93, 5.46),
               ("CIFAR-10", "cifar10", "resnet1001", 10.2, 7.61, 4.92),
               ("CIFAR-100", "cifar100", "resnet164", 1.7, 25.16, 24.33),
               ("CIFAR-100", "cifar100", "resnet1001", 10.2, 27.82, 22.71)]
@@ -82,7 +83,8 @@ def _table4() -> list[PaperRow]:
          "R1's number: the mean of R1 Table 6's 5 runs"),
         ("cifar10-resnet1202", "CIFAR-10", "cifar10_resnet1202", "resnet1202", 19.4, 7.93, None, None,
          "R1's number (one run)"),
-        ("cifar10-resnet164-preact", "CIFAR-10", "cifar10_resnet164_preact", "resnet164_preact", 1.7, 5.46, None, None, ""),
+        ("cifar10-resnet164-preact", "CIFAR-10", "cifar10_resnet164_preact", "resnet164_preact", 1.7, 5.46, None,
+         None, ""),
         ("cifar10-resnet1001-preact", "CIFAR-10", "cifar10_resnet1001_preact", "resnet1001_preact", 10.2, 4.92,
          4.89, 0.14, ""),
         ("cifar10-resnet1001-preact-b64", "CIFAR-10", "cifar10_resnet1001_preact_b64", "resnet1001_preact", 10.2,

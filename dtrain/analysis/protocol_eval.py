@@ -19,7 +19,12 @@ import torch
 from torch import nn
 
 from dtrain.analysis.paper_protocols import Protocol
+from dtrain.builders import build_val_loader, load_for_inference
+from dtrain.checkpoint.manager import CheckpointManager
+from dtrain.distributed.context import DistContext
+from dtrain.engine.evaluate import evaluate
 from dtrain.errors import DtrainError
+from dtrain.resolve import check_data_root
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -55,8 +60,6 @@ class EnsembleModel(nn.Module):
 
 def run_checkpoints(run_dir: Path) -> dict[str, Path]:
     """{"final": newest ckpt-*.pt, "best": best.pt} of a finished run (best only if written)."""
-    from dtrain.checkpoint.manager import CheckpointManager
-
     manager = CheckpointManager(Path(run_dir) / CHECKPOINT_DIR)
     found = manager.checkpoints()
     if not found:
@@ -68,8 +71,6 @@ def run_checkpoints(run_dir: Path) -> dict[str, Path]:
 
 
 def _load(path: Path, overrides: list[str]):
-    from dtrain.builders import load_for_inference  # the one checkpoint reader of eval, analyses, bench
-
     loaded = load_for_inference(path, overrides)
     return loaded.config, loaded.model
 
@@ -78,11 +79,6 @@ def evaluate_protocol(paths: Sequence[Path], protocol: Protocol, overrides: Sequ
                       which: str = "final", batch_size: int | None = None) -> ProtocolResult:
     """Errors (%) of one checkpoint, or of the ensemble of several, under `protocol`, on the
     validation split the first checkpoint's config names (overrides may change it)."""
-    from dtrain.builders import build_val_loader
-    from dtrain.distributed.context import DistContext
-    from dtrain.engine.evaluate import evaluate
-    from dtrain.resolve import check_data_root
-
     if not paths:
         raise DtrainError("no checkpoint to evaluate")
     all_overrides = [f"eval.mode={protocol.eval_mode}", *protocol.overrides, *overrides]
@@ -94,5 +90,6 @@ def evaluate_protocol(paths: Sequence[Path], protocol: Protocol, overrides: Sequ
     model = models[0] if len(models) == 1 else EnsembleModel(models)
     ctx = DistContext(device=device)
     result = evaluate(model, build_val_loader(cfg, ctx, global_batch=batch_size), ctx)
+    assert result is not None, "evaluate returns None only when a should_stop check ends it early"
     return ProtocolResult(which, protocol.name, protocol.eval_mode, tuple(str(p) for p in paths),
                           result.top1_err, result.top5_err, result.samples, tuple(all_overrides))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from dtrain.analysis.paper_numbers import PaperRow
+from dtrain.analysis.paper_row import PaperRow
 
 
 @dataclass
@@ -127,13 +127,13 @@ _PAPER_STATISTIC = {"best of 5": "best", "median of 5": "median", "mean of 5": "
 def _headline(row: PaperRow, m: Measured, repeats: list[Measured]) -> tuple[float | None, float | None, str]:
     """(top-1, top-5, label) compared with the paper: one run's, or over --seeds runs the statistic
     the paper reports (R1 Table 6: best; R2 Tables 1-4: median), top-5 of the run closest to it."""
-    runs = [r for r in repeats if r.compared[0] is not None]
+    runs = [(top1, r.compared[1]) for r in repeats if (top1 := r.compared[0]) is not None]
     if not runs:
         return m.compared[0], m.compared[1], ""
     key = _PAPER_STATISTIC.get(row.runs_statistic, "median")
-    target = repeat_statistics([r.compared[0] for r in runs])[key]
-    closest = min(runs, key=lambda r: abs(r.compared[0] - target))
-    return target, closest.compared[1], f" ({key} of {len(runs)} runs)"
+    target = repeat_statistics([top1 for top1, _ in runs])[key]
+    _, closest_top5 = min(runs, key=lambda run: abs(run[0] - target))
+    return target, closest_top5, f" ({key} of {len(runs)} runs)"
 
 
 def _error_lines(row: PaperRow, m: Measured, repeats: list[Measured]) -> list[str]:
@@ -193,7 +193,8 @@ def render_report(row: PaperRow, m: Measured, repeats: list[Measured] | None = N
     lines = [title, "", *[f"- {c}" for c in _caveats(row, m)], "",
              "| quantity | paper | measured | difference |", "|---|---|---|---|",
              *_error_lines(row, m, repeats or [])]
-    lines.append(f"| params | {_num(row.params_m, 2, 'M')} | {m.params / 1e6:.2f}M | {_ratio(m.params, params_paper)} |")
+    lines.append(f"| params | {_num(row.params_m, 2, 'M')} | {m.params / 1e6:.2f}M "
+                 f"| {_ratio(m.params, params_paper)} |")
     paper_madds = _madds(row.multiply_adds) if row.multiply_adds else "—"
     lines.append(f"| multiply-adds ({m.input_size}x{m.input_size}) | {paper_madds} | {_madds(m.multiply_adds)} "
                  f"| {_ratio(m.multiply_adds, row.multiply_adds)} |")

@@ -16,7 +16,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtrain.analysis.paper_numbers import PaperRow
+from dtrain import models
+from dtrain.analysis.paper_row import PaperRow
 from dtrain.analysis.protocol_eval import evaluate_protocol, run_checkpoints
 from dtrain.analysis.reports import Measured, render_report
 from dtrain.analysis.training_runs import (
@@ -32,6 +33,7 @@ from dtrain.config import RunConfig, flatten, to_dict
 from dtrain.data.eval_views import VIEW_KEYS
 from dtrain.errors import DtrainError
 from dtrain.resolve import check_data_root, load_config
+from dtrain.tracking.store import make_client, resolve_uri
 
 REPORT_NAME = "report.md"
 RESULTS_NAME = "protocol_results.json"
@@ -140,8 +142,6 @@ def protocol_test(row: PaperRow, config: RunConfig, run_dir: Path, opts: Reprodu
 def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: Path, opts: ReproduceOptions,
             overrides: list[str], seconds: float | None, protocol_results: list | None = None,
             short: ShortenedSchedule | None = None) -> Measured:
-    from dtrain import models
-
     final_path = run_dir / "final_metrics.json"
     if not final_path.is_file():
         raise DtrainError(f"{run_dir} holds no final_metrics.json: the run did not finish; train it first")
@@ -149,7 +149,8 @@ def measure(row: PaperRow, config: RunConfig, full_config: RunConfig, run_dir: P
     params, madds = models.complexity(build_model(config.model), config.data.val_crop)
     return Measured(top1_err=final.get("top1_err"), top5_err=final.get("top5_err"), params=params,
                     multiply_adds=madds, input_size=config.data.val_crop, iterations=int(final.get("step", 0)),
-                    full_iterations=full_iterations(full_config), dataset=prepared_summary(config.data.root).get("dataset", ""),
+                    full_iterations=full_iterations(full_config),
+                    dataset=prepared_summary(config.data.root).get("dataset", ""),
                     data_root=config.data.root, eval_mode=config.eval.mode, recipe=row.recipe, overrides=overrides,
                     run_id=final.get("run_id"), run_dir=str(run_dir),
                     seconds=seconds if seconds is not None else final.get("seconds"), budget_iters=opts.budget_iters,
@@ -164,11 +165,7 @@ def log_report(config: RunConfig, run_dir: Path, run_id: str | None, report: str
     if not run_id or config.tracking.backend != "mlflow":
         return False
     try:
-        from mlflow.tracking import MlflowClient
-
-        from dtrain.tracking import resolve_uri
-
-        client = MlflowClient(tracking_uri=resolve_uri(config.tracking.uri, run_dir))
+        client = make_client(resolve_uri(config.tracking.uri, run_dir))  # imports mlflow (optional)
         client.log_text(run_id, report, ARTIFACT_PATH)
         client.set_tag(run_id, "dtrain.reproduce", row.key)
         return True

@@ -16,12 +16,13 @@ import time
 
 import torch
 
+from dtrain import models
 from dtrain.bench.timing import Measurement
+from dtrain.checkpoint import CheckpointManager
+from dtrain.engine.state import Position, RngPart
 
 
 def _model_and_optimizer(name: str, device: torch.device):
-    from dtrain import models
-
     torch.manual_seed(0)
     model = models.build(name).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
@@ -31,9 +32,6 @@ def _model_and_optimizer(name: str, device: torch.device):
 
 
 def bench_checkpoint(name: str, device: torch.device, saves: int) -> Measurement:
-    from dtrain.checkpoint import CheckpointManager
-    from dtrain.engine.state import Position, RngPart
-
     model, optimizer = _model_and_optimizer(name, device)
     blocked, written = [], []
     with tempfile.TemporaryDirectory() as directory:

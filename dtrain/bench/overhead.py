@@ -21,8 +21,12 @@ import time
 
 import torch
 
-from dtrain.bench.runs import ModelSetup, Timing, TrainStep, _details, synthetic_batch
+from dtrain import models
+from dtrain.bench.runs import ModelSetup, Timing, TrainStep, synthetic_batch
 from dtrain.bench.timing import Measurement, cpu_seconds, measure
+from dtrain.builders import build_trainer
+from dtrain.distributed.context import DistContext
+from dtrain.resolve import load_config
 
 
 class StampedBatches:
@@ -50,9 +54,6 @@ class StampedBatches:
 
 
 def _config(setup: ModelSetup, run_dir: str, total: int, sync_every: int, device: torch.device):
-    from dtrain import models
-    from dtrain.resolve import load_config
-
     recipe = "digits_resnet20" if models.info(setup.name).family == "cifar" else "resnet18"
     return load_config(recipe, [
         f"model.name={setup.name}", f"model.num_classes={setup.num_classes}", f"train.amp={setup.amp}",
@@ -66,9 +67,6 @@ def _config(setup: ModelSetup, run_dir: str, total: int, sync_every: int, device
 
 def time_dtrain_loop(setup: ModelSetup, device: torch.device, timing: Timing) -> Measurement:
     """One repeat: `timing.iterations` iterations of `dtrain train`'s loop, after the warm-up."""
-    from dtrain.builders import build_trainer
-    from dtrain.distributed.context import DistContext
-
     every = timing.iterations
     warmup = -(-max(timing.warmup, 1) // every) * every  # a multiple of the sync interval
     first, last = warmup, warmup + timing.iterations
@@ -102,7 +100,7 @@ def bench_overhead(setup: ModelSetup, device: torch.device, timing: Timing) -> l
         per_cpu = statistics.median(r.details["images_per_cpu_second"] for r in runs)
         merged.append(Measurement(f"step:{name}", statistics.median(rates), [round(r, 1) for r in rates],
                                   setup.batch_size, timing.iterations,
-                                  {**_details(setup), "images_per_cpu_second": per_cpu}))
+                                  {**setup.details(), "images_per_cpu_second": per_cpu}))
     merged[1].details["ratio_to_bare"] = round(merged[1].images_per_s / merged[0].images_per_s, 4)
     merged[1].details["ratio_to_bare_cpu_time"] = round(
         merged[1].details["images_per_cpu_second"] / merged[0].details["images_per_cpu_second"], 4)

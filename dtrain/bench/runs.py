@@ -6,6 +6,7 @@ import contextlib
 import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,11 @@ class ModelSetup:
     num_classes: int = 1000
     image_size: int = 224
 
+    def details(self) -> dict:
+        """What a measurement records of the setup (num_classes and batch size are recorded apart)."""
+        return dict(model=self.name, amp=self.amp, channels_last=self.channels_last, compile=self.compile,
+                    image_size=self.image_size)
+
 
 def _endless(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     epoch = 0
@@ -64,8 +70,7 @@ def bench_loaders(configs: list[DataConfig], *, batch_size: int, device: torch.d
     for data in configs:
         loader = build_train_loader(data, batch_size=batch_size, rank=0, world_size=1, seed=0, device=device)
         batches = _endless(loader)
-        result = measure(f"loader:{data.loader}", lambda batches=batches: next(batches), batch_size=batch_size,
-                         device=device,
+        result = measure(f"loader:{data.loader}", partial(next, batches), batch_size=batch_size, device=device,
                          warmup=timing.warmup, iterations=timing.iterations, repeats=timing.repeats,
                          workers=data.workers, augment=data.train_augment, source=data.source, crop=data.crop_size)
         result.details["images_per_s_per_worker"] = round(result.images_per_s / max(1, data.workers), 1)
@@ -84,7 +89,8 @@ class TrainStep:
         torch.manual_seed(0)
         self.model = models.build(setup.name, num_classes=setup.num_classes).to(device)
         if setup.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format= (torch's docs); its type overloads leave it out.
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.forward = torch.compile(self.model) if setup.compile else self.model
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
         self.scaler = torch.amp.GradScaler("cuda") if setup.amp == "fp16" else None
@@ -116,15 +122,10 @@ def synthetic_batch(setup: ModelSetup, device: torch.device) -> tuple[torch.Tens
     return images.to(device), labels.to(device)
 
 
-def _details(setup: ModelSetup) -> dict:
-    return dict(model=setup.name, amp=setup.amp, channels_last=setup.channels_last, compile=setup.compile,
-                image_size=setup.image_size)
-
-
 def bench_model(setup: ModelSetup, device: torch.device, timing: Timing) -> Measurement:
     step, (images, labels) = TrainStep(setup, device), synthetic_batch(setup, device)
     return measure("model", lambda: step(images, labels), batch_size=setup.batch_size, device=device,
-                   warmup=timing.warmup, iterations=timing.iterations, repeats=timing.repeats, **_details(setup))
+                   warmup=timing.warmup, iterations=timing.iterations, repeats=timing.repeats, **setup.details())
 
 
 def bench_end_to_end(setup: ModelSetup, data: DataConfig, device: torch.device, timing: Timing) -> Measurement:
@@ -140,4 +141,4 @@ def bench_end_to_end(setup: ModelSetup, data: DataConfig, device: torch.device, 
 
     return measure(f"e2e:{data.loader}", run, batch_size=setup.batch_size, device=device, warmup=timing.warmup,
                    iterations=timing.iterations, repeats=timing.repeats, loader=data.loader,
-                   workers=data.workers, augment=data.train_augment, **_details(setup))
+                   workers=data.workers, augment=data.train_augment, **setup.details())

@@ -36,6 +36,7 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from dtrain.config import DataConfig
+from dtrain.data import LoaderBuilders  # the registry's entry type; the package never imports this module
 from dtrain.errors import ConfigError
 from dtrain_prep import layout
 
@@ -57,7 +58,9 @@ OUTPUT_DTYPES = {torch.float32: types.FLOAT, torch.float16: types.FLOAT16}
 
 
 def _device_id(device: torch.device) -> int | None:
-    return (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else None
+    if device.type != "cuda":
+        return None
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def _decoder_kwargs(device: torch.device) -> dict:
@@ -304,12 +307,11 @@ class DaliEvalLoader:
             batch = EvalBatch([out[f"view{i}"] for i in range(self.num_views)], labels, position < self.shard_size)
             yield batch
         for _ in range(self.batches - -(-self.shard_size // self.batch_size)):
+            assert batch is not None, "a shard shorter than the longest one still holds a batch to pad with"
             yield EvalBatch(batch.views, batch.labels, torch.zeros_like(batch.valid))
 
 
 def _builders():
-    from dtrain.data import LoaderBuilders  # the package is initialised by the time DALI is chosen
-
     return LoaderBuilders(train=DaliTrainLoader,
                           eval=with_torch_fallback("dali", ("center", "single-320", "ten-crop"), DaliEvalLoader))
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from dtrain.config import DataConfig
+from dtrain.data import LOADERS, LoaderBuilders  # the registry; the package never imports this module
 from dtrain.errors import ConfigError
 
 
@@ -21,11 +22,11 @@ def with_torch_fallback(name: str, modes: tuple[str, ...], native: Callable[...,
     def build(data: DataConfig, *, mode: str, **kwargs):
         if mode in modes:
             return native(data, mode=mode, **kwargs)
-        from dtrain.data import LOADERS
-
         print(f"note: data.loader={name} has no eval.mode={mode}; evaluating with the torch loader "
               "(same prepared dataset)", file=sys.stderr)
-        return LOADERS["torch"].eval(data, mode=mode, **kwargs)
+        torch_loader = LOADERS["torch"]
+        assert isinstance(torch_loader, LoaderBuilders)  # registered as builders, not as a module path
+        return torch_loader.eval(data, mode=mode, **kwargs)
 
     return build
 

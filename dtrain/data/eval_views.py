@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from PIL import Image
@@ -24,6 +25,14 @@ from .stats import build_normalize
 from .transforms import center_crop, crop, hflip, resize_shorter_side, to_pixels
 
 R2_SINGLE_CROP = 320  # R2 Table 5: shorter side 320, 320x320 centre crop
+
+
+class Views(Protocol):
+    """An eval.mode's views of one image; `fixed_size`: all of one size whatever the image."""
+
+    fixed_size: bool
+
+    def __call__(self, image: Image.Image) -> list[Image.Image]: ...
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,7 @@ class MultiScale:
         return views
 
 
-EVAL_VIEWS: dict[str, Callable[[DataConfig, Sequence[int]], Callable[[Image.Image], list[Image.Image]]]] = {
+EVAL_VIEWS: dict[str, Callable[[DataConfig, Sequence[int]], Views]] = {
     "center": lambda d, scales: CenterView(d.val_resize, d.val_crop),
     "ten-crop": lambda d, scales: TenCrop(d.val_resize, d.val_crop),
     "multi-scale": lambda d, scales: MultiScale(tuple(int(s) for s in scales)),

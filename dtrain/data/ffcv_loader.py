@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +48,7 @@ from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, T
 from ffcv.traversal_order.base import TraversalOrder
 
 from dtrain.config import DataConfig
+from dtrain.data import LoaderBuilders  # the registry's entry type; the package never imports this module
 from dtrain.errors import ConfigError
 from dtrain_prep import layout
 
@@ -73,7 +75,7 @@ class _FixedOrder(TraversalOrder):
     def __call__(self, loader) -> _FixedOrder:
         return self
 
-    def sample_order(self, epoch: int) -> np.ndarray:
+    def sample_order(self, epoch: int) -> np.ndarray:  # FFCV's Loader calls it each epoch (abstract in TraversalOrder)
         return self.current
 
 
@@ -218,7 +220,8 @@ class FfcvTrainLoader(EpochCursor):
         self.skip = 0
         if self.quasi_random:  # FFCV's own order; skipped batches are read and dropped
             self.loader.next_epoch = epoch
-            batches = ((i, b) for i, b in enumerate(self.loader) if skip <= i < self.batches)
+            batches: Iterator[tuple[int, Any]] = (
+                (i, b) for i, b in enumerate(self.loader) if skip <= i < self.batches)
         else:
             self.order.current = self._indices(epoch, skip)
             batches = enumerate(self.loader, start=skip)
@@ -267,8 +270,6 @@ class FfcvEvalLoader:
 
 
 def _builders():
-    from dtrain.data import LoaderBuilders  # the package is initialised by the time FFCV is chosen
-
     return LoaderBuilders(train=FfcvTrainLoader,
                           eval=with_torch_fallback("ffcv", ("center", "single-320"), FfcvEvalLoader))
 

@@ -21,9 +21,10 @@ from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
 from .eval_views import R2_SINGLE_CROP
+from .normalize import ScaledMeanImage
 from .padding import pad_crop_window, zero_padding
 from .stats import per_pixel_mean
-from .transforms import TRAIN_AUGMENTS, ScaledMeanImage, lighting_shift, random_resized_crop_box
+from .transforms import TRAIN_AUGMENTS, lighting_shift, random_resized_crop_box
 
 # Plan columns: source box, resized size, zero padding, crop of the padded image, flip
 BOX_L, BOX_T, BOX_W, BOX_H, RES_W, RES_H, PAD, CROP_L, CROP_T, CROP_W, CROP_H, FLIP = range(12)
@@ -147,7 +148,7 @@ def eval_plans(mode: str, data: DataConfig, scales: Sequence[int], width: int, h
 class DeviceNormalize:
     """float pixel levels [B, 3, H, W] (+ per-sample RGB offsets in [0, 1] units) ->
     ((pixels / 255 + offset) - mean) / std in `dtype`, NCHW or channels_last: the same
-    multiply-add as transforms.Normalize, on the batch's device."""
+    multiply-add as normalize.Normalize, on the batch's device."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32,
                  channels_last: bool = False):
@@ -173,7 +174,7 @@ class DeviceNormalize:
 
 
 class DevicePerPixelMeanNormalize(DeviceNormalize):
-    """data.normalize=per_pixel_mean: as transforms.PerPixelMeanNormalize (per-channel / std, then
+    """data.normalize=per_pixel_mean: as normalize.PerPixelMeanNormalize (per-channel / std, then
     the dataset's mean image, resized to views of another size, subtracted in float32), before the
     cast to `dtype`, so the torch and gpu loaders subtract the same float32 tensor."""
 

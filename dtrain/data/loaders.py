@@ -202,5 +202,5 @@ class EvalLoader:
                             batch.valid.to(self.device, non_blocking=non_blocking))
 
 
-def _all_same_size(widths: Sequence[int], heights: Sequence[int]) -> bool:
-    return len(set(zip(np.asarray(widths).tolist(), np.asarray(heights).tolist()))) <= 1
+def _all_same_size(widths: Sequence[int] | np.ndarray, heights: Sequence[int] | np.ndarray) -> bool:
+    return len(set(zip(np.asarray(widths).tolist(), np.asarray(heights).tolist(), strict=True))) <= 1

@@ -13,6 +13,9 @@ import torch
 
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
+from dtrain_prep import layout
+
+from .normalize import Normalize, PerPixelMeanNormalize
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +41,7 @@ def loader_channel_stats(batches: Iterable[torch.Tensor], max_batches: int | Non
         total = sums if total is None else total + sums
         total_sq = sq if total_sq is None else total_sq + sq
         count += per_channel.shape[1]
-    if count == 0:
+    if total is None or total_sq is None or count == 0:
         raise ValueError("no batches to measure")
     mean = total / count
     return mean, (total_sq / count - mean ** 2).clamp_min(0).sqrt()
@@ -49,9 +52,7 @@ def loader_channel_stats(batches: Iterable[torch.Tensor], max_batches: int | Non
 
 def per_pixel_mean(root: str | Path) -> np.ndarray:
     """The HxWx3 mean image in [0, 1] that `dtrain prepare` stored with the dataset at `root`."""
-    from dtrain_prep.layout import PER_PIXEL_MEAN
-
-    path = Path(root) / PER_PIXEL_MEAN
+    path = Path(root) / layout.PER_PIXEL_MEAN
     if not path.is_file():
         raise ConfigError(f"data.normalize=per_pixel_mean needs {path}, written by `dtrain prepare` (images of "
                           "mixed sizes: at the 224 input, since this release); re-run prepare (--overwrite) or set "
@@ -60,14 +61,10 @@ def per_pixel_mean(root: str | Path) -> np.ndarray:
 
 
 def _channel(data: DataConfig):
-    from .transforms import Normalize
-
     return Normalize(data.mean, data.std)
 
 
 def _per_pixel_mean(data: DataConfig):
-    from .transforms import PerPixelMeanNormalize
-
     return PerPixelMeanNormalize(per_pixel_mean(data.root), data.std)
 
 

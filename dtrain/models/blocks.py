@@ -201,7 +201,7 @@ class ResidualUnit(nn.Module):
         make_shortcut = SHORTCUT_OPTIONS[shortcut_option]
         self.downsample = make_shortcut(in_channels, self.out_channels, stride, layout.projection_bn)
         self.shortcut_reads_preactivation = is_projection(self.downsample)
-        self.merge = None
+        self.merge: nn.Module | None = None  # a merge exists exactly when a shortcut does
         if self.downsample is not None:
             self.merge = options.mode.make_merge(options.merge_context(in_channels, self.out_channels, stride))
 
@@ -219,7 +219,7 @@ class ResidualUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = self._run(self.preactivation_steps, x)
         out = self._run(self.branch_steps, activated)
-        if self.downsample is not None:
+        if self.downsample is not None and self.merge is not None:
             source = activated if self.shortcut_reads_preactivation else x
             out = self.merge(out, self.downsample(source), source)
         return self._run(self.after_add_steps, out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dtrain.models.blocks import BRANCH_KINDS, UnitOptions
 from dtrain.models.registry import ModelInfo, register
 from dtrain.models.resnet import ResNet, ResNetSpec
@@ -40,7 +42,7 @@ def cifar_resnet(
     return ResNet(spec, num_classes, options, options.shortcut_option(default_shortcut), zero_init_residual)
 
 
-def _register(name: str, depth: int, paper: str, **preset: object) -> None:
+def _register(name: str, depth: int, paper: str, **preset: Any) -> None:
     register(ModelInfo(name, "cifar", depth, 32, paper, 10), cifar_resnet, depth=depth, **preset)
 
 

@@ -9,7 +9,9 @@ second even for ResNet-1202 or ResNet-200; with torch 2.13 on CPU the meta devic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +36,9 @@ def _linear_macs(module: nn.Linear, output: torch.Tensor) -> int:
     return output.numel() * module.in_features
 
 
-_COUNTERS = {nn.Conv2d: _conv_macs, nn.Linear: _linear_macs}
+# module type -> multiply-adds of one call from the module and its output
+_COUNTERS: dict[type[nn.Module], Callable[[Any, torch.Tensor], int]] = {
+    nn.Conv2d: _conv_macs, nn.Linear: _linear_macs}
 
 
 def multiply_adds(model: nn.Module, input_size: int | tuple[int, int], in_channels: int = 3) -> int:

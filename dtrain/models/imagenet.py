@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dtrain.models.blocks import UnitOptions
 from dtrain.models.registry import ModelInfo, register
 from dtrain.models.resnet import ResNet, ResNetSpec
@@ -33,7 +35,7 @@ def imagenet_resnet(
     return ResNet(spec, num_classes, options, options.shortcut_option("B"), zero_init_residual)
 
 
-def _register(name: str, depth: int, paper: str, **preset: object) -> None:
+def _register(name: str, depth: int, paper: str, **preset: Any) -> None:
     register(ModelInfo(name, "imagenet", depth, 224, paper, 1000), imagenet_resnet, depth=depth, **preset)
 
 

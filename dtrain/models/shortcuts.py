@@ -125,6 +125,7 @@ class GatingMerge(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, gate_bias: float, exclusive: bool) -> None:
         super().__init__()
         self.gate = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=True)
+        assert self.gate.bias is not None  # bias=True
         nn.init.constant_(self.gate.bias, gate_bias)
         self.exclusive = exclusive
 

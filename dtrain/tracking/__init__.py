@@ -10,17 +10,19 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 from dtrain.config import TrackingConfig
+from dtrain.errors import ConfigError
 from dtrain.tracking.aggregate import MetricAggregator
+from dtrain.tracking.background import BackgroundTracker
 from dtrain.tracking.base import NullTracker, Tracker
 from dtrain.tracking.console import header_line, keep_output_without_reader, prefix_rank_output
 from dtrain.tracking.jsonl import JsonlTracker, metric_history, read_records
+from dtrain.tracking.mlflow_tracker import MlflowTracker  # mlflow itself is imported only when used
 from dtrain.tracking.run_record import (
     applicable_params,
     default_run_name,
@@ -28,6 +30,8 @@ from dtrain.tracking.run_record import (
     record_run_end,
     record_run_start,
 )
+from dtrain.tracking.store import resolve_uri
+from dtrain.tracking.sync import catch_up as send_missing
 from dtrain.tracking.system_tags import local_devices, system_tags
 
 __all__ = ["Tracker", "NullTracker", "JsonlTracker", "MetricAggregator", "build_tracker", "resolve_uri",
@@ -35,19 +39,7 @@ __all__ = ["Tracker", "NullTracker", "JsonlTracker", "MetricAggregator", "build_
            "record_models", "applicable_params", "header_line", "prefix_rank_output", "keep_output_without_reader",
            "default_run_name", "BACKENDS"]
 
-DB_NAME = "mlflow.db"
-
-
-def resolve_uri(configured: str | None, run_dir: Path) -> str:
-    """tracking.uri, else $MLFLOW_TRACKING_URI (a server for multi-node runs), else RUN_DIR/mlflow.db."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(run_dir).resolve() / DB_NAME}"
-
-
 def _mlflow(cfg: TrackingConfig, run_dir: Path, run_name: str, resume_run_id: str | None) -> Tracker:
-    from dtrain.tracking.background import BackgroundTracker
-    from dtrain.tracking.mlflow_tracker import MlflowTracker  # imports mlflow only when used
-    from dtrain.tracking.sync import catch_up as send_missing
-
     uri = resolve_uri(cfg.uri, run_dir)
     sampling = cfg.system_metrics_interval if cfg.system_metrics and cfg.system_metrics_interval > 0 else None
 
@@ -83,7 +75,5 @@ def build_tracker(cfg: TrackingConfig, *, run_dir: Path, rank: int, run_name: st
     try:
         factory = BACKENDS[cfg.backend]
     except KeyError:
-        from dtrain.errors import ConfigError
-
         raise ConfigError(f"tracking.backend={cfg.backend!r} is not one of {', '.join(BACKENDS)}") from None
     return factory(cfg, Path(run_dir), cfg.run_name or run_name, resume_run_id)

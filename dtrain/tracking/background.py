@@ -21,6 +21,7 @@ what was not handed to the tracker is written to metrics.jsonl, and `dtrain mlfl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -137,10 +138,8 @@ class BackgroundTracker:
         self._closed = True
         check_status(status)
         deadline = time.monotonic() + self.close_seconds
-        try:
+        with contextlib.suppress(queue.Full):  # the wait below is bounded by the same deadline
             self._queue.put((_CLOSE, (status,)), timeout=self.close_seconds)
-        except queue.Full:
-            pass
         if self._done.wait(max(0.0, deadline - time.monotonic())):
             if self._spilled:
                 log.warning("%d tracking calls waited in %s instead of MLflow; send them with "

@@ -37,7 +37,7 @@ class JsonlTracker:
         self.run_link: str | None = None
         self.problem: str | None = None
         # Line-buffered append: a crash loses at most the line being written.
-        self._file = open(self.path, "a", buffering=1, encoding="utf-8")
+        self._file = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - open until close()
         self.write_record("run", run_id=self.run_id, run_name=run_name, backend=backend, uri=uri)
 
     def write_record(self, kind: str, **fields: Any) -> None:
@@ -66,8 +66,12 @@ class JsonlTracker:
                 shutil.copy2(source, target_dir / source.name)
         self.write_record("artifact", path=str(source.resolve()), artifact_path=artifact_path)
 
-    def log_text(self, text: str, artifact_file: str) -> tuple[Path, str | None]:
-        """Writes RUN_DIR/artifacts/ARTIFACT_FILE; returns it and its artifact directory (for MLflow)."""
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Writes RUN_DIR/artifacts/ARTIFACT_FILE (the Tracker method)."""
+        self.write_text(text, artifact_file)
+
+    def write_text(self, text: str, artifact_file: str) -> tuple[Path, str | None]:
+        """log_text that also returns the file and its artifact directory (what MLflow is sent)."""
         target = self.run_dir / LOCAL_ARTIFACT_DIR / artifact_file
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
@@ -112,6 +116,12 @@ def metric_history(path: str | Path) -> dict[str, list[tuple[int, float]]]:
             for key, value in record["metrics"].items():
                 history.setdefault(key, []).append((record["step"], value))
     return history
+
+
+def last_per_step(points: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
+    """`points` of one metric in step order, one per step: a resumed run logs the steps after its
+    last checkpoint again, and the later value (the run that went on) wins, as in MLflow's plots."""
+    return sorted(dict(points).items())
 
 
 def _jsonable(value: Any) -> Any:

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from dtrain.tracking import mlflow_extras, mlflow_models
 from dtrain.tracking.base import DatasetRecord, check_status
 from dtrain.tracking.jsonl import JsonlTracker
 from dtrain.tracking.server_errors import one_line, why_not_reached
+from dtrain.tracking.store import artifact_location, make_client
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ class MlflowTracker:
         if uri.startswith(("http://", "https://")):
             for name, value in HTTP_FAIL_FAST_ENV.items():
                 os.environ.setdefault(name, value)
-        self._client = client if client is not None else _make_client(uri)
+        self._client = client if client is not None else make_client(uri)
         self._send_pending(force=True)  # creates (or reopens) the run now if the store is reachable
 
     @property
@@ -149,7 +151,7 @@ class MlflowTracker:
         self.flush()
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        local_file, artifact_path = self.local.log_text(text, artifact_file)
+        local_file, artifact_path = self.local.write_text(text, artifact_file)
         self._pending_artifacts.append((str(local_file), artifact_path))
         self.flush()
 
@@ -161,7 +163,7 @@ class MlflowTracker:
     def log_model(self, model: Any, example_input: Any, name: str, register_as: str | None = None,
                   evaluated_at: int | None = None) -> None:
         """Once, at the end of a run: a failure is logged, never raised (the checkpoint has the model)."""
-        if not self._connected or self._closed:
+        if not self._connected or self._closed or self._experiment is None or self._run_id is None:
             log.warning("MLflow unreachable: model %r not logged; the checkpoint has it", name)
             return
         self.flush()
@@ -240,7 +242,8 @@ class MlflowTracker:
     def _keep_system_metrics(self) -> None:
         """A new monitor, continuing the system/ steps, where MLflow's stopped at a failed request."""
         monitor = self._system_monitor
-        if monitor is None or self._closed or mlflow_extras.system_metrics_running(monitor):
+        if (monitor is None or self._closed or self._run_id is None or not self.system_metrics_interval
+                or mlflow_extras.system_metrics_running(monitor)):
             return
         monitor.finish()  # sends the samples it still held; the new one's steps follow them
         self._system_monitor = mlflow_extras.start_system_metrics(
@@ -251,11 +254,13 @@ class MlflowTracker:
             return
         client = self._client
         experiment_id = self._call("the experiment", self._experiment_id, drop_ok=False)
-        run = None
-        if self._resume_run_id:
-            run = self._call("the resumed run", lambda: _get_run_or_none(client, self._resume_run_id), drop_ok=False)
+        resume_id = self._resume_run_id
+        run: Any = None  # an mlflow Run
+        if resume_id:
+            run = self._call("the resumed run", lambda: _get_run_or_none(client, resume_id), drop_ok=False)
             if run is not None:
-                self._call("the resumed run", lambda: client.update_run(run.info.run_id, status="RUNNING"), drop_ok=False)
+                run_id = run.info.run_id
+                self._call("the resumed run", lambda: client.update_run(run_id, status="RUNNING"), drop_ok=False)
                 self._existing_params = dict(run.data.params)
             else:
                 log.warning("MLflow run %s (from the checkpoint) is not in %s; starting a new run",
@@ -283,7 +288,7 @@ class MlflowTracker:
                 client.restore_experiment(experiment.experiment_id)
             return experiment.experiment_id
         try:
-            return client.create_experiment(self.experiment, artifact_location=_artifact_location(self.uri))
+            return client.create_experiment(self.experiment, artifact_location=artifact_location(self.uri))
         except Exception:  # another run created it in between
             experiment = client.get_experiment_by_name(self.experiment)
             if experiment is None:
@@ -305,8 +310,8 @@ class MlflowTracker:
             del pending[key]
         while pending:
             chunk = list(pending.items())[:PARAMS_PER_BATCH]
-            self._call("params", lambda: self._client.log_batch(
-                self._run_id, params=[Param(k, v) for k, v in chunk], synchronous=True))
+            self._call("params", partial(self._client.log_batch, self._run_id,
+                                         params=[Param(k, v) for k, v in chunk], synchronous=True))
             for key, value in chunk:
                 self._existing_params[key] = value
                 del pending[key]
@@ -316,8 +321,8 @@ class MlflowTracker:
 
         while self._pending_tags:
             chunk = list(self._pending_tags.items())[:PARAMS_PER_BATCH]
-            self._call("tags", lambda: self._client.log_batch(
-                self._run_id, tags=[RunTag(k, v) for k, v in chunk], synchronous=True))
+            self._call("tags", partial(self._client.log_batch, self._run_id,
+                                       tags=[RunTag(k, v) for k, v in chunk], synchronous=True))
             for key, _ in chunk:
                 del self._pending_tags[key]
 
@@ -326,17 +331,18 @@ class MlflowTracker:
 
         while self._pending_metrics:
             chunk = self._pending_metrics[:METRICS_PER_BATCH]
-            self._call("metrics", lambda: self._client.log_batch(
-                self._run_id, metrics=[Metric(k, v, ms, step) for k, v, ms, step in chunk], synchronous=True))
+            self._call("metrics", partial(self._client.log_batch, self._run_id,
+                                          metrics=[Metric(k, v, ms, step) for k, v, ms, step in chunk],
+                                          synchronous=True))
             del self._pending_metrics[:len(chunk)]
 
     def _send_artifacts(self) -> None:
         while self._pending_artifacts:
             path, artifact_path = self._pending_artifacts[0]
             if Path(path).is_dir():
-                self._call(f"artifact {path}", lambda: self._client.log_artifacts(self._run_id, path, artifact_path))
+                self._call(f"artifact {path}", partial(self._client.log_artifacts, self._run_id, path, artifact_path))
             elif Path(path).exists():
-                self._call(f"artifact {path}", lambda: self._client.log_artifact(self._run_id, path, artifact_path))
+                self._call(f"artifact {path}", partial(self._client.log_artifact, self._run_id, path, artifact_path))
             else:
                 log.warning("artifact %s no longer exists; not sent to MLflow", path)
             self._pending_artifacts.pop(0)
@@ -363,18 +369,6 @@ def retry_delay(failures: int) -> float:
     return min(RETRY_FIRST_SECONDS * 2 ** min(failures - 1, 16), RETRY_MAX_SECONDS)
 
 
-def _make_client(uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    from dtrain.tracking.sqlite_template import prepare_sqlite_store
-
-    path = sqlite_path(uri)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)  # MLflow creates the file, not its directory
-        prepare_sqlite_store(path)
-    return MlflowClient(tracking_uri=uri)
-
-
 def _get_run_or_none(client: Any, run_id: str) -> Any:
     try:
         return client.get_run(run_id)
@@ -382,16 +376,3 @@ def _get_run_or_none(client: Any, run_id: str) -> Any:
         if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a sqlite:/// URI (sqlite:////abs/path.db or sqlite:///relative.db)."""
-    prefix = "sqlite:///"
-    return Path(uri[len(prefix):].split("?")[0]) if uri.startswith(prefix) else None
-
-
-def _artifact_location(uri: str) -> str | None:
-    """Beside the database for SQLite (so artifacts do not land in ./mlruns of the working
-    directory); the server's default (proxied mlflow-artifacts:/) otherwise."""
-    path = sqlite_path(uri)
-    return (path.resolve().parent / "mlartifacts").as_uri() if path is not None else None

@@ -25,11 +25,10 @@ from typing import Any
 from dtrain.config import RunConfig, dump_yaml, flatten, to_dict
 from dtrain.tracking.base import TRAINING, VALIDATION, DatasetRecord, Tracker
 from dtrain.tracking.system_tags import system_tags
+from dtrain_prep import layout
 
 CONFIG_ARTIFACT = "config.yaml"
 FINAL_METRICS_ARTIFACT = "final_metrics.json"
-MANIFEST = "manifest.parquet"  # data_prep.layout.MANIFEST (dtrain never imports data_prep)
-SUMMARY = "summary.json"
 MODEL_NAME, BEST_MODEL_NAME = "model", "best_model"
 
 _Rule = Callable[[RunConfig], bool]
@@ -91,15 +90,15 @@ def dataset_records(config: RunConfig) -> list[DatasetRecord]:
     data = config.data
     if data.loader == "synthetic":
         digest = hashlib.sha256(json.dumps(to_dict(data), sort_keys=True).encode()).hexdigest()
-        profile = {"samples": data.synthetic_samples, "classes": config.model.num_classes}
+        profile: dict[str, Any] = {"samples": data.synthetic_samples, "classes": config.model.num_classes}
         return [DatasetRecord("synthetic", context, _split_digest(digest, context), "synthetic", profile)
                 for context in (TRAINING, VALIDATION)]
     root = Path(data.root)
     try:
-        summary = json.loads((root / SUMMARY).read_text())
+        summary = json.loads((root / layout.SUMMARY).read_text())
     except (OSError, ValueError):
         return []
-    digest = _file_digest(root / MANIFEST) or hashlib.sha256(json.dumps(summary["splits"], sort_keys=True,
+    digest = _file_digest(root / layout.MANIFEST) or hashlib.sha256(json.dumps(summary["splits"], sort_keys=True,
                                                                             default=str).encode()).hexdigest()
     records = []
     for context, split in ((TRAINING, data.train_split), (VALIDATION, data.val_split)):
@@ -120,7 +119,10 @@ def _split_digest(data_digest: str, split: str) -> str:
 def _file_digest(path: Path) -> str | None:
     try:
         with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+            digest = hashlib.sha256()
+            while chunk := handle.read(1 << 20):  # hashlib.file_digest is Python 3.11+; dtrain runs on 3.10
+                digest.update(chunk)
+            return digest.hexdigest()
     except OSError:
         return None
 
@@ -161,7 +163,7 @@ def record_models(tracker: Tracker, config: RunConfig, model: Any, *, last_check
     tracker.set_tags(tags)
     if not (with_models and config.tracking.log_model) or tracker.run_id is None:
         return
-    import torch
+    import torch  # `import dtrain.tracking` stays free of torch: `dtrain --version` reads system_tags
 
     size = config.data.synthetic_image_size if config.data.loader == "synthetic" else config.data.val_crop
     example = torch.zeros(1, 3, size, size)
@@ -177,7 +179,7 @@ def record_models(tracker: Tracker, config: RunConfig, model: Any, *, last_check
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int | None:
-    from dtrain.checkpoint.atomic import read_meta  # the checkpoint's sidecar, not its weights
+    from dtrain.checkpoint.atomic import read_meta  # dtrain.checkpoint imports torch: see record_models
 
     step = (read_meta(Path(checkpoint)) or {}).get("step") if checkpoint else None
     return int(step) if step is not None else None
@@ -189,12 +191,13 @@ def _best_model(model: Any, best_checkpoint: Path | None,
     best is the last one (or there is none)."""
     if not best_checkpoint or not Path(best_checkpoint).is_file():
         return None
-    from dtrain.checkpoint.atomic import atomic_load, read_meta  # the one checkpoint reader: weights only
+    from dtrain.checkpoint.atomic import atomic_load, read_meta  # imports torch: see record_models
+    from dtrain.checkpoint.format import upgrade
 
     source = (read_meta(Path(best_checkpoint)) or {}).get("source")
     if last_checkpoint and source == Path(last_checkpoint).name:
         return None
-    state = atomic_load(best_checkpoint)
+    state = upgrade(atomic_load(best_checkpoint), best_checkpoint)  # as resume reads it: digest checked, upgraded
     best = copy.deepcopy(model).cpu()
     best.load_state_dict(state["model"])
     return best, _checkpoint_step(best_checkpoint)

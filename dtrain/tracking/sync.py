@@ -18,6 +18,7 @@ from typing import Any
 
 from dtrain.errors import DtrainError
 from dtrain.tracking.jsonl import JSONL_NAME, read_records
+from dtrain.tracking.store import make_client, resolve_uri
 
 BATCH = 1000  # MLflow's cap on metrics per log_batch
 PARAM_BATCH = 100
@@ -68,16 +69,13 @@ def sync_run_dir(run_dir: Path, uri: str | None = None, experiment: str = "dtrai
     path = Path(run_dir) / JSONL_NAME
     if not path.is_file():
         raise DtrainError(f"{path} does not exist; give the run_dir of a dtrain run")
-    from dtrain.checkpoint.run_lock import live_holder
+    from dtrain.checkpoint.run_lock import live_holder  # dtrain.checkpoint imports torch: not for every importer
 
     if live_holder(Path(run_dir)) is not None:
         raise DtrainError(f"{run_dir} belongs to a run that is still going; sync it after it ends")
     seen = _read(path)
-    from dtrain.tracking import resolve_uri
-    from dtrain.tracking.mlflow_tracker import _make_client  # a new SQLite store starts from a template
-
     uri = uri or seen.uri or resolve_uri(None, Path(run_dir))
-    client = _make_client(uri)
+    client = make_client(uri)
     try:
         run = _get_or_create(client, seen, experiment)
         run_id = run.info.run_id
@@ -99,13 +97,11 @@ def sync_run_dir(run_dir: Path, uri: str | None = None, experiment: str = "dtrai
 def catch_up(run_dir: Path, uri: str, run_id: str) -> int:
     """On resume: send the run `run_id` what the JSONL holds and it lacks (no status: the run goes
     on). Returns the metric points sent; raises whatever MLflow raises."""
-    from dtrain.tracking.mlflow_tracker import _make_client
-
     path = Path(run_dir) / JSONL_NAME
     if not path.is_file():
         return 0
     seen = _read(path)
-    client = _make_client(uri)
+    client = make_client(uri)
     run = client.get_run(run_id)
     _send_params(client, run_id, seen.params, run.data.params)
     _send_tags(client, run_id, seen.tags)

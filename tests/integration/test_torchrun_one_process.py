@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ports import free_port
 
-from dtrain.analysis.curves import jsonl_history
+from dtrain.tracking.jsonl import JSONL_NAME, metric_history
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,8 +32,8 @@ def _env() -> dict:
 
 
 def _final_loss(run_dir: Path) -> float:
-    losses = jsonl_history(run_dir / "metrics.jsonl", "train/loss")
-    assert losses, (run_dir / "metrics.jsonl").read_text()
+    losses = metric_history(run_dir / JSONL_NAME).get("train/loss", [])
+    assert losses, (run_dir / JSONL_NAME).read_text()
     return losses[-1][1]
 
 

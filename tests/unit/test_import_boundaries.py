@@ -144,7 +144,8 @@ def _prep_import_violations(path: Path) -> list[str]:
     name, is_package = _module_name(path)
     modules = imported_modules(path.read_text(), name, is_package)
     bare = [m for m in modules if _under(m, "data_prep")]  # the checkout's folder: not installed
-    inner = [m for m in modules if _under(m, "dtrain_prep") and m != "dtrain_prep" and not _under(m, "dtrain_prep.layout")]
+    inner = [m for m in modules
+             if _under(m, "dtrain_prep") and m != "dtrain_prep" and not _under(m, "dtrain_prep.layout")]
     return sorted(bare + (inner if _under(name, "dtrain.data") else []))
 
 
@@ -153,3 +154,123 @@ def test_dtrain_reaches_the_prep_tool_by_its_installed_name_and_the_loaders_only
     # contract, so prep's internals stay free to change (the CLI may run prep's commands).
     offenders = {str(p.relative_to(ROOT)): bad for p in _python_files("dtrain") if (bad := _prep_import_violations(p))}
     assert not offenders, f"import dtrain_prep.layout instead: {offenders}"
+
+
+# ---- no import cycles --------------------------------------------------------------------------
+# A function-local import hides a cycle, it does not cut it: the two modules still need each other,
+# and a later top-level import (or importing the other module first) makes `import` fail on a
+# half-initialised module. So every import statement counts, wherever it stands in the file.
+
+# Checkout folder -> the package's installed name (data_prep/ installs as dtrain_prep).
+INSTALLED_AS = {"dtrain": "dtrain", "data_prep": "dtrain_prep", "dtrain_prep": "dtrain_prep"}
+
+
+def _installed(dotted: str) -> str:
+    head, dot, rest = dotted.partition(".")
+    return INSTALLED_AS.get(head, head) + dot + rest
+
+
+def import_edges(source: str, module_name: str, is_package: bool, known: set[str]) -> set[str]:
+    """The modules of `known` that `source` (the module `module_name`) imports. `from pkg import
+    name` is an edge to the submodule pkg.name when there is one, else to pkg (whose __init__
+    re-exports the name, so importing it runs pkg's own imports)."""
+    package = module_name if is_package else module_name.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets.update(_installed(alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                base = _installed(node.module or "")
+            targets.update(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                           for alias in node.names)
+    return {target for target in targets if target in known and target != module_name}
+
+
+def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """module -> the modules it imports, for modules given as name -> (source, is_package)."""
+    known = set(sources)
+    return {name: import_edges(source, name, is_package, known) for name, (source, is_package) in sources.items()}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm), sorted."""
+    index: dict[str, int] = {}
+    lowest: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = lowest[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                lowest[module] = min(lowest[module], lowest[target])
+            elif target in stack:
+                lowest[module] = min(lowest[module], index[target])
+        if lowest[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(found)
+
+
+def _project_sources() -> dict[str, tuple[str, bool]]:
+    sources: dict[str, tuple[str, bool]] = {}
+    for folder in INSTALLED_AS:
+        for path in sorted((ROOT / folder).rglob("*.py")) if (ROOT / folder).is_dir() else []:
+            name, is_package = _module_name(path)
+            name = _installed(name)
+            # dtrain_prep/__init__.py of a checkout only points the package at data_prep/: both count.
+            text = sources[name][0] + "\n" + path.read_text() if name in sources else path.read_text()
+            sources[name] = (text, is_package)
+    return sources
+
+
+def describe_cycles(graph: dict[str, set[str]]) -> str:
+    lines = []
+    for cycle in import_cycles(graph):
+        members = set(cycle)
+        edges = ", ".join(f"{a} -> {b}" for a in cycle for b in sorted(graph[a] & members))
+        lines.append(f"{' <-> '.join(cycle)} ({edges})")
+    return "\n".join(lines)
+
+
+def test_no_import_cycles() -> None:
+    graph = import_graph(_project_sources())
+    assert len(graph) > 100 and "dtrain_prep.layout" in graph["dtrain.data.sources"]  # it sees the project
+    cycles = describe_cycles(graph)
+    assert not cycles, ("import cycles (a function-local import hides one, it does not cut it: move what both "
+                        f"need into a module of its own):\n{cycles}")
+
+
+@pytest.mark.parametrize(
+    "sources, expected",
+    [
+        # a function-local import closes the loop
+        ({"p.a": ("import p.b", False), "p.b": ("def f():\n    from p.a import x", False)}, [["p.a", "p.b"]]),
+        # `from package import submodule` is an edge to the submodule: here no cycle through p
+        ({"p": ("from p import a", True), "p.a": ("from p import b", False), "p.b": ("", False)}, []),
+        # `from package import name` re-exported by its __init__ is an edge to the package
+        ({"p": ("from p.a import name", True), "p.a": ("from p import other", False)}, [["p", "p.a"]]),
+        # relative imports, three modules around
+        ({"p": ("", True), "p.a": ("from .b import x", False), "p.b": ("from . import c", False),
+          "p.c": ("from .a import y", False)}, [["p.a", "p.b", "p.c"]]),
+        # the checkout folder data_prep is the package dtrain_prep
+        ({"dtrain_prep.a": ("from data_prep.b import x", False), "dtrain_prep.b": ("import dtrain_prep.a", False)},
+         [["dtrain_prep.a", "dtrain_prep.b"]]),
+    ],
+)
+def test_the_cycle_finder_finds_cycles(sources: dict[str, tuple[str, bool]], expected: list[list[str]]) -> None:
+    # Guards the guard: a finder that never finds a cycle would pass test_no_import_cycles.
+    assert import_cycles(import_graph(sources)) == expected
