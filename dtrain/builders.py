@@ -87,10 +87,12 @@ def start_tracker(cfg: RunConfig, ctx: DistContext, *, resume_run_id: str | None
 def build_trainer(cfg: RunConfig, ctx: DistContext, per_process_batch: int, *, stream=None, loaders=None):
     """The Trainer of `cfg` on this rank (`loaders`: (train, eval) to use instead of the config's)."""
     from dtrain.engine.loop import Trainer
+    from dtrain.engine.state import run_checkpoints
 
     engine = build_engine(cfg, ctx, build_model(cfg.model))
     train_loader, eval_loader = loaders or build_loaders(cfg, ctx, per_process_batch)
-    return Trainer(cfg, ctx, engine, train_loader, eval_loader, start_tracker=start_tracker, stream=stream)
+    return Trainer(cfg, ctx, engine, train_loader, eval_loader, run_checkpoints(cfg, ctx.rank),
+                   start_tracker=start_tracker, stream=stream)
 
 
 # -- inference -----------------------------------------------------------------------------------

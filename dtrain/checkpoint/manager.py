@@ -19,7 +19,8 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 import torch.distributed as dist
@@ -44,6 +45,7 @@ from dtrain.checkpoint.format import (
     to_cpu_copy,
     upgrade,
 )
+from dtrain.checkpoint.signals import collective_device
 from dtrain.errors import DtrainError
 
 log = logging.getLogger("dtrain.checkpoint")
@@ -64,6 +66,20 @@ class UnusableResumeError(ResumeError, UnusableCheckpoint):
     """Rank 0 found checkpoints but none that loads (every one damaged), on every rank."""
 
 
+StateT = TypeVar("StateT")
+
+
+@runtime_checkable
+class Stateful(Protocol[StateT]):
+    """A part of the checkpoint: torch.distributed.checkpoint's protocol, with the type of the
+    part's state named (a dict for most parts; every rank's list for the RNG; None for an absent
+    AMP scaler). A state holds only tensors and plain values (dtrain/checkpoint/format.py)."""
+
+    def state_dict(self) -> StateT: ...
+
+    def load_state_dict(self, state: StateT) -> None: ...
+
+
 def checkpoint_name(step: int) -> str:
     return f"ckpt-{step:09d}.pt"
 
@@ -75,7 +91,7 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.keep_best = keep_best
         self.rank = rank
-        self.parts: dict[str, Any] = {}
+        self.parts: dict[str, Stateful[Any]] = {}
         self.writer = AsyncWriter()
         self.blocked_seconds: list[float] = []  # time the caller was blocked, per save_parts
         if rank == 0:
@@ -105,13 +121,13 @@ class CheckpointManager:
 
     # -- the run's parts (torchtitan style: registered once, composed at every save) --------------
 
-    def register(self, parts: dict[str, Any]) -> None:
+    def register(self, parts: Mapping[str, Stateful[Any]]) -> None:
         """Name -> Stateful (state_dict/load_state_dict). Restored in registration order, so the
         RNG part goes last: nothing may draw random numbers between its restore and training."""
         self.parts.update(parts)
 
     def save_parts(self, step: int, *, metric: float | None = None, extra: dict[str, Any] | None = None,
-                   blocking: bool = False, on_written: Any = None) -> Path:
+                   blocking: bool = False, on_written: Callable[[], None] | None = None) -> Path:
         """Checkpoint the registered parts as step `step`. A collective (the RNG part gathers every
         rank's state, the finite check is agreed): call it on every rank at the same step.
 
@@ -336,8 +352,6 @@ def _agreed(local_ok: bool) -> bool:
     """Every rank's verdict combined (all must be True), so every rank raises or none does."""
     if not (dist.is_available() and dist.is_initialized()):
         return local_ok
-    from dtrain.checkpoint.signals import collective_device
-
     flag = torch.tensor([0 if local_ok else 1], dtype=torch.int32, device=collective_device())
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return not bool(flag.item())
