@@ -146,7 +146,8 @@ class CheckpointManager:
         path = self.directory / checkpoint_name(step)
         if self.rank == 0:
             snapshot = to_cpu_copy(state)
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
+            # torch.cuda.is_initialized has no type hints.
+            if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
                 torch.cuda.synchronize()  # the pinned copies are complete before the writer reads them
 
             def job() -> None:
@@ -231,10 +232,7 @@ class CheckpointManager:
         # A hard link costs no space while the numbered checkpoint exists and survives its
         # deletion by retention; filesystems without links get a copy.
         best_meta = meta_path(self.best_path)
-        try:
-            best_meta.unlink()
-        except FileNotFoundError:
-            pass
+        best_meta.unlink(missing_ok=True)
         tmp = temp_path(self.best_path)
         try:
             os.link(source, tmp)
@@ -252,23 +250,18 @@ class CheckpointManager:
             if path == keep:  # never the one just written, whatever newer-named files exist
                 continue
             for victim in (path, meta_path(path)):
-                try:
-                    victim.unlink()
-                except FileNotFoundError:
-                    pass
+                victim.unlink(missing_ok=True)
 
     def _remove_stale_temp_files(self) -> None:
         # Left by a writer killed between creating its temp file and renaming it.
         for path in self.directory.iterdir():
             if path.name.startswith(".") and TEMP_MARKER in path.name:
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
+                path.unlink(missing_ok=True)
 
     # -- loading -------------------------------------------------------------------------------
 
-    def load(self, path: Path | str, map_location: Any = "cpu") -> dict[str, Any]:
+    def load(self, path: Path | str, map_location: Any = "cpu") -> Any:
+        """What the file holds (a checkpoint dict of any format version, checked by format.upgrade)."""
         return atomic_load(path, map_location=map_location)
 
     def load_latest(self, map_location: Any = "cpu") -> tuple[dict[str, Any], Path] | None:
@@ -292,6 +285,7 @@ class CheckpointManager:
             box = [decision]
             dist.broadcast_object_list(box, src=0)
             decision = box[0]
+        assert decision is not None  # rank 0 (or a lone process) decided; the other ranks received it
         kind, value = decision
         if kind == "unusable":
             raise UnusableResumeError(value)

@@ -27,7 +27,6 @@ from .transforms import TRAIN_AUGMENTS, ScaledMeanImage, lighting_shift, random_
 
 # Plan columns: source box, resized size, zero padding, crop of the padded image, flip
 BOX_L, BOX_T, BOX_W, BOX_H, RES_W, RES_H, PAD, CROP_L, CROP_T, CROP_W, CROP_H, FLIP = range(12)
-PLAN_WIDTH = 12
 
 
 def shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:

@@ -48,9 +48,8 @@ class DDPEngine:
     def backward(self, loss: torch.Tensor, *, boundary: bool) -> None:
         loss = loss / self.accum  # gradients of the step's mean loss
         if self.precision.scaler is not None:
-            self.precision.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+            loss = self.precision.scaler.scale(loss)
+        torch.autograd.backward(loss)  # what loss.backward() calls (Tensor.backward has no type hints)
 
     def step(self) -> None:
         if self.precision.scaler is not None:
