@@ -129,7 +129,8 @@ class GlooSyncBatchNorm(_BatchNorm):
         return _global_batch_norm(x, self, momentum, self.process_group)
 
 
-def _replace_batchnorm(module: nn.Module, kind: type[_BatchNorm], make: Callable[[_BatchNorm], _BatchNorm]) -> nn.Module:
+def _replace_batchnorm(module: nn.Module, kind: type[_BatchNorm],
+                       make: Callable[[_BatchNorm], _BatchNorm]) -> nn.Module:
     """Replace every BatchNorm layer that is not yet `kind` by make(layer), keeping its parameters
     and buffers (the same tensors, so state_dict keys and values stay those of nn.BatchNorm2d)."""
     converted = module
@@ -165,7 +166,8 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
 # ---- BN over a fixed number of samples: distributed.bn_group_size ------------------------------
 
-_SUBGROUPS: dict[tuple[int, int], dist.ProcessGroup] = {}  # (id of the world group, ranks per group) -> this rank's group
+# (id of the world group, ranks per group) -> this rank's group
+_SUBGROUPS: dict[tuple[int, int], dist.ProcessGroup] = {}
 
 
 def _subgroup(ranks_per_group: int) -> dist.ProcessGroup:

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from dtrain.checkpoint.manager import Stateful
 from dtrain.config import RunConfig
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.wrap import unwrap, wrap
-from dtrain.checkpoint.manager import Stateful
 from dtrain.engine.engine import ModelPart, OptionalPart
 from dtrain.engine.optimizer import build_optimizer, set_lr
 from dtrain.engine.precision import Autocast, maybe_compile, prepare_model, setup_precision

@@ -62,7 +62,8 @@ def correct_counts(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tens
 
 @torch.no_grad()
 def evaluate(model: nn.Module, eval_loader: Iterable[EvalBatch], ctx: DistContext, *,
-             autocast: Autocast | None = None, channels_last: bool = False, should_stop: Callable[[], bool] | None = None) -> EvalResult | None:
+             autocast: Autocast | None = None, channels_last: bool = False,
+             should_stop: Callable[[], bool] | None = None) -> EvalResult | None:
     """Errors (%) of `model` (the bare module, not DDP) over the whole eval split of all ranks.
 
     `should_stop` (the trainer's preemption check, a collective every rank calls before each

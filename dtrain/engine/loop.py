@@ -20,14 +20,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Protocol, TextIO
 
 import torch
 import torch.nn.functional as F
 
 from dtrain.checkpoint import PREEMPTED_EXIT_CODE, CheckpointManager, PreemptionHandler, SavePolicy
-from dtrain.data.loaders import EvalBatch
 from dtrain.config import RunConfig, to_dict
+from dtrain.data.loaders import EvalBatch
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.failure import SymmetricError
 from dtrain.engine.engine import Engine

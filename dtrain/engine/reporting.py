@@ -18,8 +18,8 @@ from dtrain.tracking import MetricAggregator, Tracker
 
 
 class StepReporter:
-    def __init__(self, *, tracker: Tracker, progress: Progress, device: torch.device, global_batch: int, metrics_every: int,
-                 log_every: int, iters_per_epoch: int) -> None:
+    def __init__(self, *, tracker: Tracker, progress: Progress, device: torch.device, global_batch: int,
+                 metrics_every: int, log_every: int, iters_per_epoch: int) -> None:
         self.tracker, self.progress, self.device = tracker, progress, device
         self.global_batch, self.log_every, self.iters_per_epoch = global_batch, max(1, log_every), iters_per_epoch
         self.aggregate = MetricAggregator(max(1, metrics_every),
