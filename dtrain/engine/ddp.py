@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dtrain.checkpoint.manager import Stateful
+from dtrain.checkpoint import Stateful
 from dtrain.config import RunConfig
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.wrap import unwrap, wrap

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dtrain.checkpoint import Stateful
 from dtrain.checkpoint.format import UnusableCheckpoint
-from dtrain.checkpoint.manager import Stateful
 from dtrain.config import RunConfig, check_world_size
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.wrap import apply_sync_bn

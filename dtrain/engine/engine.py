@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from dtrain.checkpoint import Stateful
 from dtrain.checkpoint.format import UnusableCheckpoint
-from dtrain.checkpoint.manager import Stateful
 from dtrain.config import RunConfig
 from dtrain.distributed.context import DistContext
 from dtrain.errors import DtrainError
