@@ -21,6 +21,7 @@ from dtrain.checkpoint import Stateful
 from dtrain.checkpoint.format import UnusableCheckpoint
 from dtrain.config import RunConfig
 from dtrain.distributed.context import DistContext
+from dtrain.engine.precision import Autocast
 from dtrain.errors import DtrainError
 
 
@@ -44,7 +45,7 @@ class Engine(Protocol):
 
     def set_lr(self, lr: float) -> None: ...
 
-    def eval_context(self) -> Any:
+    def eval_context(self) -> Autocast | None:
         """The autocast (or None) evaluation of `model` needs."""
 
     def parts(self) -> dict[str, Stateful[Any]]:

@@ -178,9 +178,9 @@ class Trainer:
         progress = Progress(total_steps=self.total_steps, start_step=pos.step, enabled=self.ctx.is_main,
                             log_every=self.cfg.train.log_every_iters, stream=self.stream)
         self._reporter = StepReporter(tracker=self.tracker, progress=progress, device=self.ctx.device,
-                                     global_batch=self.cfg.optim.batch_size,
-                                     metrics_every=self.cfg.tracking.metrics_every_iters,
-                                     log_every=self.cfg.train.log_every_iters, iters_per_epoch=self.iters_per_epoch)
+                                      global_batch=self.cfg.optim.batch_size,
+                                      metrics_every=self.cfg.tracking.metrics_every_iters,
+                                      log_every=self.cfg.train.log_every_iters, iters_per_epoch=self.iters_per_epoch)
         progress.write(header_line(world_size=self.ctx.world_size, run_dir=self.run_dir, devices=local_devices(),
                                    run_link=self.tracker.run_link, backend=self.ctx.backend,
                                    tracking_problem=self.tracker.problem))
