@@ -5,13 +5,9 @@ gradient is that of the mean loss over every rank's micro-batches, as one big ba
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from ports import free_port
+from gloo_processes import run_on_gloo
 from torch.nn import functional as F
 
 from dtrain import models
@@ -37,29 +33,21 @@ def _flat_grads(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
-def _worker(rank: int, port: int, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        cfg = load_config("digits_resnet20", [f"optim.grad_accum={ACCUM}", "distributed.sync_bn=false"])
-        engine = DDPEngine(cfg, DistContext(rank=rank, world_size=WORLD, backend="gloo"), _model())
-        after_each = []
-        for index, (images, labels) in enumerate(_micro_batches(rank)):
-            boundary = index == ACCUM - 1
-            loss = F.cross_entropy(engine.forward(images, boundary=boundary), labels)
-            engine.backward(loss, boundary=boundary)
-            after_each.append(_flat_grads(engine.model).clone())
-        out[rank] = after_each
-    finally:
-        dist.destroy_process_group()
+def _gradients_after_each_micro_batch(rank: int) -> list[torch.Tensor]:
+    cfg = load_config("digits_resnet20", [f"optim.grad_accum={ACCUM}", "distributed.sync_bn=false"])
+    engine = DDPEngine(cfg, DistContext(rank=rank, world_size=WORLD, backend="gloo"), _model())
+    after_each = []
+    for index, (images, labels) in enumerate(_micro_batches(rank)):
+        boundary = index == ACCUM - 1
+        loss = F.cross_entropy(engine.forward(images, boundary=boundary), labels)
+        engine.backward(loss, boundary=boundary)
+        after_each.append(_flat_grads(engine.model).clone())
+    return after_each
 
 
 @pytest.fixture(scope="module")
 def gradients() -> dict:
-    out = mp.Manager().dict()
-    mp.spawn(_worker, args=(free_port(), out), nprocs=WORLD, join=True)
-    return dict(out)
+    return run_on_gloo(_gradients_after_each_micro_batch, WORLD)
 
 
 def test_micro_batches_before_the_boundary_are_not_all_reduced(gradients: dict) -> None:
