@@ -29,6 +29,7 @@ from dtrain.data.gpu_defaults import BatchFormat, batch_format
 from dtrain.distributed.context import DistContext
 from dtrain.engine.engine import engine_class
 from dtrain.engine.loop import Trainer
+from dtrain.engine.state import run_checkpoints
 from dtrain.errors import DtrainError
 from dtrain.resolve import saved_config
 from dtrain.smoke import limit_eval
@@ -100,7 +101,8 @@ def build_trainer(cfg: RunConfig, ctx: DistContext, per_process_batch: int, *, s
     """The Trainer of `cfg` on this rank (`loaders`: (train, eval) to use instead of the config's)."""
     engine = build_engine(cfg, ctx, build_model(cfg.model))
     train_loader, eval_loader = loaders or build_loaders(cfg, ctx, per_process_batch)
-    return Trainer(cfg, ctx, engine, train_loader, eval_loader, start_tracker=start_tracker, stream=stream)
+    return Trainer(cfg, ctx, engine, train_loader, eval_loader, run_checkpoints(cfg, ctx.rank),
+                   start_tracker=start_tracker, stream=stream)
 
 
 # -- inference -----------------------------------------------------------------------------------

@@ -2,12 +2,13 @@
 
     from dtrain.checkpoint import CheckpointManager, PreemptionHandler, SavePolicy
     manager.register({"model": model, "optimizer": optimizer, ...}); manager.save_parts(step)
+    (each part is `Stateful`: state_dict() / load_state_dict(state))
     from dtrain.checkpoint import capture_rng_state, restore_rng_state, gather_rng_states
 """
 
 from dtrain.checkpoint.atomic import CorruptCheckpoint, atomic_load, atomic_save
 from dtrain.checkpoint.format import FORMAT_VERSION, NonFiniteStateError
-from dtrain.checkpoint.manager import CheckpointManager, checkpoint_name
+from dtrain.checkpoint.manager import CheckpointManager, Stateful, checkpoint_name
 from dtrain.checkpoint.policy import SavePolicy
 from dtrain.checkpoint.rng import (
     capture_rng_state,
@@ -25,6 +26,7 @@ __all__ = [
     "PREEMPTED_EXIT_CODE",
     "PreemptionHandler",
     "SavePolicy",
+    "Stateful",
     "atomic_load",
     "atomic_save",
     "capture_rng_state",

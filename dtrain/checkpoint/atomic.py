@@ -153,10 +153,7 @@ def _write_bytes_atomically(path: Path, write: Any) -> dict[str, Any]:
         os.replace(tmp, path)
     except BaseException as exc:
         # Never leave a half-written temp file behind; the old `path` is untouched.
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         os_error = sink.error or (exc if isinstance(exc, OSError) else None)
         if os_error is not None and os_error.errno in _OUT_OF_SPACE:
             raise _out_of_space(path.parent, os_error) from None
@@ -180,10 +177,7 @@ def atomic_save(obj: Any, path: Path | str, meta: dict[str, Any] | None = None) 
     sidecar = meta_path(path)
     # A stale sidecar of an older file with the same name must not describe the new bytes:
     # remove it first, so every crash point leaves (old, old), (old|new, none) or (new, new).
-    try:
-        sidecar.unlink()
-    except FileNotFoundError:
-        pass
+    sidecar.unlink(missing_ok=True)
     info = _write_bytes_atomically(path, lambda sink: _save_with_trailer(obj, sink))
     info.update(meta or {})
     info["file"] = path.name
@@ -193,7 +187,8 @@ def atomic_save(obj: Any, path: Path | str, meta: dict[str, Any] | None = None) 
 
 
 def _save_with_trailer(obj: Any, sink: _HashingWriter) -> None:
-    torch.save(obj, sink)
+    # torch.save only calls write(); its type hint asks for a whole IO[bytes].
+    torch.save(obj, sink)  # type: ignore[arg-type]
     payload_digest, payload_size = sink.sha256.digest(), sink.size
     sink.write(TRAILER_MAGIC + payload_digest + payload_size.to_bytes(8, "little"))
 
@@ -228,9 +223,10 @@ def _verify_trailer(path: Path) -> None:
 
 def read_meta(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(meta_path(path).read_text())
+        meta = json.loads(meta_path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    return meta if isinstance(meta, dict) else None  # not a sidecar this code wrote
 
 
 def verify(path: Path) -> None:
@@ -258,7 +254,7 @@ def atomic_load(path: Path | str, map_location: Any = "cpu") -> Any:
         raise DtrainError(f"checkpoint {path} does not exist; check checkpoint.resume / checkpoint.dir")
     verify(path)
     try:
-        with torch.serialization.safe_globals(_config_classes()):
+        with torch.serialization.safe_globals([*_config_classes()]):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower():  # a damaged pickle stream
@@ -273,10 +269,10 @@ def atomic_load(path: Path | str, map_location: Any = "cpu") -> Any:
 
 
 @functools.cache
-def _config_classes() -> list[type]:
+def _config_classes() -> tuple[type, ...]:
     """RunConfig and its sections: dataclasses of plain values, rebuilt without running code."""
-    return [obj for obj in vars(config).values()
-            if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == config.__name__]
+    return tuple(obj for obj in vars(config).values()
+                 if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == config.__name__)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -68,7 +68,8 @@ def check_resume(cfg: RunConfig, rank: int = 0) -> None:
         recorded = _read(path)
         changed = changed_keys(recorded, current)
         if changed and cfg.checkpoint.resume == "auto":
-            shown = ", ".join(f"{k} {_text(recorded.get(k))} -> {_text(current.get(k))}" for k in changed[:SHOWN_CHANGES])
+            shown = ", ".join(f"{k} {_text(recorded.get(k))} -> {_text(current.get(k))}"
+                              for k in changed[:SHOWN_CHANGES])
             more = f" and {len(changed) - SHOWN_CHANGES} more" if len(changed) > SHOWN_CHANGES else ""
             raise ConfigError(
                 f"{cfg.resolved_run_dir()} holds a run with other settings ({shown}{more}): give this run "

@@ -13,6 +13,7 @@ id as top-level keys. Both are upgraded on load. Any other version is refused in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,11 @@ def upgrade(state: Any, path: Path | str) -> dict[str, Any]:
     if version not in UPGRADES and version != FORMAT_VERSION:
         raise UnusableCheckpoint(f"{path} has checkpoint format version {version}; this dtrain reads versions 1 to "
                                  f"{FORMAT_VERSION}: upgrade dtrain to read it")
+    current: dict[str, Any] = state
     while version != FORMAT_VERSION:
-        state = UPGRADES[version](state)
-        version = state["format_version"]
-    return state
+        current = UPGRADES[version](current)
+        version = current["format_version"]
+    return current
 
 
 def _from_version_1(state: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def _from_version_2(state: dict[str, Any]) -> dict[str, Any]:
 UPGRADES = {1: _from_version_1, 2: _from_version_2}
 
 
-def floating_tensors(obj: Any):
+def floating_tensors(obj: Any) -> Iterator[torch.Tensor]:
     """Every floating-point tensor inside nested dicts/lists/tuples."""
     if torch.is_tensor(obj):
         if obj.is_floating_point():

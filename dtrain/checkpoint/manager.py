@@ -18,8 +18,9 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 import torch.distributed as dist
@@ -44,6 +45,7 @@ from dtrain.checkpoint.format import (
     to_cpu_copy,
     upgrade,
 )
+from dtrain.checkpoint.signals import collective_device
 from dtrain.errors import DtrainError
 
 log = logging.getLogger("dtrain.checkpoint")
@@ -64,6 +66,20 @@ class UnusableResumeError(ResumeError, UnusableCheckpoint):
     """Rank 0 found checkpoints but none that loads (every one damaged), on every rank."""
 
 
+StateT = TypeVar("StateT")
+
+
+@runtime_checkable
+class Stateful(Protocol[StateT]):
+    """A part of the checkpoint: torch.distributed.checkpoint's protocol, with the type of the
+    part's state named (a dict for most parts; every rank's list for the RNG; None for an absent
+    AMP scaler). A state holds only tensors and plain values (dtrain/checkpoint/format.py)."""
+
+    def state_dict(self) -> StateT: ...
+
+    def load_state_dict(self, state: StateT) -> None: ...
+
+
 def checkpoint_name(step: int) -> str:
     return f"ckpt-{step:09d}.pt"
 
@@ -75,7 +91,7 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.keep_best = keep_best
         self.rank = rank
-        self.parts: dict[str, Any] = {}
+        self.parts: dict[str, Stateful[Any]] = {}
         self.writer = AsyncWriter()
         self.blocked_seconds: list[float] = []  # time the caller was blocked, per save_parts
         if rank == 0:
@@ -105,13 +121,13 @@ class CheckpointManager:
 
     # -- the run's parts (torchtitan style: registered once, composed at every save) --------------
 
-    def register(self, parts: dict[str, Any]) -> None:
+    def register(self, parts: Mapping[str, Stateful[Any]]) -> None:
         """Name -> Stateful (state_dict/load_state_dict). Restored in registration order, so the
         RNG part goes last: nothing may draw random numbers between its restore and training."""
         self.parts.update(parts)
 
     def save_parts(self, step: int, *, metric: float | None = None, extra: dict[str, Any] | None = None,
-                   blocking: bool = False, on_written: Any = None) -> Path:
+                   blocking: bool = False, on_written: Callable[[], None] | None = None) -> Path:
         """Checkpoint the registered parts as step `step`. A collective (the RNG part gathers every
         rank's state, the finite check is agreed): call it on every rank at the same step.
 
@@ -130,7 +146,8 @@ class CheckpointManager:
         path = self.directory / checkpoint_name(step)
         if self.rank == 0:
             snapshot = to_cpu_copy(state)
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
+            # torch.cuda.is_initialized has no type hints.
+            if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
                 torch.cuda.synchronize()  # the pinned copies are complete before the writer reads them
 
             def job() -> None:
@@ -215,10 +232,7 @@ class CheckpointManager:
         # A hard link costs no space while the numbered checkpoint exists and survives its
         # deletion by retention; filesystems without links get a copy.
         best_meta = meta_path(self.best_path)
-        try:
-            best_meta.unlink()
-        except FileNotFoundError:
-            pass
+        best_meta.unlink(missing_ok=True)
         tmp = temp_path(self.best_path)
         try:
             os.link(source, tmp)
@@ -236,23 +250,18 @@ class CheckpointManager:
             if path == keep:  # never the one just written, whatever newer-named files exist
                 continue
             for victim in (path, meta_path(path)):
-                try:
-                    victim.unlink()
-                except FileNotFoundError:
-                    pass
+                victim.unlink(missing_ok=True)
 
     def _remove_stale_temp_files(self) -> None:
         # Left by a writer killed between creating its temp file and renaming it.
         for path in self.directory.iterdir():
             if path.name.startswith(".") and TEMP_MARKER in path.name:
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
+                path.unlink(missing_ok=True)
 
     # -- loading -------------------------------------------------------------------------------
 
-    def load(self, path: Path | str, map_location: Any = "cpu") -> dict[str, Any]:
+    def load(self, path: Path | str, map_location: Any = "cpu") -> Any:
+        """What the file holds (a checkpoint dict of any format version, checked by format.upgrade)."""
         return atomic_load(path, map_location=map_location)
 
     def load_latest(self, map_location: Any = "cpu") -> tuple[dict[str, Any], Path] | None:
@@ -276,6 +285,7 @@ class CheckpointManager:
             box = [decision]
             dist.broadcast_object_list(box, src=0)
             decision = box[0]
+        assert decision is not None  # rank 0 (or a lone process) decided; the other ranks received it
         kind, value = decision
         if kind == "unusable":
             raise UnusableResumeError(value)
@@ -336,8 +346,6 @@ def _agreed(local_ok: bool) -> bool:
     """Every rank's verdict combined (all must be True), so every rank raises or none does."""
     if not (dist.is_available() and dist.is_initialized()):
         return local_ok
-    from dtrain.checkpoint.signals import collective_device
-
     flag = torch.tensor([0 if local_ok else 1], dtype=torch.int32, device=collective_device())
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return not bool(flag.item())

@@ -24,7 +24,9 @@ log = logging.getLogger("dtrain.checkpoint")
 
 def capture_rng_state() -> dict[str, Any]:
     """This process's generator states, as tensors and plain numbers (see the module's docstring)."""
-    kind, keys, pos, has_gauss, cached_gauss = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    assert isinstance(numpy_state, tuple)  # legacy=True: (kind, keys, pos, has_gauss, cached_gauss)
+    kind, keys, pos, has_gauss, cached_gauss = numpy_state
     state: dict[str, Any] = {
         "python": python_state_as_tensor(random.getstate()),
         "numpy": {
@@ -37,7 +39,8 @@ def capture_rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     # Only touch CUDA when it is already initialised: asking would otherwise create contexts.
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    # torch.cuda.is_initialized has no type hints.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -68,14 +71,14 @@ def restore_rng_state(state: dict[str, Any]) -> None:
             )
 
 
-def python_state_as_tensor(state: tuple) -> dict[str, Any]:
+def python_state_as_tensor(state: tuple[Any, ...]) -> dict[str, Any]:
     """random.getstate()'s (version, 625 words, cached gauss) with the words as an int64 tensor."""
     version, internal, gauss = state
     return {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
             "gauss": None if gauss is None else float(gauss)}
 
 
-def _as_python_state(value: dict[str, Any]) -> tuple:
+def _as_python_state(value: dict[str, Any]) -> tuple[Any, ...]:
     """The tuple random.setstate takes, from python_state_as_tensor's form."""
     return (value["version"], tuple(int(word) for word in value["internal"].tolist()), value["gauss"])
 

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from dtrain.errors import DtrainError
 
@@ -86,7 +87,7 @@ class RunDirLock:
     def acquire(self) -> RunDirLock:
         for earlier in [lock for lock in _held if lock.path == self.path]:
             earlier.release()  # a run that ended in this process (tests, the demo) hands it on
-        taken_from: dict | None = None
+        taken_from: dict[str, Any] | None = None
         for _ in range(3):  # a takeover races with at most a few other takers
             if self._create():
                 self._start_heartbeat()
@@ -107,10 +108,7 @@ class RunDirLock:
         self._stop.set()
         holder = self._read()
         if holder is not None and holder.get("pid") == self.me["pid"] and holder.get("host") == self.me["host"]:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
+            self.path.unlink(missing_ok=True)
         if self in _held:
             _held.remove(self)
 
@@ -137,23 +135,25 @@ class RunDirLock:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _read(self) -> dict | None:
+    def _read(self) -> dict[str, Any] | None:
         try:
             holder = json.loads(self.path.read_text())
+            if not isinstance(holder, dict):
+                return None  # not a lock this code wrote
             holder["heartbeat_age"] = time.time() - self.path.stat().st_mtime
             return holder
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None  # gone, or torn by a crash mid-write on a filesystem without link()
 
-    def _stale(self, holder: dict) -> bool:
+    def _stale(self, holder: dict[str, Any]) -> bool:
         job = self.me["torchrun_job"]
         if job and holder.get("torchrun_job") == job:
             return True  # an earlier worker group of this torchrun job; torchrun stopped it
         if holder.get("host") == self.me["host"]:
             return not _alive(int(holder.get("pid", 0)), holder.get("pid_start"))
-        return holder["heartbeat_age"] > STALE_SECONDS
+        return float(holder["heartbeat_age"]) > STALE_SECONDS
 
-    def _break(self, holder: dict | None) -> None:
+    def _break(self, holder: dict[str, Any] | None) -> None:
         aside = self.path.with_name(f"{LOCK_NAME}.stale-{self.me['pid']}")
         try:
             os.replace(self.path, aside)
@@ -161,7 +161,7 @@ class RunDirLock:
         except FileNotFoundError:
             pass
 
-    def _held_by(self, holder: dict) -> str:
+    def _held_by(self, holder: dict[str, Any]) -> str:
         return (f"run_dir {self.path.parent} is in use by another run (host {holder.get('host')}, "
                 f"PID {holder.get('pid')}, started {holder.get('started')}); wait for it, choose another "
                 f"run_dir, or delete {self.path} if that run is dead (it goes stale {STALE_SECONDS:.0f} s "
@@ -178,7 +178,7 @@ class RunDirLock:
         threading.Thread(target=beat, name="dtrain-run-lock", daemon=True).start()
 
 
-def live_holder(run_dir: Path) -> dict | None:
+def live_holder(run_dir: Path) -> dict[str, Any] | None:
     """Who holds run_dir's lock, or None when nobody does (or the holder is gone)."""
     lock = RunDirLock(Path(run_dir))
     holder = lock._read()

@@ -28,7 +28,6 @@ from .transforms import TRAIN_AUGMENTS, lighting_shift, random_resized_crop_box
 
 # Plan columns: source box, resized size, zero padding, crop of the padded image, flip
 BOX_L, BOX_T, BOX_W, BOX_H, RES_W, RES_H, PAD, CROP_L, CROP_T, CROP_W, CROP_H, FLIP = range(12)
-PLAN_WIDTH = 12
 
 
 def shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -40,7 +39,7 @@ def shorter_side_size(width: int, height: int, size: int) -> tuple[int, int]:
     return (size, new_long) if width <= height else (new_long, size)
 
 
-def _plan(box, resized, pad, crop, flip) -> list[int]:
+def _plan(box: Sequence[int], resized: Sequence[int], pad: int, crop: Sequence[int], flip: bool) -> list[int]:
     return [*box, *resized, pad, *crop, int(flip)]
 
 
@@ -178,7 +177,7 @@ class DevicePerPixelMeanNormalize(DeviceNormalize):
     the dataset's mean image, resized to views of another size, subtracted in float32), before the
     cast to `dtype`, so the torch and gpu loaders subtract the same float32 tensor."""
 
-    def __init__(self, mean_image, std: Sequence[float], dtype: torch.dtype = torch.float32,
+    def __init__(self, mean_image: np.ndarray, std: Sequence[float], dtype: torch.dtype = torch.float32,
                  channels_last: bool = False):
         super().__init__([0.0, 0.0, 0.0], std, dtype, channels_last)
         self.mean_image = ScaledMeanImage(mean_image, self.std)

@@ -34,7 +34,7 @@ class DecodeError(DtrainError):
 
 
 @functools.cache
-def torchvision_decode_jpeg() -> Callable | None:
+def torchvision_decode_jpeg() -> Callable[..., list[torch.Tensor]] | None:
     """torchvision.io.decode_jpeg if torchvision imports and its image ops load, else None."""
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -44,7 +44,10 @@ def torchvision_decode_jpeg() -> Callable | None:
 
 
 def decode_torchvision(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    return torchvision_decode_jpeg()(jpegs, device=device)  # on CUDA: one nvJPEG batch
+    decode = torchvision_decode_jpeg()
+    if decode is None:  # pick_decoder chooses torchvision only where it loads
+        raise DtrainError("torchvision.io does not load beside this torch; use data.gpu_decoder=pil")
+    return decode(jpegs, device=device)  # on CUDA: one nvJPEG batch
 
 
 def decode_pil(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:

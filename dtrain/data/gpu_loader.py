@@ -14,15 +14,16 @@ pixels are the torch loader's within one pixel level given the same JPEG decoder
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.compute as pc  # type: ignore[import-untyped]  # pyarrow ships no type hints
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import torch
 from torch.utils.data import Dataset
 
 from dtrain.config import DataConfig
+from dtrain.data import LoaderBuilders
 from dtrain_prep import layout
 
 from .eval_views import EvalTransform
@@ -35,6 +36,13 @@ from .padding import stack_windows
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
 from .sources import ManifestSource, read_manifest
 from .transforms import check_train_geometry
+
+Coefficients = tuple[np.ndarray, ...]  # plan_coefficients: x taps, x weights, y taps, y weights
+# What a worker returns per sample: JPEG bytes, coefficients, flip, lighting offset, pad window, label, index
+TrainSample = tuple[np.ndarray, Coefficients, bool, torch.Tensor, torch.Tensor | None, int, int]
+# JPEG bytes, (coefficients, flip) per view, label, valid, index
+EvalSample = tuple[np.ndarray, list[tuple[Coefficients, bool]], int, bool, int]
+PlansOf = Callable[[int, int], list[list[int]]]  # width, height -> the plans of every view
 
 
 def _jpeg(source: ManifestSource, index: int) -> np.ndarray:
@@ -54,27 +62,39 @@ def _split_jpegs(buffer: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tens
 class _Taps:
     """Per-sample resampling taps of one view, stacked over a batch."""
 
-    def __init__(self, per_sample: list[tuple[np.ndarray, ...]]):
+    def __init__(self, per_sample: list[Coefficients]) -> None:
         self.rows = [source_rows(sample[2], sample[3]) for sample in per_sample]
-        self.x_taps, self.x_weights, self.y_taps, self.y_weights = (pad_taps(list(a)) for a in zip(*per_sample))
+        self.x_taps, self.x_weights, self.y_taps, self.y_weights = (
+            pad_taps(list(a)) for a in zip(*per_sample, strict=True))
 
     def pixels(self, images: list[torch.Tensor], flips: torch.Tensor) -> torch.Tensor:
         """Decoded uint8 images -> float32 [B, C, Ly, Lx] pixel levels, flipped where asked."""
         device = images[0].device
-        taps = [t.to(device, non_blocking=True) for t in (self.x_taps, self.x_weights, self.y_taps, self.y_weights)]
-        out = torch.stack([resample(image, *(t[i] for t in taps), self.rows[i]) for i, image in enumerate(images)])
+        x_taps, x_weights, y_taps, y_weights = (t.to(device, non_blocking=True) for t in (
+            self.x_taps, self.x_weights, self.y_taps, self.y_weights))
+        out = torch.stack([resample(image, x_taps[i], x_weights[i], y_taps[i], y_weights[i], self.rows[i])
+                           for i, image in enumerate(images)])
         mask = flips.to(device, non_blocking=True).view(-1, 1, 1, 1)
         return torch.where(mask, out.flip(3), out).float()
 
 
-class _GpuTrainSamples(Dataset):
-    def __init__(self, source: ManifestSource, planner: TrainPlanner, seed: int):
+# A collated batch as it crosses from the workers: JPEG buffer, lengths, taps, flips, lighting
+# offsets, pad windows (None: no padding), labels, indices.
+TrainBatchParts = tuple[torch.Tensor, torch.Tensor, _Taps, torch.Tensor, torch.Tensor, torch.Tensor | None,
+                        torch.Tensor, torch.Tensor]
+# JPEG buffer, lengths, (taps, flips) per view, labels, valid, indices
+EvalBatchParts = tuple[torch.Tensor, torch.Tensor, list[tuple[_Taps, torch.Tensor]], torch.Tensor, torch.Tensor,
+                       torch.Tensor]
+
+
+class _GpuTrainSamples(Dataset[TrainSample]):
+    def __init__(self, source: ManifestSource, planner: TrainPlanner, seed: int) -> None:
         self.source, self.planner, self.seed = source, planner, seed
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int]):
+    def __getitem__(self, key: tuple[int, int]) -> TrainSample:
         epoch, index = key
         width, height = int(self.source.manifest.widths[index]), int(self.source.manifest.heights[index])
         plan, offset = self.planner(width, height, sample_rng(self.seed, epoch, index))
@@ -82,8 +102,8 @@ class _GpuTrainSamples(Dataset):
             self.planner.window(plan), self.source.label(index), index
 
 
-def _collate_train(items):
-    jpegs, taps, flips, offsets, windows, labels, indices = zip(*items)
+def _collate_train(items: Sequence[TrainSample]) -> TrainBatchParts:
+    jpegs, taps, flips, offsets, windows, labels, indices = zip(*items, strict=True)
     return (*_collate_jpegs(list(jpegs)), _Taps(list(taps)), torch.tensor(flips), torch.stack(offsets),
             stack_windows(windows), torch.tensor(labels, dtype=torch.int64), torch.tensor(indices, dtype=torch.int64))
 
@@ -91,7 +111,7 @@ def _collate_train(items):
 class SampleNames:
     """"split[index] (source file)" of a sample, for error messages; reads the source lazily."""
 
-    def __init__(self, source: ManifestSource):
+    def __init__(self, source: ManifestSource) -> None:
         self.root, self.split = source.manifest.root, source.manifest.split
 
     def __call__(self, index: int) -> str:
@@ -110,7 +130,7 @@ class GpuTrainLoader(TrainLoader):
 
     def __init__(self, source: ManifestSource, planner: TrainPlanner, normalize: DeviceNormalize, *,
                  batch_size: int, rank: int, world_size: int, seed: int, workers: int, device: torch.device,
-                 decoder: str):
+                 decoder: str) -> None:
         # Not TrainLoader.__init__: that one builds the PIL-decoding DataLoader.
         self.source, self.device, self.decoder, self.normalize = source, device, decoder, normalize
         self.names = SampleNames(source)
@@ -121,7 +141,7 @@ class GpuTrainLoader(TrainLoader):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return one_ahead(self.device, self.loader, self._batch)
 
-    def _batch(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, batch: TrainBatchParts) -> tuple[torch.Tensor, torch.Tensor]:
         buffer, lengths, taps, flips, offsets, windows, labels, indices = batch
         images = decode_batch(self.decoder, _split_jpegs(buffer, lengths),
                               lambda i: self.names(int(indices[i])), self.device)
@@ -130,14 +150,14 @@ class GpuTrainLoader(TrainLoader):
             labels.to(self.device, non_blocking=non_blocking)
 
 
-class _GpuEvalSamples(Dataset):
-    def __init__(self, source: ManifestSource, plans_of):
+class _GpuEvalSamples(Dataset[EvalSample]):
+    def __init__(self, source: ManifestSource, plans_of: PlansOf) -> None:
         self.source, self.plans_of = source, plans_of
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, bool]):
+    def __getitem__(self, key: tuple[int, bool]) -> EvalSample:
         index, valid = key
         width, height = int(self.source.manifest.widths[index]), int(self.source.manifest.heights[index])
         plans = self.plans_of(width, height)
@@ -145,8 +165,8 @@ class _GpuEvalSamples(Dataset):
         return _jpeg(self.source, index), views, self.source.label(index), valid, index
 
 
-def _collate_eval(items):
-    jpegs, views, labels, valid, indices = zip(*items)
+def _collate_eval(items: Sequence[EvalSample]) -> EvalBatchParts:
+    jpegs, views, labels, valid, indices = zip(*items, strict=True)
     per_view = [(_Taps([v[i][0] for v in views]), torch.tensor([v[i][1] for v in views]))
                 for i in range(len(views[0]))]
     return (*_collate_jpegs(list(jpegs)), per_view, torch.tensor(labels, dtype=torch.int64),
@@ -157,11 +177,13 @@ class GpuEvalLoader(EvalLoader):
     """EvalBatch(views, labels, valid) on `device`, the views of eval_views decoded and cut on the
     device; len/num_samples are EvalLoader's."""
 
-    def __init__(self, source: ManifestSource, plans_of, normalize: DeviceNormalize, *, fixed_size: bool,
-                 batch_size: int, rank: int, world_size: int, workers: int, device: torch.device, decoder: str):
+    def __init__(self, source: ManifestSource, plans_of: PlansOf, normalize: DeviceNormalize, *, fixed_size: bool,
+                 batch_size: int, rank: int, world_size: int, workers: int, device: torch.device,
+                 decoder: str) -> None:
         self.source, self.device, self.decoder, self.normalize = source, device, decoder, normalize
         self.names = SampleNames(source)
-        if not fixed_size and not _all_same_size(*source.image_sizes()):
+        widths, heights = source.image_sizes()
+        if not fixed_size and not _all_same_size(widths.tolist(), heights.tolist()):
             batch_size = 1  # views follow each image's shape and cannot be stacked
         self.batch_size = batch_size
         self.sampler = EvalBatchSampler(len(source), batch_size, rank, world_size)
@@ -170,7 +192,7 @@ class GpuEvalLoader(EvalLoader):
     def __iter__(self) -> Iterator[EvalBatch]:
         return one_ahead(self.device, self.loader, self._batch)
 
-    def _batch(self, batch) -> EvalBatch:
+    def _batch(self, batch: EvalBatchParts) -> EvalBatch:
         buffer, lengths, per_view, labels, valid, indices = batch
         images = decode_batch(self.decoder, _split_jpegs(buffer, lengths),
                               lambda i: self.names(int(indices[i])), self.device)
@@ -181,7 +203,7 @@ class GpuEvalLoader(EvalLoader):
 class _EvalPlans:
     """width, height -> the plans of every view (a class, not a closure: workers may be spawned)."""
 
-    def __init__(self, mode: str, data: DataConfig, scales: tuple[int, ...]):
+    def __init__(self, mode: str, data: DataConfig, scales: tuple[int, ...]) -> None:
         self.mode, self.data, self.scales = mode, data, scales
 
     def __call__(self, width: int, height: int) -> list[list[int]]:
@@ -192,8 +214,9 @@ def _source(data: DataConfig, split: str) -> ManifestSource:
     return ManifestSource(read_manifest(data.root, split), data.source)
 
 
-def build_train(data: DataConfig, *, batch_size, rank, world_size, seed, device, num_classes=1000,
-                dtype: torch.dtype = torch.float32, channels_last: bool = False) -> GpuTrainLoader:
+def build_train(data: DataConfig, *, batch_size: int, rank: int, world_size: int, seed: int, device: torch.device,
+                num_classes: int = 1000, dtype: torch.dtype = torch.float32,
+                channels_last: bool = False) -> GpuTrainLoader:
     """The registry's train builder; dtype/channels_last choose the output (AMP runs, benchmarks)."""
     source = _source(data, data.train_split)
     widths, heights = source.image_sizes()
@@ -203,8 +226,9 @@ def build_train(data: DataConfig, *, batch_size, rank, world_size, seed, device,
                           workers=data.workers, device=device, decoder=pick_decoder(data.gpu_decoder))
 
 
-def build_eval(data: DataConfig, *, mode, batch_size, rank, world_size, scales, device, num_classes=1000,
-               dtype: torch.dtype = torch.float32, channels_last: bool = False) -> GpuEvalLoader:
+def build_eval(data: DataConfig, *, mode: str, batch_size: int, rank: int, world_size: int, scales: Sequence[int],
+               device: torch.device, num_classes: int = 1000, dtype: torch.dtype = torch.float32,
+               channels_last: bool = False) -> GpuEvalLoader:
     EvalTransform(data, mode, scales)  # the same checks of eval.mode / eval.scales / val sizes
     plans = _EvalPlans(mode, data, tuple(int(s) for s in scales))
     return GpuEvalLoader(_source(data, data.val_split), plans,
@@ -214,10 +238,4 @@ def build_eval(data: DataConfig, *, mode, batch_size, rank, world_size, scales, 
                          decoder=pick_decoder(data.gpu_decoder))
 
 
-def _builders():
-    from dtrain.data import LoaderBuilders  # the package is initialised by the time this loader is chosen
-
-    return LoaderBuilders(train=build_train, eval=build_eval, formats=True)
-
-
-BUILDERS = _builders()
+BUILDERS = LoaderBuilders(train=build_train, eval=build_eval, formats=True)

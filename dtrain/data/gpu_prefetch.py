@@ -13,10 +13,11 @@ from typing import TypeVar
 
 import torch
 
+B = TypeVar("B")
 T = TypeVar("T")
 
 
-def _tensors(value) -> Iterator[torch.Tensor]:
+def _tensors(value: object) -> Iterator[torch.Tensor]:
     if torch.is_tensor(value):
         yield value
     elif isinstance(value, (list, tuple)):
@@ -24,18 +25,20 @@ def _tensors(value) -> Iterator[torch.Tensor]:
             yield from _tensors(item)
 
 
-def one_ahead(device: torch.device, batches: Iterable, work: Callable[..., T]) -> Iterator[T]:
+def one_ahead(device: torch.device, batches: Iterable[B], work: Callable[[B], T]) -> Iterator[T]:
     """work(batch) for every batch, in order."""
     if device.type != "cuda":
         for batch in batches:
             yield work(batch)
         return
-    side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
-    pending = None
+    # torch.cuda.Stream and torch.cuda.Event have no type hints on their constructors.
+    side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+    main = torch.cuda.current_stream(device)
+    pending: tuple[T, torch.cuda.Event] | None = None
     for batch in batches:
         with torch.cuda.stream(side):
             produced = work(batch)
-            done = torch.cuda.Event()
+            done = torch.cuda.Event()  # type: ignore[no-untyped-call]
             done.record(side)
         if pending is not None:
             yield _hand_over(*pending, main)

@@ -14,6 +14,7 @@ manifest's image size); the gathers run on the decoded images' device.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ def axis_coefficients(in_size: int, box0: int, box1: int, out_size: int, start: 
     return np.clip(taps, 0, in_size - 1), fixed.astype(np.int32)
 
 
-def plan_coefficients(plan, width: int, height: int) -> tuple[np.ndarray, ...]:
+def plan_coefficients(plan: Sequence[int] | torch.Tensor, width: int, height: int) -> tuple[np.ndarray, ...]:
     """(x taps, x weights, y taps, y weights) of one plan (see gpu_augment) on a width x height image."""
     p = [int(v) for v in plan]
     x = axis_coefficients(width, p[BOX_L], p[BOX_L] + p[BOX_W], p[RES_W], p[CROP_L], p[CROP_W], p[PAD])

@@ -12,15 +12,19 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
+from dtrain.checkpoint.run_lock import release_all
 from dtrain.config import DistributedConfig
 from dtrain.distributed.lifetime import die_with_parent, launched_by_torchrun
 from dtrain.distributed.peers import Peer, start_directory
 from dtrain.distributed.process_group import form_process_group
 from dtrain.errors import DtrainError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,19 +56,13 @@ class DistContext:
             dist.all_reduce(tensor)
         return tensor
 
-    def all_gather_object(self, obj):
+    def all_gather_object(self, obj: T) -> list[T]:
+        """Every rank's `obj`, in rank order (a collective)."""
         if not self.is_distributed:
             return [obj]
-        gathered = [None] * self.world_size
+        gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, obj)
         return gathered
-
-    def broadcast_object(self, obj, src: int = 0):
-        if not self.is_distributed:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=src)
-        return box[0]
 
 
 def env_rank() -> int:
@@ -102,7 +100,8 @@ def resolve_backend(requested: str, device: torch.device) -> str:
         return "nccl" if device.type == "cuda" else "gloo"
     needs = BACKEND_DEVICES[requested]
     if needs is not None and device.type != needs:
-        raise DtrainError(f"distributed.backend={requested} needs {needs.upper()}; use distributed.backend=gloo (or auto) on CPU")
+        raise DtrainError(f"distributed.backend={requested} needs {needs.upper()}; "
+                          "use distributed.backend=gloo (or auto) on CPU")
     return requested
 
 
@@ -138,8 +137,6 @@ def share_peer_directory(rank: int, world_size: int) -> None:
 def teardown(ctx: DistContext) -> None:
     """Leave the job: hand back the run_dir lock (dtrain.checkpoint.run_lock) and leave the
     process group cleanly (only after a run that ended the same way on all ranks)."""
-    from dtrain.checkpoint.run_lock import release_all
-
     release_all()
     if ctx.is_distributed and dist.is_initialized():
         dist.destroy_process_group()

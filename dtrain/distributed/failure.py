@@ -19,10 +19,11 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from dtrain.checkpoint.run_lock import release_all
+from dtrain.distributed.lifetime import stop_daemonic_children
 from dtrain.distributed.peers import directory
 from dtrain.errors import DtrainError
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USER_ERROR = 2  # the same code the `dtrain` CLI uses for a DtrainError
 
@@ -87,9 +88,6 @@ def exit_code_for(exc: BaseException) -> int:
 
 def hard_exit(code: int) -> None:
     """os._exit after the little that must not be skipped: atexit hooks do not run."""
-    from dtrain.checkpoint.run_lock import release_all
-    from dtrain.distributed.lifetime import stop_daemonic_children
-
     release_all()
     stop_daemonic_children()
     os._exit(code)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -61,10 +62,9 @@ def stop_daemonic_children() -> None:
         # these deaths are ours.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for child in children:
-        try:
-            os.kill(child.pid, signal.SIGKILL)
-        except (ProcessLookupError, TypeError):
-            pass
+        if child.pid is not None:  # None: never started
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                os.kill(child.pid, signal.SIGKILL)
     for child in children:
         child.join(_JOIN_SECONDS)
 

@@ -77,7 +77,7 @@ def reachable_address(towards: str, port: int) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.connect((towards, port))  # UDP: picks a route, sends nothing
-            return probe.getsockname()[0]
+            return str(probe.getsockname()[0])  # (host, port) of an AF_INET socket
         except OSError:
             return socket.gethostbyname(socket.gethostname())
 

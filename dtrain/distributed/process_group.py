@@ -87,10 +87,10 @@ def agree_on_namespace(store: dist.Store, rank: int, world_size: int, deadline: 
         for peer in sorted(waiting):
             hello = f"{_KEY_ROOT}/hello/{peer}"
             if store.check([hello]):
-                nonce = store.get(hello)
-                if nonce not in answered:
-                    store.set(f"{_KEY_ROOT}/welcome/{nonce.decode()}", token)
-                    answered.add(nonce)
+                peer_nonce = store.get(hello)  # the bytes rank `peer` set (as a str) under hello/peer
+                if peer_nonce not in answered:
+                    store.set(f"{_KEY_ROOT}/welcome/{peer_nonce.decode()}", token)
+                    answered.add(peer_nonce)
             if store.check([f"{_KEY_ROOT}/ready/{token}/{peer}"]):
                 waiting.discard(peer)
         if waiting and time.monotonic() > deadline:

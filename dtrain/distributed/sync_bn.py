@@ -17,11 +17,16 @@ gradient of the mean loss over the global batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from dtrain.errors import ConfigError
 
 
 def _reduce_dims(x: torch.Tensor) -> list[int]:
@@ -34,7 +39,9 @@ def _per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 class _GlobalBatchNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, group):
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                running_mean: torch.Tensor | None, running_var: torch.Tensor | None, eps: float,
+                momentum: float | None, group: dist.ProcessGroup | None) -> torch.Tensor:
         dims = _reduce_dims(x)
         # Statistics in float64: sum/sum-of-squares cancel badly in fp32 on large batches.
         xd = x.detach().double()
@@ -49,7 +56,7 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         mean = total_sum / count
         var = (total_sq / count - mean * mean).clamp_min(0)
         invstd = torch.rsqrt(var + eps)
-        if running_mean is not None and momentum is not None:
+        if running_mean is not None and running_var is not None and momentum is not None:
             with torch.no_grad():
                 unbiased = var * count / max(count.item() - 1, 1)
                 running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
@@ -57,7 +64,7 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         mean_f, invstd_f = mean.to(x.dtype), invstd.to(x.dtype)
         x_hat = (x - _per_channel(mean_f, x)) * _per_channel(invstd_f, x)
         out = x_hat
-        if weight is not None:
+        if weight is not None and bias is not None:  # affine: both or neither
             out = out * _per_channel(weight, x) + _per_channel(bias, x)
         ctx.save_for_backward(x_hat, weight, invstd_f)
         ctx.count = count.item()
@@ -65,7 +72,7 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x_hat, weight, invstd = ctx.saved_tensors
         dims = _reduce_dims(grad_out)
         sum_dy = grad_out.sum(dims)
@@ -84,11 +91,23 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         return grad_in, grad_weight, grad_bias, None, None, None, None, None
 
 
+def _global_batch_norm(x: torch.Tensor, bn: _BatchNorm, momentum: float,
+                       group: dist.ProcessGroup | None) -> torch.Tensor:
+    """`bn`'s training forward with statistics over every rank of `group` (None: all ranks)."""
+    running = bn.track_running_stats
+    # torch.autograd.Function.apply has no type hints.
+    out: torch.Tensor = _GlobalBatchNormFunction.apply(  # type: ignore[no-untyped-call]
+        x, bn.weight, bn.bias, bn.running_mean if running else None, bn.running_var if running else None,
+        bn.eps, momentum, group)
+    return out
+
+
 class GlooSyncBatchNorm(_BatchNorm):
     """Sync BN for CPU/gloo (any backend works; CUDA runs use torch's kernels instead)."""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, process_group=None, device=None, dtype=None):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, process_group: dist.ProcessGroup | None = None,
+                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.process_group = process_group
 
@@ -107,34 +126,30 @@ class GlooSyncBatchNorm(_BatchNorm):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average, as _BatchNorm does
                 momentum = 1.0 / float(self.num_batches_tracked)
-        running = self.track_running_stats
-        return _GlobalBatchNormFunction.apply(
-            x, self.weight, self.bias,
-            self.running_mean if running else None, self.running_var if running else None,
-            self.eps, momentum, self.process_group,
-        )
+        return _global_batch_norm(x, self, momentum, self.process_group)
 
 
-def _replace_batchnorm(module: nn.Module, kind: type, make) -> nn.Module:
+def _replace_batchnorm(module: nn.Module, kind: type[_BatchNorm],
+                       make: Callable[[_BatchNorm], _BatchNorm]) -> nn.Module:
     """Replace every BatchNorm layer that is not yet `kind` by make(layer), keeping its parameters
     and buffers (the same tensors, so state_dict keys and values stay those of nn.BatchNorm2d)."""
     converted = module
     if isinstance(module, _BatchNorm) and not isinstance(module, kind):
-        converted = make(module)
+        bn = make(module)
         if module.affine:
             with torch.no_grad():
-                converted.weight = module.weight
-                converted.bias = module.bias
-        converted.running_mean = module.running_mean
-        converted.running_var = module.running_var
-        converted.num_batches_tracked = module.num_batches_tracked
-        converted.train(module.training)
+                bn.weight = module.weight
+                bn.bias = module.bias
+        bn.running_mean = module.running_mean
+        bn.running_var = module.running_var
+        bn.num_batches_tracked = module.num_batches_tracked
+        converted = bn.train(module.training)
     for name, child in module.named_children():
         converted.add_module(name, _replace_batchnorm(child, kind, make))
     return converted
 
 
-def convert_to_gloo_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
+def convert_to_gloo_sync_bn(module: nn.Module, process_group: dist.ProcessGroup | None = None) -> nn.Module:
     """Replace every BatchNorm layer by GlooSyncBatchNorm, keeping parameters and buffers."""
     return _replace_batchnorm(module, GlooSyncBatchNorm, lambda bn: GlooSyncBatchNorm(
         bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, process_group))
@@ -143,28 +158,30 @@ def convert_to_gloo_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """torch's SyncBatchNorm on CUDA (fast kernels), ours everywhere else."""
     if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # torch's SyncBatchNorm.convert_sync_batchnorm has no type hints.
+        converted: nn.Module = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
+        return converted
     return convert_to_gloo_sync_bn(model)
 
 
 # ---- BN over a fixed number of samples: distributed.bn_group_size ------------------------------
 
-_SUBGROUPS: dict[tuple[int, int], object] = {}  # (id of the world group, ranks per group) -> this rank's group
+# (id of the world group, ranks per group) -> this rank's group
+_SUBGROUPS: dict[tuple[int, int], dist.ProcessGroup] = {}
 
 
-def _subgroup(ranks_per_group: int):
+def _subgroup(ranks_per_group: int) -> dist.ProcessGroup:
     """This rank's group of `ranks_per_group` consecutive ranks; created on first use by every rank
     at once (all ranks reach the same BN layer with the same batch size)."""
     key = (id(dist.group.WORLD), ranks_per_group)
     if key not in _SUBGROUPS:
         world = dist.get_world_size()
         if world % ranks_per_group:
-            from dtrain.errors import ConfigError
-
             raise ConfigError(f"distributed.bn_group_size needs groups of {ranks_per_group} processes, but the "
                               f"world size {world} does not divide by {ranks_per_group}; change bn_group_size "
                               "or the number of processes")
-        _SUBGROUPS[key] = dist.new_subgroups(group_size=ranks_per_group)[0]
+        # torch.distributed.new_subgroups has no type hints: (this rank's group, all groups).
+        _SUBGROUPS[key] = dist.new_subgroups(group_size=ranks_per_group)[0]  # type: ignore[no-untyped-call]
     return _SUBGROUPS[key]
 
 
@@ -179,12 +196,11 @@ class GroupBatchNorm(_BatchNorm):
     variance, so their momentum means what it means for nn.BatchNorm2d. Eval uses them as plain BN does;
     parameters, buffers and state_dict keys are nn.BatchNorm2d's."""
 
-    def __init__(self, num_features, group_size: int, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, device=None, dtype=None):
+    def __init__(self, num_features: int, group_size: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         if group_size < 1:
-            from dtrain.errors import ConfigError
-
             raise ConfigError(f"distributed.bn_group_size must be positive (0 turns it off), got {group_size}")
         self.group_size = group_size
 
@@ -208,16 +224,13 @@ class GroupBatchNorm(_BatchNorm):
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         ranks_per_group = min(max(1, self.group_size // batch), world)
         if batch < self.group_size and ranks_per_group > 1:
-            running = self.track_running_stats
-            return _GlobalBatchNormFunction.apply(
-                x, self.weight, self.bias, self.running_mean if running else None,
-                self.running_var if running else None, self.eps, self._momentum(), _subgroup(ranks_per_group))
+            return _global_batch_norm(x, self, self._momentum(), _subgroup(ranks_per_group))
         return self._ghost(x)
 
     def _ghost(self, x: torch.Tensor) -> torch.Tensor:
-        chunks = x.split(self.group_size)
+        chunks = torch.split(x, self.group_size)
         out = torch.cat([F.batch_norm(c, None, None, self.weight, self.bias, True, 0.0, self.eps) for c in chunks])
-        if self.track_running_stats:
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             momentum = self._momentum()
             with torch.no_grad():
                 dims = _reduce_dims(x)
@@ -228,7 +241,8 @@ class GroupBatchNorm(_BatchNorm):
         return out
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", group_size={self.group_size}"
+        base: str = super().extra_repr()  # type: ignore[no-untyped-call]  # torch's _NormBase.extra_repr: no hints
+        return base + f", group_size={self.group_size}"
 
 
 def convert_to_group_bn(module: nn.Module, group_size: int) -> nn.Module:

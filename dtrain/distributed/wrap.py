@@ -1,13 +1,17 @@
-"""Apply distribution to a model from outside: sync BN, then the engine named by distributed.engine.
+"""Apply distribution to a model from outside: sync BN, then torch's DistributedDataParallel.
 
-A model never knows it is distributed; `wrap` returns what the training loop steps. Engines are
-a registry so the DeepSpeed engine (a later issue) is one more entry, not an if-chain.
+A model never knows it is distributed; `wrap` returns what the ddp engine (dtrain/engine/ddp.py)
+steps. The engines themselves are chosen from one registry, dtrain.engine.engine.ENGINES; the
+DeepSpeed engine uses `apply_sync_bn` only and lets DeepSpeed do the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
@@ -17,12 +21,13 @@ from dtrain.distributed.context import DistContext
 from dtrain.distributed.sync_bn import convert_sync_batchnorm, convert_to_group_bn
 from dtrain.errors import ConfigError
 
-EngineWrapper = Callable[[nn.Module, DistributedConfig, DistContext], nn.Module]
+# A DDP communication hook: (state, gradient bucket) -> the future of the reduced bucket.
+CommHook = Callable[[Any, dist.GradBucket], torch.futures.Future[torch.Tensor]]
 
 # distributed.grad_compression -> torch's DDP communication hook (None: DDP's own fp32 all-reduce).
 # A hook casts each gradient bucket to 16 bits, divides it by the world size, all-reduces
 # it and casts the sum back: half the bytes on the wire, gradients rounded to 16 bits.
-GRAD_COMPRESSION_HOOKS: dict[str, Callable | None] = {
+GRAD_COMPRESSION_HOOKS: dict[str, CommHook | None] = {
     "none": None,
     "fp16": default_hooks.fp16_compress_hook,
     "bf16": default_hooks.bf16_compress_hook,
@@ -32,7 +37,7 @@ GRAD_COMPRESSION_HOOKS: dict[str, Callable | None] = {
 NEEDS_CUDA = {"bf16"}
 
 
-def grad_compression_hook(dist_cfg: DistributedConfig, ctx: DistContext) -> Callable | None:
+def grad_compression_hook(dist_cfg: DistributedConfig, ctx: DistContext) -> CommHook | None:
     """The hook of distributed.grad_compression, refused in one line where DDP cannot run it."""
     name = dist_cfg.grad_compression
     if name in NEEDS_CUDA and ctx.device.type != "cuda":
@@ -58,9 +63,6 @@ def _wrap_ddp(model: nn.Module, dist_cfg: DistributedConfig, ctx: DistContext) -
     return ddp
 
 
-ENGINES: dict[str, EngineWrapper] = {"ddp": _wrap_ddp}
-
-
 def apply_sync_bn(model: nn.Module, dist_cfg: DistributedConfig, ctx: DistContext) -> nn.Module:
     """BN over bn_group_size samples if set (any world size); else over the global batch when asked
     for and there is more than one process."""
@@ -72,16 +74,13 @@ def apply_sync_bn(model: nn.Module, dist_cfg: DistributedConfig, ctx: DistContex
 
 
 def wrap(model: nn.Module, dist_cfg: DistributedConfig, ctx: DistContext) -> nn.Module:
-    """Sync BN (if asked) + the distribution engine; the model must already be on ctx.device."""
-    engine = ENGINES.get(dist_cfg.engine)
-    if engine is None:
-        raise ConfigError(
-            f"distributed.engine={dist_cfg.engine!r} is not available in this version "
-            f"(available: {', '.join(sorted(ENGINES))}); use distributed.engine=ddp"
-        )
-    return engine(apply_sync_bn(model, dist_cfg, ctx), dist_cfg, ctx)
+    """Sync BN (if asked) + DDP (with more than one process); the model must already be on ctx.device."""
+    return _wrap_ddp(apply_sync_bn(model, dist_cfg, ctx), dist_cfg, ctx)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DDP (for eval and state_dict keys without 'module.')."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    if isinstance(model, DistributedDataParallel):
+        bare: nn.Module = model.module
+        return bare
+    return model

@@ -9,13 +9,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from dtrain.checkpoint import Stateful
 from dtrain.config import RunConfig
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.wrap import unwrap, wrap
-from dtrain.engine.engine import ModelPart, OptionalPart, Stateful
+from dtrain.engine.engine import ModelPart, OptionalPart
 from dtrain.engine.optimizer import build_optimizer, set_lr
-from dtrain.engine.precision import maybe_compile, prepare_model, setup_precision
+from dtrain.engine.precision import Autocast, maybe_compile, prepare_model, setup_precision
 
 
 class DDPEngine:
@@ -29,28 +31,27 @@ class DDPEngine:
         self.forward_model = maybe_compile(self.wrapped, cfg.train)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.accum = cfg.optim.grad_accum
-        self._micro = 0
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, *, boundary: bool) -> torch.Tensor:
         images = images.to(self.ctx.device, non_blocking=True)
         if self.precision.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         # DDP all-reduces gradients in the backward of a forward run outside no_sync(): only the
-        # last micro-batch of a step does (the grad_accum micro-batches are counted here).
-        self._micro += 1
-        boundary = self._micro >= self.accum or not hasattr(self.wrapped, "no_sync")
-        with (contextlib.nullcontext() if boundary else self.wrapped.no_sync()), self.precision.context():
-            return self.forward_model(images)
+        # boundary micro-batch of a step does; the others only accumulate this rank's gradients.
+        wrapped = self.wrapped
+        sync = wrapped.no_sync() if not boundary and isinstance(wrapped, DistributedDataParallel) \
+            else contextlib.nullcontext()
+        with sync, self.precision.context():
+            logits: torch.Tensor = self.forward_model(images)
+        return logits
 
     def backward(self, loss: torch.Tensor, *, boundary: bool) -> None:
         loss = loss / self.accum  # gradients of the step's mean loss
         if self.precision.scaler is not None:
-            self.precision.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+            loss = self.precision.scaler.scale(loss)
+        torch.autograd.backward(loss)  # what loss.backward() calls (Tensor.backward has no type hints)
 
     def step(self) -> None:
-        self._micro = 0
         if self.precision.scaler is not None:
             self.precision.scaler.step(self.optimizer)
             self.precision.scaler.update()
@@ -63,23 +64,16 @@ class DDPEngine:
     def set_lr(self, lr: float) -> None:
         set_lr(self.optimizer, lr)
 
-    def eval_context(self):
+    def eval_context(self) -> Autocast | None:
         return self.precision.autocast
 
     @property
     def channels_last(self) -> bool:
         return self.precision.channels_last
 
-    def parts(self) -> dict[str, Stateful]:
+    def parts(self) -> dict[str, Stateful[Any]]:
         return {"model": ModelPart(self.model, self.model_name), "optimizer": self.optimizer,
                 "scaler": OptionalPart(self.precision.scaler)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {name: part.state_dict() for name, part in self.parts().items()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, part in self.parts().items():
-            part.load_state_dict(state.get(name))
 
     # DDP's state is whole on every rank: dtrain's checkpoint holds all of it.
     def save_shards(self, directory: Path, tag: str) -> dict[str, Any] | None:

@@ -30,12 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from dtrain.checkpoint import Stateful
 from dtrain.checkpoint.format import UnusableCheckpoint
 from dtrain.config import RunConfig
+from dtrain.distributed.context import DistContext
 from dtrain.distributed.wrap import apply_sync_bn
-from dtrain.engine.engine import ModelPart, Stateful
+from dtrain.engine.engine import ModelPart
 from dtrain.engine.optimizer import build_optimizer, set_lr
-from dtrain.engine.precision import prepare_model
+from dtrain.engine.precision import Autocast, prepare_model, wants_channels_last
 from dtrain.errors import ConfigError, DtrainError
 
 DEEPSPEED_SUBDIR = "deepspeed"
@@ -111,7 +113,7 @@ class DeepSpeedEngine:
     """The Engine interface over `deepspeed.initialize`: DeepSpeed steps the model, owns fp16/bf16
     and writes the ZeRO-partitioned optimiser state as shards of its own."""
 
-    def __init__(self, cfg: RunConfig, ctx, model: nn.Module) -> None:
+    def __init__(self, cfg: RunConfig, ctx: DistContext, model: nn.Module) -> None:
         if cfg.train.compile:
             raise ConfigError("train.compile=true is not supported with distributed.engine=deepspeed; "
                               "use train.compile=false")
@@ -123,7 +125,7 @@ class DeepSpeedEngine:
         except ModuleNotFoundError:
             raise DtrainError("distributed.engine=deepspeed needs DeepSpeed: pip install 'dtrain[deepspeed]'") from None
         self.ctx, self.model_name = ctx, cfg.model.name
-        self.channels_last = cfg.train.channels_last
+        self.channels_last = wants_channels_last(cfg.train, ctx.device)
         model = apply_sync_bn(prepare_model(model, cfg.train, ctx.device), cfg.distributed, ctx)
         self.optimizer = build_optimizer(model, cfg.optim)
         self.ds_config = deepspeed_config(cfg, ctx.world_size)
@@ -136,11 +138,14 @@ class DeepSpeedEngine:
         # fp16: DeepSpeed's loss scaler skips a non-finite step and lowers the scale by itself.
         self.tolerates_non_finite = self.input_dtype == torch.float16
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, *, boundary: bool) -> torch.Tensor:
+        # DeepSpeed counts the micro-steps itself (gradient_accumulation_steps): `boundary` only
+        # matters to backward.
         images = images.to(self.ctx.device, dtype=self.input_dtype, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.engine(images)
+        logits: torch.Tensor = self.engine(images)  # DeepSpeed is untyped
+        return logits
 
     def backward(self, loss: torch.Tensor, *, boundary: bool) -> None:
         self.engine.backward(loss)  # divides by gradient_accumulation_steps itself
@@ -156,21 +161,15 @@ class DeepSpeedEngine:
     def set_lr(self, lr: float) -> None:
         set_lr(self.optimizer, lr)
 
-    def eval_context(self):
+    def eval_context(self) -> Autocast | None:
         # Evaluation feeds float32 batches to the bare (maybe half-precision) model: autocast casts them.
         if self.input_dtype == torch.float32:
             return None
         return functools.partial(torch.autocast, device_type=self.ctx.device.type, dtype=self.input_dtype)
 
-    def parts(self) -> dict[str, Stateful]:
+    def parts(self) -> dict[str, Stateful[Any]]:
         # Full weights for `dtrain eval`; the optimiser state lives in DeepSpeed's shards.
         return {"model": ModelPart(self.model, self.model_name)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.parts()["model"].load_state_dict(state["model"])
 
     def save_shards(self, directory: Path, tag: str) -> dict[str, Any]:
         # Every rank writes its optimiser shard; DeepSpeed synchronises the ranks around it.

@@ -3,30 +3,26 @@
 The loop knows only this interface; DDP (dtrain/engine/ddp.py) and DeepSpeed
 (dtrain/engine/deepspeed_engine.py) are peers behind it. An engine owns the wrapped model, the
 optimiser and mixed precision; it exposes its checkpointable parts as `Stateful` objects (the
-checkpoint manager composes them with the loop's own parts) and may write shards of its own
-(DeepSpeed's ZeRO partitions) next to dtrain's checkpoint.
+checkpoint manager composes them with the loop's own parts and owns saving and restoring them)
+and may write shards of its own (DeepSpeed's ZeRO partitions) next to dtrain's checkpoint.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from dtrain.checkpoint import Stateful
 from dtrain.checkpoint.format import UnusableCheckpoint
+from dtrain.config import RunConfig
+from dtrain.distributed.context import DistContext
+from dtrain.engine.precision import Autocast
 from dtrain.errors import DtrainError
-
-
-@runtime_checkable
-class Stateful(Protocol):
-    """torch.distributed.checkpoint's protocol: a part of the checkpoint."""
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class Engine(Protocol):
@@ -35,11 +31,12 @@ class Engine(Protocol):
     # fp16 loss scaling skips non-finite steps by itself: the loop does not stop on them.
     tolerates_non_finite: bool
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits of a training micro-batch (moved to the device, in the engine's precision)."""
+    def forward(self, images: torch.Tensor, *, boundary: bool) -> torch.Tensor:
+        """Logits of a training micro-batch (moved to the device, in the engine's precision);
+        `boundary`: the last micro-batch of the step, whose backward synchronises gradients."""
 
     def backward(self, loss: torch.Tensor, *, boundary: bool) -> None:
-        """Backward of one micro-batch's mean loss; `boundary`: the last micro-batch of the step."""
+        """Backward of one micro-batch's mean loss; `boundary` as in `forward`."""
 
     def step(self) -> None:
         """The optimiser step (after the boundary micro-batch)."""
@@ -48,16 +45,12 @@ class Engine(Protocol):
 
     def set_lr(self, lr: float) -> None: ...
 
-    def eval_context(self) -> Any:
+    def eval_context(self) -> Autocast | None:
         """The autocast (or None) evaluation of `model` needs."""
 
-    def parts(self) -> dict[str, Stateful]:
-        """Checkpoint parts by name ("model", "optimizer", ...)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """{name: part.state_dict()} of `parts()`."""
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def parts(self) -> dict[str, Stateful[Any]]:
+        """Checkpoint parts by name ("model", "optimizer", ...): the checkpoint manager saves and
+        restores them (the engine has no state_dict of its own)."""
 
     def save_shards(self, directory: Path, tag: str) -> dict[str, Any] | None:
         """Write the engine's own shards (a collective); returns what dtrain's checkpoint records."""
@@ -74,7 +67,11 @@ ENGINES: dict[str, str] = {
 }
 
 
-def engine_class(name: str) -> type:
+# An engine class: built from the run's config, this process's context and the bare model.
+EngineFactory = Callable[[RunConfig, DistContext, nn.Module], Engine]
+
+
+def engine_class(name: str) -> EngineFactory:
     target = ENGINES.get(name)
     if target is None:
         raise DtrainError(f"distributed.engine={name!r} is not one of {', '.join(ENGINES)}")
@@ -84,7 +81,8 @@ def engine_class(name: str) -> type:
     except ModuleNotFoundError as exc:
         raise DtrainError(f"distributed.engine={name} needs the module {exc.name!r}; "
                           f"install it (pip install 'dtrain[{name}]') or use distributed.engine=ddp") from None
-    return getattr(module, attribute)
+    factory: EngineFactory = getattr(module, attribute)
+    return factory
 
 
 class ModelPart:
@@ -105,9 +103,11 @@ class ModelPart:
 
 
 class OptionalPart:
-    """A part that may be absent (the fp16 GradScaler): saved as None, restored when present."""
+    """A part that may be absent (the fp16 GradScaler): saved as None, restored when present.
 
-    def __init__(self, part: Stateful | None) -> None:
+    A checkpoint written without it (None) restores nothing into a run that has it (fp32 -> fp16)."""
+
+    def __init__(self, part: Stateful[dict[str, Any]] | None) -> None:
         self.part = part
 
     def state_dict(self) -> dict[str, Any] | None:

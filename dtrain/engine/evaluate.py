@@ -9,13 +9,15 @@ counts of correct and valid samples are summed over ranks with one all_reduce at
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from dtrain.data.loaders import EvalBatch
 from dtrain.distributed.context import DistContext
+from dtrain.engine.precision import Autocast
 
 
 @dataclass(frozen=True)
@@ -28,10 +30,10 @@ class EvalResult:
         return {f"{prefix}top1_err": self.top1_err, f"{prefix}top5_err": self.top5_err}
 
 
-def averaged_scores(model: nn.Module, views: list[torch.Tensor], *, autocast=None,
+def averaged_scores(model: nn.Module, views: Sequence[torch.Tensor], *, autocast: Autocast | None = None,
                     channels_last: bool = False) -> torch.Tensor:
-    """Mean softmax over the views of a batch: [B, num_classes] in float32."""
-    total = None
+    """Mean softmax over the views of a batch (at least one): [B, num_classes] in float32."""
+    total: torch.Tensor | None = None
     for view in views:
         if channels_last:
             view = view.contiguous(memory_format=torch.channels_last)
@@ -42,6 +44,8 @@ def averaged_scores(model: nn.Module, views: list[torch.Tensor], *, autocast=Non
             logits = model(view)
         probs = torch.softmax(logits.float(), dim=1)
         total = probs if total is None else total + probs
+    if total is None:
+        raise ValueError("averaged_scores needs at least one view")
     return total / len(views)
 
 
@@ -57,7 +61,8 @@ def correct_counts(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tens
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, eval_loader, ctx: DistContext, *, autocast=None, channels_last: bool = False,
+def evaluate(model: nn.Module, eval_loader: Iterable[EvalBatch], ctx: DistContext, *,
+             autocast: Autocast | None = None, channels_last: bool = False,
              should_stop: Callable[[], bool] | None = None) -> EvalResult | None:
     """Errors (%) of `model` (the bare module, not DDP) over the whole eval split of all ranks.
 

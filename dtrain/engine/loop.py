@@ -17,14 +17,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TextIO
 
 import torch
 import torch.nn.functional as F
 
 from dtrain.checkpoint import PREEMPTED_EXIT_CODE, CheckpointManager, PreemptionHandler, SavePolicy
 from dtrain.config import RunConfig, to_dict
+from dtrain.data.loaders import EvalBatch
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.failure import SymmetricError
 from dtrain.engine.engine import Engine
@@ -42,7 +45,7 @@ from dtrain.engine.state import (
 )
 from dtrain.engine.step_sync import StepSync, SyncResult
 from dtrain.errors import ConfigError
-from dtrain.tracking import header_line, local_devices, record_models
+from dtrain.tracking import NullTracker, Tracker, header_line, local_devices, record_models
 
 # Test-only hook for the checkpoint tests: with DTRAIN_TEST_CRASH_AT_STEP=k in the environment the
 # process hard-exits (os._exit(1), no cleanup, like a killed node) right after step k's optimiser
@@ -83,23 +86,46 @@ class TrainResult:
 
 def total_steps(cfg: RunConfig, iters_per_epoch: int) -> int:
     """schedule.max_iters wins over schedule.epochs; train.max_epochs_override caps either."""
-    steps = cfg.schedule.max_iters if cfg.schedule.max_iters is not None else cfg.schedule.epochs * iters_per_epoch
+    if cfg.schedule.max_iters is not None:
+        steps = cfg.schedule.max_iters
+    elif cfg.schedule.epochs is not None:
+        steps = cfg.schedule.epochs * iters_per_epoch
+    else:  # validation refuses this already; a Trainer built from an unvalidated config says the same
+        raise ConfigError("set schedule.epochs or schedule.max_iters: the run needs an end")
     if cfg.train.max_epochs_override is not None:
         steps = min(steps, cfg.train.max_epochs_override * iters_per_epoch)
     return steps
 
 
-def train_step(engine: Engine, micro: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+Batch = tuple[torch.Tensor, torch.Tensor]  # images, labels
+
+
+class TrainBatches(Protocol):
+    """A training loader as the loop uses it (every registered loader's train side)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None: ...
+
+
+# (cfg, ctx, *, resume_run_id, resumed_at) -> the run's tracker (builders.start_tracker)
+StartTracker = Callable[..., Tracker]
+
+
+def train_step(engine: Engine, micro: Sequence[Batch], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step over grad_accum micro-batches: this rank's mean loss and top-1 error
     (%) as device tensors. Nothing here waits for the device."""
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), device=device)
     seen = 0
     for index, (images, labels) in enumerate(micro):
+        boundary = index == len(micro) - 1  # its backward synchronises the step's gradients
         labels = labels.to(device, non_blocking=True)
-        logits = engine.forward(images)
+        logits = engine.forward(images, boundary=boundary)
         loss = F.cross_entropy(logits.float(), labels)
-        engine.backward(loss, boundary=index == len(micro) - 1)
+        engine.backward(loss, boundary=boundary)
         loss_sum += loss.detach() / len(micro)
         wrong += (logits.detach().argmax(dim=1) != labels).sum()
         seen += labels.numel()
@@ -109,8 +135,12 @@ def train_step(engine: Engine, micro: list, device: torch.device) -> tuple[torch
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, ctx: DistContext, engine: Engine, train_loader, eval_loader,
-                 *, start_tracker, stream=None) -> None:
+    """Trains `engine` on `train_loader`; `checkpoints` (the run's CheckpointManager) saves and
+    restores the engine's parts together with the loop's own."""
+
+    def __init__(self, cfg: RunConfig, ctx: DistContext, engine: Engine, train_loader: TrainBatches,
+                 eval_loader: Iterable[EvalBatch], checkpoints: CheckpointManager, *, start_tracker: StartTracker,
+                 stream: TextIO | None = None) -> None:
         self.cfg, self.ctx, self.engine = cfg, ctx, engine
         self.train_loader, self.eval_loader = train_loader, eval_loader
         self.start_tracker, self.stream = start_tracker, stream
@@ -123,8 +153,7 @@ class Trainer:
         self.total_steps = total_steps(cfg, self.iters_per_epoch)
         self.schedule = build_schedule(cfg.schedule, scaled_lr(cfg.optim), self.total_steps)
         self.position, self.tracker_part = Position(), TrackerPart()
-        self.checkpoints = CheckpointManager(cfg.resolved_checkpoint_dir(), keep_last=cfg.checkpoint.keep_last,
-                                             keep_best=cfg.checkpoint.keep_best, rank=ctx.rank)
+        self.checkpoints = checkpoints
         self.checkpoints.register({  # restored in this order: RNG last
             **engine.parts(), "lr_schedule": self.schedule, "train_state": self.position,
             "tracker": self.tracker_part,
@@ -132,7 +161,8 @@ class Trainer:
         self.policy = SavePolicy(cfg.checkpoint)
         self.preemption = PreemptionHandler()
         self.sync = StepSync(ctx, cfg.train.sync_every or cfg.train.log_every_iters)
-        self.tracker = self.reporter = None
+        self.tracker: Tracker = NullTracker()  # the run's own once run() has resumed (it needs the run id)
+        self._reporter: StepReporter | None = None
         self.last_eval: EvalResult | None = None
         self.last_eval_step = -1
 
@@ -147,10 +177,10 @@ class Trainer:
         self.tracker_part.run_id = self.tracker.run_id
         progress = Progress(total_steps=self.total_steps, start_step=pos.step, enabled=self.ctx.is_main,
                             log_every=self.cfg.train.log_every_iters, stream=self.stream)
-        self.reporter = StepReporter(tracker=self.tracker, progress=progress, device=self.ctx.device,
-                                     global_batch=self.cfg.optim.batch_size,
-                                     metrics_every=self.cfg.tracking.metrics_every_iters,
-                                     log_every=self.cfg.train.log_every_iters, iters_per_epoch=self.iters_per_epoch)
+        self._reporter = StepReporter(tracker=self.tracker, progress=progress, device=self.ctx.device,
+                                      global_batch=self.cfg.optim.batch_size,
+                                      metrics_every=self.cfg.tracking.metrics_every_iters,
+                                      log_every=self.cfg.train.log_every_iters, iters_per_epoch=self.iters_per_epoch)
         progress.write(header_line(world_size=self.ctx.world_size, run_dir=self.run_dir, devices=local_devices(),
                                    run_link=self.tracker.run_link, backend=self.ctx.backend,
                                    tracking_problem=self.tracker.problem))
@@ -189,7 +219,13 @@ class Trainer:
                     return stopped
             del batches
 
-    def _one_step(self, batches, progress: Progress) -> str | None:
+    @property
+    def reporter(self) -> StepReporter:
+        if self._reporter is None:
+            raise RuntimeError("the step reporter exists only while Trainer.run() runs")
+        return self._reporter
+
+    def _one_step(self, batches: Iterator[Batch], progress: Progress) -> str | None:
         """One optimiser step and what is due after it; "finished"/"preempted" to stop."""
         pos, started = self.position, time.perf_counter()
         micro = [next(batches) for _ in range(self.accum)]

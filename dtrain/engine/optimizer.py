@@ -6,6 +6,8 @@ from the LR schedule before each step (see lr_schedule.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 from torch.optim import SGD, Optimizer
 
@@ -14,7 +16,7 @@ from dtrain.engine.lr_schedule import scaled_lr
 from dtrain.errors import ConfigError
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) -> list[dict[str, Any]]:
     """One group with decay; with no_decay_bn_bias, BN weights/biases and all biases go in a second
     group without it (they are the 1-dimensional parameters of a ResNet)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -26,7 +28,7 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) 
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _sgd(groups: list[dict], optim: OptimConfig) -> Optimizer:
+def _sgd(groups: list[dict[str, Any]], optim: OptimConfig) -> Optimizer:
     return SGD(groups, lr=scaled_lr(optim), momentum=optim.momentum, nesterov=optim.nesterov,
                weight_decay=optim.weight_decay)
 

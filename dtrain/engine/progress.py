@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
+
+from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints (types-tqdm is separate)
 
 from dtrain.engine.meters import format_duration
 
 
 class Progress:
     def __init__(self, *, total_steps: int, start_step: int, enabled: bool, log_every: int,
-                 stream=None) -> None:
+                 stream: TextIO | None = None) -> None:
         self.total = total_steps
         self.start_step = start_step
         self.enabled = enabled
         self.log_every = max(1, log_every)
         self.stream = stream or sys.stdout
         self.started = time.perf_counter()
-        self.bar = None
+        self.bar: tqdm | None = None
         if enabled and self.stream.isatty():
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total_steps, initial=start_step, unit="it", dynamic_ncols=True,
                             file=self.stream)
 

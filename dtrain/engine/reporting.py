@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from dtrain.engine.meters import MetricWindow, memory_mib
 from dtrain.engine.progress import Progress
 from dtrain.engine.step_sync import SyncResult
-from dtrain.tracking import MetricAggregator
+from dtrain.tracking import MetricAggregator, Tracker
 
 
 class StepReporter:
-    def __init__(self, *, tracker, progress: Progress, device, global_batch: int, metrics_every: int,
-                 log_every: int, iters_per_epoch: int) -> None:
+    def __init__(self, *, tracker: Tracker, progress: Progress, device: torch.device, global_batch: int,
+                 metrics_every: int, log_every: int, iters_per_epoch: int) -> None:
         self.tracker, self.progress, self.device = tracker, progress, device
         self.global_batch, self.log_every, self.iters_per_epoch = global_batch, max(1, log_every), iters_per_epoch
         self.aggregate = MetricAggregator(max(1, metrics_every),
@@ -30,7 +32,7 @@ class StepReporter:
 
     def report(self, synced: SyncResult, total_steps: int) -> None:
         memory = memory_mib(self.device)
-        for step, loss, top1_err in zip(synced.steps, synced.losses, synced.top1_errs):
+        for step, loss, top1_err in zip(synced.steps, synced.losses, synced.top1_errs, strict=True):
             lr, data_time, seconds = self._host.pop(step, (0.0, 0.0, 1e-9))
             img_per_s = self.global_batch / seconds
             values = {"train/loss": loss, "train/top1_err": top1_err, "train/lr": lr,

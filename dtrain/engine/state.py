@@ -71,6 +71,12 @@ class TrackerPart:
         self.run_id = state.get("run_id")
 
 
+def run_checkpoints(cfg: RunConfig, rank: int) -> CheckpointManager:
+    """The run's CheckpointManager: checkpoint.dir (default RUN_DIR/checkpoints) with its retention."""
+    return CheckpointManager(cfg.resolved_checkpoint_dir(), keep_last=cfg.checkpoint.keep_last,
+                             keep_best=cfg.checkpoint.keep_best, rank=rank)
+
+
 # checkpoint.resume takes these words or a checkpoint path: auto, the newest checkpoint that loads;
 # never, a fresh run; force, auto despite changed settings (dtrain/checkpoint/fingerprint.py).
 RESUME_MODES = ("auto", "never", "force")
@@ -99,7 +105,7 @@ def explain_fresh_start(cfg: RunConfig) -> Iterator[None]:
         raise
 
 
-def find_resume_checkpoint(cfg: RunConfig, checkpoints: CheckpointManager) -> tuple[dict, Path] | None:
+def find_resume_checkpoint(cfg: RunConfig, checkpoints: CheckpointManager) -> tuple[dict[str, Any], Path] | None:
     """The checkpoint checkpoint.resume names (auto: the newest that loads), or None to start afresh."""
     mode = cfg.checkpoint.resume
     if mode == "never":

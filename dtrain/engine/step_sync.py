@@ -70,7 +70,7 @@ class StepSync:
         result = SyncResult(steps=list(self.steps), losses=losses,
                             top1_errs=[v / world for v in values[self.every:self.every + count]],
                             preempt=values[-2] > 0, save_time=values[-1] > 0)
-        result.first_bad_step = next((s for s, v in zip(self.steps, losses) if not math.isfinite(v)), None)
+        result.first_bad_step = next((s for s, v in zip(self.steps, losses, strict=True) if not math.isfinite(v)), None)
         self.buffer.zero_()
         self.steps.clear()
         return result

@@ -14,6 +14,7 @@ from dtrain.distributed.context import DistContext
 from dtrain.engine.loop import NonFiniteLossError, Trainer, total_steps
 from dtrain.engine.progress import Progress
 from dtrain.resolve import load_config
+from dtrain.engine.state import run_checkpoints
 from dtrain.train import main
 
 TINY = ["data.loader=synthetic", "data.synthetic_samples=32", "data.synthetic_image_size=16",
@@ -71,7 +72,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, b
     ctx = DistContext()
     model = NanAfter(models.build("resnet20", num_classes=10), at=bad_step)
     trainer = Trainer(cfg, ctx, build_engine(cfg, ctx, model), *build_loaders(cfg, ctx, 8),
-                      start_tracker=start_tracker)
+                      run_checkpoints(cfg, ctx.rank), start_tracker=start_tracker)
     with pytest.raises(NonFiniteLossError) as info:
         trainer.run()
     message = str(info.value)

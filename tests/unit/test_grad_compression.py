@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from ports import free_port
+from gloo_processes import run_on_gloo
 from torch.nn import functional as F
 
 from dtrain import models
@@ -41,10 +38,7 @@ def _backward(model: torch.nn.Module, rank: int) -> None:
     F.cross_entropy(model(images), labels).backward()
 
 
-def _worker(rank: int, port: int, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _gradients(rank: int) -> dict[str, torch.Tensor]:
     ctx = DistContext(rank=rank, world_size=WORLD, backend="gloo")
     torch.manual_seed(0)
     model = models.build("resnet20", num_classes=10)
@@ -55,15 +49,12 @@ def _worker(rank: int, port: int, out: dict) -> None:
         wrapped = wrap(copy.deepcopy(model), DistributedConfig(grad_compression=compression), ctx)
         _backward(wrapped, rank)
         result[compression] = _flat_grads(wrapped)
-    out[rank] = result
-    dist.destroy_process_group()
+    return result
 
 
 @pytest.fixture(scope="module")
 def gradients() -> dict:
-    out = mp.Manager().dict()
-    mp.spawn(_worker, args=(free_port(), out), nprocs=WORLD, join=True)
-    return dict(out)
+    return run_on_gloo(_gradients, WORLD)
 
 
 def test_fp16_compression_is_torchs_fp16_hook_on_every_rank(gradients: dict) -> None:
