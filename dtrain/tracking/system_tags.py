@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import platform
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 import dtrain
+import dtrain_prep
 from dtrain.errors import DtrainError
 from dtrain.resources import resource_dir
 
@@ -85,8 +85,9 @@ def source_digest() -> str | None:
 
 def source_files() -> dict[str, Path]:
     """{name that is the same in a checkout and in the wheel: file} for dtrain's code and resources."""
-    prep = importlib.import_module("dtrain_prep")  # in a checkout its __path__ is data_prep/
-    roots = {"dtrain": Path(dtrain.__file__).resolve().parent, "dtrain_prep": Path(prep.__path__[0]).resolve()}
+    # Each package's own folder: dtrain_prep's is data_prep/dtrain_prep/ in a checkout, site-packages/ in a wheel.
+    roots = {name: Path(package.__file__).resolve().parent
+             for name, package in (("dtrain", dtrain), ("dtrain_prep", dtrain_prep))}
     roots.update({folder: resource_dir(folder) for folder in RESOURCE_FOLDERS})
     files = {}
     for prefix, root in roots.items():
