@@ -1,5 +1,6 @@
 """The papers' table rows as data: each row names the recipe that reproduces it and the numbers
-the paper reports (all from SPEC.md, which cites R1/R2). `dtrain reproduce ROW` compares a run
+the paper reports (R1: He et al., Deep Residual Learning for Image Recognition, CVPR 2016; R2:
+He et al., Identity Mappings in Deep Residual Networks, ECCV 2016). `dtrain reproduce ROW` compares a run
 with one of these rows.
 
 Errors are in percent. `params_m` is in millions as printed by the paper; `multiply_adds` is
