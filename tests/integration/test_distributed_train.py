@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ports import free_port
+from processes import free_port
 
 from dtrain.checkpoint import atomic_load  # weights only, like every dtrain reader
 

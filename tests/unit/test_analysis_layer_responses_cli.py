@@ -3,8 +3,8 @@
 import json
 
 import torch
-from _prepared_fixture import write_prepared
 from click.testing import CliRunner
+from prepared_data import write_prepared
 
 from dtrain import models
 from dtrain.analysis.model_source import from_checkpoint

@@ -9,7 +9,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from _prepared_fixture import write_prepared
 from PIL import Image
 
 from dtrain.config import DataConfig
@@ -20,11 +19,6 @@ from dtrain.errors import ConfigError, DtrainError
 from dtrain_prep import layout
 
 SMALL = dict(scale_range=[32, 40], crop_size=24, val_resize=32, val_crop=24)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return write_prepared(tmp_path_factory.mktemp("prepared"))
 
 
 def _train(data: DataConfig, **kw):

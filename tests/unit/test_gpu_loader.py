@@ -17,7 +17,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from _prepared_fixture import write_prepared
 from PIL import Image
 
 from dtrain.config import DataConfig
@@ -34,8 +33,8 @@ LEVEL = 1.0 / 255.0  # one pixel level before normalisation
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return write_prepared(tmp_path_factory.mktemp("gpu_prepared"), counts={"train": 32, "val": 7}, sizes=SIZES)
+def prepared(make_prepared):
+    return make_prepared("gpu_prepared", counts={"train": 32, "val": 7}, sizes=SIZES)
 
 
 def _unit(root, **kw) -> dict:
@@ -86,13 +85,13 @@ def test_eval_views_equal_the_torch_loader(prepared, mode):
 
 
 @pytest.fixture(scope="module")
-def one_size(tmp_path_factory):
+def one_size(make_prepared):
     """CIFAR-like: one image size, and a mean image stored where `dtrain prepare` puts it. The mean
     is random rather than the data's own, so a loader that skipped it would be far off (levels
     of up to 255), not within the 1-level tolerance."""
     from dtrain_prep import layout
 
-    root = write_prepared(tmp_path_factory.mktemp("gpu_one_size"), counts={"train": 16, "val": 5}, sizes=[(32, 32)])
+    root = make_prepared("gpu_one_size", counts={"train": 16, "val": 5}, sizes=[(32, 32)])
     np.save(root / layout.PER_PIXEL_MEAN, np.random.default_rng(7).random((32, 32, 3), dtype=np.float32))
     return root
 

@@ -16,7 +16,6 @@ import types
 import numpy as np
 import pytest
 import torch
-from _prepared_fixture import write_prepared
 from PIL import Image
 
 from dtrain import data as data_package
@@ -32,9 +31,8 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return write_prepared(tmp_path_factory.mktemp("gpu_contract"), counts={"train": 8, "val": 4},
-                          sizes=[(48, 40), (40, 48)])
+def prepared(make_prepared):
+    return make_prepared("gpu_contract", counts={"train": 8, "val": 4}, sizes=[(48, 40), (40, 48)])
 
 
 # ---- batch format --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from ports import free_port
+from processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from processes import CHECKOUT_PYTHONPATH
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
@@ -32,7 +33,7 @@ print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
                                   ["train", "--help"], ["show-config", "--help"], ["k8s", "values"], ["--version"]],
                          ids=" ".join)
 def test_commands_that_need_no_torch_do_not_import_it(args: list[str]) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": CHECKOUT_PYTHONPATH}
     done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=120)
     result = json.loads(done.stderr.strip().splitlines()[-1])
@@ -42,7 +43,7 @@ def test_commands_that_need_no_torch_do_not_import_it(args: list[str]) -> None:
 
 
 def test_keys_still_lists_the_registry_names_without_torch() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": CHECKOUT_PYTHONPATH}
     done = subprocess.run([sys.executable, "-c", PROBE, "keys", "data"], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=120)
     (loader,) = [line for line in done.stdout.splitlines() if line.startswith("data.loader ")]

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from ports import free_port
+from processes import free_port
 from torch import nn
 
 from dtrain.config import DistributedConfig

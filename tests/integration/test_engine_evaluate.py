@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
-from ports import free_port
+from processes import free_port
 from torch import nn
 
 from dtrain.config import DataConfig

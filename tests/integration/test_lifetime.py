@@ -10,11 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from processes import alive, checkout_env
 
 CHILD = """
 import os, sys, time
@@ -34,30 +32,21 @@ time.sleep(120)
 """
 
 
-def _alive(pid: int) -> bool:
-    """Running or sleeping; a zombie (killed, not yet reaped by whoever adopted it) is dead."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_a_child_dies_with_its_sigkilled_parent_and_one_without_it_does_not() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = checkout_env()
     parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD], env=env, stdout=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:
         dies, stays = (int(pid) for pid in parent.stdout.readline().split())
-        assert _alive(dies) and _alive(stays)
+        assert alive(dies) and alive(stays)
         os.kill(parent.pid, signal.SIGKILL)  # no cleanup of its own can run
         parent.wait()
         deadline = time.monotonic() + 5
-        while _alive(dies) and time.monotonic() < deadline:
+        while alive(dies) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(dies), "the child that asked to die with its parent outlived it"
-        assert _alive(stays)  # the control: without die_with_parent an orphan lives on
+        assert not alive(dies), "the child that asked to die with its parent outlived it"
+        assert alive(stays)  # the control: without die_with_parent an orphan lives on
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)  # the control child (same process group)

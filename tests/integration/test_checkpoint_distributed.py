@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from ports import free_port
+from processes import free_port
 
 WORKER = textwrap.dedent(
     """

@@ -1,6 +1,6 @@
 """Run `python -m dtrain.train` as an operator does and check what it leaves behind: the exit
 code, the one line, every process of its tree gone, and nothing lost on disk. Shared by the
-fault tests in tests/integration/."""
+fault tests in tests/integration/ (the process-tree checks: tests/processes.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,14 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-TREE_GONE_SECONDS = 15.0
+from processes import ROOT, assert_tree_gone, checkout_env
 
 
 def base_args(run_dir: Path, *extra: str) -> list[str]:
@@ -28,15 +24,10 @@ def base_args(run_dir: Path, *extra: str) -> list[str]:
             "tracking.backend=jsonl", f"run_dir={run_dir}", "train.device=cpu", "checkpoint.every_minutes=0", *extra]
 
 
-def env(**extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHELASTIC", "RANK", "WORLD_SIZE"))}
-    return {**clean, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(ROOT), **extra}
-
-
 def start(command: list[str], log: Path, *, preexec_fn: Callable[[], object] | None = None,
           **extra_env: str) -> subprocess.Popen:
     """In a session of its own, so every descendant can be found by its session id."""
-    return subprocess.Popen(command, env=env(**extra_env), cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    return subprocess.Popen(command, env=checkout_env(**extra_env), cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True, preexec_fn=preexec_fn)
 
 
@@ -62,60 +53,6 @@ def wait_for(condition: Callable[[], object], process: subprocess.Popen, log: Pa
         assert process.poll() is None, f"exited with {process.returncode} first:\n{log.read_text()[-2000:]}"
         assert time.monotonic() < deadline, f"waited {timeout} s:\n{log.read_text()[-2000:]}"
         time.sleep(0.1)
-
-
-def session_members(sid: int) -> list[str]:
-    """Every process (zombies included) of session `sid`, as 'pid state'."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:
-            found.append(f"{stat.parent.name} {fields[0]}")
-    return found
-
-
-def processes_naming(text: str) -> list[int]:
-    """Every live process whose command line holds `text`, e.g. a run dir: forked loader workers
-    carry their parent's. It finds one that left the session, too; a zombie has no command line
-    (session_members finds those)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if text in cmdline.read_bytes().decode(errors="replace"):
-                found.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return found
-
-
-def assert_tree_gone(sid: int, within: float = TREE_GONE_SECONDS) -> None:
-    deadline = time.monotonic() + within
-    while (left := session_members(sid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not left, f"processes left behind (orphans or zombies): {left}"
-
-
-def descendants(pid: int) -> list[int]:
-    """Children, grandchildren, ... of `pid` (torchrun starts its workers in sessions of their own)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for child in children:
-            found += [child, *descendants(child)]
-    return found
-
-
-def assert_gone(pids: list[int], within: float = TREE_GONE_SECONDS) -> None:
-    deadline = time.monotonic() + within
-    while (left := [p for p in pids if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not left, f"processes left behind (orphans or zombies): {left}"
 
 
 def error_lines(output: str) -> list[str]:
@@ -162,25 +99,6 @@ def assert_metrics_complete(run_dir: Path, status: str, through: int, records: l
         f"train/loss logged for steps {steps}; the run reached step {through}"
     assert (records[-1]["type"], records[-1].get("status")) == ("status", status)
     return [loss for _, loss in losses]
-
-
-class SilentServer:
-    """Accepts connections and never answers: the tracking server that stalled training."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self.held.append(self.sock.accept()[0])
-            except OSError:
-                return
 
 
 def all_finite(values: list[float]) -> bool:

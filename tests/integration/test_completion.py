@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.shell_completion import shell_complete
+from processes import CHECKOUT_PYTHONPATH
 
 from dtrain.cli import cli
 
@@ -74,7 +75,7 @@ def test_completing_a_value_imports_no_torch() -> None:
     probe = ("import sys; sys.argv[0] = 'dtrain'\nfrom dtrain.cli import main\n"
              "try:\n    main()\nexcept SystemExit:\n    pass\n"
              "print('torch' in sys.modules, file=sys.stderr)")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "_DTRAIN_COMPLETE": "bash_complete",
+    env = {**os.environ, "PYTHONPATH": CHECKOUT_PYTHONPATH, "_DTRAIN_COMPLETE": "bash_complete",
            "COMP_LINE_BEFORE": "dtrain train resnet50 data.loader=", "COMP_WORDBREAKS": BASH_WORDBREAKS}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert "plain,torch" in done.stdout.split() and done.stderr.strip().splitlines()[-1] == "False", done.stderr
@@ -100,7 +101,7 @@ def test_in_bash_a_key_gets_no_space_and_a_value_completes(tmp_path: Path) -> No
                                      "from dtrain.cli import main; main()' \"$@\"\n")
     (tmp_path / "dtrain").chmod(0o755)
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "TERM": "dumb", "PS1": "$ ", "HOME": str(tmp_path),
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": CHECKOUT_PYTHONPATH}
     pid, fd = pty.fork()
     if pid == 0:  # the child: an interactive bash with dtrain's completion loaded
         os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)

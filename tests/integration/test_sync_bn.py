@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from ports import free_port
+from processes import free_port
 from torch import nn
 
 from dtrain.distributed.sync_bn import GlooSyncBatchNorm, convert_to_gloo_sync_bn

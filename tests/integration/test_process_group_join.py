@@ -9,11 +9,10 @@ import sys
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import torch.distributed as dist
-from ports import free_port
+from processes import CHECKOUT_PYTHONPATH, free_port
 
 from dtrain.distributed.process_group import JoinTimeout, agree_on_namespace
 
@@ -64,8 +63,7 @@ def test_the_formed_group_gets_the_long_collective_timeout() -> None:
               "from dtrain.distributed.process_group import form_process_group\n"
               "form_process_group('gloo', 0, 1, torch.device('cpu'), join_seconds=5, collective_minutes=30)\n"
               "print(dist.distributed_c10d._get_default_group()._get_backend(torch.device('cpu')).options._timeout)\n")
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PYTHONPATH": str(root)}
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PYTHONPATH": CHECKOUT_PYTHONPATH}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "0:30:00"  # joining had 5 s; collectives get distributed.timeout_minutes

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from ports import free_port
+from processes import free_port
 
 SYNC_EVERY, STEPS = 4, 12
 

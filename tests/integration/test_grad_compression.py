@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from ports import free_port
+from processes import free_port
 from torch.nn import functional as F
 
 from dtrain import models

@@ -1,0 +1,28 @@
+"""Fixtures every tier shares.
+
+Plain helpers live in modules beside this file (tests/ is on sys.path, pyproject's pytest
+`pythonpath`), for the code that runs where no fixture reaches (a worker started by mp.spawn, a
+module-level skip condition): processes.py owns ports, the checkout's environment and process-tree
+walks; prepared_data.py writes the tiny prepared dataset; helm_tool.py finds the pinned helm.
+tests/unit/ runs in this process only; whatever starts a process (a Python child, torchrun,
+mp.spawn, a server, a benchmark script) sits in tests/integration/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prepared_data import write_prepared
+
+
+@pytest.fixture(scope="session")
+def make_prepared(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """make_prepared(name, **options): a tiny prepared dataset (write_prepared's options) in a
+    fresh folder; session-scoped, so module-scoped fixtures can build theirs with it."""
+
+    def make(name: str = "prepared", **options) -> Path:
+        return write_prepared(tmp_path_factory.mktemp(name), **options)
+
+    return make
