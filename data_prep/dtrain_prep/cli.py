@@ -57,8 +57,9 @@ def output_options(default_quality: int = 95):
         @click.option("--minival", type=click.IntRange(min=0), default=0, show_default=True,
                       help="Move this many training images (seeded) to a held-out split 'minival'.")
         @functools.wraps(command)
-        def wrapper(*args, out, formats, workers, shard_size, max_side, jpeg_quality, max_pixels, ffcv_mode, ffcv_max_side,
-                    ffcv_quality, ffcv_compress_probability, copy_jpegs, overwrite, quiet, minival, **kwargs):
+        def wrapper(*args, out, formats, workers, shard_size, max_side, jpeg_quality, max_pixels, ffcv_mode,
+                    ffcv_max_side, ffcv_quality, ffcv_compress_probability, copy_jpegs, overwrite, quiet, minival,
+                    **kwargs):
             options = PrepareOptions(
                 out=out.resolve(), formats=formats, workers=workers, shard_size=shard_size,
                 image=ImageOptions(max_side=max_side, jpeg_quality=jpeg_quality, max_pixels=max_pixels),

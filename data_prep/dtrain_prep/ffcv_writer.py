@@ -30,6 +30,9 @@ DIGEST_SIZE = 32  # sha256
 class StoredJpeg(bytes):
     """A JPEG the shard stage already validated, stored in the .beton as is (no decode, no re-encode)."""
 
+    width: int
+    height: int
+
     def __new__(cls, data: bytes, width: int, height: int):
         jpeg = super().__new__(cls, data)
         jpeg.width, jpeg.height = width, height
@@ -125,7 +128,7 @@ class CheckedDatasetWriter(DatasetWriter):
                     self.progress.update(current - previous)
                 previous = current
                 time.sleep(0.05)
-            collected = []
+            collected: list[list] = []  # each writer's allocation entries
             while len(collected) < len(processes):
                 self._check(processes, errors)
                 try:

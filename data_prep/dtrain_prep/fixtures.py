@@ -99,7 +99,7 @@ def build_imagenet_tree(root: Path, per_class: int = 8, val_per_class: int = 3, 
     val_dir = root / "val"
     val_dir.mkdir(parents=True, exist_ok=True)
     number = 0
-    for i in range(val_per_class):
+    for _ in range(val_per_class):
         for synset in SYNSETS:
             number += 1
             name = f"ILSVRC2012_val_{number:08d}.JPEG"

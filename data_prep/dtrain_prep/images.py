@@ -74,7 +74,7 @@ def _fit(image: Image.Image, max_side: int | None) -> Image.Image:
         return image
     scale = max_side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.BICUBIC, reducing_gap=3.0)
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
 # 16-bit modes PIL opens grayscale PNG/TIFF in; convert("RGB") would clip them, not scale them.

@@ -7,12 +7,14 @@ stays flat in the number of images (the counts hold one entry per split/class/sh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
+from typing import TextIO
 
 from . import layout
 from .plan import ClassInfo
@@ -78,15 +80,18 @@ class ManifestWriter:
     def __init__(self, out: Path, filelist_splits=()):
         import pyarrow.parquet as pq
 
-        self.out, self.stats, self.batch = out, ManifestStats(), []
+        self.out, self.stats = out, ManifestStats()
+        self.batch: list[dict] = []
         self.next_index: Counter = Counter()
         self.tmp = out / (layout.MANIFEST + ".tmp")
         self.parquet = pq.ParquetWriter(self.tmp, layout.manifest_schema())
-        self.filelists = {}
+        self.filelists: dict[str, tuple[Path, TextIO]] = {}
+        self._open_files = contextlib.ExitStack()  # the file lists stay open until close()
         for split in filelist_splits:
             path = out / layout.filelist_name(split)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.filelists[split] = (path, open(path.with_name(path.name + ".tmp"), "w"))
+            handle = self._open_files.enter_context(open(path.with_name(path.name + ".tmp"), "w"))  # noqa: SIM115
+            self.filelists[split] = (path, handle)
 
     def add(self, rows: list[dict]) -> None:
         """rows of one shard, in order: index = rank among the accepted rows of the split."""
@@ -112,10 +117,11 @@ class ManifestWriter:
         self._flush()
         self.parquet.close()
         os.replace(self.tmp, self.out / layout.MANIFEST)
-        for path, handle in self.filelists.values():
+        for _, handle in self.filelists.values():
             handle.flush()
             os.fsync(handle.fileno())
-            handle.close()
+        self._open_files.close()
+        for path, _ in self.filelists.values():
             os.replace(path.with_name(path.name + ".tmp"), path)
         return self.stats
 

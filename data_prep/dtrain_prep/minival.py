@@ -31,7 +31,8 @@ class MinivalCarver:
             from .errors import DataPrepError
 
             raise DataPrepError(f"--minival {count} would take all {accepted_total} training images; choose fewer")
-        self.chosen = set(np.random.default_rng(seed).permutation(accepted_total)[:count].tolist()) if count > 0 else set()
+        chosen = np.random.default_rng(seed).permutation(accepted_total)[:count].tolist() if count > 0 else []
+        self.chosen = set(chosen)
         self.source, self.seen = source, 0
 
     def apply(self, rows: list[dict]) -> list[dict]:

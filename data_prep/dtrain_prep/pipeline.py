@@ -30,7 +30,7 @@ from .minival import MinivalCarver
 from .pixel_stats import PIXEL_STATS, PixelAccumulator, write_pixel_statistics
 from .plan import SourcePlan
 from .run_state import STATE, differences, recorded_state, run_state
-from .shard_writer import ShardTask, load_fragment, pixel_sums_path, process_shard
+from .shard_writer import ShardTask, fragment_path, load_fragment, pixel_sums_path, process_shard
 
 # Test hook: exit hard (os._exit, no cleanup) after this many shards, to test kill-and-resume.
 TEST_HOOK_EXIT_AFTER_SHARDS = "DATA_PREP_TEST_HOOK_EXIT_AFTER_SHARDS"
@@ -80,7 +80,8 @@ def _prepare_out(plan: SourcePlan, options: PrepareOptions) -> bool:
             elif path.is_dir():
                 shutil.rmtree(path)
     elif (out / layout.SUMMARY).exists():
-        differs = differences(recorded_state(out), state)
+        recorded = recorded_state(out)  # summary.json is there: never None
+        differs = differences(recorded, state) if recorded is not None else "an unrecorded run"
         if differs:
             raise DataPrepError(f"--out {out} holds a finished output of {differs}: pass --overwrite to rebuild "
                                 "it with these, or choose another --out")
@@ -181,6 +182,15 @@ def run_prepare(plan: SourcePlan, options: PrepareOptions) -> dict | None:
         raise DataPrepError(f"cannot write {exc.filename or options.out}: {exc.strerror or exc}") from None
 
 
+def _written_fragment(out: Path, task: ShardTask) -> list[dict]:
+    """The rows a shard task recorded; every task has run when the manifest is written."""
+    rows = load_fragment(out, task.split, task.shard_index)
+    if rows is None:
+        raise DataPrepError(f"{fragment_path(out, task.split, task.shard_index)} is missing: run the same "
+                            "`dtrain prepare` command again to redo that shard")
+    return rows
+
+
 def _write_manifest(options: PrepareOptions, tasks: list, filelist_splits: list):
     """Shard fragments -> manifest, file lists, counts, duplicates and the train split's pixel
     statistics, one shard's rows at a time so memory stays flat in the number of images. A first
@@ -188,14 +198,14 @@ def _write_manifest(options: PrepareOptions, tasks: list, filelist_splits: list)
     prefixes (data_prep/duplicates.py)."""
     accepted_train, prefixes = 0, DigestPrefixes()
     for task in tasks:
-        rows = load_fragment(options.out, task.split, task.shard_index)
+        rows = _written_fragment(options.out, task)
         accepted_train += sum(1 for r in rows if r["split"] == "train" and r["status"] != layout.STATUS_REJECTED)
         prefixes.add(rows)
     carver = MinivalCarver(options.minival, accepted_train, options.minival_seed)
     duplicates = DuplicateMarker(prefixes.repeated())
     manifest, pixels = ManifestWriter(options.out, filelist_splits), PixelAccumulator(options.out)
     for task in tasks:
-        rows = duplicates.mark(carver.apply(load_fragment(options.out, task.split, task.shard_index)))
+        rows = duplicates.mark(carver.apply(_written_fragment(options.out, task)))
         manifest.add(rows)
         pixels.add_shard(pixel_sums_path(options.out, task.split, task.shard_index), rows, task.split)
     return manifest.close(), pixels.result(), duplicates.summary()

@@ -76,7 +76,7 @@ def centre_view(pixels: np.ndarray) -> np.ndarray:
     """uint8 VIEW_CROP x VIEW_CROP x 3: the image at the input geometry, PIL bilinear as the loaders."""
     height, width = pixels.shape[:2]
     image = Image.fromarray(pixels)
-    return np.asarray(image.resize((VIEW_CROP, VIEW_CROP), Image.BILINEAR, box=view_box(width, height)))
+    return np.asarray(image.resize((VIEW_CROP, VIEW_CROP), Image.Resampling.BILINEAR, box=view_box(width, height)))
 
 
 def view_of_sum(total: np.ndarray) -> np.ndarray:
@@ -85,7 +85,7 @@ def view_of_sum(total: np.ndarray) -> np.ndarray:
     height, width = total.shape[:2]
     box, peak = view_box(width, height), max(float(total.max()), 1.0)
     channels = [np.asarray(Image.fromarray((total[..., c] / peak).astype(np.float32), mode="F").resize(
-        (VIEW_CROP, VIEW_CROP), Image.BILINEAR, box=box), dtype=np.float64) for c in range(total.shape[2])]
+        (VIEW_CROP, VIEW_CROP), Image.Resampling.BILINEAR, box=box), dtype=np.float64) for c in range(total.shape[2])]
     return np.stack(channels, axis=-1) * peak
 
 
@@ -98,12 +98,14 @@ class PixelSums:
     """Exact sums over uint8 RGB images: at their own size while they share one (the first seen),
     the others at the input geometry (view_total, float64 for sums carried over whole)."""
 
-    def __init__(self):
-        self.total = self.total_sq = None      # int64 HxWx3 of the images of the first size
-        self.count = 0                         # all images
-        self.view_total, self.view_count = None, 0  # images of other sizes, at VIEW_CROP
-        self._running = None                   # uint32 sum, uint32 sum of squares, uint16 scratch
-        self._pending = 0                      # images in the running sums
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None     # int64 HxWx3 of the images of the first size
+        self.total_sq: np.ndarray | None = None  # set together with total
+        self.count = 0                           # all images
+        self.view_total: np.ndarray | None = None  # images of other sizes, at VIEW_CROP
+        self.view_count = 0
+        self._running: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # uint32 sum, uint32 sum
+        self._pending = 0                        # of squares, uint16 scratch; images in the running sums
 
     @property
     def mixed_sizes(self) -> bool:
@@ -115,8 +117,14 @@ class PixelSums:
     def one_size(self) -> bool:
         return self.view_count == 0
 
+    def _native_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """total and total_sq, once the first image size is known."""
+        assert self.total is not None and self.total_sq is not None
+        return self.total, self.total_sq
+
     def _flush(self) -> None:
         if self._pending:
+            assert self._running is not None and self.total is not None and self.total_sq is not None
             self.total += self._running[0]
             self.total_sq += self._running[1]
             self._running[0][...] = 0
@@ -161,9 +169,10 @@ class PixelSums:
             self._add_view(-centre_view(pixels).astype(np.float64), -1)
             return
         self._flush()
+        total, total_sq = self._native_sums()
         wide = pixels.astype(np.int64)
-        self.total -= wide
-        self.total_sq -= wide * wide
+        total -= wide
+        total_sq -= wide * wide
 
     def _native_count(self) -> int:
         return self.count - self.view_count
@@ -174,22 +183,26 @@ class PixelSums:
         if other.view_total is not None:
             self._add_view(other.view_total, other.view_count)
         if other.total is not None:
+            other_total, other_total_sq = other._native_sums()
             if self.total is None:
-                self.total, self.total_sq = other.total.copy(), other.total_sq.copy()
-            elif other.total.shape == self.total.shape:
-                self.total += other.total
-                self.total_sq += other.total_sq
+                self.total, self.total_sq = other_total.copy(), other_total_sq.copy()
+            elif other_total.shape == self.total.shape:
+                total, total_sq = self._native_sums()
+                total += other_total
+                total_sq += other_total_sq
             else:  # two sizes meet: the other's one-size sums go to the view geometry as a whole
-                self._add_view(view_of_sum(other.total), other._native_count())
+                self._add_view(view_of_sum(other_total), other._native_count())
         self.count += other.count
 
     def to_bytes(self) -> bytes:
         self._flush()
         buffer = io.BytesIO()
-        arrays = {} if self.total is None else {"total": self.total, "total_sq": self.total_sq}
+        arrays: dict[str, np.ndarray] = {}
+        if self.total is not None:
+            arrays["total"], arrays["total_sq"] = self._native_sums()
         if self.view_total is not None:
-            arrays.update(view_total=self.view_total, view_count=np.int64(self.view_count))
-        np.savez(buffer, count=np.int64(self.count), mixed_sizes=np.bool_(False), **arrays)
+            arrays.update(view_total=self.view_total, view_count=np.asarray(self.view_count, np.int64))
+        np.savez(buffer, allow_pickle=False, count=np.int64(self.count), mixed_sizes=np.bool_(False), **arrays)
         return buffer.getvalue()
 
     @classmethod
@@ -216,14 +229,16 @@ class PixelSums:
         if not self.count:
             return None
         if self.one_size:
-            mean_image = self.total / (self.count * 255.0)
+            total, total_sq = self._native_sums()
+            mean_image = total / (self.count * 255.0)
             channel_mean = mean_image.mean(axis=(0, 1))
-            mean_square = (self.total_sq / (self.count * 255.0 ** 2)).mean(axis=(0, 1))
+            mean_square = (total_sq / (self.count * 255.0 ** 2)).mean(axis=(0, 1))
             channel_std = np.sqrt(np.maximum(mean_square - channel_mean ** 2, 0))
             return {"mean_image": mean_image, "channel_mean": channel_mean, "channel_std": channel_std,
                     "count": self.count, "geometry": "native"}
-        total = self.view_total + (view_of_sum(self.total) if self._native_count() else 0.0)
-        mean_image = total / (self.count * 255.0)
+        assert self.view_total is not None
+        views = self.view_total + view_of_sum(self._native_sums()[0]) if self._native_count() else self.view_total
+        mean_image = views / (self.count * 255.0)
         return {"mean_image": mean_image, "channel_mean": mean_image.mean(axis=(0, 1)), "channel_std": None,
                 "count": self.count, "geometry": f"centre {VIEW_CROP} of shorter side {VIEW_RESIZE}"}
 

@@ -7,6 +7,7 @@ in-memory pixel array (digits, CIFAR) or a seed for a synthetic image.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -59,10 +60,9 @@ def _read_unusable(sample: Sample) -> bytes:
     data = None
     if readable:
         kind, ref = readable
-        try:
-            data = PAYLOAD_READERS[kind](replace(sample, kind=kind, ref=ref))
-        except OSError:
-            pass  # unreadable as well: listed without a quarantined copy
+        with contextlib.suppress(OSError):  # unreadable as well: listed without a quarantined copy
+            payload = PAYLOAD_READERS[kind](replace(sample, kind=kind, ref=ref))
+            data = payload if isinstance(payload, bytes) else None  # files only: arrays are never unusable
     raise UnusableSource(reason, data)
 
 
@@ -77,7 +77,7 @@ def synthetic_pixels(seed: int, width: int, height: int) -> np.ndarray:
 
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
-    image = Image.fromarray(coarse).resize((width, height), Image.BILINEAR)
+    image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BILINEAR)
     pixels = np.asarray(image).astype(np.int16)
     pixels += rng.integers(-12, 13, size=pixels.shape, dtype=np.int16)
     return np.clip(pixels, 0, 255).astype(np.uint8)

@@ -14,6 +14,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def _add_pixels(sums: PixelSums | None, stored: StoredImage) -> None:
 
 # Shards are written member by member with fixed metadata (reproducible bytes: a redone shard is
 # the same file), the bytes tarfile would write; verify rebuilds every header and compares it.
-TAR_FORMAT = tarfile.GNU_FORMAT
+TAR_FORMAT: Final = tarfile.GNU_FORMAT
 
 
 def member_header(name: str, size: int) -> bytes:

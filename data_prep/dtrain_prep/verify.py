@@ -108,7 +108,7 @@ def _check_filelist(out: Path, split: str, rows: list[dict]) -> None:
     expected = [(r["jpeg_path"], str(r["label"]), r["sha256"]) for r in rows]
     if len(lines) != len(expected):
         _fail(f"{path.name} has {len(lines)} lines, the manifest {len(expected)} accepted {split} images")
-    for (jpeg, label), (want_jpeg, want_label, sha) in zip(lines, expected):
+    for (jpeg, label), (want_jpeg, want_label, sha) in zip(lines, expected, strict=True):
         if (jpeg, label) != (want_jpeg, want_label):
             _fail(f"{path.name}: line {jpeg} {label} differs from the manifest ({want_jpeg} {want_label})")
         file = out / jpeg

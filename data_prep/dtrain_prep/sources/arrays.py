@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import tarfile
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from PIL import Image
@@ -49,7 +50,7 @@ def digits_plan(size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> Sou
 
     digits = load_digits()
     gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    big = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.BILINEAR)) for g in gray])
+    big = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.Resampling.BILINEAR)) for g in gray])
     pixels = np.repeat(big[..., None], 3, axis=3)
     labels = digits.target.astype(np.int64)
     classes = [ClassInfo(i, str(i), str(i)) for i in range(10)]
@@ -59,7 +60,15 @@ def digits_plan(size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> Sou
                        {"size": size, "val_fraction": val_fraction, "seed": seed})
 
 
-CIFAR_FILES = {
+class CifarFiles(TypedDict):
+    train: list[str]  # member names of the training batches
+    test: list[str]
+    meta: str
+    names: bytes      # keys inside the pickled meta and batches
+    labels: bytes
+
+
+CIFAR_FILES: dict[str, CifarFiles] = {
     "cifar10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"],
                 "meta": "batches.meta", "names": b"label_names", "labels": b"labels"},
     "cifar100": {"train": ["train"], "test": ["test"],
@@ -79,8 +88,9 @@ def _read_cifar_members(src: Path, wanted: set[str]) -> dict[str, dict]:
             with tarfile.open(src, "r:*") as tar:
                 for member in tar:
                     name = Path(member.name).name
-                    if member.isreg() and name in wanted and name not in found:
-                        found[name] = tar.extractfile(member).read()
+                    extracted = tar.extractfile(member) if member.isreg() else None
+                    if extracted is not None and name in wanted and name not in found:
+                        found[name] = extracted.read()
         except tarfile.ReadError as exc:
             raise DataPrepError(f"{src} is not a CIFAR python archive (.tar.gz): {exc}") from None
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import re
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import DataPrepError
@@ -171,18 +172,19 @@ def label_flat_val(found: list[tuple[str, dict]], labels_file: Path | None, devk
         if len(by_order) != len(found):
             raise DataPrepError(f"{labels_file} lists {len(by_order)} labels but val has {len(found)} files: "
                                 "they must match one to one (sorted file order)")
-        pairs = zip(found, by_order)
+        pairs: Iterable[tuple[tuple[str, dict], str]] = zip(found, by_order, strict=True)
     else:
+        by_stem = by_name or {}  # read_val_labels gives one of the two
         stems = [Path(name).stem for name, _ in found]
-        unlabelled = [name for (name, _), stem in zip(found, stems) if stem not in by_name]
+        unlabelled = [name for (name, _), stem in zip(found, stems, strict=True) if stem not in by_stem]
         if unlabelled:
             raise DataPrepError(f"{len(unlabelled)} val files have no label in {labels_file} "
                                 f"(first: {unlabelled[0]}): use the labels file of this val set")
-        missing = sorted(set(by_name) - set(stems))
+        missing = sorted(set(by_stem) - set(stems))
         if missing:
             raise DataPrepError(f"{labels_file} labels {len(missing)} val images that are not in the val "
                                 f"source (first missing file: {missing[0]}): the val copy is incomplete")
-        pairs = ((entry, by_name[Path(entry[0]).stem]) for entry in found)
+        pairs = ((entry, by_stem[Path(entry[0]).stem]) for entry in found)
     return [(fields["source"], synset, fields) for (_, fields), synset in pairs] + rejects
 
 
@@ -243,5 +245,6 @@ def imagenet_plan(src: Path, train_tar: Path | None = None, val_tar: Path | None
     if val:
         splits["val"] = make_samples("val", val, label_of)
     details = {"src": str(src), "form": form, "train_tar": str(train_tar or ""), "val_tar": str(val_tar or ""),
-               "val_labels": str(val_labels or ""), "synset_names": bool(names), "classes_file": str(classes_file or "")}
+               "val_labels": str(val_labels or ""), "synset_names": bool(names),
+               "classes_file": str(classes_file or "")}
     return SourcePlan("imagenet", classes, splits, source_root=src, details=details, warnings=warnings)
