@@ -27,8 +27,9 @@ def base_args(run_dir: Path, *extra: str) -> list[str]:
 def start(command: list[str], log: Path, *, preexec_fn: Callable[[], object] | None = None,
           **extra_env: str) -> subprocess.Popen:
     """In a session of its own, so every descendant can be found by its session id."""
-    return subprocess.Popen(command, env=checkout_env(**extra_env), cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=preexec_fn)
+    with open(log, "w") as out:  # the child holds its own copy of the descriptor
+        return subprocess.Popen(command, env=checkout_env(**extra_env), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=preexec_fn)
 
 
 def finish(process: subprocess.Popen, log: Path, timeout: float = 180) -> tuple[int, str]:

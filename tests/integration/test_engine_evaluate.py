@@ -37,7 +37,8 @@ def _tiny_model() -> nn.Module:
 
 def _normalise(pixels: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(pixels.astype(np.float64) / 255.0).permute(2, 0, 1)
-    x = (x - torch.tensor(MEAN, dtype=torch.float64).view(3, 1, 1)) / torch.tensor(STD, dtype=torch.float64).view(3, 1, 1)
+    mean, std = (torch.tensor(v, dtype=torch.float64).view(3, 1, 1) for v in (MEAN, STD))
+    x = (x - mean) / std
     return x.float()
 
 
@@ -47,7 +48,7 @@ def _direct_views(image: Image.Image, mode: str, scales: list[int]) -> list[torc
         a = np.asarray(image)
         h, w = a.shape[:2]
         corners = [(0, 0), (0, w - CROP), (h - CROP, 0), (h - CROP, w - CROP), ((h - CROP) // 2, (w - CROP) // 2)]
-        crops = [a[t:t + CROP, l:l + CROP] for t, l in corners]
+        crops = [a[top:top + CROP, left:left + CROP] for top, left in corners]
         return [_normalise(c) for c in crops + [c[:, ::-1] for c in crops]]
     views = []
     for scale in scales:

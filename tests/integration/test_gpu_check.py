@@ -27,6 +27,7 @@ def _without_optional_packages(tmp_path: Path) -> str:
     return os.pathsep.join([str(blocked), os.environ.get("PYTHONPATH", "")])
 
 
+@pytest.mark.slow  # trains and benchmarks every step of the check: minutes on 2 cores
 def test_gpu_check_cpu_dry_run_passes(tmp_path):
     """The whole sequence, with MLflow, scikit-learn, matplotlib, DeepSpeed, FFCV and DALI unimportable."""
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", PYTHONPATH=_without_optional_packages(tmp_path))

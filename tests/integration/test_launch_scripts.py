@@ -147,7 +147,8 @@ def test_a_valid_config_goes_on_to_torchrun_with_the_same_arguments(logging_pyth
 
 FAKE_SRUN = """#!/usr/bin/env bash
 # Records how it was called; exits $FAKE_SRUN_EXIT, or waits for a signal when FAKE_SRUN_WAIT=1.
-{ echo "args $*"; echo "env NNODES=$NNODES RDZV_ENDPOINT=$RDZV_ENDPOINT RDZV_ID=$RDZV_ID CPUS=$SRUN_CPUS_PER_TASK"; } >> "$FAKE_LOG"
+{ echo "args $*"
+  echo "env NNODES=$NNODES RDZV_ENDPOINT=$RDZV_ENDPOINT RDZV_ID=$RDZV_ID CPUS=$SRUN_CPUS_PER_TASK"; } >> "$FAKE_LOG"
 if [[ "${FAKE_SRUN_WAIT:-0}" == 1 ]]; then
   trap 'echo "srun got USR1" >> "$FAKE_LOG"; exit 0' USR1
   echo ready >> "$FAKE_LOG"
@@ -210,10 +211,13 @@ def test_sbatch_refuses_a_config_typo_once_before_srun(fake_slurm) -> None:
 
 def test_sbatch_passes_on_a_training_failure_without_requeue(fake_slurm) -> None:
     env, log = fake_slurm
-    result = subprocess.run(["bash", str(SBATCH), "resnet50"], env={**env, "FAKE_SRUN_EXIT": "3"},
+    # every step restart (3 by default) waits STEP_RESTART_DELAY: 30 s of sleeping at the default 10
+    result = subprocess.run(["bash", str(SBATCH), "resnet50"],
+                            env={**env, "FAKE_SRUN_EXIT": "3", "STEP_RESTART_DELAY": "0"},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 3
     assert "requeue" not in log.read_text()
+    assert log.read_text().count("args ") == 4  # the first step and its 3 restarts, then the failure passes on
 
 
 def test_sbatch_forwards_usr1_then_requeues_the_job(fake_slurm) -> None:

@@ -32,9 +32,9 @@ def start_nodes(run_dir: Path, max_iters: int, every_iters: int, max_restarts: i
             "train.device=cpu", f"checkpoint.every_iters={every_iters}", "checkpoint.every_minutes=0"]
     nodes = []
     for node in range(2):
-        log = open(logs / f"node{node}.log", "w")
-        nodes.append(subprocess.Popen(["bash", str(TORCHRUN_SH), *args], env=env, cwd=ROOT, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True))
+        with open(logs / f"node{node}.log", "w") as log:  # the child holds its own copy
+            nodes.append(subprocess.Popen(["bash", str(TORCHRUN_SH), *args], env=env, cwd=ROOT, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
     return nodes
 
 

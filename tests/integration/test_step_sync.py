@@ -118,7 +118,7 @@ def check_sync_points(ranks: list[dict], *, whole_step_counted: bool) -> None:
         assert rank["stopped"] == "finished"
         steps = rank["per_step"]
         assert [s["step"] for s in steps] == list(range(1, STEPS + 1))
-        for before, now in zip(steps, steps[1:]):
+        for before, now in zip(steps, steps[1:], strict=False):
             # Counted from the record of step k-1 to that of step k: the sync point after step
             # k-1 (if it was one) and all of step k.
             synced_after_previous = int(before["step"] % SYNC_EVERY == 0)

@@ -68,8 +68,8 @@ def test_train_batches_equal_the_torch_loader(prepared, augment):
     torch_loader, gpu_loader = _pair(prepared, train_augment=augment, workers=0)
     reference, ours = _batches(torch_loader, 1), _batches(gpu_loader, 1)
     assert len(reference) == len(ours) == 4 and ours[0][0].shape == (8, 3, 32, 32)
-    assert all(torch.equal(a[1], b[1]) for a, b in zip(reference, ours))
-    _assert_close((a[0], b[0]) for a, b in zip(reference, ours))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(reference, ours, strict=True))
+    _assert_close((a[0], b[0]) for a, b in zip(reference, ours, strict=True))
 
 
 @pytest.mark.parametrize("mode", ["center", "ten-crop", "single-320", "multi-scale"])
@@ -79,9 +79,9 @@ def test_eval_views_equal_the_torch_loader(prepared, mode):
                                       world_size=1, scales=[40, 64]))
                for name in ("torch", "gpu")]
     assert len(batches[0]) == len(batches[1]) > 0
-    for a, b in zip(*batches):
+    for a, b in zip(*batches, strict=True):
         assert len(a.views) == len(b.views) and torch.equal(a.labels, b.labels) and torch.equal(a.valid, b.valid)
-    _assert_close((x, y) for a, b in zip(*batches) for x, y in zip(a.views, b.views))
+    _assert_close((x, y) for a, b in zip(*batches, strict=True) for x, y in zip(a.views, b.views, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_per_pixel_mean_train_batches_equal_the_torch_loader(one_size, augment):
     assert len(reference) == len(ours) == 2
     # std 0.25 stretches one level to 4/255: compare in pixel levels again
     scale = torch.tensor(PER_PIXEL["std"]).view(1, 3, 1, 1)
-    _assert_close((a[0] * scale, b[0] * scale) for a, b in zip(reference, ours))
+    _assert_close((a[0] * scale, b[0] * scale) for a, b in zip(reference, ours, strict=True))
 
 
 @pytest.mark.parametrize("mode", ["center", "multi-scale"])
@@ -118,7 +118,8 @@ def test_per_pixel_mean_eval_views_equal_the_torch_loader(one_size, mode):
     batches = [list(build_eval_loader(DataConfig(loader=name, **kw), mode=mode, batch_size=5, rank=0,
                                       world_size=1, scales=[32, 40])) for name in ("torch", "gpu")]
     scale = torch.tensor(PER_PIXEL["std"]).view(1, 3, 1, 1)
-    _assert_close((x * scale, y * scale) for a, b in zip(*batches) for x, y in zip(a.views, b.views))
+    _assert_close((x * scale, y * scale)
+                  for a, b in zip(*batches, strict=True) for x, y in zip(a.views, b.views, strict=True))
 
 
 def test_per_pixel_mean_without_a_stored_mean_is_one_line_with_the_fix(prepared):
@@ -134,9 +135,9 @@ def test_workers_resume_and_epochs(prepared):
                                 world_size=1, seed=5)
     resumed = _batches(loader, epoch=2, skip=3)
     assert len(resumed) == len(single) - 3
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(single[3:], resumed))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(single[3:], resumed, strict=True))
     other = _batches(loader, epoch=3)
-    assert not all(torch.equal(a[0], b[0]) for a, b in zip(single, other))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(single, other, strict=True))
 
 
 def test_two_ranks_read_each_used_sample_once_per_epoch(prepared, monkeypatch):
@@ -231,9 +232,9 @@ def test_cuda_batches_match_the_cpu_torch_loader(prepared, decoder):
     loader = build_train_loader(DataConfig(loader="gpu", **data), batch_size=8, rank=0, world_size=1, seed=11,
                                 device="cuda")
     ours = _batches(loader, 1)
-    assert all(b[0].is_cuda and torch.equal(a[1], b[1].cpu()) for a, b in zip(reference, ours))
+    assert all(b[0].is_cuda and torch.equal(a[1], b[1].cpu()) for a, b in zip(reference, ours, strict=True))
     if decoder == "pil":
-        _assert_close((a[0], b[0].cpu()) for a, b in zip(reference, ours))
+        _assert_close((a[0], b[0].cpu()) for a, b in zip(reference, ours, strict=True))
     else:
-        gaps = torch.cat([(a[0] - b[0].cpu()).abs().flatten() for a, b in zip(reference, ours)])
+        gaps = torch.cat([(a[0] - b[0].cpu()).abs().flatten() for a, b in zip(reference, ours, strict=True)])
         assert gaps.mean().item() < 2 * LEVEL

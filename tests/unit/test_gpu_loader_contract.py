@@ -157,7 +157,7 @@ def fake_torchvision(monkeypatch):
 
 def _assert_one_batched_call(call, source, indices, device):
     assert isinstance(call["data"], list) and len(call["data"]) == len(indices)
-    for tensor, index in zip(call["data"], indices.tolist()):
+    for tensor, index in zip(call["data"], indices.tolist(), strict=True):
         assert tensor.dtype == torch.uint8 and tensor.dim() == 1
         assert tensor.numpy().tobytes() == source.read_bytes(index)  # that sample's JPEG, whole
     assert call["device"] == device and call["mode"] == "RGB-mode"
@@ -192,4 +192,4 @@ def test_on_cpu_the_torchvision_path_gives_the_pil_paths_batches(prepared, fake_
         batches[decoder] = [images for images, _ in loader]
     assert len(calls) == len(batches["pil"]) == 2  # one decode_jpeg call per batch, none by PIL's path
     assert all(c["device"] == CPU for c in calls)
-    assert all(torch.equal(a, b) for a, b in zip(batches["torchvision"], batches["pil"]))
+    assert all(torch.equal(a, b) for a, b in zip(batches["torchvision"], batches["pil"], strict=True))

@@ -94,8 +94,8 @@ def test_data_prep_never_imports_dtrain() -> None:
 
 # Leaves may use dtrain.config/errors and each other's public APIs, never what sits above them.
 LEAVES = ("dtrain/data", "dtrain/checkpoint", "dtrain/tracking", "dtrain/distributed")
-ABOVE_THE_LEAVES = ("dtrain.engine", "dtrain.train", "dtrain.builders", "dtrain.models", "dtrain.commands", "dtrain.cli",
-                    "dtrain.analysis", "dtrain.bench")
+ABOVE_THE_LEAVES = ("dtrain.engine", "dtrain.train", "dtrain.builders", "dtrain.models", "dtrain.commands",
+                    "dtrain.cli", "dtrain.analysis", "dtrain.bench")
 
 
 @pytest.mark.parametrize("path", [p for leaf in LEAVES for p in _python_files(leaf)],
@@ -133,7 +133,8 @@ def _prep_import_violations(path: Path) -> list[str]:
     name, is_package = _module_name(path)
     modules = imported_modules(path.read_text(), name, is_package)
     bare = [m for m in modules if _under(m, "data_prep")]  # the checkout's folder: not installed
-    inner = [m for m in modules if _under(m, "dtrain_prep") and m != "dtrain_prep" and not _under(m, "dtrain_prep.layout")]
+    inner = [m for m in modules
+             if _under(m, "dtrain_prep") and m != "dtrain_prep" and not _under(m, "dtrain_prep.layout")]
     return sorted(bare + (inner if _under(name, "dtrain.data") else []))
 
 
