@@ -10,11 +10,19 @@ mp.spawn, a server, a benchmark script) sits in tests/integration/.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from prepared_data import write_prepared
+from processes import CHECKOUT_PYTHONPATH
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Child processes (training runs, torchrun, scripts) run this checkout's code, as this process
+    does (pyproject's pytest pythonpath), whether or not an install points elsewhere."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [CHECKOUT_PYTHONPATH, os.environ.get("PYTHONPATH")]))
 
 
 @pytest.fixture(scope="session")
