@@ -2,21 +2,22 @@
 
 Plain helpers live in modules beside this file (tests/ is on sys.path, pyproject's pytest
 `pythonpath`), for the code that runs where no fixture reaches (a worker started by mp.spawn, a
-module-level skip condition): processes.py owns ports, the checkout's environment and process-tree
-walks; prepared_data.py writes the tiny prepared dataset; helm_tool.py finds the pinned helm.
-tests/unit/ runs in this process only; whatever starts a process (a Python child, torchrun,
-mp.spawn, a server, a benchmark script) sits in tests/integration/.
+module-level skip condition): processes.py owns ports, the silent server, the checkout's
+environment and process-tree walks; prepared_data.py writes the tiny prepared dataset;
+helm_tool.py finds the pinned helm. tests/unit/ runs in this process (static checkers aside:
+helm lint/template and hadolint read a file and answer); whatever starts a process of ours (a
+Python child, torchrun, mp.spawn, a server, a benchmark script) sits in tests/integration/.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from prepared_data import write_prepared
-from processes import CHECKOUT_PYTHONPATH
+from processes import CHECKOUT_PYTHONPATH, SilentServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,3 +35,12 @@ def make_prepared(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
         return write_prepared(tmp_path_factory.mktemp(name), **options)
 
     return make
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    """A loopback server that accepts connections and never answers (a stalled tracking server,
+    a peer host that does not respond); closed after the test."""
+    server = SilentServer()
+    yield server
+    server.close()

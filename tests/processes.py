@@ -1,12 +1,13 @@
-"""The tests' one owner of ports and process trees: a free loopback port, the environment a child
-Python process runs this checkout with, and the /proc walks that find (and wait out) what a test
-started. The fixtures in tests/conftest.py hand these out; worker functions that run in a spawned
-process, where fixtures cannot reach, import them."""
+"""The tests' one owner of ports and process trees: a free loopback port, a server that never
+answers, the environment a child Python process runs this checkout with, and the /proc walks that
+find (and wait out) what a test started. Fixtures (tests/conftest.py) and code that runs where no
+fixture reaches (a worker started by mp.spawn, a module-level harness) use these."""
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class SilentServer:
+    """Accepts connections and never answers: the tracking server that stalled training."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for connection in [self.sock, *self.held]:
+            connection.close()
 
 
 def checkout_env(**extra: str) -> dict[str, str]:
