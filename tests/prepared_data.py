@@ -1,4 +1,4 @@
-"""A tiny prepared dataset in exactly the layout `dtrain prepare` writes (data_prep/layout.py):
+"""A tiny prepared dataset in exactly the layout `dtrain prepare` writes (dtrain_prep.layout):
 manifest.parquet + webdataset shards whose JPEG offsets are recorded + JPEG files.
 
 Stands in for `dtrain prepare digits --out DIR` so the loader tests need neither the data_prep

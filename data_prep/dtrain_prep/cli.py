@@ -1,6 +1,6 @@
 """`dtrain prepare ...`: one subcommand per source, plus `verify`.
 
-Every subcommand writes the layout of data_prep/layout.py under --out. The webdataset shards are
+Every subcommand writes the layout of dtrain_prep.layout under --out. The webdataset shards are
 always written (they are the store the .beton and `verify` read back); --formats picks the rest.
 """
 

@@ -165,7 +165,7 @@ def build_summary(out: Path, dataset: str, stats: ManifestStats, outputs: dict, 
         "splits": stats.split_counts(),
         "per_class": stats.per_class_counts(),
         "rejects": [_reject_entry(out, r) for r in stats.rejects],
-        "duplicates": duplicates,  # identical accepted images (data_prep/duplicates.py)
+        "duplicates": duplicates,  # identical accepted images (dtrain_prep.duplicates)
         "conversions": dict(sorted(stats.conversions.items())),
         "outputs": outputs,
         "options": options,

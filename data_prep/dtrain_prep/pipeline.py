@@ -51,7 +51,7 @@ class PrepareOptions:
     copy_jpegs: bool = False      # filelist points at copies under OUT/jpeg, never at --src
     overwrite: bool = False
     quiet: bool = False
-    minival: int = 0              # training images moved to split "minival" (data_prep/minival.py)
+    minival: int = 0              # training images moved to split "minival" (dtrain_prep.minival)
     minival_seed: int = 0
 
     def pinned(self) -> dict:
@@ -195,7 +195,7 @@ def _write_manifest(options: PrepareOptions, tasks: list, filelist_splits: list)
     """Shard fragments -> manifest, file lists, counts, duplicates and the train split's pixel
     statistics, one shard's rows at a time so memory stays flat in the number of images. A first
     pass counts the accepted training rows (all the minival choice needs) and collects digest
-    prefixes (data_prep/duplicates.py)."""
+    prefixes (dtrain_prep.duplicates)."""
     accepted_train, prefixes = 0, DigestPrefixes()
     for task in tasks:
         rows = _written_fragment(options.out, task)
@@ -253,7 +253,7 @@ def _run(plan: SourcePlan, options: PrepareOptions) -> dict | None:
     timing = {"seconds": round(elapsed, 3), "shard_seconds": round(shard_seconds, 3),
               "workers": options.workers, "images_per_s_shards": round(images / max(shard_seconds, 1e-9), 1)}
     options_record = {**options.pinned(), "workers": options.workers}
-    if write_pixel_statistics(options.out, pixels):  # R1's per-pixel mean (data_prep/pixel_stats.py)
+    if write_pixel_statistics(options.out, pixels):  # R1's per-pixel mean (dtrain_prep.pixel_stats)
         outputs["pixel_stats"] = PIXEL_STATS
     summary = build_summary(options.out, plan.dataset, stats, outputs, options_record,
                             {**plan.details, "warnings": plan.warnings}, timing, duplicates)

@@ -15,7 +15,7 @@ channel std (see PixelSums.result).
 
 The sums are exact integers (uint8 pixels and their squares in int64), so shards can be summed in
 any order and a carved-out minival image subtracted again without rounding: each shard worker sums
-its own train images from the decode it already did (data_prep/shard_writer.py) and saves them
+its own train images from the decode it already did (dtrain_prep.shard_writer) and saves them
 beside its manifest fragment; the parent only adds the shards up. Images of the first size a shard
 sees are summed as they are; only images of another size pay for a resize to the view; when sums of
 different sizes meet, the one-size sums are carried to the view geometry as a whole (the resize is

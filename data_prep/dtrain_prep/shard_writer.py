@@ -41,7 +41,7 @@ def fragment_path(out: str | Path, split: str, shard_index: int) -> Path:
 
 
 def pixel_sums_path(out: str | Path, split: str, shard_index: int) -> Path:
-    """The shard's pixel sums (data_prep/pixel_stats.py), written before its fragment."""
+    """The shard's pixel sums (dtrain_prep.pixel_stats), written before its fragment."""
     return fragment_path(out, split, shard_index).with_suffix(".pixels.npz")
 
 
