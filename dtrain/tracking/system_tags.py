@@ -86,8 +86,8 @@ def source_digest() -> str | None:
 def source_files() -> dict[str, Path]:
     """{name that is the same in a checkout and in the wheel: file} for dtrain's code and resources."""
     # Each package's own folder: dtrain_prep's is data_prep/dtrain_prep/ in a checkout, site-packages/ in a wheel.
-    roots = {name: Path(package.__file__).resolve().parent
-             for name, package in (("dtrain", dtrain), ("dtrain_prep", dtrain_prep))}
+    roots = {"dtrain": Path(dtrain.__file__).resolve().parent,
+             "dtrain_prep": Path(dtrain_prep.__file__).resolve().parent}
     roots.update({folder: resource_dir(folder) for folder in RESOURCE_FOLDERS})
     files = {}
     for prefix, root in roots.items():
