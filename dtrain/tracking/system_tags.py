@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import platform
 import socket
 import subprocess
@@ -24,7 +25,6 @@ from importlib import metadata
 from pathlib import Path
 
 import dtrain
-import dtrain_prep
 from dtrain.errors import DtrainError
 from dtrain.resources import resource_dir
 
@@ -85,9 +85,8 @@ def source_digest() -> str | None:
 
 def source_files() -> dict[str, Path]:
     """{name that is the same in a checkout and in the wheel: file} for dtrain's code and resources."""
-    # Each package's own folder: dtrain_prep's is data_prep/dtrain_prep/ in a checkout, site-packages/ in a wheel.
-    roots = {"dtrain": Path(dtrain.__file__).resolve().parent,
-             "dtrain_prep": Path(dtrain_prep.__file__).resolve().parent}
+    prep = importlib.import_module("dtrain_prep")  # its folder: data_prep/dtrain_prep/ in a checkout
+    roots = {"dtrain": Path(dtrain.__file__).resolve().parent, "dtrain_prep": Path(prep.__path__[0]).resolve()}
     roots.update({folder: resource_dir(folder) for folder in RESOURCE_FOLDERS})
     files = {}
     for prefix, root in roots.items():
