@@ -18,8 +18,8 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@# FFCV compiles against libturbojpeg and OpenCV (DESIGN.md): install them when missing.
+$(STAMP): pyproject.toml setup.py
+	@# FFCV compiles against libturbojpeg and OpenCV (docs/platform.md): install them when missing.
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES); \

@@ -2,8 +2,9 @@
 wheel holds.
 
 - dtrain and its subpackages.
-- The data-prep tool under the dtrain-owned name `dtrain_prep` (its sources stay in data_prep/;
-  a bare top-level `data_prep` would collide with other projects' modules in site-packages).
+- The data-prep tool, package `dtrain_prep` (a dtrain-owned name: a bare top-level `data_prep`
+  would collide with other projects' modules in site-packages), from the top-level data_prep/
+  folder the product layout keeps for it.
 - configs/ and launch/ (the top-level folders stay the source of truth) copied into the package
   as dtrain/_resources/, which dtrain.resources reads when there is no checkout around.
 """
@@ -27,9 +28,8 @@ class BuildWithResources(build_py):
             self.copy_tree(name, str(Path(self.build_lib) / "dtrain" / "_resources" / name))
 
 
-prep_packages = ["dtrain_prep"] + [f"dtrain_prep.{p}" for p in find_packages("data_prep")]
 setup(
-    packages=find_packages(include=["dtrain", "dtrain.*"]) + prep_packages,
-    package_dir={"dtrain_prep": "data_prep"},
+    packages=find_packages(include=["dtrain", "dtrain.*"]) + find_packages("data_prep"),
+    package_dir={"dtrain_prep": "data_prep/dtrain_prep"},
     cmdclass={"build_py": BuildWithResources},
 )

@@ -152,7 +152,8 @@ def run_child(kind: str, **kwargs) -> dict:
     """Run CHILDREN[kind] in a fresh interpreter; its result plus the load average around it."""
     load_before = os.getloadavg()[0]
     command = [sys.executable, __file__, "--child", json.dumps({"kind": kind, **kwargs})]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    checkout = [str(ROOT), str(ROOT / "data_prep")]  # dtrain and dtrain_prep without an install
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*checkout, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{kind} run failed:\n{done.stderr[-3000:]}")

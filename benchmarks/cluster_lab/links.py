@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from cluster_lab.hosts import Cluster
-from cluster_lab.job import RDZV_PORT, ROOT
+from cluster_lab.job import CHECKOUT_PYTHONPATH, RDZV_PORT, ROOT
 
 BENCHMARK = ROOT / "benchmarks" / "allreduce_share.py"
 
@@ -34,7 +34,7 @@ def measure(cluster: Cluster, hosts: int, mbit: int, out: Path, extra: list[str]
     argv = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={hosts}", "--nproc-per-node=1",
             "--rdzv-backend=c10d", f"--rdzv-endpoint=node0:{RDZV_PORT}", f"--rdzv-id=links-{hosts}-{mbit}",
             str(BENCHMARK), "--link-mbit", str(mbit), "--out", str(result), *extra]
-    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": CHECKOUT_PYTHONPATH,
            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
     with contextlib.ExitStack() as stack:
         logs = [stack.enter_context(open(out / f"links-{hosts}x{mbit}mbit-{node}.log", "w")) for node in nodes]

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from cluster_lab.job import ROOT, Job
+from cluster_lab.job import CHECKOUT_PYTHONPATH, ROOT, Job
 from dtrain.tracking.jsonl import JSONL_NAME, metric_history, read_records
 
 HOST, ALIAS, PORT = "mlflow", "mlflow-host", 5000
@@ -26,7 +26,7 @@ URI = f"http://{ALIAS}:{PORT}"
 # tracker's retry (10, 20, 40 s, then every 60 s) has come round well before the end, so what is
 # measured is the resend while training goes on, not the 10 s flush at the end.
 SPEC = {"iters": 200, "extra": ("tracking.backend=mlflow", f"tracking.uri={URI}")}
-ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "PYTHONPATH": str(ROOT), "NO_PROXY": "*"}
+ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root", "PYTHONPATH": CHECKOUT_PYTHONPATH, "NO_PROXY": "*"}
 
 
 def start_server(job: Job) -> None:

@@ -1,7 +1,8 @@
 """The papers' table rows as data: each row names the recipe that reproduces it and the numbers
-the paper reports (all from SPEC.md, which cites R1/R2). `dtrain reproduce ROW` compares a run
-with one of these rows. This module holds R1's rows and gathers R2's (paper_numbers_r2); what
-a row holds is paper_row.PaperRow.
+the paper reports (R1: He et al., Deep Residual Learning for Image Recognition, CVPR 2016; R2:
+He et al., Identity Mappings in Deep Residual Networks, ECCV 2016). `dtrain reproduce ROW` compares a run
+with one of these rows. This module holds R1's rows and gathers R2's
+(paper_numbers_r2); what a row holds is paper_row.PaperRow.
 """
 
 from __future__ import annotations

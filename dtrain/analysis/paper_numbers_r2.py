@@ -1,6 +1,6 @@
 """R2's table rows (He et al., Identity Mappings in Deep Residual Networks, ECCV 2016) as data.
 
-Numbers from R2's Tables 1-5 and sec. 5 (SPEC.md, seeds/004_*). The ablations of Tables 1 and 2
+Numbers from R2's Tables 1-5 and sec. 5, as printed there. The ablations of Tables 1 and 2
 are the ResNet-110 / ResNet-164 recipes with the model options that make each variant
 (`model.options.*`, see dtrain.models.shortcuts and blocks).
 """

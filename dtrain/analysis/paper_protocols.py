@@ -2,7 +2,7 @@
 
 A reproduction is only comparable with a table when it is tested the way the table was, so every
 table of R1/R2 that `dtrain reproduce` covers is listed in TABLES with the words of its caption or
-column that fix the protocol (SPEC.md and the seeds hold the papers' text). Each row of
+column that fix the protocol (quoted from R1 and R2 themselves). Each row of
 `paper_numbers.ROWS` takes its protocol from here; tests check that they agree.
 
 Protocols (PROTOCOLS) map onto `dtrain eval --mode` (dtrain.data.eval_views):

@@ -187,7 +187,7 @@ def _protocol_run_lines(m: Measured) -> list[str]:
 
 
 def render_report(row: PaperRow, m: Measured, repeats: list[Measured] | None = None) -> str:
-    """Markdown comparing the paper's numbers (SPEC.md) with the run's; caveats first."""
+    """Markdown comparing the paper's numbers (paper_numbers.ROWS) with the run's; caveats first."""
     title = f"# Reproduction of {row.source}: {row.model} on {row.dataset}"
     params_paper = row.params_m * 1e6 if row.params_m is not None else None
     lines = [title, "", *[f"- {c}" for c in _caveats(row, m)], "",
@@ -202,7 +202,7 @@ def render_report(row: PaperRow, m: Measured, repeats: list[Measured] | None = N
         lines += ["", f"Paper's note: {row.note}."]
     lines += _tested_lines(m) + _repeat_lines(row, repeats or [])
     lines += ["", "## Run", "",
-              f"- row: `{row.key}` ({row.source}); numbers from SPEC.md",
+              f"- row: `{row.key}`; numbers as printed in {row.source}",
               f"- recipe: `{m.recipe}`" + (f" with `{' '.join(m.overrides)}`" if m.overrides else ""),
               *_protocol_run_lines(m),
               f"- data: {m.data_root} ({m.dataset or 'unknown'})",

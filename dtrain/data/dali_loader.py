@@ -134,7 +134,7 @@ def _train_images(jpegs, data: DataConfig, device: torch.device, *, dtype, chann
     decode = _decoder_kwargs(device)
     crop: dict = {}
     if augment == "random_resized_crop":
-        # ROI decoding: only the crop window is decoded (DESIGN.md: the fastest CPU path measured).
+        # ROI decoding: only the crop window is decoded (docs/platform.md: the fastest CPU path measured).
         images = fn.decoders.image_random_crop(jpegs, random_area=list(data.rrc_scale),
                                                random_aspect_ratio=list(data.rrc_ratio), num_attempts=10, **decode)
         images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)

@@ -1,7 +1,7 @@
 """Where images come from: a prepared dataset (manifest + webdataset shards or JPEG files) or
 random synthetic images. A source maps a sample index of a split to (PIL image, label).
 
-The prepared layout is the contract with data_prep (see data_prep/layout.py): rows of
+The prepared layout is the contract with data_prep (see dtrain_prep.layout): rows of
 OUT/manifest.parquet whose status is not "rejected", ordered by `index`; each JPEG is `bytes`
 bytes at `offset` inside the tar `shard` (so no tarfile parsing is needed), or the file
 `jpeg_path`, both relative to OUT.

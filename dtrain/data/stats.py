@@ -1,7 +1,7 @@
 """Per-channel statistics of image batches (for tests and for checking data.mean / data.std), and
 the normalisation data.normalize chooses: per channel, or R1's per-pixel mean image (CIFAR: at the
 images' size; ImageNet's mixed sizes: at the 224 input, centre crops of shorter side 256, see
-data_prep/pixel_stats.py)."""
+dtrain_prep.pixel_stats)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Training augmentations of the papers, written on PIL and torch.
 
-torchvision cannot be installed beside the CPU torch of this platform (see DESIGN.md), so the
+torchvision cannot be installed beside the CPU torch of this platform (docs/platform.md), so the
 few transforms the recipes need are written here, following torchvision's definitions
 (shorter-side resize, RandomResizedCrop's sampling) and fb.resnet.torch's lighting.
 

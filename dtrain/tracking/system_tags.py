@@ -85,7 +85,7 @@ def source_digest() -> str | None:
 
 def source_files() -> dict[str, Path]:
     """{name that is the same in a checkout and in the wheel: file} for dtrain's code and resources."""
-    prep = importlib.import_module("dtrain_prep")  # in a checkout its __path__ is data_prep/
+    prep = importlib.import_module("dtrain_prep")  # its folder: data_prep/dtrain_prep/ in a checkout
     roots = {"dtrain": Path(dtrain.__file__).resolve().parent, "dtrain_prep": Path(prep.__path__[0]).resolve()}
     roots.update({folder: resource_dir(folder) for folder in RESOURCE_FOLDERS})
     files = {}

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import CHECKOUT_PYTHONPATH
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ def start(run_dir: Path, log: Path, batch: int = 8) -> subprocess.Popen:
                "data.synthetic_samples=4096", "data.workers=1", f"optim.batch_size={batch}", "eval.batch_size=16",
                "schedule.max_iters=100000", "tracking.backend=jsonl", "train.log_every_iters=1",
                "checkpoint.at_epoch_end=false", f"run_dir={run_dir}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": CHECKOUT_PYTHONPATH, "OMP_NUM_THREADS": "1"}
     # A session of its own, so the signals go to the run's process group as a terminal's Ctrl-C does.
     with open(log, "w") as out:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.PIPE, text=True,
@@ -73,7 +74,7 @@ def test_ctrl_c_that_also_kills_tee_still_checkpoints(tmp_path) -> None:
                "data.synthetic_samples=4096", "data.workers=1", "optim.batch_size=8", "eval.batch_size=16",
                "schedule.max_iters=100000", "tracking.backend=jsonl", "train.log_every_iters=1",
                "checkpoint.at_epoch_end=false", f"run_dir={tmp_path / 'run'}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": CHECKOUT_PYTHONPATH, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
     seen = b""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ports import free_port
+from processes import free_port
 
 from dtrain.checkpoint import atomic_load  # weights only, like every dtrain reader
 
@@ -79,7 +79,7 @@ def _two_nodes(run_dir: Path) -> list[tuple[int, str, str]]:
         nodes.append(subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     outputs = [node.communicate(timeout=TIMEOUT) for node in nodes]
-    return [(node.returncode, out, err) for node, (out, err) in zip(nodes, outputs)]
+    return [(node.returncode, out, err) for node, (out, err) in zip(nodes, outputs, strict=True)]
 
 
 def test_simulated_two_node_run_with_c10d_rendezvous(single_run, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from processes import CHECKOUT_PYTHONPATH
 
 from dtrain.cli import cli
 from dtrain.resolve import load_config
@@ -49,7 +50,7 @@ def test_eval_of_a_checkpoint_with_another_model_is_one_line_naming_both(tmp_pat
                                                            "schedule.max_iters=1"]))
     assert outcome.exit_code == 0
     checkpoint = tmp_path / "checkpoints" / "ckpt-000000001.pt"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": ""}
+    env = {**os.environ, "PYTHONPATH": CHECKOUT_PYTHONPATH, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": ""}
     done = subprocess.run([sys.executable, "-m", "dtrain", "eval", str(checkpoint), "model.name=resnet32"],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]

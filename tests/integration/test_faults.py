@@ -14,25 +14,18 @@ import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
-from _prepared_fixture import write_prepared  # noqa: E402
-from fault_runs import (  # noqa: E402
-    SilentServer,
+from fault_runs import (
     all_finite,
     assert_checkpoints_sound,
-    assert_gone,
     assert_metrics_complete,
-    assert_tree_gone,
     base_args,
-    descendants,
-    env,
     error_lines,
     metric_records,
     start,
     train,
 )
+from prepared_data import write_prepared
+from processes import assert_gone, assert_tree_gone, checkout_env, children, descendants
 
 
 def test_a_truncated_shard_is_one_line_and_the_loader_workers_do_not_hold_the_exit(tmp_path: Path) -> None:
@@ -56,7 +49,7 @@ def test_a_second_run_into_a_busy_run_dir_is_refused_in_one_line(tmp_path: Path)
     run_dir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom dtrain.checkpoint.run_lock import "
                                f"lock_run_dir\nlock_run_dir({str(run_dir)!r}); print('held', flush=True); "
-                               "time.sleep(120)"], env=env(), stdout=subprocess.PIPE, text=True)
+                               "time.sleep(120)"], env=checkout_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         code, output = train(base_args(run_dir), tmp_path / "log")
@@ -98,11 +91,11 @@ def test_sigterm_with_loader_workers_checkpoints_and_exits_promptly(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_a_silent_mlflow_server_stalls_nothing_and_mlflow_sync_sends_everything_later(tmp_path: Path) -> None:
+def test_a_silent_mlflow_server_stalls_nothing_and_mlflow_sync_sends_everything_later(tmp_path: Path,
+                                                                                     silent_server) -> None:
     pytest.importorskip("mlflow")
-    server = SilentServer()
     run_dir = tmp_path / "run"
-    args = base_args(run_dir, "tracking.backend=mlflow", f"tracking.uri=http://127.0.0.1:{server.port}",
+    args = base_args(run_dir, "tracking.backend=mlflow", f"tracking.uri=http://127.0.0.1:{silent_server.port}",
                      "tracking.metrics_every_iters=1", "checkpoint.every_iters=2")
     started = time.monotonic()
     code, output = train(args, tmp_path / "log")
@@ -111,7 +104,7 @@ def test_a_silent_mlflow_server_stalls_nothing_and_mlflow_sync_sends_everything_
     assert "MLflow run None" not in output and f"dtrain mlflow-sync {run_dir}" in output
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sync = subprocess.run([sys.executable, "-m", "dtrain.cli", "mlflow-sync", str(run_dir), "--uri", store],
-                          env=env(), capture_output=True, text=True, timeout=300)
+                          env=checkout_env(), capture_output=True, text=True, timeout=300)
     assert sync.returncode == 0, sync.stderr[-2000:]
     from mlflow.tracking import MlflowClient
 
@@ -169,7 +162,7 @@ def test_a_killed_worker_on_one_node_is_restarted_and_resumes(tmp_path: Path) ->
     while not (run_dir / "checkpoints" / "ckpt-000000002.pt").exists():
         assert time.monotonic() < deadline and agent.poll() is None, (tmp_path / "log").read_text()[-3000:]
         time.sleep(0.1)
-    workers = [int(c) for c in Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()]
+    workers = children(agent.pid)
     os.kill(workers[-1], signal.SIGKILL)
     killed = time.monotonic()
     assert agent.wait(timeout=300) == 0, (tmp_path / "log").read_text()[-3000:]

@@ -5,31 +5,26 @@ within a bound, and nothing lost (checkpoints loadable and finite, metrics.jsonl
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
 from fault_runs import (
-    ROOT,
-    TREE_GONE_SECONDS,
     assert_checkpoints_sound,
     assert_metrics_complete,
     base_args,
     checkpoint_steps,
     error_lines,
     finish,
-    processes_naming,
     start,
     train,
     wait_for,
 )
+from prepared_data import write_prepared
+from processes import TREE_GONE_SECONDS, free_port, processes_naming
 
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
-from _prepared_fixture import write_prepared  # noqa: E402
-
-from dtrain.checkpoint.atomic import TEST_DISK_FULL_ENV  # noqa: E402
+from dtrain.checkpoint.atomic import TEST_DISK_FULL_ENV
 
 WORKERS = "data.workers=2"
 # From the fault to the exit. The bug was an hour in atexit; exit_within's safety net now forces
@@ -76,18 +71,12 @@ def test_a_disk_full_while_checkpointing_is_one_line_and_the_run_and_its_workers
     assert_metrics_complete(run_dir, "FAILED", through=kept[-1])
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # nothing listens there once the socket is closed
-
-
 def test_an_unreachable_mlflow_uri_warns_once_and_the_run_finishes_and_exits(tmp_path: Path) -> None:
     pytest.importorskip("mlflow")
     run_dir = tmp_path / "run"
     started = time.monotonic()
     code, output = train(base_args(run_dir, WORKERS, "tracking.backend=mlflow", "checkpoint.every_iters=2",
-                                   f"tracking.uri=http://127.0.0.1:{_closed_port()}",
+                                   f"tracking.uri=http://127.0.0.1:{free_port()}",
                                    "tracking.metrics_every_iters=1"), tmp_path / "log", timeout=120)
     assert code == 0 and not error_lines(output), output[-2000:]
     assert time.monotonic() - started < 60  # training, plus at most the bounded (10 s) flush at exit

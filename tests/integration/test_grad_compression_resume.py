@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_resume import (
+from resume_runs import (
     CRASH_ENV,
     RECIPE,
     REPO,

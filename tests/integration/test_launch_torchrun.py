@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ports import free_port
+from processes import children, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN_SH = ROOT / "launch" / "torchrun.sh"
@@ -32,9 +32,9 @@ def start_nodes(run_dir: Path, max_iters: int, every_iters: int, max_restarts: i
             "train.device=cpu", f"checkpoint.every_iters={every_iters}", "checkpoint.every_minutes=0"]
     nodes = []
     for node in range(2):
-        log = open(logs / f"node{node}.log", "w")
-        nodes.append(subprocess.Popen(["bash", str(TORCHRUN_SH), *args], env=env, cwd=ROOT, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True))
+        with open(logs / f"node{node}.log", "w") as log:  # the child holds its own copy
+            nodes.append(subprocess.Popen(["bash", str(TORCHRUN_SH), *args], env=env, cwd=ROOT, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
     return nodes
 
 
@@ -49,13 +49,6 @@ def wait_all(nodes: list, logs: Path, timeout: float) -> None:
                 os.killpg(process.pid, signal.SIGKILL)
     for node, process in enumerate(nodes):
         assert process.returncode == 0, (logs / f"node{node}.log").read_text()[-3000:]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
 
 
 def test_two_nodes_train_through_torchrun_sh(tmp_path: Path) -> None:

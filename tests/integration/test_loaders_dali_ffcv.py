@@ -109,7 +109,7 @@ def test_a_few_training_steps_with_each_loader(prepared, ffcv_ranks, name):
         assert torch.isfinite(loss)
         if step == 2:
             break
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("name", ["dali", "ffcv"])

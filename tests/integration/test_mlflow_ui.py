@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from ports import free_port
+from processes import free_port
 
 from dtrain.resolve import load_config
 from dtrain.training import train_config

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-# Shared harness of the resume tests (tests/integration is on sys.path under pytest's default
-# import mode); the fixtures are imported so pytest finds them here too.
-from test_resume import (  # noqa: F401
+# The exact-resume harness; its reference runs are fixtures of conftest.py.
+from resume_runs import (
     EVERY,
     RECIPE,
     REPO,
@@ -22,8 +21,6 @@ from test_resume import (  # noqa: F401
     checkpoint_steps,
     explain,
     final_checkpoint,
-    reference_run,
-    reference_run_2proc,
     run_torchrun,
     run_train,
     subprocess_env,

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Shared harness of the resume tests (tests/integration is on sys.path under pytest's default
-# import mode); the fixture is imported so pytest finds it here too.
-from test_resume import (  # noqa: F401
+# The exact-resume harness; its reference runs are fixtures of conftest.py.
+from resume_runs import (
     TOTAL_STEPS,
-    _SignalledEvalLoader,
+    SignalledEvalLoader,
     assert_bitwise_equal,
     checkpoint_steps,
     final_checkpoint,
-    reference_run_random_op,
     train_in_process,
 )
 
@@ -34,7 +32,7 @@ def test_the_final_checkpoint_is_written_before_the_final_evaluation(tmp_path: P
     first = train_in_process(tmp_path, sigterm_at_eval=3)  # evaluations at steps 8, 16, then the final one
     assert first.exit_code == 0 and first.result.stopped == "preempted"
     assert first.result.step == TOTAL_STEPS
-    assert TOTAL_STEPS in _SignalledEvalLoader.seen_at_signal  # on disk when the final evaluation began
+    assert TOTAL_STEPS in SignalledEvalLoader.seen_at_signal  # on disk when the final evaluation began
     assert_bitwise_equal(final_checkpoint(tmp_path), reference_run_random_op)
     second = train_in_process(tmp_path)  # resumes at the end: only the final evaluation runs
     assert second.exit_code == 0 and second.result.stopped == "finished" and second.result.final is not None

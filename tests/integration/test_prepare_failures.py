@@ -209,7 +209,7 @@ def test_image_larger_than_the_base_page_size_is_written(tmp_path, monkeypatch):
     run_cli("folder", "--src", _big_image_tree(tmp_path), "--out", out, "--ffcv-mode", "raw", *COMMON)
     reader = Reader(str(out / layout.ffcv_name("train")))
     assert reader.num_samples == 5 and reader.page_size >= 1000 * 800 * 3
-    assert sorted(zip(reader.metadata["f0"]["width"], reader.metadata["f0"]["height"]))[-1] == (1000, 800)
+    assert sorted(zip(reader.metadata["f0"]["width"], reader.metadata["f0"]["height"], strict=True))[-1] == (1000, 800)
 
 
 @needs_ffcv

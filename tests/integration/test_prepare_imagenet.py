@@ -124,7 +124,8 @@ def test_dali_file_reader_reads_the_filelist(prepared, manifest):
 
     @pipeline_def(batch_size=4, num_threads=1, device_id=None)
     def pipeline():
-        jpegs, labels = fn.readers.file(file_root=str(prepared), file_list=str(prepared / layout.filelist_name("train")),
+        jpegs, labels = fn.readers.file(file_root=str(prepared),
+                                        file_list=str(prepared / layout.filelist_name("train")),
                                         name="reader", pad_last_batch=True)
         return fn.decoders.image(jpegs, device="cpu", output_type=types.RGB), labels
 

@@ -84,6 +84,6 @@ def test_seeds_train_repeats_and_report_the_papers_statistic(digits, tmp_path):
                             cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = (run_dir / "report.md").read_text()
-    assert (run_dir / "seed-0" / "protocol_results.json").is_file() and (run_dir / "seed-1" / "protocol_results.json").is_file()
+    assert all((run_dir / f"seed-{i}" / "protocol_results.json").is_file() for i in (0, 1))
     assert "## 2 runs (seeds 0..1); the paper reports: best of 5" in report
     assert "| best | 6.43 |" in report and "| mean +- std | 6.61 +- 0.16 |" in report

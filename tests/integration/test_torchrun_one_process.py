@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ports import free_port
+from processes import free_port
 
 from dtrain.tracking.jsonl import JSONL_NAME, metric_history
 

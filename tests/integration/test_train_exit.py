@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_runs import ROOT, SilentServer, base_args, start
+from fault_runs import base_args, start
+from processes import CHECKOUT_PYTHONPATH
 
 from dtrain.distributed.lifetime import EXIT_GRACE_SECONDS
 
@@ -45,16 +46,17 @@ def _lines_with_times(process, log: Path, timeout: float) -> tuple[list[tuple[fl
     (["-m", "dtrain.cli", "train"], "mlflow"),  # `dtrain train`: the console script runs the same main()
     (["-m", "dtrain.train"], "jsonl"),
 ], ids=["dtrain-train-silent-mlflow", "python-m-dtrain.train"])
-def test_the_process_is_gone_soon_after_its_last_line(tmp_path: Path, entry: list[str], tracking: str) -> None:
+def test_the_process_is_gone_soon_after_its_last_line(tmp_path: Path, entry: list[str], tracking: str,
+                                                      silent_server) -> None:
     pytest.importorskip("mlflow")
-    server = SilentServer()
     hook_dir = tmp_path / "hook"
     hook_dir.mkdir()
     (hook_dir / "sitecustomize.py").write_text(EXIT_HOOK)
     run_dir, log = tmp_path / "run", tmp_path / "log"
-    args = base_args(run_dir, f"tracking.backend={tracking}", f"tracking.uri=http://127.0.0.1:{server.port}")
-    process = start([sys.executable, *entry, *args], log, PYTHONPATH=f"{hook_dir}:{ROOT}",
-                    SILENT_PORT=str(server.port))
+    args = base_args(run_dir, f"tracking.backend={tracking}",
+                     f"tracking.uri=http://127.0.0.1:{silent_server.port}")
+    process = start([sys.executable, *entry, *args], log, PYTHONPATH=f"{hook_dir}:{CHECKOUT_PYTHONPATH}",
+                    SILENT_PORT=str(silent_server.port))
     lines, exited = _lines_with_times(process, log, timeout=300)
     assert process.returncode == 0, log.read_text()[-2000:]
     summary = max(at for at, line in lines if line.startswith("finished: finished at step 6"))

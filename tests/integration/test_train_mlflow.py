@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -53,4 +54,4 @@ def test_short_train_logs_params_metric_history_and_artifacts_to_mlflow(tmp_path
     final = json.loads((tmp_path / "final_metrics.json").read_text())
     assert final["top1_err"] == pytest.approx(result.final.top1_err) and final["step"] == 8
     config_text = client.download_artifacts(result.run_id, "config.yaml", str(tmp_path / "dl"))
-    assert "resnet20" in open(config_text).read()
+    assert "resnet20" in Path(config_text).read_text()

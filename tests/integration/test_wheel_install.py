@@ -57,6 +57,7 @@ def run(installed: dict, *args: str, timeout: int = 300) -> subprocess.Completed
 
 def test_the_wheel_installs_dtrain_prep_and_no_bare_data_prep(installed) -> None:
     assert (installed["purelib"] / "dtrain_prep" / "cli.py").is_file()
+    assert (installed["purelib"] / "dtrain_prep" / "sources" / "imagenet.py").is_file()  # subpackages too
     assert not (installed["purelib"] / "data_prep").exists()
     probe = run(installed, "python", "-c",
                 "import sys, dtrain_prep.cli, dtrain_prep.layout\n"

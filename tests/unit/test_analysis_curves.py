@@ -4,6 +4,7 @@
 import json
 import math
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -92,7 +93,7 @@ def test_report_is_logged_to_the_run(store):
     assert log_report(config, run_dir, ids["resnet20"], "# report 8.75\n", ROWS["r1-table6-resnet20"])
     client = MlflowClient(tracking_uri=uri)
     local = client.download_artifacts(ids["resnet20"], ARTIFACT_PATH, str(run_dir))
-    assert open(local).read() == "# report 8.75\n"
+    assert Path(local).read_text() == "# report 8.75\n"
     assert client.get_run(ids["resnet20"]).data.tags["dtrain.reproduce"] == "r1-table6-resnet20"
 
 

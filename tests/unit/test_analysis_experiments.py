@@ -13,7 +13,7 @@ from dtrain.resolve import load_config
 def results(plain: list[float], resnet: list[float]) -> list[NetResult]:
     out = []
     for kind, errors in (("plain", plain), ("resnet", resnet)):
-        for depth, err in zip((20, 32, 44, 56), errors):
+        for depth, err in zip((20, 32, 44, 56), errors, strict=True):
             out.append(NetResult(f"{kind}{depth}", kind, depth, 270_000, 120, err, err + 1, 60.0, "runs/x"))
     return out
 

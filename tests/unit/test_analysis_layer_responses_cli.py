@@ -3,8 +3,8 @@
 import json
 
 import torch
-from _prepared_fixture import write_prepared
 from click.testing import CliRunner
+from prepared_data import write_prepared
 
 from dtrain import models
 from dtrain.analysis.model_source import from_checkpoint
@@ -32,7 +32,7 @@ def test_checkpoint_round_trip_keeps_weights(tmp_path):
     net = write_checkpoint(tmp_path / "run" / "checkpoints" / "ckpt-000000040.pt", tmp_path)
     loaded = from_checkpoint(tmp_path / "run")  # a run dir: its newest checkpoint
     assert loaded.label == "resnet20 (iter 40)"
-    for (name, a), b in zip(net.state_dict().items(), loaded.model.state_dict().values()):
+    for (name, a), b in zip(net.state_dict().items(), loaded.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 

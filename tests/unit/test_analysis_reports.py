@@ -1,4 +1,4 @@
-"""`dtrain reproduce`: the paper's numbers (SPEC.md) and the report that sets a run beside them."""
+"""`dtrain reproduce`: the paper's numbers (paper_numbers.ROWS) and the report that sets a run beside them."""
 
 import pytest
 from click.testing import CliRunner

@@ -106,7 +106,7 @@ def test_padding_samples_are_not_counted():
     valid = torch.tensor([True] * 8 + [False] * 4)
     with_padding = layer_responses(net, [(padded, valid)])
     clean = layer_responses(net, [(images, None)])
-    for a, b in zip(with_padding, clean):
+    for a, b in zip(with_padding, clean, strict=True):
         assert abs(a.overall_std - b.overall_std) < 1e-9
 
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-from dtrain.bench.machine import MAX_QUIET_LOAD_PER_CORE, commit_of_this_code, machine_environment, not_quiet_warning
+from dtrain.bench.machine import MAX_QUIET_LOAD_PER_CORE, machine_environment, not_quiet_warning
 from dtrain.bench.timing import environment, measure, time_iterations
 from dtrain.commands.bench import bench
 
@@ -47,20 +45,6 @@ def test_a_busy_machine_is_flagged_not_quiet(monkeypatch, per_core, quiet):
                                             "--num-classes", "10", "--device", "cpu", "--warmup", "0", "--iters", "1",
                                             "--repeats", "1"])
         assert result.exit_code == 0 and warning in result.output.splitlines(), result.output
-
-
-@pytest.mark.parametrize("script, args", [("bench_prepare.py", ["--images", "0", "--memory-counts", "", "--json"]),
-                                          ("faults.py", ["--runs", "0", "--out"])])
-def test_benchmark_scripts_record_the_environment_in_their_json(tmp_path, script, args):
-    """Smoke runs measuring nothing: the JSON a figure would be recorded with."""
-    out = tmp_path / "out.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, str(out)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
-    assert done.returncode == 0, done.stderr[-2000:]
-    env = json.loads(out.read_text())["environment"]
-    assert env["commit"] == commit_of_this_code() and env["date_utc"].endswith("Z") and len(env["load_average"]) == 3
-    assert env["quiet"] is (env["load_per_core"] <= MAX_QUIET_LOAD_PER_CORE)
-    assert ("NOT QUIET" in done.stdout) is (not env["quiet"])
 
 
 def test_model_and_overhead_commands_write_json(tmp_path):

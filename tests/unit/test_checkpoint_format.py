@@ -61,7 +61,8 @@ def test_load_for_inference_reads_a_version_1_checkpoint(tmp_path: Path) -> None
     atomic_save({"format_version": 1, "model": model.state_dict(), "config": to_dict(cfg), "step": 3}, path)
     loaded = load_for_inference(path, ["eval.mode=center"])
     assert loaded.config.model.name == cfg.model.name and loaded.state["train_state"]["step"] == 3
-    assert all(torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(), model.state_dict().values()))
+    pairs = zip(loaded.model.state_dict().values(), model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_non_finite_state_is_never_written_and_names_the_last_good_checkpoint(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from dtrain.tracking.console import ReaderSafeStream
 
 def test_writes_after_the_reader_closed_the_pipe_are_dropped_not_raised() -> None:
     read_end, write_end = os.pipe()
-    raw = open(write_end, "w", buffering=1, encoding="utf-8")
+    raw = open(write_end, "w", buffering=1, encoding="utf-8")  # noqa: SIM115  (the stream under test owns it)
     stream = ReaderSafeStream(raw)
     stream.write("step 1\n")
     assert os.read(read_end, 100) == b"step 1\n"

@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
 
-from _prepared_fixture import write_prepared  # noqa: E402
+from prepared_data import write_prepared
 
 from dtrain.config import DataConfig  # noqa: E402
 from dtrain.data import build_eval_loader, build_train_loader  # noqa: E402
@@ -23,8 +23,8 @@ SMALL = dict(loader="dali", source="files", crop_size=24, scale_range=[32, 40], 
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return write_prepared(tmp_path_factory.mktemp("dali"), counts={"train": 26, "val": 7})
+def prepared(make_prepared):
+    return make_prepared("dali", counts={"train": 26, "val": 7})
 
 
 @pytest.mark.parametrize("augment", ["random_resized_crop", "scale_jitter", "none"])

@@ -9,7 +9,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from _prepared_fixture import write_prepared
 from PIL import Image
 
 from dtrain.config import DataConfig
@@ -20,11 +19,6 @@ from dtrain.errors import ConfigError, DtrainError
 from dtrain_prep import layout
 
 SMALL = dict(scale_range=[32, 40], crop_size=24, val_resize=32, val_crop=24)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return write_prepared(tmp_path_factory.mktemp("prepared"))
 
 
 def _train(data: DataConfig, **kw):
@@ -44,13 +38,13 @@ def test_batches_are_bitwise_identical_whatever_workers_and_skip(prepared):
     assert len(loader) == len(single) == 24 // 4
     resumed = _epoch(loader, epoch=1, skip=2)
     assert len(resumed) == len(single) - 2
-    for (a_img, a_lab), (b_img, b_lab) in zip(single[2:], resumed):
+    for (a_img, a_lab), (b_img, b_lab) in zip(single[2:], resumed, strict=True):
         assert torch.equal(a_img, b_img) and torch.equal(a_lab, b_lab)
     assert single[0][0].shape == (4, 3, 24, 24) and single[0][0].dtype == torch.float32
     assert single[0][1].dtype == torch.int64
     # A new epoch is a new order and new augmentations; the same epoch again is the same.
     other = _epoch(loader, epoch=2)
-    assert not all(torch.equal(a[0], b[0]) for a, b in zip(single, other))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(single, other, strict=True))
     assert torch.equal(_epoch(loader, epoch=1)[3][0], single[3][0])
 
 
@@ -125,7 +119,7 @@ def test_manifest_reader_skips_rejected_rows_and_orders_by_index(prepared):
 def test_files_and_shards_sources_give_the_same_batches(prepared):
     first = _epoch(_train(DataConfig(root=str(prepared), workers=0, source="files", **SMALL)), 0)
     second = _epoch(_train(DataConfig(root=str(prepared), workers=0, source="shards", **SMALL)), 0)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, second))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, second, strict=True))
 
 
 def test_eval_modes_on_prepared_data(prepared):
@@ -160,7 +154,7 @@ def test_synthetic_loader_is_reproducible():
                       val_resize=16, crop_size=16, lighting_std=0.0, workers=0)
     a = _epoch(_train(data, num_classes=5), 0)
     b = _epoch(_train(data, num_classes=5), 0)
-    assert len(a) == 2 and all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert len(a) == 2 and all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
     assert int(torch.cat([labels for _, labels in a]).max()) < 5
 
 
@@ -208,7 +202,7 @@ def test_cuda_batches_match_cpu_batches():
                       crop_size=16, pad=2, workers=1)
     cpu = _epoch(_train(data), 0)
     gpu = _epoch(_train(data, device="cuda"), 0)
-    for (a_img, a_lab), (b_img, b_lab) in zip(cpu, gpu):
+    for (a_img, a_lab), (b_img, b_lab) in zip(cpu, gpu, strict=True):
         assert b_img.is_cuda and b_lab.is_cuda
         assert torch.allclose(a_img, b_img.cpu(), atol=1e-6) and torch.equal(a_lab, b_lab.cpu())
 

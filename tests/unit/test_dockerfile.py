@@ -95,8 +95,8 @@ def test_dockerignore_drops_local_state_but_keeps_what_the_build_needs() -> None
 
     for path in (".git", ".venv", "runs", "dtrain.egg-info", "dtrain/__pycache__"):
         assert ignored(path), path
-    for path in ("pyproject.toml", "README.md", "dtrain/cli.py", "data_prep/cli.py", "setup.py", "MANIFEST.in",
-                 "configs/resnet50.yaml", "launch/torchrun.sh", "launch/helm/dtrain/values.yaml"):
+    for path in ("pyproject.toml", "README.md", "dtrain/cli.py", "data_prep/dtrain_prep/cli.py", "setup.py",
+                 "MANIFEST.in", "configs/resnet50.yaml", "launch/torchrun.sh", "launch/helm/dtrain/values.yaml"):
         assert (ROOT / path).exists() and not ignored(path), path
 
 

@@ -13,8 +13,8 @@ from dtrain.builders import build_engine, build_loaders, start_tracker
 from dtrain.distributed.context import DistContext
 from dtrain.engine.loop import NonFiniteLossError, Trainer, total_steps
 from dtrain.engine.progress import Progress
-from dtrain.resolve import load_config
 from dtrain.engine.state import run_checkpoints
+from dtrain.resolve import load_config
 from dtrain.train import main
 
 TINY = ["data.loader=synthetic", "data.synthetic_samples=32", "data.synthetic_image_size=16",

@@ -6,18 +6,12 @@ import pytest
 
 pytest.importorskip("ffcv", reason="FFCV is not installed")
 
-from _prepared_fixture import write_prepared  # noqa: E402
 
 from dtrain.config import DataConfig  # noqa: E402
 from dtrain.data import build_eval_loader, build_train_loader  # noqa: E402
 from dtrain.errors import ConfigError  # noqa: E402
 
 SMALL = dict(loader="ffcv", crop_size=24, scale_range=[32, 40], val_resize=32, val_crop=24, workers=1)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return write_prepared(tmp_path_factory.mktemp("ffcv"))  # no .beton: the layout without --formats ffcv
 
 
 def _train(data):

@@ -17,7 +17,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from _prepared_fixture import write_prepared
 from PIL import Image
 
 from dtrain.config import DataConfig
@@ -34,8 +33,8 @@ LEVEL = 1.0 / 255.0  # one pixel level before normalisation
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return write_prepared(tmp_path_factory.mktemp("gpu_prepared"), counts={"train": 32, "val": 7}, sizes=SIZES)
+def prepared(make_prepared):
+    return make_prepared("gpu_prepared", counts={"train": 32, "val": 7}, sizes=SIZES)
 
 
 def _unit(root, **kw) -> dict:
@@ -69,8 +68,8 @@ def test_train_batches_equal_the_torch_loader(prepared, augment):
     torch_loader, gpu_loader = _pair(prepared, train_augment=augment, workers=0)
     reference, ours = _batches(torch_loader, 1), _batches(gpu_loader, 1)
     assert len(reference) == len(ours) == 4 and ours[0][0].shape == (8, 3, 32, 32)
-    assert all(torch.equal(a[1], b[1]) for a, b in zip(reference, ours))
-    _assert_close((a[0], b[0]) for a, b in zip(reference, ours))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(reference, ours, strict=True))
+    _assert_close((a[0], b[0]) for a, b in zip(reference, ours, strict=True))
 
 
 @pytest.mark.parametrize("mode", ["center", "ten-crop", "single-320", "multi-scale"])
@@ -80,19 +79,19 @@ def test_eval_views_equal_the_torch_loader(prepared, mode):
                                       world_size=1, scales=[40, 64]))
                for name in ("torch", "gpu")]
     assert len(batches[0]) == len(batches[1]) > 0
-    for a, b in zip(*batches):
+    for a, b in zip(*batches, strict=True):
         assert len(a.views) == len(b.views) and torch.equal(a.labels, b.labels) and torch.equal(a.valid, b.valid)
-    _assert_close((x, y) for a, b in zip(*batches) for x, y in zip(a.views, b.views))
+    _assert_close((x, y) for a, b in zip(*batches, strict=True) for x, y in zip(a.views, b.views, strict=True))
 
 
 @pytest.fixture(scope="module")
-def one_size(tmp_path_factory):
+def one_size(make_prepared):
     """CIFAR-like: one image size, and a mean image stored where `dtrain prepare` puts it. The mean
     is random rather than the data's own, so a loader that skipped it would be far off (levels
     of up to 255), not within the 1-level tolerance."""
     from dtrain_prep import layout
 
-    root = write_prepared(tmp_path_factory.mktemp("gpu_one_size"), counts={"train": 16, "val": 5}, sizes=[(32, 32)])
+    root = make_prepared("gpu_one_size", counts={"train": 16, "val": 5}, sizes=[(32, 32)])
     np.save(root / layout.PER_PIXEL_MEAN, np.random.default_rng(7).random((32, 32, 3), dtype=np.float32))
     return root
 
@@ -109,7 +108,7 @@ def test_per_pixel_mean_train_batches_equal_the_torch_loader(one_size, augment):
     assert len(reference) == len(ours) == 2
     # std 0.25 stretches one level to 4/255: compare in pixel levels again
     scale = torch.tensor(PER_PIXEL["std"]).view(1, 3, 1, 1)
-    _assert_close((a[0] * scale, b[0] * scale) for a, b in zip(reference, ours))
+    _assert_close((a[0] * scale, b[0] * scale) for a, b in zip(reference, ours, strict=True))
 
 
 @pytest.mark.parametrize("mode", ["center", "multi-scale"])
@@ -119,7 +118,8 @@ def test_per_pixel_mean_eval_views_equal_the_torch_loader(one_size, mode):
     batches = [list(build_eval_loader(DataConfig(loader=name, **kw), mode=mode, batch_size=5, rank=0,
                                       world_size=1, scales=[32, 40])) for name in ("torch", "gpu")]
     scale = torch.tensor(PER_PIXEL["std"]).view(1, 3, 1, 1)
-    _assert_close((x * scale, y * scale) for a, b in zip(*batches) for x, y in zip(a.views, b.views))
+    _assert_close((x * scale, y * scale)
+                  for a, b in zip(*batches, strict=True) for x, y in zip(a.views, b.views, strict=True))
 
 
 def test_per_pixel_mean_without_a_stored_mean_is_one_line_with_the_fix(prepared):
@@ -135,9 +135,9 @@ def test_workers_resume_and_epochs(prepared):
                                 world_size=1, seed=5)
     resumed = _batches(loader, epoch=2, skip=3)
     assert len(resumed) == len(single) - 3
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(single[3:], resumed))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(single[3:], resumed, strict=True))
     other = _batches(loader, epoch=3)
-    assert not all(torch.equal(a[0], b[0]) for a, b in zip(single, other))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(single, other, strict=True))
 
 
 def test_two_ranks_read_each_used_sample_once_per_epoch(prepared, monkeypatch):
@@ -231,9 +231,9 @@ def test_cuda_batches_match_the_cpu_torch_loader(prepared, decoder):
     loader = build_train_loader(DataConfig(loader="gpu", **data), batch_size=8, rank=0, world_size=1, seed=11,
                                 device="cuda")
     ours = _batches(loader, 1)
-    assert all(b[0].is_cuda and torch.equal(a[1], b[1].cpu()) for a, b in zip(reference, ours))
+    assert all(b[0].is_cuda and torch.equal(a[1], b[1].cpu()) for a, b in zip(reference, ours, strict=True))
     if decoder == "pil":
-        _assert_close((a[0], b[0].cpu()) for a, b in zip(reference, ours))
+        _assert_close((a[0], b[0].cpu()) for a, b in zip(reference, ours, strict=True))
     else:
-        gaps = torch.cat([(a[0] - b[0].cpu()).abs().flatten() for a, b in zip(reference, ours)])
+        gaps = torch.cat([(a[0] - b[0].cpu()).abs().flatten() for a, b in zip(reference, ours, strict=True)])
         assert gaps.mean().item() < 2 * LEVEL

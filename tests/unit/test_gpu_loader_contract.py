@@ -16,7 +16,6 @@ import types
 import numpy as np
 import pytest
 import torch
-from _prepared_fixture import write_prepared
 from PIL import Image
 
 from dtrain import data as data_package
@@ -33,9 +32,8 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return write_prepared(tmp_path_factory.mktemp("gpu_contract"), counts={"train": 8, "val": 4},
-                          sizes=[(48, 40), (40, 48)])
+def prepared(make_prepared):
+    return make_prepared("gpu_contract", counts={"train": 8, "val": 4}, sizes=[(48, 40), (40, 48)])
 
 
 # ---- batch format --------------------------------------------------------------------------
@@ -160,7 +158,7 @@ def fake_torchvision(monkeypatch):
 
 def _assert_one_batched_call(call, source, indices, device):
     assert isinstance(call["data"], list) and len(call["data"]) == len(indices)
-    for tensor, index in zip(call["data"], indices.tolist()):
+    for tensor, index in zip(call["data"], indices.tolist(), strict=True):
         assert tensor.dtype == torch.uint8 and tensor.dim() == 1
         assert tensor.numpy().tobytes() == source.read_bytes(index)  # that sample's JPEG, whole
     assert call["device"] == device and call["mode"] == "RGB-mode"
@@ -195,4 +193,4 @@ def test_on_cpu_the_torchvision_path_gives_the_pil_paths_batches(prepared, fake_
         batches[decoder] = [images for images, _ in loader]
     assert len(calls) == len(batches["pil"]) == 2  # one decode_jpeg call per batch, none by PIL's path
     assert all(c["device"] == CPU for c in calls)
-    assert all(torch.equal(a, b) for a, b in zip(batches["torchvision"], batches["pil"]))
+    assert all(torch.equal(a, b) for a, b in zip(batches["torchvision"], batches["pil"], strict=True))

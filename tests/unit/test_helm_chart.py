@@ -129,7 +129,8 @@ def test_there_is_one_copy_of_the_templates() -> None:
     ("{{ range .l }}[{{ . }}]{{ else }}empty{{ end }}", {"l": []}, "empty"),
     ("{{ with .missing.deeper }}x{{ end }}{{ .missing }}|", {}, "|"),
     ("{{ .n | toString | quote }} {{ add .n 1 }} {{ printf \"%v-%v\" .s .n }}", {"n": 4, "s": "w"}, '"4" 5 w-4'),
-    ("{{ default \"d\" .e }} {{ default \"d\" .f }} {{ toJson .l }}", {"e": "", "f": "v", "l": [1, "a"]}, 'd v [1,"a"]'),
+    ("{{ default \"d\" .e }} {{ default \"d\" .f }} {{ toJson .l }}", {"e": "", "f": "v", "l": [1, "a"]},
+     'd v [1,"a"]'),
     ("{{- $x := \"v\" }}{{ $x }}{{/* gone */}}", {}, "v"),
 ])
 def test_go_template_subset_follows_go(tmp_path: Path, source: str, values: dict, expected: str) -> None:

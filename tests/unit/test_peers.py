@@ -4,36 +4,28 @@ from __future__ import annotations
 
 import socket
 
+from processes import free_port
+
 from dtrain.distributed.failure import peer_failure_line
 from dtrain.distributed.peers import LivenessListener, Peer, PeerDirectory, describe, probe, probe_all
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # nobody listens there once closed: connections are refused
-
-
-def test_probe_tells_alive_leaving_gone_and_silent_apart() -> None:
+def test_probe_tells_alive_leaving_gone_and_silent_apart(silent_server) -> None:
     alive, leaving = LivenessListener(), LivenessListener()
     leaving.leaving()
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(1)  # accepts in the kernel but never answers: a host that does not respond
     peers = [Peer(0, "me", "127.0.0.1", alive.port), Peer(1, "node1", "127.0.0.1", leaving.port),
-             Peer(2, "node2", "127.0.0.1", closed_port()), Peer(3, "node3", "127.0.0.1", silent.getsockname()[1])]
+             Peer(2, "node2", "127.0.0.1", free_port()), Peer(3, "node3", "127.0.0.1", silent_server.port)]
     assert [probe(p, timeout=0.5) for p in peers] == ["alive", "leaving", "gone", "unreachable"]
     others = peers[1:]
     assert describe(others, probe_all(others)) == ("rank 2 on node2 (its process ended), "
                                           "rank 3 on node3 (its host does not answer: down or cut off)")
-    silent.close()
 
 
 def test_a_later_survivor_repeats_the_verdict_it_was_handed() -> None:
     """A rank that learns of the death only when its neighbour gave up would find that neighbour
     gone too; the first survivor hands its verdict to every peer still there."""
     early, late = PeerDirectory(), PeerDirectory()
-    dead = Peer(2, "node2", "127.0.0.1", closed_port())
+    dead = Peer(2, "node2", "127.0.0.1", free_port())
     early.peers = late.peers = [Peer(0, "node0", "127.0.0.1", early.listener.port),
                                 Peer(1, "node1", "127.0.0.1", late.listener.port), dead]
     early.rank, late.rank = 0, 1

@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from _prepared_fixture import write_prepared
 from click.testing import CliRunner
+from prepared_data import write_prepared
 
 from dtrain.config import DataConfig
 from dtrain.data import build_eval_loader

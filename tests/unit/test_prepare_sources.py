@@ -55,7 +55,7 @@ def test_synset_per_line_and_devkit_ground_truth_give_same_labels(tree, tmp_path
     rows.append((1001, "n00001740", "entity", "", 2, np.array([10, 11]), 18, 0))  # not a leaf
     meta = np.zeros((len(rows), 1), dtype=[(f, "O") for f in fields])
     for i, row in enumerate(rows):
-        for name, value in zip(fields, row):
+        for name, value in zip(fields, row, strict=True):
             meta[i, 0][name] = value
     scipy.io.savemat(devkit / "data" / "meta.mat", {"synsets": meta})
     truth = devkit / "data" / "ILSVRC2012_validation_ground_truth.txt"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from _prepared_fixture import write_prepared
 from click.testing import CliRunner
+from prepared_data import write_prepared
 
 from dtrain.analysis.paper_numbers import ROWS
 from dtrain.analysis.paper_protocols import PROTOCOLS, TABLES

@@ -1,4 +1,5 @@
-"""The papers' learning rates at given iterations/epochs (SPEC.md section 3)."""
+"""The papers' learning rates at given iterations/epochs (R1 sec. 3.4 and 4.2; R2 for its pre-activation
+nets)."""
 
 from __future__ import annotations
 

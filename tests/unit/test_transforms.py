@@ -106,7 +106,8 @@ def test_flip_false_never_mirrors():
 def test_pca_lighting_statistics_match_alexnet():
     std = 0.1
     shifts = torch.stack([lighting_shift(std, _rng(i)) for i in range(4000)]).double()
-    expected_cov = LIGHTING_EIGVEC.double() @ torch.diag((std * LIGHTING_EIGVAL.double()) ** 2) @ LIGHTING_EIGVEC.double().T
+    eigvec = LIGHTING_EIGVEC.double()
+    expected_cov = eigvec @ torch.diag((std * LIGHTING_EIGVAL.double()) ** 2) @ eigvec.T
     assert torch.allclose(shifts.mean(0), torch.zeros(3, dtype=torch.float64), atol=3e-3)
     assert torch.allclose(torch.cov(shifts.T), expected_cov, rtol=0.1, atol=2e-6)
     # applied as one RGB offset over the whole image, after the [0, 1] conversion
@@ -132,7 +133,7 @@ def test_ten_crop_views_and_centre_matches_center_mode():
     assert len(views) == 10 and all(v.shape == (3, 56, 56) for v in views)
     center = EvalTransform(cfg, "center", [])(image)
     assert len(center) == 1 and torch.equal(views[4], center[0])
-    for plain, flipped in zip(views[:5], views[5:]):
+    for plain, flipped in zip(views[:5], views[5:], strict=True):
         assert torch.equal(flipped, plain.flip(-1))
     assert len({v.sum().item() for v in views[:5]}) == 5  # five different places
 
