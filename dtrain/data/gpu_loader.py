@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-import pyarrow.compute as pc  # type: ignore[import-untyped]  # pyarrow ships no type hints
-import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 

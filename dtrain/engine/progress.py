@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TextIO
 
-from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints (types-tqdm is separate)
+from tqdm import tqdm
 
 from dtrain.engine.meters import format_duration
 
