@@ -16,6 +16,7 @@ from dtrain import __version__
 from dtrain.commands.completion import KeyValueBashComplete
 from dtrain.errors import DtrainError
 from dtrain.extras import missing_module_message
+from dtrain.provenance import git_commit, git_dirty, source_digest
 
 # name -> "module:attribute" of a click command or group.
 LAZY_COMMANDS: dict[str, str] = {
@@ -99,9 +100,6 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
     source.digest, git.commit), so a run's code can be found from any install."""
     if not value or ctx.resilient_parsing:
         return
-    # Imported when asked: dtrain.tracking costs every other command (`dtrain --help`) ~0.25 s.
-    from dtrain.tracking.system_tags import git_commit, git_dirty, source_digest
-
     commit = git_commit()
     git = f", git {commit}{'+dirty' if git_dirty() else ''}" if commit else ""
     click.echo(f"dtrain {__version__} (source {source_digest()}{git})")

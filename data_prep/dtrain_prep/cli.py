@@ -17,6 +17,10 @@ from .errors import DataPrepError
 from .ffcv_export import FFCV_MODES, FfcvOptions
 from .images import ImageOptions
 from .pipeline import PrepareOptions, run_prepare
+from .sources.arrays import cifar_plan, digits_plan, synthetic_plan
+from .sources.folder import folder_plan
+from .sources.imagenet import imagenet_plan
+from .verify import verify_output
 
 
 def _parse_formats(ctx, param, value: str) -> tuple[str, ...]:
@@ -106,8 +110,6 @@ def prepare() -> None:
 @output_options()
 def imagenet(src, train_tar, val_tar, val_labels, devkit, synset_names, classes, options) -> None:
     """ILSVRC-2012 from an extracted tree or the original tars."""
-    from .sources.imagenet import imagenet_plan
-
     check_out_outside_src(src, options.out)
     run_prepare(imagenet_plan(src, train_tar, val_tar, val_labels, devkit, synset_names, classes), options)
 
@@ -122,8 +124,6 @@ def imagenet(src, train_tar, val_tar, val_labels, devkit, synset_names, classes,
 @output_options()
 def folder(src, val_fraction, seed, classes, options) -> None:
     """Any class-per-folder image tree."""
-    from .sources.folder import folder_plan
-
     check_out_outside_src(src, options.out)
     run_prepare(folder_plan(src, val_fraction, seed, classes), options)
 
@@ -135,8 +135,6 @@ def folder(src, val_fraction, seed, classes, options) -> None:
 @output_options()
 def digits(size, val_fraction, seed, options) -> None:
     """scikit-learn's bundled 1,797 handwritten digits (real 8x8 scans), upscaled to RGB."""
-    from .sources.arrays import digits_plan
-
     run_prepare(digits_plan(size, val_fraction, seed), options)
 
 
@@ -149,9 +147,7 @@ def _cifar_command(variant: str):
     @click.option("--seed", type=int, default=0, show_default=True)
     @output_options()
     def command(src, holdout, seed, options) -> None:
-        from .sources.arrays import cifar_plan
-
-        run_prepare(cifar_plan(src, variant, holdout, seed), options)
+            run_prepare(cifar_plan(src, variant, holdout, seed), options)
 
     command.__doc__ = f"{variant.upper()} from its python pickle archive."
     return command
@@ -171,8 +167,6 @@ cifar100 = _cifar_command("cifar100")
 @output_options(default_quality=90)
 def synthetic(count, val_count, width, height, num_classes, seed, options) -> None:
     """Random images of a given size and count (for benchmarks)."""
-    from .sources.arrays import synthetic_plan
-
     run_prepare(synthetic_plan(count, val_count, width, height, num_classes, seed), options)
 
 
@@ -181,8 +175,6 @@ def synthetic(count, val_count, width, height, num_classes, seed, options) -> No
 @click.option("--quiet", is_flag=True)
 def verify(out, quiet) -> None:
     """Re-read every output of OUT; exit 1 with the first mismatch."""
-    from .verify import verify_output
-
     report = verify_output(out.resolve(), show_progress=not quiet)
     if not quiet:
         click.echo(report)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import layout
+from .errors import DataPrepError
 
 MINIVAL = "minival"
 
@@ -28,8 +29,6 @@ class MinivalCarver:
 
     def __init__(self, count: int, accepted_total: int, seed: int = 0, source: str = "train"):
         if count > 0 and count >= accepted_total:
-            from .errors import DataPrepError
-
             raise DataPrepError(f"--minival {count} would take all {accepted_total} training images; choose fewer")
         chosen = np.random.default_rng(seed).permutation(accepted_total)[:count].tolist() if count > 0 else []
         self.chosen = set(chosen)

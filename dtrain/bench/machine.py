@@ -11,7 +11,7 @@ import os
 import platform
 import time
 
-from dtrain.tracking.system_tags import git_commit, git_dirty
+from dtrain.provenance import git_commit, git_dirty
 
 MAX_QUIET_LOAD_PER_CORE = 1.5
 

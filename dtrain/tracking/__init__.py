@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dtrain.config import TrackingConfig
 from dtrain.errors import ConfigError
+from dtrain.provenance import local_devices, system_tags
 from dtrain.tracking.aggregate import MetricAggregator
 from dtrain.tracking.background import BackgroundTracker
 from dtrain.tracking.base import NullTracker, Tracker
@@ -32,7 +33,6 @@ from dtrain.tracking.run_record import (
 )
 from dtrain.tracking.store import resolve_uri
 from dtrain.tracking.sync import catch_up as send_missing
-from dtrain.tracking.system_tags import local_devices, system_tags
 
 __all__ = ["Tracker", "NullTracker", "JsonlTracker", "MetricAggregator", "build_tracker", "resolve_uri",
            "system_tags", "local_devices", "read_records", "metric_history", "record_run_start", "record_run_end",

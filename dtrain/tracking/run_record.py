@@ -22,9 +22,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from dtrain.checkpoint.atomic import atomic_load, read_meta
+from dtrain.checkpoint.format import upgrade
 from dtrain.config import RunConfig, dump_yaml, flatten, to_dict
+from dtrain.provenance import system_tags
 from dtrain.tracking.base import TRAINING, VALIDATION, DatasetRecord, Tracker
-from dtrain.tracking.system_tags import system_tags
 from dtrain_prep import layout
 
 CONFIG_ARTIFACT = "config.yaml"
@@ -163,8 +167,6 @@ def record_models(tracker: Tracker, config: RunConfig, model: Any, *, last_check
     tracker.set_tags(tags)
     if not (with_models and config.tracking.log_model) or tracker.run_id is None:
         return
-    import torch  # `import dtrain.tracking` stays free of torch: `dtrain --version` reads system_tags
-
     size = config.data.synthetic_image_size if config.data.loader == "synthetic" else config.data.val_crop
     example = torch.zeros(1, 3, size, size)
     registry_name = config.tracking.register_model
@@ -179,8 +181,6 @@ def record_models(tracker: Tracker, config: RunConfig, model: Any, *, last_check
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int | None:
-    from dtrain.checkpoint.atomic import read_meta  # dtrain.checkpoint imports torch: see record_models
-
     step = (read_meta(Path(checkpoint)) or {}).get("step") if checkpoint else None
     return int(step) if step is not None else None
 
@@ -191,9 +191,6 @@ def _best_model(model: Any, best_checkpoint: Path | None,
     best is the last one (or there is none)."""
     if not best_checkpoint or not Path(best_checkpoint).is_file():
         return None
-    from dtrain.checkpoint.atomic import atomic_load, read_meta  # imports torch: see record_models
-    from dtrain.checkpoint.format import upgrade
-
     source = (read_meta(Path(best_checkpoint)) or {}).get("source")
     if last_checkpoint and source == Path(last_checkpoint).name:
         return None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dtrain.checkpoint.run_lock import live_holder
 from dtrain.errors import DtrainError
 from dtrain.tracking.jsonl import JSONL_NAME, read_records
 from dtrain.tracking.store import make_client, resolve_uri
@@ -69,8 +70,6 @@ def sync_run_dir(run_dir: Path, uri: str | None = None, experiment: str = "dtrai
     path = Path(run_dir) / JSONL_NAME
     if not path.is_file():
         raise DtrainError(f"{path} does not exist; give the run_dir of a dtrain run")
-    from dtrain.checkpoint.run_lock import live_holder  # dtrain.checkpoint imports torch: not for every importer
-
     if live_holder(Path(run_dir)) is not None:
         raise DtrainError(f"{run_dir} belongs to a run that is still going; sync it after it ends")
     seen = _read(path)

@@ -81,7 +81,7 @@ for name, args in (("show", ["show-config", "resnet50", "optim.lr=1e-3"]),
                    ("chart", ["k8s", "chart"])):
     result = CliRunner().invoke(cli, args)
     out[name] = [result.exit_code, result.output]
-from dtrain.tracking.system_tags import system_tags
+from dtrain.provenance import system_tags
 out["tags"] = system_tags(1, ["cpu"])
 print(json.dumps(out))
 """
@@ -111,7 +111,7 @@ def test_recipes_show_config_and_k8s_render_work_outside_the_checkout(installed)
 
     # A run of the wheel names its code without git: the version, and the digest of this very tree.
     import dtrain
-    from dtrain.tracking.system_tags import source_digest
+    from dtrain.provenance import source_digest
 
     tags = results["tags"]
     assert "git.commit" not in tags and tags["version.dtrain"] == dtrain.__version__

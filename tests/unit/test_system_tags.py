@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import dtrain
 from dtrain.cli import cli
 
-tags_module = importlib.import_module("dtrain.tracking.system_tags")  # the package re-exports the function
+tags_module = importlib.import_module("dtrain.provenance")
 
 
 def test_every_run_records_the_version_and_the_source_digest() -> None:
@@ -32,7 +32,7 @@ def test_without_git_the_version_and_digest_remain(monkeypatch) -> None:
 
 def test_the_digest_covers_the_code_recipes_and_launchers() -> None:
     names = set(tags_module.source_files())
-    assert {"dtrain/train.py", "dtrain/tracking/system_tags.py", "dtrain_prep/cli.py", "configs/resnet50.yaml",
+    assert {"dtrain/train.py", "dtrain/provenance.py", "dtrain_prep/cli.py", "configs/resnet50.yaml",
             "launch/torchrun.sh", "launch/helm/dtrain/values.yaml"} <= names
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
 
