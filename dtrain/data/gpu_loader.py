@@ -31,7 +31,7 @@ from .gpu_augment import FLIP, DeviceNormalize, TrainPlanner, build_device_norma
 from .gpu_decode import decode_batch, pick_decoder
 from .gpu_prefetch import one_ahead
 from .gpu_resample import pad_taps, plan_coefficients, resample, source_rows
-from .loaders import EvalBatch, EvalLoader, TrainLoader, _all_same_size, _data_loader
+from .loaders import EvalBatch, EvalLoader, TrainLoader, all_same_size, batch_data_loader
 from .padding import stack_windows
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
 from .sources import ManifestSource, read_manifest
@@ -135,7 +135,7 @@ class GpuTrainLoader(TrainLoader):
         self.source, self.device, self.decoder, self.normalize = source, device, decoder, normalize
         self.names = SampleNames(source)
         self.sampler = TrainBatchSampler(len(source), batch_size, rank, world_size, seed)
-        self.loader = _data_loader(_GpuTrainSamples(source, planner, seed), self.sampler, _collate_train,
+        self.loader = batch_data_loader(_GpuTrainSamples(source, planner, seed), self.sampler, _collate_train,
                                    workers, device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -183,11 +183,11 @@ class GpuEvalLoader(EvalLoader):
         self.source, self.device, self.decoder, self.normalize = source, device, decoder, normalize
         self.names = SampleNames(source)
         widths, heights = source.image_sizes()
-        if not fixed_size and not _all_same_size(widths.tolist(), heights.tolist()):
+        if not fixed_size and not all_same_size(widths.tolist(), heights.tolist()):
             batch_size = 1  # views follow each image's shape and cannot be stacked
         self.batch_size = batch_size
         self.sampler = EvalBatchSampler(len(source), batch_size, rank, world_size)
-        self.loader = _data_loader(_GpuEvalSamples(source, plans_of), self.sampler, _collate_eval, workers, device)
+        self.loader = batch_data_loader(_GpuEvalSamples(source, plans_of), self.sampler, _collate_eval, workers, device)
 
     def __iter__(self) -> Iterator[EvalBatch]:
         return one_ahead(self.device, self.loader, self._batch)

@@ -107,7 +107,7 @@ def _readable_data_errors(split: str) -> Iterator[None]:
                           "verify DATA_ROOT` and re-run `dtrain prepare` for the damaged files") from None
 
 
-def _data_loader(dataset: Dataset, batch_sampler, collate, workers: int, device: torch.device) -> DataLoader:
+def batch_data_loader(dataset: Dataset, batch_sampler, collate, workers: int, device: torch.device) -> DataLoader:
     if workers > 0:
         stop_children_at_exit()
     # DataLoader draws its workers' base seed at every iter(); from the global torch RNG unless
@@ -138,7 +138,7 @@ class TrainLoader:
         self.device = device
         self.normalize = transform.normalize
         self.sampler = TrainBatchSampler(len(source), batch_size, rank, world_size, seed)
-        self.loader = _data_loader(_TrainSamples(source, transform, seed), self.sampler, _collate_train,
+        self.loader = batch_data_loader(_TrainSamples(source, transform, seed), self.sampler, _collate_train,
                                    workers, device)
 
     @property
@@ -176,11 +176,11 @@ class EvalLoader:
         self.source = source
         self.device = device
         self.normalize = transform.normalize
-        if not transform.fixed_size and not _all_same_size(*source.image_sizes()):
+        if not transform.fixed_size and not all_same_size(*source.image_sizes()):
             batch_size = 1
         self.batch_size = batch_size
         self.sampler = EvalBatchSampler(len(source), batch_size, rank, world_size)
-        self.loader = _data_loader(_EvalSamples(source, transform), self.sampler, _collate_eval, workers, device)
+        self.loader = batch_data_loader(_EvalSamples(source, transform), self.sampler, _collate_eval, workers, device)
 
     @property
     def num_samples(self) -> int:
@@ -202,5 +202,5 @@ class EvalLoader:
                             batch.valid.to(self.device, non_blocking=non_blocking))
 
 
-def _all_same_size(widths: Sequence[int] | np.ndarray, heights: Sequence[int] | np.ndarray) -> bool:
+def all_same_size(widths: Sequence[int] | np.ndarray, heights: Sequence[int] | np.ndarray) -> bool:
     return len(set(zip(np.asarray(widths).tolist(), np.asarray(heights).tolist(), strict=True))) <= 1

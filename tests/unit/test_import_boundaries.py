@@ -216,13 +216,10 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def _project_sources() -> dict[str, tuple[str, bool]]:
     sources: dict[str, tuple[str, bool]] = {}
-    for folder in INSTALLED_AS:
-        for path in sorted((ROOT / folder).rglob("*.py")) if (ROOT / folder).is_dir() else []:
+    for folder in ("dtrain", "data_prep"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
             name, is_package = _module_name(path)
-            name = _installed(name)
-            # dtrain_prep/__init__.py of a checkout only points the package at data_prep/: both count.
-            text = sources[name][0] + "\n" + path.read_text() if name in sources else path.read_text()
-            sources[name] = (text, is_package)
+            sources[_installed(name)] = (path.read_text(), is_package)
     return sources
 
 
@@ -263,3 +260,36 @@ def test_no_import_cycles() -> None:
 def test_the_cycle_finder_finds_cycles(sources: dict[str, tuple[str, bool]], expected: list[list[str]]) -> None:
     # Guards the guard: a finder that never finds a cycle would pass test_no_import_cycles.
     assert import_cycles(import_graph(sources)) == expected
+
+
+def private_imports(source: str, module_name: str, is_package: bool) -> list[str]:
+    """`from M import _name` where M is one of the project's modules other than the importer: a
+    private name used outside its owner (make it public where it is shared)."""
+    package = module_name if is_package else module_name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+        if base.split(".")[0] not in ("dtrain", "dtrain_prep") or base == module_name:
+            continue
+        found += [f"{module_name} imports {base}.{alias.name}" for alias in node.names
+                  if alias.name.startswith("_") and not alias.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    found = [line for name, (source, is_package) in _project_sources().items()
+             for line in private_imports(source, name, is_package)]
+    assert not found, "\n".join(found)
+
+
+def test_the_private_import_check_sees_relative_and_absolute_imports() -> None:
+    assert private_imports("from .loaders import _helper, public", "dtrain.data.gpu_loader", False) == [
+        "dtrain.data.gpu_loader imports dtrain.data.loaders._helper"]
+    assert private_imports("from dtrain.tracking.store import _client", "dtrain.tracking", True) == [
+        "dtrain.tracking imports dtrain.tracking.store._client"]
+    assert private_imports("from torch.nn.modules.batchnorm import _BatchNorm", "dtrain.x", False) == []
