@@ -7,13 +7,11 @@ bn_group_size samples, each normalised with its own statistics. 1 process (ghost
 
 from __future__ import annotations
 
-import os
+import functools
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from processes import free_port
+from gloo_processes import run_on_gloo
 from torch import nn
 
 from dtrain.config import DistributedConfig
@@ -74,16 +72,12 @@ def test_batch_equal_to_the_group_is_plain_batch_norm():
     assert torch.allclose(model(x), reference(x), atol=1e-5)
 
 
-def _worker(rank: int, world: int, per_rank: int, group: int, port: int, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _worker(world: int, per_rank: int, group: int, rank: int) -> dict:
     x = _global_batch(world * per_rank)[rank * per_rank:(rank + 1) * per_rank].clone().requires_grad_(True)
     model = _group_bn(group)
     y = model(x)
     y.sum().backward()
-    out[rank] = {"y": y.detach(), "rm": model[0].running_mean.clone()}
-    dist.destroy_process_group()
+    return {"y": y.detach(), "rm": model[0].running_mean.clone()}
 
 
 @pytest.mark.parametrize("world,per_rank,group", [
@@ -92,8 +86,7 @@ def _worker(rank: int, world: int, per_rank: int, group: int, port: int, out: di
     pytest.param(4, 8, 16, id="4proc-two-sync-groups", marks=pytest.mark.slow),
 ])
 def test_processes_see_the_statistics_of_their_group(world, per_rank, group):
-    out = mp.Manager().dict()
-    mp.spawn(_worker, args=(world, per_rank, group, free_port(), out), nprocs=world, join=True)
+    out = run_on_gloo(functools.partial(_worker, world, per_rank, group), world)
     x = _global_batch(world * per_rank)
     expected = _direct(x, group)
     for rank in range(world):

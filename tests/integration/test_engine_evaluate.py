@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
+import functools
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_processes import run_on_gloo
 from PIL import Image
-from processes import free_port
 from torch import nn
 
 from dtrain.config import DataConfig
@@ -91,23 +89,18 @@ def test_eval_modes_equal_a_direct_computation(mode, scales):
     assert (result.top1_err, result.top5_err) == pytest.approx(_direct_errors(model, mode, scales))
 
 
-def _eval_worker(rank: int, world: int, port: int, out) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _eval_worker(world: int, rank: int) -> tuple[float, float, int]:
     loader = build_eval_loader(_data(), mode="ten-crop", batch_size=3, rank=rank, world_size=world,
                                num_classes=CLASSES)
     result = evaluate(_tiny_model(), loader, DistContext(rank=rank, world_size=world, backend="gloo"))
-    out[rank] = (result.top1_err, result.top5_err, result.samples)
-    dist.destroy_process_group()
+    return result.top1_err, result.top5_err, result.samples
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_eval_under_two_processes_counts_each_real_image_once():
     """7 images over 2 ranks: one padded sample, not counted; the same errors as one process."""
-    out = mp.Manager().dict()
-    mp.spawn(_eval_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    out = run_on_gloo(functools.partial(_eval_worker, 2), 2)
     single = evaluate(_tiny_model(), build_eval_loader(_data(), mode="ten-crop", batch_size=3, rank=0,
                                                         world_size=1, num_classes=CLASSES), DistContext())
     expected = (single.top1_err, single.top5_err, SAMPLES)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
+import functools
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from processes import free_port
+from gloo_processes import run_on_gloo
 from torch import nn
 
 from dtrain.distributed.sync_bn import GlooSyncBatchNorm, convert_to_gloo_sync_bn
@@ -28,10 +27,7 @@ def _reference():
     return x, w_out, bn
 
 
-def _worker(rank: int, world: int, port: int, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _worker(world: int, rank: int) -> dict:
     x, w_out, bn = _reference()
     sync = convert_to_gloo_sync_bn(bn)
     assert isinstance(sync, GlooSyncBatchNorm)
@@ -41,17 +37,13 @@ def _worker(rank: int, world: int, port: int, out: dict) -> None:
     (y * w_out[rank * half:(rank + 1) * half]).sum().backward()
     grads = torch.stack([sync.weight.grad, sync.bias.grad])
     dist.all_reduce(grads)  # what DDP does (as a sum here, to match the sum loss)
-    out[rank] = {"y": y.detach(), "gx": xs.grad, "gwb": grads,
-                 "rm": sync.running_mean.clone(), "rv": sync.running_var.clone(),
-                 "keys": sorted(sync.state_dict())}
-    dist.destroy_process_group()
+    return {"y": y.detach(), "gx": xs.grad, "gwb": grads,
+            "rm": sync.running_mean.clone(), "rv": sync.running_var.clone(), "keys": sorted(sync.state_dict())}
 
 
 def test_cpu_sync_bn_matches_full_batch_bn_over_two_gloo_processes():
     world = 2
-    manager = mp.Manager()
-    out = manager.dict()
-    mp.spawn(_worker, args=(world, free_port(), out), nprocs=world, join=True)
+    out = run_on_gloo(functools.partial(_worker, world), world)
 
     x, w_out, bn = _reference()
     x = x.clone().requires_grad_(True)
