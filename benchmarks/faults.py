@@ -15,12 +15,10 @@ printed; a busy machine prints NOT QUIET first (a loaded host slows recovery and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,17 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # dtrain from this checkout
 
 from dtrain.bench.machine import machine_environment, not_quiet_warning  # noqa: E402
+from dtrain.bench.processes import children, free_port  # noqa: E402
 from dtrain.tracking.jsonl import JSONL_NAME, read_records  # noqa: E402
 
 TORCHRUN_SH = ROOT / "launch" / "torchrun.sh"
 MAX_ITERS = 12
 SETUPS = ("one-node", "two-agents")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def train_args(run_dir: Path) -> list[str]:
@@ -67,14 +60,6 @@ def start(setup: str, run_dir: Path, logs: Path) -> list[subprocess.Popen]:
             processes.append(subprocess.Popen(["bash", str(TORCHRUN_SH), *train_args(run_dir)], env=env, cwd=ROOT,
                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     return processes
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):  # the task ended meanwhile
-            found += [int(c) for c in (task / "children").read_text().split()]
-    return found
 
 
 def kill_one_worker(agents: list[subprocess.Popen], run_dir: Path, timeout: float) -> float | None:

@@ -11,18 +11,14 @@ import threading
 import time
 from pathlib import Path
 
+from dtrain.bench.processes import children, descendants, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 # A checkout that is not installed: dtrain at the top, dtrain_prep inside data_prep/.
 CHECKOUT_PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "data_prep")])
 TREE_GONE_SECONDS = 15.0
 
-
-def free_port() -> int:
-    """A loopback port nobody listens on once this returns (connections to it are refused until a
-    test's server or rendezvous takes it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["children", "descendants", "free_port"]  # dtrain.bench.processes, re-exported for the tests
 
 
 class SilentServer:
@@ -53,25 +49,6 @@ def checkout_env(**extra: str) -> dict[str, str]:
     OpenMP thread, no ambient MLflow server."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHELASTIC", "RANK", "WORLD_SIZE"))}
     return {**clean, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": "", "PYTHONPATH": CHECKOUT_PYTHONPATH, **extra}
-
-
-def children(pid: int) -> list[int]:
-    """The direct children of `pid` (every thread's), [] once it is gone."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    """Children, grandchildren, ... of `pid` (torchrun starts its workers in sessions of their own)."""
-    found: list[int] = []
-    for child in children(pid):
-        found += [child, *descendants(child)]
-    return found
 
 
 def alive(pid: int) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from dtrain.bench.machine import machine_environment
+from dtrain.bench.processes import descendants
 
 
 @dataclass
@@ -54,24 +55,6 @@ def time_iterations(step: Callable[[], None], *, device: torch.device, warmup: i
     return seconds
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat[stat.rindex(")") + 2:].split()[1])
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
 def cpu_seconds() -> float:
     """CPU time (user + system) of this process, its threads and its live child processes
     (torch DataLoader workers): the denominator of "images per core-second", which, unlike
@@ -80,7 +63,7 @@ def cpu_seconds() -> float:
         return float("nan")
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in [os.getpid(), *_descendants(os.getpid())]:
+    for pid in [os.getpid(), *descendants(os.getpid())]:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
