@@ -253,7 +253,7 @@ def main() -> None:
         return
 
     # Imported here, not at the top: a --child run's imports and peak RSS are what it measures.
-    sys.path.insert(0, str(ROOT))
+    sys.path[:0] = [str(ROOT), str(ROOT / "data_prep")]
     from dtrain.bench.machine import machine_environment, not_quiet_warning
 
     formats = [f for f in args.formats.split(",") if f]

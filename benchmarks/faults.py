@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # dtrain from this checkout
+sys.path[:0] = [str(ROOT), str(ROOT / "data_prep")]  # dtrain and dtrain_prep from this checkout
 
 from dtrain.bench.machine import machine_environment, not_quiet_warning  # noqa: E402
 from dtrain.bench.processes import children, free_port  # noqa: E402

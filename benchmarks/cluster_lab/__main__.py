@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `cluster_lab` as a package
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # dtrain from this checkout
+CHECKOUT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(CHECKOUT), str(CHECKOUT / "data_prep")]  # dtrain and dtrain_prep from this checkout
 
 from cluster_lab import tracking  # noqa: E402
 from cluster_lab.faults import FAULTS, Fault  # noqa: E402
