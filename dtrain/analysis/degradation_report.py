@@ -126,6 +126,12 @@ def _samples(values: set[int | None]) -> str:
     return "/".join(map(str, known)) if known else "n/a"
 
 
+def _val_images(values: set[int | None]) -> str:
+    known = _samples(values)
+    return "validation split (its size unknown: no summary.json in the data root)" if known == "n/a" \
+        else f"{known} validation images"
+
+
 def markdown_table(runs: list[SeedRun], opts: DegradationOptions) -> str:
     nets = summarise(runs)
     iterations = sorted({r.iterations for r in runs})
@@ -140,7 +146,7 @@ def markdown_table(runs: list[SeedRun], opts: DegradationOptions) -> str:
              f"Final training error = mean of the last {opts.train_windows} logged training-error windows "
              f"(training mode, with augmentation, as the paper's curves): {_samples({r.train_samples for r in runs})} "
              f"training images per run. Final test error = the last evaluation on the "
-             f"{_samples({r.test_samples for r in runs})} validation images. Spread over seeds: "
+             f"{_val_images({r.test_samples for r in runs})}. Spread over seeds: "
              "min-max and the sample standard deviation (sd, n-1).", "",
              "| net | depth | params | iterations | seeds | final training error % | final test error % |",
              "|---|---|---|---|---|---|---|"]

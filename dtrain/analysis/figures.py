@@ -102,7 +102,9 @@ def draw_seed_bands(ax, nets: dict[str, list[RunCurves]], ylim: tuple[float, flo
             if len(runs) > 1:
                 ax.fill_between(steps, low, high, color=colour, alpha=BAND_ALPHA, linewidth=0)
             label = (name if len(runs) == 1 else f"{name} (mean of {len(runs)})") if which == "test" else None
-            ax.plot(steps, mean, color=colour, linewidth=width, label=label)
+            # a series of one or two points (a very short run) would be invisible as a bare line
+            ax.plot(steps, mean, color=colour, linewidth=width, label=label, marker="o" if len(steps) < 3 else None,
+                    markersize=width * 2)
     _error_axes(ax, [run for runs in nets.values() for run in runs], ylim, band=True)
 
 
