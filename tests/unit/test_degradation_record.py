@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 
 from dtrain.analysis.degradation_report import CURVES_DIR, plot_record, summary_json, write_outputs
-from dtrain.analysis.experiments import (MARKER_NAME, DegradationOptions, read_metrics_curves, run_degradation,
-                                         run_dir_of, run_settings, train_samples)
+from dtrain.analysis.experiments import (
+    MARKER_NAME,
+    DegradationOptions,
+    read_metrics_curves,
+    run_degradation,
+    run_dir_of,
+    run_settings,
+    train_samples,
+)
 from dtrain.errors import DtrainError
 from dtrain.tracking.jsonl import JSONL_NAME, JsonlTracker
 
