@@ -16,7 +16,7 @@ import json
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from dtrain import models
@@ -141,7 +141,8 @@ def _train_one(opts: DegradationOptions, name: str, seed: int, base: list[str], 
 def _write_marker(opts: DegradationOptions, run_dir: Path, name: str, seed: int) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = {"made_by": "dtrain experiment degradation", "invocation": opts.invocation,
-              "started": datetime.now(UTC).isoformat(timespec="seconds"), "settings": run_settings(opts, name, seed)}
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "settings": run_settings(opts, name, seed)}
     (run_dir / MARKER_NAME).write_text(json.dumps(marker, indent=1))
 
 

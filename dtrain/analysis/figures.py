@@ -17,6 +17,7 @@ import numpy as np
 matplotlib.use("Agg")
 matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: smaller, searchable, editable
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
@@ -61,8 +62,8 @@ def _error_axes(ax, runs: list[RunCurves], ylim: tuple[float, float] | None, ban
     ax.set_xlabel("iterations")
     ax.set_ylabel("error (%)")
     ax.grid(True, alpha=0.3)
-    style = [Line2D([], [], color="grey", linewidth=TRAIN_WIDTH, label="training error (thin)"),
-             Line2D([], [], color="grey", linewidth=TEST_WIDTH, label="test error (bold)")]
+    style: list[Artist] = [Line2D([], [], color="grey", linewidth=TRAIN_WIDTH, label="training error (thin)"),
+                           Line2D([], [], color="grey", linewidth=TEST_WIDTH, label="test error (bold)")]
     if band:
         style.append(Patch(color="grey", alpha=BAND_ALPHA, label="min-max over seeds"))
     handles, _ = ax.get_legend_handles_labels()
