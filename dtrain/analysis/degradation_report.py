@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dtrain.analysis.experiments import DegradationOptions, SeedRun, read_metrics_curves, run_name
 from dtrain.analysis.reports import repeat_statistics
+from dtrain.errors import DtrainError
 from dtrain.tracking.jsonl import JSONL_NAME
 
 CURVES_DIR = "curves"
@@ -244,6 +245,11 @@ def plot_record(folder: Path, png: bool = True) -> list[Path]:
     from dtrain.analysis.figures import degradation_figure, save_figure  # imports matplotlib (optional)
 
     summary = json.loads((folder / "degradation.json").read_text())
+    missing = [r["metrics_file"] for net in summary["nets"] for r in net["runs"]
+               if not (folder / r["metrics_file"]).is_file()]
+    if missing:
+        raise DtrainError(f"{folder} lacks {len(missing)} run curve(s) its degradation.json lists, e.g. "
+                          f"{missing[0]}; copy them back or rerun the experiment with --record {folder}")
     by_kind: dict[str, dict[str, list]] = {"plain": {}, "resnet": {}}
     for net in summary["nets"]:
         by_kind[net["kind"]][net["name"]] = [read_metrics_curves(folder / r["metrics_file"],

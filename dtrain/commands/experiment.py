@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dtrain.analysis.degradation_report import markdown_table, write_outputs
+from dtrain.analysis.degradation_report import markdown_table, plot_record, write_outputs
 from dtrain.analysis.experiments import TRAIN_WINDOWS, DegradationOptions, run_degradation
 
 
@@ -89,4 +89,16 @@ def degradation(dataset: str, dataset_root: Path | None, budget_iters: int | Non
     paths = write_outputs(results, opts)
     click.echo(markdown_table(results, opts))
     for path in paths:
+        click.echo(f"wrote {path}")
+
+
+@experiment.command("degradation-plot")
+@click.argument("record", type=click.Path(path_type=Path, exists=True, file_okay=False))
+def degradation_plot(record: Path) -> None:
+    """Redraw RECORD/degradation.{png,svg} from RECORD/degradation.json and the per-run curves in
+    RECORD/curves (as `degradation --record` writes them): no run directories needed."""
+    if not (record / "degradation.json").is_file():
+        raise click.UsageError(f"{record} holds no degradation.json; give a folder written by "
+                               "`dtrain experiment degradation` (its --out or --record)")
+    for path in plot_record(record):
         click.echo(f"wrote {path}")
