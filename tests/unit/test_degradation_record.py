@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from dtrain.analysis.degradation_report import CURVES_DIR, plot_record, summary_json, write_outputs
 from dtrain.analysis.experiments import (
@@ -19,6 +20,7 @@ from dtrain.analysis.experiments import (
     run_settings,
     train_samples,
 )
+from dtrain.commands.experiment import experiment
 from dtrain.errors import DtrainError
 from dtrain.tracking.jsonl import JSONL_NAME, JsonlTracker
 
@@ -129,3 +131,21 @@ def test_the_record_holds_every_runs_curves_and_replots_without_the_run_dirs(opt
     (record / "degradation.svg").unlink()
     assert plot_record(record, png=False) == [record / "degradation.svg"]
     assert ET.parse(record / "degradation.svg").getroot().tag.endswith("svg")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--seeds", "0,0"], "distinct seeds"), (["--seeds", "a"], "comma list of seeds"),
+    (["train.seed=3"], "give seeds with --seeds"), (["--overwrite", "--no-train"], "give one of them")])
+def test_bad_seed_options_are_one_line_errors(args, message):
+    result = CliRunner().invoke(experiment, ["degradation", *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_degradation_plot_redraws_a_record(opts, tmp_path):
+    write_outputs(run_degradation(opts), opts)
+    for figure in ("degradation.png", "degradation.svg"):
+        (opts.out / figure).unlink()
+    result = CliRunner().invoke(experiment, ["degradation-plot", str(opts.out)])
+    assert result.exit_code == 0, result.output
+    assert matplotlib.image.imread(opts.out / "degradation.png").shape[0] > 100
+    assert CliRunner().invoke(experiment, ["degradation-plot", str(tmp_path)]).exit_code == 2  # no record there
