@@ -1,41 +1,69 @@
-"""The degradation table: does a set of runs show R1's direction (Fig. 6)?"""
+"""The degradation table: does a set of runs show R1's direction (Fig. 6), over seeds?"""
 
 from pathlib import Path
 
 import pytest
 
-from dtrain.analysis.experiments import DegradationOptions, NetResult, direction_verdict, markdown_table, net_names
+from dtrain.analysis.degradation_report import direction_verdict, markdown_table, summarise
+from dtrain.analysis.experiments import DegradationOptions, SeedRun, net_names
 from dtrain.analysis.training_runs import shortened_schedule
 from dtrain.errors import DtrainError
 from dtrain.resolve import load_config
 
 
-def results(plain: list[float], resnet: list[float]) -> list[NetResult]:
+def results(plain: list[float], resnet: list[float], spread: float = 0.0, seeds: int = 1) -> list[SeedRun]:
+    """Runs whose seeds lie at err - spread .. err + spread (err itself with one seed)."""
     out = []
     for kind, errors in (("plain", plain), ("resnet", resnet)):
         for depth, err in zip((20, 32, 44, 56), errors, strict=True):
-            out.append(NetResult(f"{kind}{depth}", kind, depth, 270_000, 120, err, err + 1, 60.0, "runs/x"))
+            offsets = [0.0] if seeds == 1 else [-spread + 2 * spread * i / (seeds - 1) for i in range(seeds)]
+            for seed, offset in enumerate(offsets):
+                out.append(SeedRun(f"{kind}{depth}", kind, depth, seed, 270_000, 120, err + offset, err + 1 + offset,
+                                   480, 359, 60.0, True, "runs/x"))
     return out
 
 
+def verdict(*args, **kwargs) -> dict[str, str]:
+    return direction_verdict(summarise(results(*args, **kwargs)))
+
+
 def test_paper_direction_is_recognised():
-    verdict = direction_verdict(results([10, 12, 15, 20], [9, 8, 8, 7]))
-    assert verdict["plain"].startswith("yes") and verdict["resnet"].startswith("yes")
+    v = verdict([10, 12, 15, 20], [9, 8, 8, 7])
+    assert v["plain"].startswith("yes") and v["resnet"].startswith("yes")
+    assert "one seed per net: no spread measured" in v["plain"]
 
 
 def test_runs_against_the_paper_are_reported_as_such():
-    verdict = direction_verdict(results([20, 15, 12, 10], [7, 8, 9, 12]))
-    assert verdict["plain"].startswith("no") and verdict["resnet"].startswith("no")
+    v = verdict([20, 15, 12, 10], [7, 8, 9, 12])
+    assert v["plain"].startswith("no") and v["resnet"].startswith("no")
     # measured on digits (120 iterations): plain 44 and 56 both near chance, not in order
-    verdict = direction_verdict(results([37.08, 56.04, 81.04, 77.29], [7.71, 13.12, 7.71, 6.46]))
-    assert verdict["plain"].startswith("partly") and verdict["resnet"].startswith("yes")
+    v = verdict([37.08, 56.04, 81.04, 77.29], [7.71, 13.12, 7.71, 6.46])
+    assert v["plain"].startswith("partly") and v["resnet"].startswith("yes")
     # 400 iterations: both ResNets at ~0%; 0.21 vs 0.00 is a tie, not a degradation
-    assert direction_verdict(results([1.04, 5, 20, 38.33], [0.0, 0.1, 0.1, 0.21]))["resnet"].startswith("yes")
+    assert verdict([1.04, 5, 20, 38.33], [0.0, 0.1, 0.1, 0.21])["resnet"].startswith("yes")
 
 
-def test_table_lists_every_net_and_the_verdict():
-    table = markdown_table(results([10, 12, 15, 20], [9, 8, 8, 7]), DegradationOptions(out=Path("x"), budget_iters=120))
-    assert "| plain56 | 56 | 0.27M | 120 | 20.00 | 21.00 | 60 |" in table
+def test_the_verdict_uses_means_and_names_overlapping_seed_ranges():
+    # means rise 10 < 12 < 16 < 20, but seeds spread +-1.5: 10 and 12 overlap, the others do not
+    v = verdict([10, 12, 16, 20], [9, 8, 8, 7], spread=1.5, seeds=3)
+    assert v["plain"].startswith("yes: the mean training error rises with depth")
+    assert "overlap between depths 20-32: those steps are not resolved by these seeds" in v["plain"]
+    assert "20: 10.00 (8.50-11.50, sd 1.50)" in v["plain"]
+    assert "no adjacent depths' ranges" in verdict([10, 20, 30, 40], [9, 8, 8, 7], spread=1, seeds=2)["plain"]
+
+
+def test_table_lists_every_net_every_run_and_the_verdict():
+    runs = results([10, 12, 15, 20], [9, 8, 8, 7], spread=1.0, seeds=2)
+    runs[0].trained_here = False
+    table = markdown_table(runs, DegradationOptions(out=Path("x"), budget_iters=120, seeds=(0, 1)))
+    assert "| plain56 | 56 | 0.27M | 120 | 2 | 20.00 (19.00-21.00, sd 1.41) | 21.00 (20.00-22.00, sd 1.41) |" in table
+    assert "| plain20-seed0 | 0 | 9.00 | 480 | 10.00 | 359 | 60 | no (an earlier invocation, same settings) |" in table
+    assert "| plain20-seed1 | 1 | 11.00 | 480 | 12.00 | 359 | 60 | yes |" in table
+    assert "15 of 16 runs trained from scratch by this invocation" in table
+    assert "last 3 logged training-error windows" in table and "480 training images per run" in table
+    assert "the 359 validation images" in table
+    assert "Command: `dtrain experiment degradation --dataset digits --depths 20,32,44,56 --seeds 0,1 " \
+           "--budget-iters 120 --train-windows 3 --out x`" in table
     assert "120 iterations (shortened" in table and "- plain nets, deeper = higher training error? yes" in table
 
 
