@@ -125,6 +125,25 @@ def test_the_ddp_engine_clips_before_its_optimiser_step(monkeypatch):
     assert seen == [pytest.approx(0.5, rel=1e-4)]
 
 
+def test_the_ddp_engine_clips_the_unscaled_gradients_under_fp16_loss_scaling(monkeypatch):
+    """train.amp=fp16's GradScaler multiplies the loss (here by 1024): the clip must see the true
+    gradients, so the optimiser steps with norm 0.5, not 0.5 / 1024. (A CPU GradScaler stands in
+    for CUDA's: the same unscale_/step protocol.)"""
+    from dtrain.distributed.context import DistContext
+    from dtrain.engine.ddp import DDPEngine
+
+    cfg = load_config("digits_resnet20", ["optim.clip_grad_norm=0.5", "train.device=cpu"])
+    engine = DDPEngine(cfg, DistContext(), models.build("resnet20", 10))
+    engine.precision.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    seen = []
+    monkeypatch.setattr(engine.optimizer, "step", lambda: seen.append(_global_norm(engine.model)))
+    logits = engine.forward(torch.randn(4, 3, 16, 16), boundary=True)
+    engine.backward(logits.pow(2).sum(), boundary=True)
+    assert _global_norm(engine.model) > 1024 * 0.5
+    engine.step()
+    assert seen == [pytest.approx(0.5, rel=1e-4)]
+
+
 def test_deepspeed_clips_with_its_own_gradient_clipping(tmp_path: Path):
     cfg = load_config("resnet200_preact", ["distributed.engine=deepspeed", "optim.clip_grad_norm=1.0",
                                            "optim.name=adamw"])
