@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from resume_runs import (
     CRASH_ENV,
     assert_bitwise_equal,
@@ -87,3 +88,24 @@ def test_two_process_kill_then_resume_is_bitwise_identical(tmp_path: Path, recip
     state = final_checkpoint(tmp_path / "killed")
     assert len(state["rng"]) == 2
     assert_bitwise_equal(state, final_checkpoint(tmp_path / "reference"))
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> tuple[int, dict]:
+    outcome = train_in_process(tmp_path_factory.mktemp("baseline"), random_op=False)
+    assert outcome.exit_code == 0
+    return outcome.result.step, final_checkpoint(outcome.result.run_dir)["model"]
+
+
+@pytest.mark.parametrize("overrides", [
+    ("loss.name=bce",), ("loss.label_smoothing=0.1",), ("optim.name=adamw", "optim.lr=0.001"),
+    ("optim.name=lamb", "optim.lr=0.001"), ("optim.clip_grad_norm=0.01",), ("optim.no_decay_bn_bias=true",),
+    ("schedule.kind=cosine",), ("schedule.kind=linear",), ("schedule.warmup=linear", "schedule.warmup_epochs=1"),
+], ids=lambda o: " ".join(o))
+def test_each_key_reaches_the_training_run(tmp_path: Path, baseline, overrides: tuple[str, ...]) -> None:
+    """Each key changes what a run learns: the trainer uses it (the same run without it is the baseline)."""
+    steps, weights = baseline
+    outcome = train_in_process(tmp_path, random_op=False, overrides=overrides)
+    assert outcome.exit_code == 0 and outcome.result.step == steps
+    changed = final_checkpoint(tmp_path)["model"]
+    assert any(not torch.equal(changed[k], weights[k]) for k in weights if weights[k].is_floating_point())
