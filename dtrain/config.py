@@ -80,8 +80,14 @@ class OptimConfig:
     lr: float = knob(0.1, "learning rate at reference_batch; see scale_lr")
     momentum: float = knob(0.9, "SGD momentum")
     nesterov: bool = knob(False, "Nesterov momentum")
-    weight_decay: float = knob(1e-4, "L2 weight decay")
-    no_decay_bn_bias: bool = knob(False, "exclude BN parameters and biases from weight decay")
+    weight_decay: float = knob(1e-4, "L2 weight decay (adamw: decoupled; lamb: added to the update)")
+    no_decay_bn_bias: bool = knob(False, "no weight decay on normalisation-layer parameters and biases "
+                                         "(torchvision's --norm-weight-decay 0 --bias-weight-decay 0)")
+    betas: list[float] = knob(factory=lambda: [0.9, 0.999], help="adamw, lamb: [beta1, beta2] of the moment averages")
+    eps: float | None = knob(None, "adamw, lamb: the denominator's epsilon (null: the optimiser's default, adamw "
+                                   "1e-8, lamb 1e-6 as timm)")
+    clip_grad_norm: float = knob(0.0, "clip the gradients to this global L2 norm before each step (after fp16 "
+                                      "unscaling; deepspeed: its gradient_clipping); 0: off")
     scale_lr: bool = knob(False, "linear scaling rule: lr * batch_size / reference_batch")
     reference_batch: int = knob(256, "the batch size lr is given for")
     grad_accum: int = knob(1, "micro-batches accumulated per optimiser step")
@@ -93,8 +99,19 @@ class OptimConfig:
 
 
 @dataclass
+class LossConfig:
+    name: str = knob("cross_entropy", "{choices} (bce: binary cross-entropy per class on the one-hot, smoothed "
+                                      "or mixed target, as timm's ResNet strikes back)")
+    label_smoothing: float = knob(0.0, "target (1 - s) x one-hot + s / num_classes (Szegedy et al. 2016, sec. 7); "
+                                       "0: off")
+    bce_target_threshold: float | None = knob(None, "bce: targets above this become 1, the others 0 (timm's "
+                                                    "--bce-target-thresh); null: off")
+
+
+@dataclass
 class ScheduleConfig:
-    kind: str = knob("step_epochs", "{choices}")
+    kind: str = knob("step_epochs", "{choices} (cosine, linear: decay from lr after the warm-up to min_lr at the "
+                                    "run's end, per iteration)")
     milestones: list[int] = knob(factory=lambda: [30, 60], help="lr x gamma at these epochs or iterations")
     gamma: float = knob(0.1, "lr factor at each milestone or plateau")
     epochs: int | None = knob(90, "length of the run in epochs (null: use max_iters)")
@@ -102,6 +119,8 @@ class ScheduleConfig:
     # R1's ResNet-110 warms up at lr 0.01 until training error is below 80% (about 400 iterations).
     warmup: str = knob("none", "{choices} (constant: warmup_lr until warmup_iters; linear: warmup_lr -> lr)")
     warmup_iters: int = knob(0, "iterations of warm-up (with warmup_until_err: the most)")
+    warmup_epochs: int = knob(0, "warm-up length in epochs instead (x the run's iterations per epoch); "
+                                 "set this or warmup_iters")
     warmup_lr: float = knob(0.01, "lr during (or at the start of) warm-up")
     warmup_until_err: float | None = knob(None, "constant warm-up: end it once the running training top-1 error "
                                                 "(%, last 50 steps, checked at sync points) is below this (R1: 80)")
@@ -195,7 +214,8 @@ class RunConfig:
     run_dir: str = knob("", "where checkpoints, logs and config.yaml go (default: runs/RECIPE)")
     model: ModelConfig = knob(factory=ModelConfig, help="the network and its builder options")
     data: DataConfig = knob(factory=DataConfig, help="dataset, loader, augmentation and evaluation crops")
-    optim: OptimConfig = knob(factory=OptimConfig, help="SGD, batch size, learning rate, weight decay")
+    optim: OptimConfig = knob(factory=OptimConfig, help="optimiser, batch size, learning rate, weight decay, clipping")
+    loss: LossConfig = knob(factory=LossConfig, help="cross-entropy or BCE, label smoothing")
     schedule: ScheduleConfig = knob(factory=ScheduleConfig, help="learning-rate schedule, warm-up, length of the run")
     distributed: DistributedConfig = knob(factory=DistributedConfig, help="DDP or DeepSpeed, backend, sync BN")
     train: TrainConfig = knob(factory=TrainConfig, help="seed, device, precision, smoke mode")

@@ -29,6 +29,7 @@ CHOICES: dict[str, str] = {
     "data.gpu_decoder": "dtrain.data.gpu_decode:DECODER_CHOICES",
     "eval.mode": "dtrain.data.eval_views:EVAL_VIEWS",
     "optim.name": "dtrain.engine.optimizer:OPTIMIZERS",
+    "loss.name": "dtrain.engine.loss:LOSSES",
     "schedule.kind": "dtrain.engine.lr_schedule:SCHEDULES",
     "schedule.warmup": "dtrain.engine.lr_schedule:WARMUPS",
     "distributed.engine": "dtrain.engine.engine:ENGINES",
@@ -156,8 +157,30 @@ def check_synthetic_size(config: RunConfig) -> None:
 
 
 def check_optim(config: RunConfig) -> None:
+    o = config.optim
     _positive(config, ["optim.batch_size", "optim.reference_batch", "optim.grad_accum", "optim.lr"])
-    _non_negative(config, ["optim.momentum", "optim.weight_decay"])
+    _non_negative(config, ["optim.momentum", "optim.weight_decay", "optim.clip_grad_norm"])
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+           f"optim.betas must be [beta1, beta2] in [0, 1), got {o.betas}")
+    _check(o.eps is None or o.eps > 0, f"optim.eps must be positive (or null), got {o.eps}")
+
+
+def check_loss(config: RunConfig) -> None:
+    loss = config.loss
+    _check(0 <= loss.label_smoothing < 1, f"loss.label_smoothing must be in [0, 1), got {loss.label_smoothing}")
+    threshold = loss.bce_target_threshold
+    _check(threshold is None or (loss.name == "bce" and 0 <= threshold < 1),
+           f"loss.bce_target_threshold={threshold} needs loss.name=bce and a value in [0, 1); or set it to null")
+
+
+def check_engine_features(config: RunConfig) -> None:
+    """What DeepSpeed cannot do: ZeRO partitions and its fp16/bf16 optimisers flatten the parameters
+    into one buffer per group, so LAMB's per-layer trust ratio would be taken per flat partition."""
+    d = config.distributed
+    flattens = d.zero_stage > 0 or config.train.amp != "none"  # train.amp=auto is resolved by now
+    _check(not (config.optim.name == "lamb" and d.engine == "deepspeed" and flattens),
+           "optim.name=lamb takes its trust ratio layer by layer, which DeepSpeed's ZeRO and fp16/bf16 "
+           "optimisers flatten away; use distributed.engine=ddp (or zero_stage=0 with train.amp=none)")
 
 
 def check_schedule(config: RunConfig) -> None:
@@ -169,9 +192,12 @@ def check_schedule(config: RunConfig) -> None:
     _check(list(s.milestones) == sorted(s.milestones) and all(m >= 0 for m in s.milestones),
            f"schedule.milestones must be non-negative and ascending, got {s.milestones}")
     _positive(config, ["schedule.gamma", "schedule.plateau_patience"])
-    _non_negative(config, ["schedule.warmup_iters", "schedule.min_lr", "schedule.warmup_lr"])
-    _check(s.warmup == "none" or s.warmup_iters > 0,
-           f"schedule.warmup={s.warmup} needs schedule.warmup_iters > 0")
+    _non_negative(config, ["schedule.warmup_iters", "schedule.warmup_epochs", "schedule.min_lr", "schedule.warmup_lr"])
+    _check(s.warmup == "none" or s.warmup_iters > 0 or s.warmup_epochs > 0,
+           f"schedule.warmup={s.warmup} needs schedule.warmup_iters > 0 or schedule.warmup_epochs > 0")
+    _check(s.warmup_iters == 0 or s.warmup_epochs == 0,
+           f"schedule.warmup_iters={s.warmup_iters} and schedule.warmup_epochs={s.warmup_epochs} both set the "
+           "warm-up's length; set one of them to 0")
     _check(s.warmup_until_err is None or (s.warmup == "constant" and 0 < s.warmup_until_err <= 100),
            f"schedule.warmup_until_err={s.warmup_until_err} needs schedule.warmup=constant and a training "
            "error in (0, 100] (%); or set it to null")
@@ -216,6 +242,6 @@ def _non_negative(config: RunConfig, keys: Iterable[str]) -> None:
 
 
 RULES: list[Callable[[RunConfig], None]] = [
-    check_choices, lambda c: check_model(c.model), check_data, check_synthetic_size, check_optim, check_schedule,
-    check_run, check_tracking,
+    check_choices, lambda c: check_model(c.model), check_data, check_synthetic_size, check_optim, check_loss,
+    check_engine_features, check_schedule, check_run, check_tracking,
 ]

@@ -89,12 +89,19 @@ def shortened_schedule(schedule: ScheduleConfig, budget_iters: int, full_iters: 
     overrides = [f"schedule.max_iters={budget_iters}", "schedule.epochs=null", "schedule.iters_at_batch=null"]
     parts = []
     if schedule.warmup != "none":
-        warmup = max(1, round(schedule.warmup_iters * budget_iters / full_iters)) if full_iters else 1
-        overrides.append(f"schedule.warmup_iters={warmup}")
+        # A warm-up given in epochs keeps its fraction of the recipe's epochs.
+        if schedule.warmup_epochs and schedule.epochs:
+            fraction: float | None = schedule.warmup_epochs / schedule.epochs
+            recipe = f"{schedule.warmup_epochs} of {schedule.epochs} epochs"
+        else:
+            fraction = schedule.warmup_iters / full_iters if full_iters else None
+            recipe = f"{schedule.warmup_iters} of {full_iters or 'an unknown number of'}"
+        warmup = max(1, round(fraction * budget_iters)) if fraction else 1
+        overrides += [f"schedule.warmup_iters={warmup}", "schedule.warmup_epochs=0"]
         until = f" or until the running training error is below {schedule.warmup_until_err:g}%" \
             if schedule.warmup_until_err is not None else ""
         parts.append(f"{schedule.warmup} warm-up at lr {schedule.warmup_lr:g} for {warmup} iteration(s){until} "
-                     f"(recipe: {schedule.warmup_iters} of {full_iters or 'an unknown number of'})")
+                     f"(recipe: {recipe})")
     fractions = _drop_fractions(schedule)
     if schedule.kind in ("step_iters", "step_epochs", "plateau"):
         drops = [max(1, round(f * budget_iters)) for f in (fractions or STAND_IN_DROPS)]

@@ -66,7 +66,8 @@ def _schedule_summary(config: RunConfig) -> str:
         text += (f", warm-up {schedule.warmup_lr} until training error < {schedule.warmup_until_err:g}% "
                  f"(at most {schedule.warmup_iters} iters)")
     elif schedule.warmup != "none":
-        text += f", {schedule.warmup} warm-up {schedule.warmup_lr} for {schedule.warmup_iters} iters"
+        length = f"{schedule.warmup_epochs} epochs" if schedule.warmup_epochs else f"{schedule.warmup_iters} iters"
+        text += f", {schedule.warmup} warm-up {schedule.warmup_lr} for {length}"
     return text
 
 

@@ -1,5 +1,5 @@
 """distributed.engine=ddp: torch's DistributedDataParallel (nothing to wrap on one process), torch
-AMP (autocast + GradScaler for fp16) and an SGD optimiser the engine steps."""
+AMP (autocast + GradScaler for fp16) and the optimiser the engine steps (clipping the gradients first)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dtrain.config import RunConfig
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.wrap import unwrap, wrap
 from dtrain.engine.engine import ModelPart, OptionalPart
-from dtrain.engine.optimizer import build_optimizer, set_lr
+from dtrain.engine.optimizer import build_optimizer, clip_gradients, set_lr
 from dtrain.engine.precision import Autocast, maybe_compile, prepare_model, setup_precision
 
 
@@ -31,6 +31,7 @@ class DDPEngine:
         self.forward_model = maybe_compile(self.wrapped, cfg.train)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.accum = cfg.optim.grad_accum
+        self.clip_grad_norm = cfg.optim.clip_grad_norm
 
     def forward(self, images: torch.Tensor, *, boundary: bool) -> torch.Tensor:
         images = images.to(self.ctx.device, non_blocking=True)
@@ -52,6 +53,10 @@ class DDPEngine:
         torch.autograd.backward(loss)  # what loss.backward() calls (Tensor.backward has no type hints)
 
     def step(self) -> None:
+        if self.clip_grad_norm > 0:
+            if self.precision.scaler is not None:  # clip the true gradients, not the loss-scaled ones
+                self.precision.scaler.unscale_(self.optimizer)
+            clip_gradients(self.optimizer, self.clip_grad_norm)
         if self.precision.scaler is not None:
             self.precision.scaler.step(self.optimizer)
             self.precision.scaler.update()

@@ -58,11 +58,12 @@ def deepspeed_config(cfg: RunConfig, world_size: int) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accum,
         "zero_optimization": {"stage": cfg.distributed.zero_stage},
-        # dtrain passes torch.optim.SGD (the papers' optimiser), which DeepSpeed has not "tested".
+        # dtrain passes its own optimiser (torch's SGD or AdamW, dtrain's LAMB), which DeepSpeed has not "tested".
         "zero_allow_untested_optimizer": True,
         "fp16": {"enabled": cfg.train.amp == "fp16"},
         "bf16": {"enabled": cfg.train.amp == "bf16"},
-        "gradient_clipping": 0.0,
+        # optim.clip_grad_norm: DeepSpeed clips the (unscaled, reduced) gradients by global norm itself.
+        "gradient_clipping": cfg.optim.clip_grad_norm,
         "steps_per_print": 2**31 - 1,  # dtrain prints progress itself
         "wall_clock_breakdown": False,
     }
@@ -85,7 +86,21 @@ def deepspeed_config(cfg: RunConfig, world_size: int) -> dict[str, Any]:
                           "remove one of the two")
     if merged["zero_optimization"].get("stage", 0) not in (0, 1, 2):
         raise ConfigError(f"{cfg.distributed.deepspeed_config}: ZeRO stage 3 is not supported; use 0, 1 or 2")
+    _check_optimizer_fits(cfg, merged)
     return merged
+
+
+def _check_optimizer_fits(cfg: RunConfig, merged: dict[str, Any]) -> None:
+    """What an override file may not change under the dtrain config's optimiser settings."""
+    path, clip = cfg.distributed.deepspeed_config, cfg.optim.clip_grad_norm
+    if clip > 0 and merged["gradient_clipping"] != clip:
+        raise ConfigError(f"{path} sets gradient_clipping={merged['gradient_clipping']} but optim.clip_grad_norm="
+                          f"{clip}; remove one of the two")
+    flattens = merged["zero_optimization"].get("stage", 0) > 0 or any(
+        merged.get(key, {}).get("enabled") for key in ("fp16", "bf16"))
+    if cfg.optim.name == "lamb" and flattens:  # see validation.check_engine_features
+        raise ConfigError(f"{path} turns on ZeRO or fp16/bf16, which flatten the parameters that optim.name=lamb "
+                          "takes layer by layer; remove it or use distributed.engine=ddp")
 
 
 def read_override(path: Path) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 import torch
-import torch.nn.functional as F
 
 from dtrain.checkpoint import PREEMPTED_EXIT_CODE, CheckpointManager, PreemptionHandler, SavePolicy
 from dtrain.config import RunConfig, to_dict
@@ -32,6 +31,7 @@ from dtrain.distributed.context import DistContext
 from dtrain.distributed.failure import SymmetricError
 from dtrain.engine.engine import Engine
 from dtrain.engine.evaluate import EvalResult, evaluate
+from dtrain.engine.loss import LossFn, build_loss, hard_labels
 from dtrain.engine.lr_schedule import build_schedule, scaled_lr
 from dtrain.engine.progress import Progress
 from dtrain.engine.reporting import StepReporter
@@ -114,9 +114,11 @@ class TrainBatches(Protocol):
 StartTracker = Callable[..., Tracker]
 
 
-def train_step(engine: Engine, micro: Sequence[Batch], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(engine: Engine, micro: Sequence[Batch], device: torch.device,
+               loss_fn: LossFn) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step over grad_accum micro-batches: this rank's mean loss and top-1 error
-    (%) as device tensors. Nothing here waits for the device."""
+    (%) as device tensors. Labels are class indices or target distributions (dtrain.engine.loss).
+    Nothing here waits for the device."""
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), device=device)
     seen = 0
@@ -124,11 +126,11 @@ def train_step(engine: Engine, micro: Sequence[Batch], device: torch.device) -> 
         boundary = index == len(micro) - 1  # its backward synchronises the step's gradients
         labels = labels.to(device, non_blocking=True)
         logits = engine.forward(images, boundary=boundary)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = loss_fn(logits, labels)
         engine.backward(loss, boundary=boundary)
         loss_sum += loss.detach() / len(micro)
-        wrong += (logits.detach().argmax(dim=1) != labels).sum()
-        seen += labels.numel()
+        wrong += (logits.detach().argmax(dim=1) != hard_labels(labels)).sum()
+        seen += labels.shape[0]
     engine.step()
     engine.zero_grad()
     return loss_sum, 100.0 * wrong / max(seen, 1)
@@ -151,7 +153,8 @@ class Trainer:
             raise ConfigError(f"an epoch holds {len(train_loader)} batches per process, fewer than optim.grad_accum="
                               f"{self.accum}: lower optim.batch_size or optim.grad_accum")
         self.total_steps = total_steps(cfg, self.iters_per_epoch)
-        self.schedule = build_schedule(cfg.schedule, scaled_lr(cfg.optim), self.total_steps)
+        self.schedule = build_schedule(cfg.schedule, scaled_lr(cfg.optim), self.total_steps, self.iters_per_epoch)
+        self.loss_fn = build_loss(cfg.loss)
         self.position, self.tracker_part = Position(), TrackerPart()
         self.checkpoints = checkpoints
         self.checkpoints.register({  # restored in this order: RNG last
@@ -232,7 +235,7 @@ class Trainer:
         data_time = time.perf_counter() - started
         lr = self.schedule.lr_at(pos.step, pos.epoch)
         self.engine.set_lr(lr)
-        loss, top1_err = train_step(self.engine, micro, self.ctx.device)
+        loss, top1_err = train_step(self.engine, micro, self.ctx.device, self.loss_fn)
         pos.step += 1
         pos.batches_done += self.accum
         _test_hooks(self.ctx.rank, pos.step)

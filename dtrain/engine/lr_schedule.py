@@ -10,8 +10,12 @@ patience counted in evaluations, min_lr floor).
 
 Kinds (schedule.kind): step_epochs (R2 ImageNet: /10 at epochs 30, 60), step_iters (CIFAR: /10 at
 32k and 48k iterations), plateau (R1 ImageNet: /10 when validation error stops improving),
-constant, cosine. Warm-up (schedule.warmup) wraps any kind: constant (R1 ResNet-110 and R2 CIFAR:
-lr 0.01, then the schedule) or linear (from warmup_lr to the schedule's lr) for warmup_iters steps.
+constant, and the decays of later recipes: cosine and linear (from lr at the end of the warm-up to
+min_lr at the end of the run, per iteration, like torchvision's SequentialLR of a LinearLR warm-up
+then CosineAnnealingLR over the remaining epochs, and FFCV's linear ramp down). Warm-up
+(schedule.warmup) wraps any kind: constant (R1 ResNet-110 and R2 CIFAR: lr 0.01, then the
+schedule) or linear (from warmup_lr to the schedule's lr) for warmup_iters steps, or warmup_epochs
+epochs (converted to iterations when the run's epoch length is known: build_schedule).
 A constant warm-up may instead end on R1's criterion (sec. 4.2: "0.01 ... until the training error
 is below 80% (about 400 iterations)"), schedule.warmup_until_err, with warmup_iters as its cap: see
 WarmupCriterion. That decision is part of the schedule's state (`state_dict`), so a resumed run
@@ -156,10 +160,24 @@ class StepItersSchedule(LRSchedule):
         return self.base_lr * self.cfg.gamma ** bisect.bisect_right(sorted(self.cfg.milestones), step)
 
 
-class CosineSchedule(LRSchedule):
+class DecaySchedule(LRSchedule):
+    """Decays from base_lr at the end of the warm-up (step 0 without one) to min_lr at total_iters;
+    during the warm-up the scheduled lr is base_lr, the linear warm-up's target."""
+
+    def progress(self, step: int) -> float:
+        start = self.warmup.end() if self.cfg.warmup != "none" else 0
+        return min(max(step - start, 0) / max(self.total_iters - start, 1), 1.0)
+
+
+class CosineSchedule(DecaySchedule):
     def schedule_lr(self, step: int, epoch: int) -> float:
-        progress = min(step / self.total_iters, 1.0)
+        progress = self.progress(step)
         return self.cfg.min_lr + (self.base_lr - self.cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class LinearDecaySchedule(DecaySchedule):
+    def schedule_lr(self, step: int, epoch: int) -> float:
+        return self.cfg.min_lr + (self.base_lr - self.cfg.min_lr) * (1.0 - self.progress(step))
 
 
 class PlateauSchedule(LRSchedule):
@@ -217,17 +235,33 @@ SCHEDULES: dict[str, Callable[[ScheduleConfig, float, int], LRSchedule]] = {
     "step_epochs": StepEpochsSchedule,
     "step_iters": StepItersSchedule,
     "cosine": CosineSchedule,
+    "linear": LinearDecaySchedule,
     "plateau": PlateauSchedule,
 }
 
 
-def build_schedule(cfg: ScheduleConfig, base_lr: float, total_iters: int) -> LRSchedule:
+def warmup_in_iterations(cfg: ScheduleConfig, iters_per_epoch: int | None) -> ScheduleConfig:
+    """schedule.warmup_epochs as warmup_iters at this run's optimiser steps per epoch."""
+    if cfg.warmup_epochs <= 0:
+        return cfg
+    if cfg.warmup_iters > 0:
+        raise ConfigError(f"schedule.warmup_epochs={cfg.warmup_epochs} and schedule.warmup_iters={cfg.warmup_iters} "
+                          "both set the warm-up's length; set one of them to 0")
+    if not iters_per_epoch:
+        raise ConfigError("schedule.warmup_epochs needs the run's epoch length; use schedule.warmup_iters")
+    return dataclasses.replace(cfg, warmup_iters=cfg.warmup_epochs * iters_per_epoch, warmup_epochs=0)
+
+
+def build_schedule(cfg: ScheduleConfig, base_lr: float, total_iters: int,
+                   iters_per_epoch: int | None = None) -> LRSchedule:
+    """The run's schedule; iters_per_epoch (optimiser steps per epoch) converts schedule.warmup_epochs."""
     try:
         factory = SCHEDULES[cfg.kind]
     except KeyError:
         raise ConfigError(f"schedule.kind={cfg.kind!r} is not one of {', '.join(SCHEDULES)}") from None
+    cfg = warmup_in_iterations(cfg, iters_per_epoch)
     if cfg.warmup != "none" and cfg.warmup_iters <= 0:
-        raise ConfigError(f"schedule.warmup={cfg.warmup} needs schedule.warmup_iters > 0")
+        raise ConfigError(f"schedule.warmup={cfg.warmup} needs schedule.warmup_iters > 0 or schedule.warmup_epochs > 0")
     if cfg.warmup_until_err is not None and cfg.warmup != "constant":
         raise ConfigError(f"schedule.warmup_until_err ends a constant warm-up; set schedule.warmup=constant "
                           f"(it is {cfg.warmup}) or schedule.warmup_until_err=null")

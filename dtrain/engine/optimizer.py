@@ -1,4 +1,6 @@
-"""SGD with the papers' settings: momentum 0.9, weight decay 1e-4 (optionally none on BN and biases).
+"""The optimiser (optim.name): SGD (the papers: momentum 0.9, weight decay 1e-4), AdamW or LAMB,
+over parameter groups with optionally no weight decay on normalisation layers and biases; and
+gradient clipping by global norm.
 
 The lr given to the optimiser here is only its initial value: the loop sets every group's lr
 from the LR schedule before each step (see lr_schedule.py).
@@ -6,26 +8,46 @@ from the LR schedule before each step (see lr_schedule.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
-from torch.optim import SGD, Optimizer
+from torch.optim import SGD, AdamW, Optimizer
 
 from dtrain.config import OptimConfig
+from dtrain.engine.lamb import Lamb
 from dtrain.engine.lr_schedule import scaled_lr
 from dtrain.errors import ConfigError
 
+# The layers whose weight and bias torchvision's --norm-weight-decay applies to
+# (torchvision.ops._utils.split_normalization_params).
+NORM_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
+                                            nn.LocalResponseNorm)
+
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) -> list[dict[str, Any]]:
-    """One group with decay; with no_decay_bn_bias, BN weights/biases and all biases go in a second
-    group without it (they are the 1-dimensional parameters of a ResNet)."""
+    """One group with decay; with no_decay_bn_bias, the parameters of normalisation layers and
+    every bias go in a second group with weight_decay 0 (torchvision's --norm-weight-decay 0.0
+    --bias-weight-decay 0.0). Both groups keep the model's parameter order."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not no_decay_bn_bias:
         return [{"params": params, "weight_decay": weight_decay}]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
+    exempt = {id(p) for p in no_decay_parameters(model)}
+    decay = [p for p in params if id(p) not in exempt]
+    no_decay = [p for p in params if id(p) in exempt]
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
+
+
+def no_decay_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of normalisation layers and the biases of all other layers."""
+    found = []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, NORM_LAYERS) or name == "bias":
+                found.append(param)
+    return found
 
 
 def _sgd(groups: list[dict[str, Any]], optim: OptimConfig) -> Optimizer:
@@ -33,8 +55,24 @@ def _sgd(groups: list[dict[str, Any]], optim: OptimConfig) -> Optimizer:
                weight_decay=optim.weight_decay)
 
 
+def _adamw(groups: list[dict[str, Any]], optim: OptimConfig) -> Optimizer:
+    beta1, beta2 = optim.betas
+    return AdamW(groups, lr=scaled_lr(optim), betas=(beta1, beta2), eps=optim.eps or 1e-8,
+                 weight_decay=optim.weight_decay)
+
+
+def _lamb(groups: list[dict[str, Any]], optim: OptimConfig) -> Optimizer:
+    beta1, beta2 = optim.betas
+    return Lamb(groups, lr=scaled_lr(optim), betas=(beta1, beta2), eps=optim.eps or 1e-6,
+                weight_decay=optim.weight_decay)
+
+
 # optim.name -> the optimiser over the parameter groups (the papers use SGD only).
-OPTIMIZERS = {"sgd": _sgd}
+OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], OptimConfig], Optimizer]] = {
+    "sgd": _sgd,
+    "adamw": _adamw,
+    "lamb": _lamb,
+}
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig) -> Optimizer:
@@ -47,3 +85,12 @@ def build_optimizer(model: nn.Module, optim: OptimConfig) -> Optimizer:
 def set_lr(optimizer: Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def clip_gradients(optimizer: Optimizer, max_norm: float) -> None:
+    """Scale the gradients of all the optimiser's parameters so that their global L2 norm is at
+    most max_norm (torch.nn.utils.clip_grad_norm_); 0 leaves them as they are. The gradients must
+    be the true ones: fp16 loss scaling unscales them first (DDPEngine.step)."""
+    if max_norm > 0:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, max_norm)

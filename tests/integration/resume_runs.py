@@ -124,8 +124,9 @@ class SignalledEvalLoader:
 
 
 def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch: int | None = None,
-                     sigterm_at_eval: int | None = None):
-    """dtrain.training.train_config in this process; torch's global settings are given back after."""
+                     sigterm_at_eval: int | None = None, overrides: tuple[str, ...] = ()):
+    """dtrain.training.train_config in this process (`overrides` after the tiny ones); torch's
+    global settings are given back after."""
     build = builders.build_loaders
 
     def build_instrumented(cfg, ctx, per_process):
@@ -140,7 +141,7 @@ def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch:
         with pytest.MonkeyPatch.context() as patch:
             if random_op:
                 patch.setattr(builders, "build_loaders", build_instrumented)
-            cfg = load_config(RECIPE, tiny_overrides(run_dir))
+            cfg = load_config(RECIPE, tiny_overrides(run_dir, *overrides))
             return training.train_config(cfg, stream=io.StringIO())
     finally:
         torch.use_deterministic_algorithms(deterministic)
@@ -168,15 +169,18 @@ def run_train(run_dir: Path, *extra: str, env: dict[str, str] | None = None, tim
                           timeout=timeout)
 
 
-def torchrun_command(run_dir: Path, *torchrun_args: str, entry: list[str] | None = None, nproc: int = 2) -> list[str]:
+def torchrun_command(run_dir: Path, *torchrun_args: str, entry: list[str] | None = None, nproc: int = 2,
+                     overrides: tuple[str, ...] = ()) -> list[str]:
     entry = entry or ["-m", "dtrain.train"]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-            *torchrun_args, *entry, RECIPE, *tiny_overrides(run_dir)]
+            *torchrun_args, *entry, RECIPE, *tiny_overrides(run_dir, *overrides)]
 
 
-def run_torchrun(run_dir: Path, *torchrun_args: str, env=None, entry=None, timeout: float = 400, nproc: int = 2):
-    return subprocess.run(torchrun_command(run_dir, *torchrun_args, entry=entry, nproc=nproc), cwd=REPO,
-                          env=env or subprocess_env(), capture_output=True, text=True, timeout=timeout)
+def run_torchrun(run_dir: Path, *torchrun_args: str, env=None, entry=None, timeout: float = 400, nproc: int = 2,
+                 overrides: tuple[str, ...] = ()):
+    command = torchrun_command(run_dir, *torchrun_args, entry=entry, nproc=nproc, overrides=overrides)
+    return subprocess.run(command, cwd=REPO, env=env or subprocess_env(), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def explain(result: subprocess.CompletedProcess) -> str:

@@ -134,3 +134,25 @@ def test_fp16_gradient_compression_is_deepspeeds_communication_data_type(straigh
     compressed, plain = weights(last), weights(straight / LAST)
     assert all(torch.isfinite(v).all() for v in compressed.values() if v.is_floating_point())
     assert any(not torch.equal(compressed[k], plain[k]) for k in plain)  # the gradients were rounded
+
+
+# The later recipes' keys through DeepSpeed: torch's AdamW as ZeRO-1's client optimiser over the
+# norm/bias-exempt groups, optim.clip_grad_norm as DeepSpeed's gradient_clipping, BCE with label
+# smoothing, a linear warm-up of one epoch (4 steps) then cosine.
+LATER_RECIPE_KEYS = ("optim.name=adamw", "optim.lr=0.002", "optim.weight_decay=0.05", "optim.no_decay_bn_bias=true",
+                     "optim.clip_grad_norm=0.5", "loss.name=bce", "loss.label_smoothing=0.1", "schedule.kind=cosine",
+                     "schedule.warmup=linear", "schedule.warmup_epochs=1", "schedule.warmup_lr=0.0")
+
+
+def test_adamw_clipping_bce_and_cosine_resume_to_the_same_weights(straight: Path, tmp_path: Path) -> None:
+    reference = train(tmp_path / "reference", tmp_path, extra=LATER_RECIPE_KEYS)
+    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
+    last = tmp_path / "reference" / "checkpoints" / LAST
+    assert atomic_load(last)["deepspeed"]["config"]["gradient_clipping"] == 0.5
+    assert any(not torch.equal(weights(last)[k], weights(straight / LAST)[k]) for k in weights(last))
+
+    killed = train(tmp_path / "run", tmp_path, crash_at=25, extra=LATER_RECIPE_KEYS)
+    assert killed.returncode != 0
+    resumed = train(tmp_path / "run", tmp_path, extra=LATER_RECIPE_KEYS)
+    assert resumed.returncode == 0 and "at step 20" in resumed.stdout, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert_same_weights(last, tmp_path / "run" / "checkpoints" / LAST)

@@ -125,3 +125,11 @@ def test_short_runs_of_epoch_and_plateau_recipes_say_where_the_lr_drops(tmp_path
     assert schedule.milestones == [50, 75] and "the recipe's plateau rule has no fixed drops" in text
     # the digits demo: epochs 5 and 7 of 8
     assert _short("digits_resnet20", 80)[0].milestones == [50, 70]
+
+
+def test_a_warm_up_in_epochs_keeps_its_fraction_of_a_shortened_run():
+    # A later recipe's shape: 5 warm-up epochs of 100, then cosine.
+    schedule, text = _short("digits_resnet20", 200, "schedule.kind=cosine", "schedule.epochs=100",
+                            "schedule.warmup=linear", "schedule.warmup_epochs=5", "schedule.warmup_lr=0.001")
+    assert (schedule.warmup_iters, schedule.warmup_epochs, schedule.kind, schedule.max_iters) == (10, 0, "cosine", 200)
+    assert "for 10 iteration(s) (recipe: 5 of 100 epochs)" in text

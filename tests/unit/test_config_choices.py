@@ -21,6 +21,7 @@ from dtrain.distributed.context import BACKEND_DEVICES, DEVICE_CHOICES
 from dtrain.distributed.wrap import GRAD_COMPRESSION_HOOKS
 from dtrain.engine import lr_schedule
 from dtrain.engine.engine import ENGINES
+from dtrain.engine.loss import LOSSES
 from dtrain.engine.optimizer import OPTIMIZERS
 from dtrain.engine.precision import AMP_DTYPES
 from dtrain.engine.state import RESUME_MODES
@@ -40,6 +41,7 @@ IMPLEMENTED = {
     "data.gpu_decoder": ["auto", *DECODERS],
     "eval.mode": list(EVAL_VIEWS),
     "optim.name": list(OPTIMIZERS),
+    "loss.name": list(LOSSES),
     "schedule.kind": list(lr_schedule.SCHEDULES),
     "schedule.warmup": list(lr_schedule.WARMUPS),
     "distributed.engine": list(ENGINES),

@@ -3,6 +3,8 @@ nets)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from dtrain.config import OptimConfig, ScheduleConfig
@@ -186,3 +188,47 @@ def test_the_trainer_checkpoints_the_warm_up_decision_and_a_resume_keeps_it(tmp_
     resumed = _train_lrs(tmp_path / "resumed", f"checkpoint.resume={ckpt}")
     # steps 9 and 10 are below the cap: a resume that forgot the decision would warm up again
     assert resumed == whole[8:] == [0.1] * 4
+
+
+def _warm_then(kind: str, **extra):
+    """5 linear warm-up steps from 0.001, then `kind` from 0.1 down to min_lr over the other 100 of 105."""
+    cfg = ScheduleConfig(kind=kind, warmup="linear", warmup_iters=5, warmup_lr=0.001, **extra)
+    return build_schedule(cfg, 0.1, 105)
+
+
+def test_linear_warm_up_then_cosine_over_the_rest_of_the_run():
+    s = _warm_then("cosine")
+    assert s.lr_at(0, 0) == pytest.approx(0.001)  # the first step
+    assert s.lr_at(4, 0) == pytest.approx(0.001 + 0.099 * 4 / 5)  # the last warm-up step
+    assert s.lr_at(5, 0) == pytest.approx(0.1)  # the boundary: the peak, where the cosine starts
+    assert s.lr_at(55, 0) == pytest.approx(0.05)  # half-way through the decay
+    assert s.lr_at(104, 0) == pytest.approx(0.05 * (1 + math.cos(math.pi * 99 / 100)))  # the last step
+    assert s.lr_at(105, 0) == pytest.approx(0.0)
+
+
+def test_linear_warm_up_then_linear_decay_to_min_lr():
+    s = _warm_then("linear", min_lr=0.002)
+    assert [s.lr_at(i, 0) for i in (0, 5, 30, 104, 105)] == pytest.approx(
+        [0.001, 0.1, 0.002 + 0.098 * 0.75, 0.002 + 0.098 * 0.01, 0.002])
+    no_warmup = build_schedule(ScheduleConfig(kind="linear"), 0.4, 8)
+    assert [no_warmup.lr_at(i, 0) for i in range(8)] == pytest.approx([0.4 * (8 - i) / 8 for i in range(8)])
+
+
+def test_cosine_without_warm_up_is_unchanged_bit_for_bit():
+    s = build_schedule(ScheduleConfig(kind="cosine", min_lr=1e-5), 0.1, 997)
+    assert [s.lr_at(i, 0) for i in range(997)] == [
+        1e-5 + (0.1 - 1e-5) * 0.5 * (1 + math.cos(math.pi * min(i / 997, 1.0))) for i in range(997)]
+
+
+def test_warm_up_in_epochs_is_that_many_epochs_of_iterations():
+    cfg = ScheduleConfig(kind="cosine", warmup="linear", warmup_epochs=2, warmup_lr=0.0)
+    s = build_schedule(cfg, 0.1, 100, iters_per_epoch=10)
+    assert (s.lr_at(10, 1), s.lr_at(19, 1), s.lr_at(20, 2)) == pytest.approx((0.05, 0.095, 0.1))
+    assert s.lr_at(60, 6) == pytest.approx(0.05)
+    with pytest.raises(ConfigError, match="warmup_epochs needs the run's epoch length"):
+        build_schedule(cfg, 0.1, 100)
+    with pytest.raises(ConfigError, match="set one of them to 0"):
+        load_config("digits_resnet20", ["schedule.warmup=linear", "schedule.warmup_epochs=2",
+                                        "schedule.warmup_iters=5"])
+    resolved = load_config("digits_resnet20", ["schedule.warmup=linear", "schedule.warmup_epochs=2"])
+    assert resolved.schedule.warmup_epochs == 2
