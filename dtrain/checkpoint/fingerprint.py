@@ -42,7 +42,12 @@ def result_settings(cfg: RunConfig) -> dict[str, Any]:
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+    """The keys whose values differ. A key the recorded fingerprint lacks (a newer dtrain added
+    it) counts as changed only where its value is not the default, i.e. not the behaviour the run
+    had before the key existed: an upgrade alone never blocks a resume."""
+    defaults = result_settings(RunConfig())
+    return sorted(key for key in old.keys() | new.keys()
+                  if old.get(key, defaults.get(key)) != new.get(key))
 
 
 def has_checkpoints(directory: Path) -> bool:

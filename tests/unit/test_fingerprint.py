@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dtrain.checkpoint.fingerprint import FINGERPRINT_FILE, check_resume, result_settings
@@ -82,3 +84,18 @@ def test_a_changed_rerun_of_dtrain_train_is_refused_and_force_resumes(tmp_path, 
     assert "optim.lr 0.1 -> 0.001" in capsys.readouterr().err
     main(["train", *tiny, "optim.lr=1e-3", "schedule.max_iters=3", "checkpoint.resume=force"])
     assert "resumed from" in capsys.readouterr().out
+
+
+def test_a_key_added_by_a_newer_dtrain_blocks_a_resume_only_when_set_away_from_its_default(tmp_path) -> None:
+    """A run started before loss.name existed (its fingerprint lacks the key) resumes after an
+    upgrade, where the key's default is the old behaviour; setting the key is a change."""
+    check_resume(with_checkpoint(config(tmp_path)))
+    path = tmp_path / FINGERPRINT_FILE
+    recorded = json.loads(path.read_text())["settings"]
+    old = {"settings": {key: value for key, value in recorded.items() if not key.startswith("loss.")}}
+    assert old["settings"] != recorded
+    path.write_text(json.dumps(old))
+    check_resume(config(tmp_path))
+    path.write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match=r"loss.label_smoothing \(unset\) -> 0.1"):
+        check_resume(config(tmp_path, "loss.label_smoothing=0.1"))
