@@ -31,8 +31,7 @@ from pathlib import Path
 
 import torch
 
-from dtrain.checkpoint.atomic import atomic_load
-from dtrain.checkpoint.format import upgrade
+from dtrain.checkpoint.atomic import read_checkpoint
 from dtrain.data.gpu_decode import decode_pil, decode_torchvision, torchvision_decode_jpeg
 from dtrain.data.sources import ManifestSource, read_manifest
 from dtrain.errors import DtrainError
@@ -201,7 +200,7 @@ def resume_is_exact(check: Check, runs: Path) -> None:
     def weights(run: str) -> dict:
         final = json.loads((runs / run / "final_metrics.json").read_text())
         path = final["last_checkpoint"]
-        model = upgrade(atomic_load(path), path)["model"]  # as dtrain reads it: digest checked, current format
+        model = read_checkpoint(path)["model"]
         return {k: v for k, v in model.items() if torch.is_tensor(v) and v.is_floating_point()}
 
     try:

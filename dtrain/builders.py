@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from dtrain import models
-from dtrain.checkpoint import atomic_load
-from dtrain.checkpoint.format import upgrade
+from dtrain.checkpoint import read_checkpoint
 from dtrain.config import ModelConfig, RunConfig, dump_yaml, to_dict
 from dtrain.data import build_eval_loader, build_train_loader
 from dtrain.data.gpu_defaults import BatchFormat, batch_format
@@ -147,7 +146,7 @@ def load_for_inference(path: Path | str, overrides: list[str] | tuple[str, ...] 
     path = Path(path)
     if not path.is_file():
         raise DtrainError(f"checkpoint {path} does not exist")
-    state = upgrade(atomic_load(path, map_location="cpu"), path)  # checked against its sidecar's SHA-256
+    state = read_checkpoint(path)
     weights = _first(state, MODEL_KEYS)
     if weights is None:
         raise DtrainError(f"{path} holds no model weights ({MODEL_KEYS[0]!r}); is it a checkpoint written by "

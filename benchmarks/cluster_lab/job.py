@@ -20,8 +20,7 @@ import torch
 
 from cluster_lab.hosts import Cluster
 from cluster_lab.supervisor import Supervisor
-from dtrain.checkpoint.atomic import atomic_load, verify
-from dtrain.checkpoint.format import upgrade
+from dtrain.checkpoint.atomic import read_checkpoint, verify
 from dtrain.tracking.jsonl import JSONL_NAME, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,7 +138,7 @@ class Job:
 
 def model_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The weights of a checkpoint, read as dtrain reads it: digest checked, in the current format."""
-    return upgrade(atomic_load(checkpoint), checkpoint)["model"]
+    return read_checkpoint(checkpoint)["model"]
 
 
 def bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

@@ -6,7 +6,7 @@
     from dtrain.checkpoint import capture_rng_state, restore_rng_state, gather_rng_states
 """
 
-from dtrain.checkpoint.atomic import CorruptCheckpoint, atomic_load, atomic_save
+from dtrain.checkpoint.atomic import CorruptCheckpoint, atomic_load, atomic_save, read_checkpoint
 from dtrain.checkpoint.format import FORMAT_VERSION, NonFiniteStateError
 from dtrain.checkpoint.manager import CheckpointManager, Stateful, checkpoint_name
 from dtrain.checkpoint.policy import SavePolicy
@@ -27,6 +27,7 @@ __all__ = [
     "PreemptionHandler",
     "SavePolicy",
     "Stateful",
+    "read_checkpoint",
     "atomic_load",
     "atomic_save",
     "capture_rng_state",

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from dtrain import config
-from dtrain.checkpoint.format import UnusableCheckpoint
+from dtrain.checkpoint.format import UnusableCheckpoint, upgrade
 from dtrain.errors import DtrainError
 
 META_SUFFIX = ".meta.json"
@@ -277,3 +277,9 @@ def _config_classes() -> tuple[type, ...]:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def read_checkpoint(path: Path | str, map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint as every reader outside the resume path sees it (eval, the run record, the
+    benchmarks): digest checked (atomic_load), then upgraded to the current format."""
+    return upgrade(atomic_load(path, map_location=map_location), path)

@@ -24,8 +24,7 @@ from typing import Any
 
 import torch
 
-from dtrain.checkpoint.atomic import atomic_load, read_meta
-from dtrain.checkpoint.format import upgrade
+from dtrain.checkpoint.atomic import read_checkpoint, read_meta
 from dtrain.config import RunConfig, dump_yaml, flatten, to_dict
 from dtrain.provenance import system_tags
 from dtrain.tracking.base import TRAINING, VALIDATION, DatasetRecord, Tracker
@@ -197,7 +196,7 @@ def _best_model(model: Any, best_checkpoint: Path | None,
     source = (read_meta(Path(best_checkpoint)) or {}).get("source")
     if last_checkpoint and source == Path(last_checkpoint).name:
         return None
-    state = upgrade(atomic_load(best_checkpoint), best_checkpoint)  # as resume reads it: digest checked, upgraded
+    state = read_checkpoint(best_checkpoint)
     best = copy.deepcopy(model).cpu()
     best.load_state_dict(state["model"])
     return best, _checkpoint_step(best_checkpoint)
