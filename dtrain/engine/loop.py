@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from dtrain.checkpoint import PREEMPTED_EXIT_CODE, CheckpointManager, PreemptionHandler, SavePolicy
 from dtrain.config import RunConfig, to_dict
+from dtrain.data.batch_mix import BatchAugment
 from dtrain.data.loaders import EvalBatch
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.failure import SymmetricError
@@ -122,13 +123,14 @@ def train_step(engine: Engine, micro: Sequence[Batch], device: torch.device) -> 
     seen = 0
     for index, (images, labels) in enumerate(micro):
         boundary = index == len(micro) - 1  # its backward synchronises the step's gradients
-        labels = labels.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)  # int64 [B], or float [B, C] when mixed (dtrain.data.batch_mix)
         logits = engine.forward(images, boundary=boundary)
         loss = F.cross_entropy(logits.float(), labels)
         engine.backward(loss, boundary=boundary)
         loss_sum += loss.detach() / len(micro)
-        wrong += (logits.detach().argmax(dim=1) != labels).sum()
-        seen += labels.numel()
+        hard = labels.argmax(dim=1) if labels.is_floating_point() else labels  # a mix's dominant class
+        wrong += (logits.detach().argmax(dim=1) != hard).sum()
+        seen += hard.numel()
     engine.step()
     engine.zero_grad()
     return loss_sum, 100.0 * wrong / max(seen, 1)
@@ -161,6 +163,8 @@ class Trainer:
         self.policy = SavePolicy(cfg.checkpoint)
         self.preemption = PreemptionHandler()
         self.sync = StepSync(ctx, cfg.train.sync_every or cfg.train.log_every_iters)
+        self.batch_augment = BatchAugment(cfg.augment, num_classes=cfg.model.num_classes, seed=cfg.train.seed,
+                                          rank=ctx.rank, world_size=ctx.world_size)
         self.tracker: Tracker = NullTracker()  # the run's own once run() has resumed (it needs the run id)
         self._reporter: StepReporter | None = None
         self.last_eval: EvalResult | None = None
@@ -230,6 +234,9 @@ class Trainer:
         pos, started = self.position, time.perf_counter()
         micro = [next(batches) for _ in range(self.accum)]
         data_time = time.perf_counter() - started
+        # Erasing and mixing on the device, keyed by (seed, step, micro-batch): no global RNG draw.
+        micro = [self.batch_augment(images, labels, step=pos.step, micro=i)
+                 for i, (images, labels) in enumerate(micro)]
         lr = self.schedule.lr_at(pos.step, pos.epoch)
         self.engine.set_lr(lr)
         loss, top1_err = train_step(self.engine, micro, self.ctx.device)
