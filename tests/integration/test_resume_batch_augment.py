@@ -1,0 +1,49 @@
+"""Exact resume with the batch augmentations on: mixup + CutMix + random erasing + the
+repeated-augmentation sampler + flip TTA, preempted mid-epoch and resumed, ends with the bits of
+the uninterrupted run (tests/integration/resume_runs.py's harness: weights, optimiser and RNG); and
+the same run hard-killed as a separate process (slow: two interpreter start-ups)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from resume_runs import (
+    CRASH_ENV,
+    assert_bitwise_equal,
+    explain,
+    final_checkpoint,
+    run_train,
+    subprocess_env,
+    train_in_process,
+    uninterrupted,
+)
+
+AUGMENTED = ("augment.mixup_alpha=0.2", "augment.cutmix_alpha=1.0", "augment.erasing_prob=0.5",
+             "data.repeated_augment_reps=2", "eval.flip_tta=true")
+
+
+def test_augmented_run_preempted_then_resumed_is_bitwise_identical(tmp_path: Path,
+                                                                   reference_run_random_op: dict) -> None:
+    reference = uninterrupted(tmp_path / "reference", random_op=True, extra=AUGMENTED)
+    # the augmentations changed what was learned (they are on), yet repeat exactly:
+    assert any(not torch.equal(reference["model"][k], v) for k, v in reference_run_random_op["model"].items())
+    run_dir = tmp_path / "interrupted"
+    first = train_in_process(run_dir, sigterm_at_batch=3, extra=AUGMENTED)
+    assert first.exit_code == 0 and first.result.stopped == "preempted" and first.result.step == 4
+    second = train_in_process(run_dir, extra=AUGMENTED)
+    assert second.exit_code == 0 and second.result.stopped == "finished"
+    assert_bitwise_equal(final_checkpoint(run_dir), reference)
+
+
+@pytest.mark.slow
+def test_augmented_run_hard_killed_then_resumed_is_bitwise_identical(tmp_path: Path) -> None:
+    """`python -m dtrain.train` killed without cleanup after step 10 (checkpoint 8 on disk), rerun."""
+    reference = uninterrupted(tmp_path / "reference", random_op=False, extra=AUGMENTED)
+    run_dir = tmp_path / "killed"
+    crashed = run_train(run_dir, *AUGMENTED, env=subprocess_env(**{CRASH_ENV: "10"}))
+    assert crashed.returncode != 0, explain(crashed)
+    resumed = run_train(run_dir, *AUGMENTED)
+    assert resumed.returncode == 0 and "ckpt-000000008.pt at step 8" in resumed.stdout, explain(resumed)
+    assert_bitwise_equal(final_checkpoint(run_dir), reference)
