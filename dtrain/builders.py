@@ -25,6 +25,7 @@ from dtrain.checkpoint import atomic_load
 from dtrain.checkpoint.format import upgrade
 from dtrain.config import ModelConfig, RunConfig, dump_yaml, to_dict
 from dtrain.data import build_eval_loader, build_train_loader
+from dtrain.data.eval_views import FLIPPED_MODES
 from dtrain.data.flip_tta import FlipViews
 from dtrain.data.gpu_defaults import BatchFormat, batch_format
 from dtrain.distributed.context import DistContext
@@ -74,7 +75,8 @@ def build_val_loader(cfg: RunConfig, ctx: DistContext, *, global_batch: int | No
     loader = build_eval_loader(cfg.data, mode=cfg.eval.mode, batch_size=per_process, rank=ctx.rank,
                                world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,
                                num_classes=cfg.model.num_classes, dtype=fmt.dtype, channels_last=fmt.channels_last)
-    return FlipViews(loader) if cfg.eval.flip_tta else loader  # eval.flip_tta: every loader, on the device
+    flip = cfg.eval.flip_tta and cfg.eval.mode not in FLIPPED_MODES  # eval.flip_tta: every loader, on the device
+    return FlipViews(loader) if flip else loader
 
 
 def build_engine(cfg: RunConfig, ctx: DistContext, model: nn.Module):

@@ -162,7 +162,7 @@ class EvalConfig:
     scales: list[int] = knob(factory=lambda: [224, 256, 384, 480, 640], help="shorter sides of multi-scale")
     max_samples: int = knob(0, "evaluate at most about this many images (whole batches); 0: all")
     flip_tta: bool = knob(False, "also score each view's horizontal flip and average the softmax (FFCV's test "
-                                 "protocol); eval.mode center or single-320")
+                                 "protocol); ten-crop and multi-scale hold their flips already")
 
 
 @dataclass

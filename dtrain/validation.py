@@ -200,7 +200,7 @@ def check_tracking(config: RunConfig) -> None:
 
 
 def check_augment(config: RunConfig) -> None:
-    """augment.* (dtrain.data.batch_mix), data.repeated_augment_reps and eval.flip_tta."""
+    """augment.* (dtrain.data.batch_mix) and data.repeated_augment_reps."""
     a = config.augment
     _non_negative(config, ["augment.mixup_alpha", "augment.cutmix_alpha"])
     for key, value in _values(config, ["augment.mix_prob", "augment.switch_prob", "augment.erasing_prob"]):
@@ -213,10 +213,6 @@ def check_augment(config: RunConfig) -> None:
     _check(reps == 1 or not (loader == "dali" or (loader == "ffcv" and config.data.ffcv_order != "random")),
            f"data.repeated_augment_reps={reps} needs a loader that reads dtrain's sample order: torch, synthetic, "
            f"gpu, or ffcv with data.ffcv_order=random (data.loader={loader} orders the samples itself)")
-    mode = config.eval.mode
-    _check(not config.eval.flip_tta or mode in ("center", "single-320"),
-           f"eval.flip_tta=true with eval.mode={mode}: its views include the flips already; use eval.flip_tta=false "
-           "or eval.mode=center")
 
 
 def _values(config: RunConfig, keys: Iterable[str]) -> Iterable[tuple[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
@@ -11,7 +10,6 @@ from dtrain.data.flip_tta import FlipViews, with_flips
 from dtrain.data.loaders import EvalBatch
 from dtrain.distributed.context import DistContext
 from dtrain.engine.evaluate import averaged_scores, evaluate
-from dtrain.errors import ConfigError
 from dtrain.resolve import load_config
 
 CLASSES = 5
@@ -76,7 +74,7 @@ def test_an_asymmetric_model_scores_the_mean_of_image_and_flip() -> None:
             assert torch.allclose(averaged_scores(model, with_flips(batch).views), mean, atol=1e-6)
 
 
-def test_the_run_loader_carries_the_flips_and_other_modes_refuse(tmp_path) -> None:
+def test_the_run_loader_carries_the_flips_and_flipped_modes_stay_as_they_are(tmp_path) -> None:
     keys = ["data.loader=synthetic", "data.synthetic_samples=8", "data.synthetic_image_size=16", "data.crop_size=16",
             "data.val_resize=16", "data.val_crop=16", "data.workers=0", f"run_dir={tmp_path}"]
     cfg = load_config("cifar10_resnet20", [*keys, "eval.flip_tta=true"])
@@ -84,5 +82,6 @@ def test_the_run_loader_carries_the_flips_and_other_modes_refuse(tmp_path) -> No
     batch = next(iter(loader))
     assert len(batch.views) == 2 and torch.equal(batch.views[1], batch.views[0].flip(3))
     assert len(loader) == 2
-    with pytest.raises(ConfigError, match="eval.flip_tta=true with eval.mode=ten-crop: its views include the flips"):
-        load_config("cifar10_resnet20", [*keys, "eval.flip_tta=true", "eval.mode=ten-crop"])
+    # ten-crop holds its flips already (a checkpoint trained with flip_tta still evaluates R1's protocol)
+    cfg = load_config("cifar10_resnet20", [*keys, "eval.flip_tta=true", "eval.mode=ten-crop", "data.val_crop=12"])
+    assert len(next(iter(build_val_loader(cfg, DistContext(), global_batch=4))).views) == 10
