@@ -168,14 +168,16 @@ def run_train(run_dir: Path, *extra: str, env: dict[str, str] | None = None, tim
                           timeout=timeout)
 
 
-def torchrun_command(run_dir: Path, *torchrun_args: str, entry: list[str] | None = None, nproc: int = 2) -> list[str]:
+def torchrun_command(run_dir: Path, *torchrun_args: str, entry: list[str] | None = None, nproc: int = 2,
+                     extra: tuple[str, ...] = ()) -> list[str]:
     entry = entry or ["-m", "dtrain.train"]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-            *torchrun_args, *entry, RECIPE, *tiny_overrides(run_dir)]
+            *torchrun_args, *entry, RECIPE, *tiny_overrides(run_dir, *extra)]
 
 
-def run_torchrun(run_dir: Path, *torchrun_args: str, env=None, entry=None, timeout: float = 400, nproc: int = 2):
-    return subprocess.run(torchrun_command(run_dir, *torchrun_args, entry=entry, nproc=nproc), cwd=REPO,
+def run_torchrun(run_dir: Path, *torchrun_args: str, env=None, entry=None, timeout: float = 400, nproc: int = 2,
+                 extra: tuple[str, ...] = ()):
+    return subprocess.run(torchrun_command(run_dir, *torchrun_args, entry=entry, nproc=nproc, extra=extra), cwd=REPO,
                           env=env or subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 

@@ -1,7 +1,8 @@
 """Exact resume with the batch augmentations on: mixup + CutMix + random erasing + the
 repeated-augmentation sampler + flip TTA, preempted mid-epoch and resumed, ends with the bits of
 the uninterrupted run (tests/integration/resume_runs.py's harness: weights, optimiser and RNG); and
-the same run hard-killed as a separate process (slow: two interpreter start-ups)."""
+the same run hard-killed as a separate process, and as 2 processes under torchrun (slow: interpreter
+start-ups)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from resume_runs import (
     assert_bitwise_equal,
     explain,
     final_checkpoint,
+    run_torchrun,
     run_train,
     subprocess_env,
     train_in_process,
@@ -47,3 +49,20 @@ def test_augmented_run_hard_killed_then_resumed_is_bitwise_identical(tmp_path: P
     resumed = run_train(run_dir, *AUGMENTED)
     assert resumed.returncode == 0 and "ckpt-000000008.pt at step 8" in resumed.stdout, explain(resumed)
     assert_bitwise_equal(final_checkpoint(run_dir), reference)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_process_augmented_run_killed_then_resumed_is_bitwise_identical(tmp_path: Path) -> None:
+    """2 ranks: each mixes its own batch, erases its rows of the global batch, reads its share of
+    the repeated order; killed after step 10 on every rank, resumed from step 8."""
+    reference = run_torchrun(tmp_path / "reference", extra=AUGMENTED)
+    assert reference.returncode == 0, explain(reference)
+    run_dir = tmp_path / "killed"
+    crashed = run_torchrun(run_dir, env=subprocess_env(**{CRASH_ENV: "10"}), extra=AUGMENTED)
+    assert crashed.returncode != 0, explain(crashed)
+    resumed = run_torchrun(run_dir, extra=AUGMENTED)
+    assert resumed.returncode == 0, explain(resumed)
+    state = final_checkpoint(run_dir)
+    assert len(state["rng"]) == 2
+    assert_bitwise_equal(state, final_checkpoint(tmp_path / "reference"))
