@@ -123,14 +123,14 @@ def train_step(engine: Engine, micro: Sequence[Batch], device: torch.device) -> 
     seen = 0
     for index, (images, labels) in enumerate(micro):
         boundary = index == len(micro) - 1  # its backward synchronises the step's gradients
-        labels = labels.to(device, non_blocking=True)  # int64 [B], or float [B, C] when mixed (dtrain.data.batch_mix)
+        labels = labels.to(device, non_blocking=True)
         logits = engine.forward(images, boundary=boundary)
         loss = F.cross_entropy(logits.float(), labels)
         engine.backward(loss, boundary=boundary)
         loss_sum += loss.detach() / len(micro)
-        hard = labels.argmax(dim=1) if labels.is_floating_point() else labels  # a mix's dominant class
+        hard = labels if labels.ndim == 1 else labels.argmax(dim=1)  # a mix's [B, C] targets: its dominant class
         wrong += (logits.detach().argmax(dim=1) != hard).sum()
-        seen += hard.numel()
+        seen += labels.shape[0]
     engine.step()
     engine.zero_grad()
     return loss_sum, 100.0 * wrong / max(seen, 1)
