@@ -24,6 +24,8 @@ from dtrain import models
 from dtrain.checkpoint import read_checkpoint
 from dtrain.config import ModelConfig, RunConfig, dump_yaml, to_dict
 from dtrain.data import build_eval_loader, build_train_loader
+from dtrain.data.eval_views import FLIPPED_MODES
+from dtrain.data.flip_tta import FlipViews
 from dtrain.data.gpu_defaults import BatchFormat, batch_format
 from dtrain.distributed.context import DistContext
 from dtrain.engine.engine import engine_class
@@ -69,9 +71,11 @@ def build_val_loader(cfg: RunConfig, ctx: DistContext, *, global_batch: int | No
     (global_batch: instead of eval.batch_size). `fmt`: float32 NCHW unless the model runs under the
     run's autocast (the trainer's evaluation)."""
     per_process = max(1, (global_batch or cfg.eval.batch_size) // ctx.world_size)
-    return build_eval_loader(cfg.data, mode=cfg.eval.mode, batch_size=per_process, rank=ctx.rank,
-                             world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,
-                             num_classes=cfg.model.num_classes, dtype=fmt.dtype, channels_last=fmt.channels_last)
+    loader = build_eval_loader(cfg.data, mode=cfg.eval.mode, batch_size=per_process, rank=ctx.rank,
+                               world_size=ctx.world_size, scales=cfg.eval.scales, device=ctx.device,
+                               num_classes=cfg.model.num_classes, dtype=fmt.dtype, channels_last=fmt.channels_last)
+    flip = cfg.eval.flip_tta and cfg.eval.mode not in FLIPPED_MODES  # eval.flip_tta: every loader, on the device
+    return FlipViews(loader) if flip else loader
 
 
 def build_engine(cfg: RunConfig, ctx: DistContext, model: nn.Module):

@@ -71,6 +71,9 @@ class DataConfig:
     gpu_decoder: str = knob("auto", "data.loader=gpu: JPEG decoder, {choices} (torchvision: nvJPEG on CUDA)")
     synthetic_samples: int = knob(1024, "data.loader=synthetic: images per split")
     synthetic_image_size: int = knob(224, "data.loader=synthetic: side of the generated images")
+    # Hoffer et al. 2020 / DeiT: the copies of a sample go to different ranks in one global batch.
+    repeated_augment_reps: int = knob(1, "repeated augmentation: each sampled image appears this many times per "
+                                         "epoch (own augmentation each), the epoch length kept; 1: off")
 
 
 @dataclass
@@ -177,6 +180,24 @@ class EvalConfig:
     batch_size: int = knob(256, "global evaluation batch")
     scales: list[int] = knob(factory=lambda: [224, 256, 384, 480, 640], help="shorter sides of multi-scale")
     max_samples: int = knob(0, "evaluate at most about this many images (whole batches); 0: all")
+    flip_tta: bool = knob(False, "also score each view's horizontal flip and average the softmax (FFCV's test "
+                                 "protocol); ten-crop and multi-scale hold their flips already")
+
+
+@dataclass
+class AugmentConfig:
+    """Batch-level augmentation on the device, after any loader (dtrain.data.batch_mix)."""
+
+    mixup_alpha: float = knob(0.0, "mixup (Zhang et al. 2018): Beta(alpha, alpha) mixing weight; 0: off")
+    cutmix_alpha: float = knob(0.0, "CutMix (Yun et al. 2019): Beta(alpha, alpha) kept area; 0: off")
+    mix_prob: float = knob(1.0, "probability that a batch is mixed at all (mixup or CutMix on)")
+    switch_prob: float = knob(0.5, "both on: probability of CutMix rather than mixup for a batch")
+    erasing_prob: float = knob(0.0, "random erasing (Zhong et al. 2017): probability per image (torchvision: "
+                                    "0.5); the box is set to 0 after normalisation; 0: off")
+    erasing_scale: list[float] = knob(factory=lambda: [0.02, 0.33], help="[low, high] area fraction of the "
+                                                                         "erased box")
+    erasing_ratio: list[float] = knob(factory=lambda: [0.3, 3.3], help="[low, high] aspect ratio (h/w) of the "
+                                                                       "erased box")
 
 
 @dataclass
@@ -220,6 +241,8 @@ class RunConfig:
     distributed: DistributedConfig = knob(factory=DistributedConfig, help="DDP or DeepSpeed, backend, sync BN")
     train: TrainConfig = knob(factory=TrainConfig, help="seed, device, precision, smoke mode")
     eval: EvalConfig = knob(factory=EvalConfig, help="evaluation views (centre, ten-crop, multi-scale) and cadence")
+    augment: AugmentConfig = knob(factory=AugmentConfig, help="mixup, CutMix and random erasing of the batch on "
+                                                              "the device")
     checkpoint: CheckpointConfig = knob(factory=CheckpointConfig, help="saving, retention and resume")
     tracking: TrackingConfig = knob(factory=TrackingConfig, help="MLflow, JSONL or no tracking")
 

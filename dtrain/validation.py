@@ -225,6 +225,22 @@ def check_tracking(config: RunConfig) -> None:
            "model is the logged one)")
 
 
+def check_augment(config: RunConfig) -> None:
+    """augment.* (dtrain.data.batch_mix) and data.repeated_augment_reps."""
+    a = config.augment
+    _non_negative(config, ["augment.mixup_alpha", "augment.cutmix_alpha"])
+    for key, value in _values(config, ["augment.mix_prob", "augment.switch_prob", "augment.erasing_prob"]):
+        _check(0 <= value <= 1, f"{key} must be a probability in [0, 1], got {value}")
+    _pair("augment.erasing_scale", a.erasing_scale, lambda v: v > 0, "fractions in (0, 1)")
+    _check(a.erasing_scale[1] < 1, f"augment.erasing_scale must be fractions in (0, 1), got {a.erasing_scale}")
+    _pair("augment.erasing_ratio", a.erasing_ratio, lambda v: v > 0, "positive aspect ratios")
+    reps, loader = config.data.repeated_augment_reps, config.data.loader
+    _check(reps >= 1, f"data.repeated_augment_reps must be at least 1 (1: off), got {reps}")
+    _check(reps == 1 or not (loader == "dali" or (loader == "ffcv" and config.data.ffcv_order != "random")),
+           f"data.repeated_augment_reps={reps} needs a loader that reads dtrain's sample order: torch, synthetic, "
+           f"gpu, or ffcv with data.ffcv_order=random (data.loader={loader} orders the samples itself)")
+
+
 def _values(config: RunConfig, keys: Iterable[str]) -> Iterable[tuple[str, Any]]:
     for key in keys:
         section, name = key.split(".")
@@ -243,5 +259,5 @@ def _non_negative(config: RunConfig, keys: Iterable[str]) -> None:
 
 RULES: list[Callable[[RunConfig], None]] = [
     check_choices, lambda c: check_model(c.model), check_data, check_synthetic_size, check_optim, check_loss,
-    check_engine_features, check_schedule, check_run, check_tracking,
+    check_engine_features, check_schedule, check_run, check_tracking, check_augment,
 ]

@@ -63,7 +63,8 @@ def _torch_train(data: DataConfig, *, batch_size, rank, world_size, seed, device
     widths, heights = source.image_sizes()
     check_train_geometry(data, int(widths.min()), int(heights.min()))
     return TrainLoader(source, TrainTransform(data), batch_size=batch_size, rank=rank,
-                       world_size=world_size, seed=seed, workers=data.workers, device=device)
+                       world_size=world_size, seed=seed, workers=data.workers, device=device,
+                       repeats=data.repeated_augment_reps)
 
 
 def _torch_eval(data: DataConfig, *, mode, batch_size, rank, world_size, scales, device, num_classes) -> EvalLoader:
@@ -76,7 +77,8 @@ def _synthetic_train(data: DataConfig, *, batch_size, rank, world_size, seed, de
     source = SyntheticSource(data.synthetic_samples, data.synthetic_image_size, num_classes, "train")
     check_train_geometry(data, data.synthetic_image_size, data.synthetic_image_size)
     return TrainLoader(source, TrainTransform(data), batch_size=batch_size, rank=rank,
-                       world_size=world_size, seed=seed, workers=data.workers, device=device)
+                       world_size=world_size, seed=seed, workers=data.workers, device=device,
+                       repeats=data.repeated_augment_reps)
 
 
 def _synthetic_eval(data: DataConfig, *, mode, batch_size, rank, world_size, scales, device,

@@ -191,6 +191,9 @@ class DaliTrainLoader(EpochCursor):
         if dtype not in OUTPUT_DTYPES:
             raise ConfigError(f"DALI loader output dtype {dtype} is not one of float32, float16")
         refuse_per_pixel_mean(data, "dali")
+        if data.repeated_augment_reps > 1:  # DALI's readers shuffle and shard themselves
+            raise ConfigError(f"data.loader=dali cannot repeat samples (data.repeated_augment_reps="
+                              f"{data.repeated_augment_reps}); the torch, gpu and ffcv loaders can")
         split = read_manifest(data.root, data.train_split)
         check_train_geometry(data, int(split.widths.min()), int(split.heights.min()))
         self.num_samples = len(split)

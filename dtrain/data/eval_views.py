@@ -97,6 +97,8 @@ VIEW_KEYS: dict[str, tuple[str, ...]] = {
     "single-320": (),
 }
 assert set(VIEW_KEYS) == set(EVAL_VIEWS), "every eval.mode names the keys its views read"
+# The eval.modes whose views include their horizontal flips: eval.flip_tta adds nothing to them.
+FLIPPED_MODES = ("ten-crop", "multi-scale")
 
 
 class EvalTransform:

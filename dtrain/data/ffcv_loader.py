@@ -11,9 +11,10 @@ every sample is used at most once per epoch across ranks, len(loader) is the ref
 and a resumed run starts at the exact batch. This needs no process group (FFCV's own
 distributed=True reads rank/world from torch.distributed and pads with duplicates, as
 DistributedSampler does). Only FFCV's random crop and flip draws are its own (not bitwise the
-torch loader's). order="quasi_random" instead uses FFCV's QuasiRandom order (for datasets larger
-than RAM, with os_cache=False) over a fixed seeded partition of the samples per rank: still
-exactly once per epoch, not a global reshuffle.
+torch loader's). Repeated augmentation (data.repeated_augment_reps) follows the same order,
+its copies differing by FFCV's own draws. order="quasi_random" instead uses FFCV's QuasiRandom
+order (for datasets larger than RAM, with os_cache=False) over a fixed seeded partition of the
+samples per rank: still exactly once per epoch, not a global reshuffle (no repeated augmentation).
 
 Augmentations: R1's scale_jitter (ScaleJitterRGBImageDecoder below: shorter side random in
 data.scale_range, then a crop_size crop, as one crop-and-resize of the decoded image),
@@ -57,7 +58,7 @@ from .eval_views import R2_SINGLE_CROP
 from .loaders import EvalBatch
 from .padding import crop_windows, draw_windows
 from .sampling import FFCV_ORDERS as ORDERS
-from .sampling import EpochCursor, epoch_permutation, eval_assignment, mix_seed
+from .sampling import EpochCursor, epoch_permutation, eval_assignment, mix_seed, train_order
 from .sources import read_manifest
 from .stats import build_normalize
 from .transforms import LIGHTING_EIGVAL, LIGHTING_EIGVEC, check_train_geometry
@@ -180,6 +181,10 @@ class FfcvTrainLoader(EpochCursor):
         os_cache = data.ffcv_os_cache if os_cache is None else os_cache
         if order not in ORDERS:
             raise ConfigError(f"FFCV order {order!r} is not one of {', '.join(ORDERS)}")
+        self.repeats = data.repeated_augment_reps  # copies of a sample differ by FFCV's own random draws
+        if self.repeats > 1 and order != "random":
+            raise ConfigError(f"data.repeated_augment_reps={self.repeats} needs data.ffcv_order=random (dtrain's "
+                              "sample order); FFCV's quasi_random order is its own")
         split = read_manifest(data.root, data.train_split)
         check_train_geometry(data, int(split.widths.min()), int(split.heights.min()))
         decoder = _train_decoder(data, split.widths, split.heights)
@@ -205,7 +210,8 @@ class FfcvTrainLoader(EpochCursor):
     def _indices(self, epoch: int, skip: int) -> np.ndarray:
         """This rank's samples of batches skip..len-1 of `epoch`, in the reference loader's order."""
         global_batch = self.batch_size * self.world_size
-        order = epoch_permutation(self.num_samples, self.seed, epoch)[: self.batches * global_batch]
+        order = train_order(self.num_samples, self.seed, epoch, repeats=self.repeats, world_size=self.world_size,
+                            batch_size=self.batch_size)[0][: self.batches * global_batch]
         batches = order.view(self.batches, self.world_size, self.batch_size)[skip:, self.rank]
         return batches.reshape(-1).numpy().astype(np.uint64)
 

@@ -94,10 +94,10 @@ class _GpuTrainSamples(Dataset[TrainSample]):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int]) -> TrainSample:
-        epoch, index = key
+    def __getitem__(self, key: tuple[int, ...]) -> TrainSample:
+        index = key[1]  # key: (epoch, index) or, with repeated augmentation, (epoch, index, copy)
         width, height = int(self.source.manifest.widths[index]), int(self.source.manifest.heights[index])
-        plan, offset = self.planner(width, height, sample_rng(self.seed, epoch, index))
+        plan, offset = self.planner(width, height, sample_rng(self.seed, *key))
         return _jpeg(self.source, index), plan_coefficients(plan, width, height), bool(plan[FLIP]), offset, \
             self.planner.window(plan), self.source.label(index), index
 
@@ -130,11 +130,11 @@ class GpuTrainLoader(TrainLoader):
 
     def __init__(self, source: ManifestSource, planner: TrainPlanner, normalize: DeviceNormalize, *,
                  batch_size: int, rank: int, world_size: int, seed: int, workers: int, device: torch.device,
-                 decoder: str) -> None:
+                 decoder: str, repeats: int = 1) -> None:
         # Not TrainLoader.__init__: that one builds the PIL-decoding DataLoader.
         self.source, self.device, self.decoder, self.normalize = source, device, decoder, normalize
         self.names = SampleNames(source)
-        self.sampler = TrainBatchSampler(len(source), batch_size, rank, world_size, seed)
+        self.sampler = TrainBatchSampler(len(source), batch_size, rank, world_size, seed, repeats)
         self.loader = batch_data_loader(_GpuTrainSamples(source, planner, seed), self.sampler, _collate_train,
                                    workers, device)
 
@@ -223,7 +223,8 @@ def build_train(data: DataConfig, *, batch_size: int, rank: int, world_size: int
     check_train_geometry(data, int(widths.min()), int(heights.min()))
     return GpuTrainLoader(source, TrainPlanner(data), build_device_normalize(data, dtype, channels_last),
                           batch_size=batch_size, rank=rank, world_size=world_size, seed=seed,
-                          workers=data.workers, device=device, decoder=pick_decoder(data.gpu_decoder))
+                          workers=data.workers, device=device, decoder=pick_decoder(data.gpu_decoder),
+                          repeats=data.repeated_augment_reps)
 
 
 def build_eval(data: DataConfig, *, mode: str, batch_size: int, rank: int, world_size: int, scales: Sequence[int],

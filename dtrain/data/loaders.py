@@ -47,9 +47,9 @@ class _TrainSamples(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
-        epoch, index = key
-        pixels, offset, window = self.transform.sample(self.source.image(index), sample_rng(self.seed, epoch, index))
+    def __getitem__(self, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+        index = key[1]  # key: (epoch, index) or, with repeated augmentation, (epoch, index, copy)
+        pixels, offset, window = self.transform.sample(self.source.image(index), sample_rng(self.seed, *key))
         return pixels, offset, window, self.source.label(index)
 
 
@@ -133,11 +133,11 @@ class TrainLoader:
     """
 
     def __init__(self, source: ImageSource, transform: TrainTransform, *, batch_size: int, rank: int,
-                 world_size: int, seed: int, workers: int, device: torch.device):
+                 world_size: int, seed: int, workers: int, device: torch.device, repeats: int = 1):
         self.source = source
         self.device = device
         self.normalize = transform.normalize
-        self.sampler = TrainBatchSampler(len(source), batch_size, rank, world_size, seed)
+        self.sampler = TrainBatchSampler(len(source), batch_size, rank, world_size, seed, repeats)
         self.loader = batch_data_loader(_TrainSamples(source, transform, seed), self.sampler, _collate_train,
                                    workers, device)
 

@@ -1,7 +1,8 @@
 """Top-1 / top-5 error on the validation split, correct under any world size.
 
 Each batch comes from the eval loader as EvalBatch(views, labels, valid): one or more views of
-each image (1 centre crop, R1's 10 crops, R1's fully-convolutional scales, R2's 320 crop). The
+each image (1 centre crop, R1's 10 crops, R1's fully-convolutional scales, R2's 320 crop; with
+eval.flip_tta each view and its flip, dtrain.data.flip_tta). The
 prediction of an image is the mean of the softmax scores of its views (R1 sec. 3.4). Padding
 samples (valid=False), there so every rank runs the same number of batches, are not counted; the
 counts of correct and valid samples are summed over ranks with one all_reduce at the end.

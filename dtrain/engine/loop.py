@@ -26,6 +26,7 @@ import torch
 
 from dtrain.checkpoint import PREEMPTED_EXIT_CODE, CheckpointManager, PreemptionHandler, SavePolicy
 from dtrain.config import RunConfig, to_dict
+from dtrain.data.batch_mix import BatchAugment
 from dtrain.data.loaders import EvalBatch
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.failure import SymmetricError
@@ -164,6 +165,8 @@ class Trainer:
         self.policy = SavePolicy(cfg.checkpoint)
         self.preemption = PreemptionHandler()
         self.sync = StepSync(ctx, cfg.train.sync_every or cfg.train.log_every_iters)
+        self.batch_augment = BatchAugment(cfg.augment, num_classes=cfg.model.num_classes, seed=cfg.train.seed,
+                                          rank=ctx.rank, world_size=ctx.world_size)
         self.tracker: Tracker = NullTracker()  # the run's own once run() has resumed (it needs the run id)
         self._reporter: StepReporter | None = None
         self.last_eval: EvalResult | None = None
@@ -233,6 +236,9 @@ class Trainer:
         pos, started = self.position, time.perf_counter()
         micro = [next(batches) for _ in range(self.accum)]
         data_time = time.perf_counter() - started
+        # Erasing and mixing on the device, keyed by (seed, step, micro-batch): no global RNG draw.
+        micro = [self.batch_augment(images, labels, step=pos.step, micro=i)
+                 for i, (images, labels) in enumerate(micro)]
         lr = self.schedule.lr_at(pos.step, pos.epoch)
         self.engine.set_lr(lr)
         loss, top1_err = train_step(self.engine, micro, self.ctx.device, self.loss_fn)

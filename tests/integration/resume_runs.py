@@ -148,8 +148,8 @@ def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch:
         torch.set_num_threads(threads)
 
 
-def uninterrupted(run_dir: Path, random_op: bool) -> dict:
-    outcome = train_in_process(run_dir, random_op=random_op)
+def uninterrupted(run_dir: Path, random_op: bool, overrides: tuple[str, ...] = ()) -> dict:
+    outcome = train_in_process(run_dir, random_op=random_op, overrides=overrides)
     assert outcome.exit_code == 0 and outcome.result.stopped == "finished"
     return final_checkpoint(run_dir)
 

@@ -182,3 +182,16 @@ def test_ffcv_to_device_feeds_the_gpu(prepared):
     images, labels = next(iter(loader))
     assert images.is_cuda and labels.is_cuda and images.shape == (BATCH, 3, 32, 32)
     assert torch.isfinite(images).all() and 0.5 < images.std().item() < 2.0
+
+
+def test_ffcv_follows_the_repeated_augmentation_order(prepared):
+    """data.repeated_augment_reps: FFCV reads the sampler's repeated order (duplicates included)."""
+    read = []
+    for rank, loader in enumerate(_loaders(prepared, "ffcv", repeated_augment_reps=2)):
+        sampler = TrainBatchSampler(TRAIN, BATCH, rank, 2, SEED, repeats=2)
+        loader.set_epoch(1)
+        labels = [y for _, y in loader]
+        expected = [i for b in range(len(sampler)) for i in sampler.batch_indices(1, b)]
+        assert len(labels) == len(sampler) and loader.order.current.tolist() == expected
+        read += expected
+    assert set(Counter(read).values()) == {2}  # every sample twice, once on each rank

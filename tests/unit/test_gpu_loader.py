@@ -237,3 +237,13 @@ def test_cuda_batches_match_the_cpu_torch_loader(prepared, decoder):
     else:
         gaps = torch.cat([(a[0] - b[0].cpu()).abs().flatten() for a, b in zip(reference, ours, strict=True)])
         assert gaps.mean().item() < 2 * LEVEL
+
+
+def test_repeated_augmentation_equals_the_torch_loader(prepared):
+    """data.repeated_augment_reps: the torch loader's repeated order and per-copy augmentation."""
+    torch_loader, gpu_loader = _pair(prepared, train_augment="random_resized_crop", repeated_augment_reps=2, workers=0)
+    reference, ours = _batches(torch_loader, 1), _batches(gpu_loader, 1)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(reference, ours, strict=True))
+    _assert_close((a[0], b[0]) for a, b in zip(reference, ours, strict=True))
+    images, labels = ours[0]  # one process: a sample's 2 copies are neighbours, each cropped its own way
+    assert labels[0] == labels[1] and not torch.equal(images[0], images[1])
