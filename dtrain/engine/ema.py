@@ -40,12 +40,15 @@ class WeightEma:
 
     def __init__(self, source: nn.Module, cfg: EmaConfig) -> None:
         self.source, self.cfg = source, cfg
+        # torch's get_ema_*_fn have no type hints.
         half = any(t.is_floating_point() and t.dtype != torch.float32 for t in source.parameters())
         if half:  # per-tensor average, promoting the half-precision weights to the float32 copy
-            self.averaged = AveragedModel(source, avg_fn=get_ema_avg_fn(cfg.decay), use_buffers=True)
+            self.averaged = AveragedModel(source, avg_fn=get_ema_avg_fn(cfg.decay),  # type: ignore[no-untyped-call]
+                                          use_buffers=True)
             self.averaged.module.float()
         else:  # foreach kernels over every tensor at once
-            self.averaged = AveragedModel(source, multi_avg_fn=get_ema_multi_avg_fn(cfg.decay), use_buffers=True)
+            self.averaged = AveragedModel(source, multi_avg_fn=get_ema_multi_avg_fn(cfg.decay),  # type: ignore[no-untyped-call]
+                                          use_buffers=True)
         self.averaged.requires_grad_(False)
         self.averaged.n_averaged.fill_(1)  # the copy made above is the first average
 

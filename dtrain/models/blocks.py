@@ -154,7 +154,8 @@ class UnitOptions:
         return MergeContext(in_channels, out_channels, stride, **chosen)
 
 
-def _plan_branch(shapes: list[ConvShape], layout: UnitLayout, blurpool: bool = False) -> list[tuple[str, nn.Module | None]]:
+def _plan_branch(shapes: list[ConvShape], layout: UnitLayout,
+                 blurpool: bool = False) -> list[tuple[str, nn.Module | None]]:
     """Named steps of F in order; relu steps carry no module (functional, no state). With
     `blurpool`, a stride-2 conv_i gets a blur_i step right in front of it."""
     steps: list[tuple[str, nn.Module | None]] = []
