@@ -124,7 +124,7 @@ class SignalledEvalLoader:
 
 
 def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch: int | None = None,
-                     sigterm_at_eval: int | None = None):
+                     sigterm_at_eval: int | None = None, extra: tuple[str, ...] = ()):
     """dtrain.training.train_config in this process; torch's global settings are given back after."""
     build = builders.build_loaders
 
@@ -140,7 +140,7 @@ def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch:
         with pytest.MonkeyPatch.context() as patch:
             if random_op:
                 patch.setattr(builders, "build_loaders", build_instrumented)
-            cfg = load_config(RECIPE, tiny_overrides(run_dir))
+            cfg = load_config(RECIPE, tiny_overrides(run_dir, *extra))
             return training.train_config(cfg, stream=io.StringIO())
     finally:
         torch.use_deterministic_algorithms(deterministic)
