@@ -381,8 +381,10 @@ class Trainer:
         self.tracker.log_artifact(path)
         # The final evaluation is the last val/ point; no "final/" metrics, whose single-point
         # charts would sort before the training curves in MLflow's UI.
-        if self.position.best_top1_err is not None:
-            self.tracker.log_metrics({"val/best_top1_err": self.position.best_top1_err}, step=result.step)
+        bests = {"val/best_top1_err": self.position.best_top1_err,
+                 "val/best_top1_err_ema": self.position.best_top1_err_ema}
+        if any(value is not None for value in bests.values()):
+            self.tracker.log_metrics({k: v for k, v in bests.items() if v is not None}, step=result.step)
         record_models(self.tracker, self.cfg, self.engine.model, last_checkpoint=result.last_checkpoint,
                       best_checkpoint=self.checkpoints.best_path if self.cfg.checkpoint.keep_best else None,
                       with_models=result.stopped == "finished")

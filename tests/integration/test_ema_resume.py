@@ -113,3 +113,16 @@ def test_hard_kill_then_resume_with_ema_is_bitwise_identical(tmp_path: Path, ema
     assert resumed.returncode == 0 and "at step 8" in resumed.stdout, explain(resumed)
     assert_bitwise_equal(final_checkpoint(killed), final_checkpoint(reference_dir))
     _assert_ema_equal(final_checkpoint(killed), final_checkpoint(reference_dir))
+
+
+def test_ema_turned_on_at_a_resume_starts_from_the_restored_weights(tmp_path: Path) -> None:
+    """A checkpoint written without EMA, resumed with ema.enabled=true (checkpoint.resume=force:
+    the settings changed): the average starts as a copy of the restored weights."""
+    first = train_in_process(tmp_path, sigterm_at_batch=3)
+    assert first.exit_code == 0 and first.result.step == 4 and "ema" not in atomic_load(
+        tmp_path / "checkpoints" / "ckpt-000000004.pt")
+    second = train_in_process(tmp_path, extra=("ema.enabled=true", "ema.decay=0.5", "checkpoint.resume=force"))
+    assert second.exit_code == 0 and second.result.stopped == "finished"
+    state = final_checkpoint(tmp_path)
+    assert state["ema"]["updates"] == 1 + 20  # the copy at the resume, one average per step since
+    assert not torch.equal(state["ema"]["weights"]["fc.weight"], state["model"]["fc.weight"])
