@@ -6,8 +6,9 @@ step count, the StepSync's all-reduced buffer), so all ranks enter the same coll
 same order. Only rank 0 writes checkpoint files and talks to the tracker.
 
 Each optimiser step, in order: lr from the schedule -> forward/backward over grad_accum
-micro-batches -> optimiser step -> (at a sync point: one all_reduce of losses and flags; stop on
-NaN/Inf naming the step) -> evaluation if due -> checkpoint if due -> preemption. The state
+micro-batches -> optimiser step -> weight EMA update if due (dtrain/engine/ema.py) -> (at a sync
+point: one all_reduce of losses and flags; stop on NaN/Inf naming the step) -> evaluation if due
+(of the EMA too) -> checkpoint if due -> preemption. The state
 saved after step k is "k steps done"; a resume continues at step k+1 with the loader skipping the
 batches of the epoch already consumed. The last step is checkpointed before the final evaluation.
 """
