@@ -28,6 +28,7 @@ from dtrain.data.eval_views import FLIPPED_MODES
 from dtrain.data.flip_tta import FlipViews
 from dtrain.data.gpu_defaults import BatchFormat, batch_format
 from dtrain.distributed.context import DistContext
+from dtrain.engine.ema import EMA_PART
 from dtrain.engine.engine import engine_class
 from dtrain.engine.loop import Trainer
 from dtrain.engine.state import run_checkpoints
@@ -145,13 +146,20 @@ def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_for_inference(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Inference:
-    """The model of a checkpoint file, rebuilt from the config saved in it (plus overrides)."""
+def load_for_inference(path: Path | str, overrides: list[str] | tuple[str, ...] = (),
+                       weights_of: str = "model") -> Inference:
+    """The model of a checkpoint file, rebuilt from the config saved in it (plus overrides);
+    weights_of="ema": with the weight EMA's weights (dtrain/engine/ema.py) in place of the live ones."""
     path = Path(path)
     if not path.is_file():
         raise DtrainError(f"checkpoint {path} does not exist")
     state = read_checkpoint(path)
     weights = _first(state, MODEL_KEYS)
+    if weights_of == "ema":
+        weights = (state.get(EMA_PART) or {}).get("weights")
+        if weights is None:
+            raise DtrainError(f"{path} holds no EMA weights (it was trained with ema.enabled=false); evaluate "
+                              "its own weights with --weights model")
     if weights is None:
         raise DtrainError(f"{path} holds no model weights ({MODEL_KEYS[0]!r}); is it a checkpoint written by "
                           "`dtrain train`?")

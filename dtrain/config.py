@@ -212,6 +212,18 @@ class CheckpointConfig:
 
 
 @dataclass
+class EmaConfig:
+    # torchvision's recipe: --model-ema-steps 32, --model-ema-decay 0.99998 (scaled there by batch and
+    # epochs); timm's ModelEmaV2 default 0.9998 every step. Here decay is per update, unscaled.
+    enabled: bool = knob(False, "keep an exponential moving average of the weights and BN statistics, evaluated "
+                                "beside them (val/top1_err_ema) and saved as best_ema.pt on its own metric")
+    decay: float = knob(0.9998, "per update: ema = decay * ema + (1 - decay) * weights")
+    every_steps: int = knob(1, "update the EMA after every this many optimiser steps")
+    warmup_epochs: int = knob(0, "the EMA copies the weights (no averaging) during these first epochs, as "
+                                 "torchvision's recipe does during the lr warm-up")
+
+
+@dataclass
 class TrackingConfig:
     backend: str = knob("mlflow", "{choices}")
     uri: str | None = knob(None, "MLflow URI (default: MLFLOW_TRACKING_URI, else sqlite:///RUN_DIR/mlflow.db)")
@@ -244,6 +256,7 @@ class RunConfig:
     augment: AugmentConfig = knob(factory=AugmentConfig, help="mixup, CutMix and random erasing of the batch on "
                                                               "the device")
     checkpoint: CheckpointConfig = knob(factory=CheckpointConfig, help="saving, retention and resume")
+    ema: EmaConfig = knob(factory=EmaConfig, help="an exponential moving average of the weights (weight EMA)")
     tracking: TrackingConfig = knob(factory=TrackingConfig, help="MLflow, JSONL or no tracking")
 
     def resolved_run_dir(self) -> Path:

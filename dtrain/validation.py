@@ -213,6 +213,13 @@ def check_run(config: RunConfig) -> None:
     _check(all(s > 0 for s in config.eval.scales), f"eval.scales must be positive, got {config.eval.scales}")
 
 
+def check_ema(config: RunConfig) -> None:
+    ema = config.ema
+    _check(0.0 <= ema.decay < 1.0, f"ema.decay must be in [0, 1), got {ema.decay}")
+    _positive(config, ["ema.every_steps"])
+    _non_negative(config, ["ema.warmup_epochs"])
+
+
 def check_tracking(config: RunConfig) -> None:
     """A registry name MLflow accepts, checked now rather than when the run ends."""
     tracking, name = config.tracking, config.tracking.register_model
@@ -259,5 +266,5 @@ def _non_negative(config: RunConfig, keys: Iterable[str]) -> None:
 
 RULES: list[Callable[[RunConfig], None]] = [
     check_choices, lambda c: check_model(c.model), check_data, check_synthetic_size, check_optim, check_loss,
-    check_engine_features, check_schedule, check_run, check_tracking, check_augment,
+    check_engine_features, check_schedule, check_run, check_tracking, check_augment, check_ema,
 ]

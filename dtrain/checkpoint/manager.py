@@ -3,6 +3,7 @@
 Layout of the directory (RUN_DIR/checkpoints by default):
     ckpt-000001000.pt            the state after step 1000 (plus ckpt-000001000.pt.meta.json)
     best.pt                      a hard link to (or copy of) the checkpoint with the best metric
+    best_ema.pt                  the same on the weight EMA's own metric (ema.enabled)
     ckpt-000002000.pt.corrupt    a checkpoint found damaged on resume, kept for inspection
 
 Only rank 0 writes; every rank reads. The directory must be on a filesystem every rank sees
@@ -52,6 +53,7 @@ log = logging.getLogger("dtrain.checkpoint")
 
 CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 BEST_NAME = "best.pt"
+BEST_EMA_NAME = "best_ema.pt"  # chosen on the EMA weights' metric (dtrain/engine/ema.py)
 CORRUPT_SUFFIX = ".corrupt"
 
 
@@ -115,8 +117,9 @@ class CheckpointManager:
     def best_path(self) -> Path:
         return self.directory / BEST_NAME
 
-    def best_metric(self) -> float | None:
-        meta = read_meta(self.best_path) if self.best_path.is_file() else None
+    def best_metric(self, name: str = BEST_NAME) -> float | None:
+        best = self.directory / name
+        meta = read_meta(best) if best.is_file() else None
         return None if meta is None else meta.get("metric")
 
     # -- the run's parts (torchtitan style: registered once, composed at every save) --------------
@@ -127,13 +130,15 @@ class CheckpointManager:
         self.parts.update(parts)
 
     def save_parts(self, step: int, *, metric: float | None = None, extra: dict[str, Any] | None = None,
-                   blocking: bool = False, on_written: Callable[[], None] | None = None) -> Path:
+                   blocking: bool = False, on_written: Callable[[], None] | None = None,
+                   other_bests: Mapping[str, float] | None = None) -> Path:
         """Checkpoint the registered parts as step `step`. A collective (the RNG part gathers every
         rank's state, the finite check is agreed): call it on every rank at the same step.
 
         Training is blocked while the state is copied to the CPU; rank 0 writes it from a
         background thread (`blocking` waits for the file, as a final or preemption save must).
-        A state holding NaN/Inf weights or optimiser state is never written.
+        A state holding NaN/Inf weights or optimiser state is never written. `other_bests`: best
+        file name (best_ema.pt) -> a second metric of this state that file is chosen on.
         """
         started = time.perf_counter()
         state = {"format_version": FORMAT_VERSION, **(extra or {})}
@@ -151,7 +156,7 @@ class CheckpointManager:
                 torch.cuda.synchronize()  # the pinned copies are complete before the writer reads them
 
             def job() -> None:
-                self.save(snapshot, step, metric=metric)
+                self.save(snapshot, step, metric=metric, other_bests=other_bests)
                 if on_written is not None:
                     on_written()
 
@@ -171,18 +176,19 @@ class CheckpointManager:
         found = self.checkpoints()
         return found[-1][1] if found else None
 
-    def record_metric(self, step: int, metric: float, lower_is_better: bool = True) -> None:
+    def record_metric(self, step: int, metric: float, lower_is_better: bool = True, best: str = BEST_NAME) -> None:
         """A metric measured after checkpoint `step` was written (the final evaluation runs after
-        the final save): recorded in its sidecar, and best.pt follows if it is the best."""
+        the final save): recorded in its sidecar, and `best` (best.pt) follows if it is the best.
+        Another best file's metric (best_ema.pt) goes only into that file's sidecar."""
         path = self.directory / checkpoint_name(step)
         self.writer.wait()
         if self.rank != 0 or not path.is_file():
             return
-        meta = read_meta(path) or {}
-        meta.update(metric=metric, lower_is_better=lower_is_better)
-        atomic_write_json(meta_path(path), meta)
-        if self.keep_best and self._is_better(metric, lower_is_better):
-            self._update_best(path, meta)
+        meta = {**(read_meta(path) or {}), "metric": metric, "lower_is_better": lower_is_better}
+        if best == BEST_NAME:
+            atomic_write_json(meta_path(path), meta)
+        if self.keep_best and self._is_better(metric, lower_is_better, best):
+            self._update_best(path, meta, best)
 
     def restore(self, state: dict[str, Any], path: Path | str) -> dict[str, Any]:
         """Load a checkpoint (any readable format version) into the registered parts."""
@@ -196,7 +202,8 @@ class CheckpointManager:
 
     # -- saving --------------------------------------------------------------------------------
 
-    def save(self, state: dict[str, Any], step: int, metric: float | None = None, lower_is_better: bool = True) -> Path:
+    def save(self, state: dict[str, Any], step: int, metric: float | None = None, lower_is_better: bool = True,
+             other_bests: Mapping[str, float] | None = None) -> Path:
         """Write `state` as the checkpoint of `step` (rank 0 only; other ranks just get the path).
 
         Not a collective: other ranks do not wait for the write. If they must (before exiting on
@@ -216,30 +223,34 @@ class CheckpointManager:
         info = atomic_save(state, path, meta)
         if metric is not None and self.keep_best and self._is_better(metric, lower_is_better):
             self._update_best(path, info)
+        for best, value in (other_bests or {}).items():
+            if self.keep_best and self._is_better(value, lower_is_better, best):
+                self._update_best(path, {**info, "metric": value}, best)
         self._apply_retention(keep=path)
         log.info("saved %s (%.1f MB in %.2f s)", path, info["bytes"] / 1e6, time.perf_counter() - started)
         return path
 
-    def _is_better(self, metric: float, lower_is_better: bool) -> bool:
+    def _is_better(self, metric: float, lower_is_better: bool, name: str = BEST_NAME) -> bool:
         if math.isnan(metric):
             return False
-        best = self.best_metric()
+        best = self.best_metric(name)
         if best is None:
             return True
         return metric < best if lower_is_better else metric > best
 
-    def _update_best(self, source: Path, info: dict[str, Any]) -> None:
+    def _update_best(self, source: Path, info: dict[str, Any], name: str = BEST_NAME) -> None:
         # A hard link costs no space while the numbered checkpoint exists and survives its
         # deletion by retention; filesystems without links get a copy.
-        best_meta = meta_path(self.best_path)
+        best = self.directory / name
+        best_meta = meta_path(best)
         best_meta.unlink(missing_ok=True)
-        tmp = temp_path(self.best_path)
+        tmp = temp_path(best)
         try:
             os.link(source, tmp)
         except OSError:
             shutil.copyfile(source, tmp)
-        os.replace(tmp, self.best_path)
-        atomic_write_json(best_meta, {**info, "file": BEST_NAME, "source": source.name})
+        os.replace(tmp, best)
+        atomic_write_json(best_meta, {**info, "file": name, "source": source.name})
         fsync_directory(self.directory)
 
     def _apply_retention(self, keep: Path) -> None:

@@ -73,6 +73,8 @@ def _print_options() -> None:
     click.echo("  scale_residual, scale_shortcut (constant_scaling); gate_bias (gating modes);")
     click.echo("  shortcut_dropout (dropout_shortcut); stride_in_1x1 (bottleneck stride on the 1x1, as R1);")
     click.echo("  zero_init_residual (last BN of every residual branch starts at 0).")
+    click.echo("Beyond the papers: stochastic_depth (the last unit's drop rate, linear in depth; Huang et al. 2016),")
+    click.echo("  stochastic_depth_mode row|batch; blurpool (3x3 binomial blur before each stride-2 conv; Zhang 2019).")
     click.echo("Any CIFAR depth: build('cifar_resnet', depth=6n+2) or depth=9n+2 with bottleneck=True.")
 
 

@@ -27,8 +27,9 @@ class EvalResult:
     top5_err: float
     samples: int  # real (valid) samples counted, over all ranks
 
-    def as_metrics(self, prefix: str = "val/") -> dict[str, float]:
-        return {f"{prefix}top1_err": self.top1_err, f"{prefix}top5_err": self.top5_err}
+    def as_metrics(self, prefix: str = "val/", suffix: str = "") -> dict[str, float]:
+        """suffix "_ema": the errors of the weight EMA (val/top1_err_ema)."""
+        return {f"{prefix}top1_err{suffix}": self.top1_err, f"{prefix}top5_err{suffix}": self.top5_err}
 
 
 def averaged_scores(model: nn.Module, views: Sequence[torch.Tensor], *, autocast: Autocast | None = None,

@@ -6,14 +6,16 @@ step count, the StepSync's all-reduced buffer), so all ranks enter the same coll
 same order. Only rank 0 writes checkpoint files and talks to the tracker.
 
 Each optimiser step, in order: lr from the schedule -> forward/backward over grad_accum
-micro-batches -> optimiser step -> (at a sync point: one all_reduce of losses and flags; stop on
-NaN/Inf naming the step) -> evaluation if due -> checkpoint if due -> preemption. The state
+micro-batches -> optimiser step -> weight EMA update if due (dtrain/engine/ema.py) -> (at a sync
+point: one all_reduce of losses and flags; stop on NaN/Inf naming the step) -> evaluation if due
+(of the EMA too) -> checkpoint if due -> preemption. The state
 saved after step k is "k steps done"; a resume continues at step k+1 with the loader skipping the
 batches of the epoch already consumed. The last step is checkpointed before the final evaluation.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -25,11 +27,13 @@ from typing import Protocol, TextIO
 import torch
 
 from dtrain.checkpoint import PREEMPTED_EXIT_CODE, CheckpointManager, PreemptionHandler, SavePolicy
+from dtrain.checkpoint.manager import BEST_EMA_NAME
 from dtrain.config import RunConfig, to_dict
 from dtrain.data.batch_mix import BatchAugment
 from dtrain.data.loaders import EvalBatch
 from dtrain.distributed.context import DistContext
 from dtrain.distributed.failure import SymmetricError
+from dtrain.engine.ema import EMA_PART, WeightEma
 from dtrain.engine.engine import Engine
 from dtrain.engine.evaluate import EvalResult, evaluate
 from dtrain.engine.loss import LossFn, build_loss, hard_labels
@@ -157,9 +161,11 @@ class Trainer:
         self.schedule = build_schedule(cfg.schedule, scaled_lr(cfg.optim), self.total_steps, self.iters_per_epoch)
         self.loss_fn = build_loss(cfg.loss)
         self.position, self.tracker_part = Position(), TrackerPart()
+        self.ema = WeightEma(engine.model, cfg.ema) if cfg.ema.enabled else None
         self.checkpoints = checkpoints
-        self.checkpoints.register({  # restored in this order: RNG last
-            **engine.parts(), "lr_schedule": self.schedule, "train_state": self.position,
+        self.checkpoints.register({  # restored in this order: RNG last (the EMA after the model it may copy)
+            **engine.parts(), **({EMA_PART: self.ema} if self.ema else {}),
+            "lr_schedule": self.schedule, "train_state": self.position,
             "tracker": self.tracker_part,
             "rng": RngPart(rank=ctx.rank, world_size=ctx.world_size, seed=cfg.train.seed, position=self.position)})
         self.policy = SavePolicy(cfg.checkpoint)
@@ -170,6 +176,7 @@ class Trainer:
         self.tracker: Tracker = NullTracker()  # the run's own once run() has resumed (it needs the run id)
         self._reporter: StepReporter | None = None
         self.last_eval: EvalResult | None = None
+        self.last_eval_ema: EvalResult | None = None  # of the EMA weights, at the same evaluation
         self.last_eval_step = -1
 
     # -- the run ---------------------------------------------------------------------------------
@@ -243,6 +250,8 @@ class Trainer:
         self.engine.set_lr(lr)
         loss, top1_err = train_step(self.engine, micro, self.ctx.device, self.loss_fn)
         pos.step += 1
+        if self.ema is not None and self.ema.due(pos.step):
+            self.ema.update(pos.epoch)
         pos.batches_done += self.accum
         _test_hooks(self.ctx.rank, pos.step)
         epoch_finished = pos.batches_done >= self.iters_per_epoch * self.accum
@@ -294,9 +303,12 @@ class Trainer:
 
     def _evaluate(self, progress: Progress, final: bool = False) -> EvalResult | None:
         """Errors on the validation split; None when a preemption signal stopped it."""
-        result = evaluate(self.engine.model, self.eval_loader, self.ctx, autocast=self.engine.eval_context(),
-                          channels_last=self.engine.channels_last, should_stop=self.preemption.any_rank_requested)
-        if result is None:
+        errors_of = functools.partial(evaluate, eval_loader=self.eval_loader, ctx=self.ctx,
+                                      autocast=self.engine.eval_context(), channels_last=self.engine.channels_last,
+                                      should_stop=self.preemption.any_rank_requested)
+        result = errors_of(self.engine.model)
+        ema = errors_of(self.ema.model) if self.ema is not None and result is not None else None
+        if result is None or (self.ema is not None and ema is None):
             return None
         pos = self.position
         if self.schedule.observe(result.top1_err):
@@ -304,13 +316,19 @@ class Trainer:
         if pos.best_top1_err is None or result.top1_err < pos.best_top1_err:
             pos.best_top1_err = result.top1_err
         pos.history.append({"step": pos.step, "epoch": pos.epoch, "top1_err": result.top1_err,
-                            "top5_err": result.top5_err})
-        self.tracker.log_metrics({**result.as_metrics(), "train/epoch": pos.epoch}, step=pos.step)
+                            "top5_err": result.top5_err, **(ema.as_metrics("", "_ema") if ema else {})})
+        self.tracker.log_metrics({**result.as_metrics(), **(ema.as_metrics(suffix="_ema") if ema else {}),
+                                  "train/epoch": pos.epoch}, step=pos.step)
         progress.write(f"step {pos.step} epoch {pos.epoch}: val top-1 err {result.top1_err:.2f}% "
-                       f"top-5 err {result.top5_err:.2f}% ({result.samples} images)")
+                       f"top-5 err {result.top5_err:.2f}% ({result.samples} images)"
+                       + (f"; EMA {ema.top1_err:.2f}% / {ema.top5_err:.2f}%" if ema else ""))
+        if ema is not None and (pos.best_top1_err_ema is None or ema.top1_err < pos.best_top1_err_ema):
+            pos.best_top1_err_ema = ema.top1_err
         if final:  # the final checkpoint was written before this evaluation: it may now become best.pt
             self.checkpoints.record_metric(pos.step, result.top1_err)
-        self.last_eval, self.last_eval_step = result, pos.step
+            if ema is not None:
+                self.checkpoints.record_metric(pos.step, ema.top1_err, best=BEST_EMA_NAME)
+        self.last_eval, self.last_eval_ema, self.last_eval_step = result, ema, pos.step
         return result
 
     def _save(self, *, blocking: bool) -> None:
@@ -323,9 +341,12 @@ class Trainer:
         def prune() -> None:  # rank 0, once the checkpoint file (the commit marker) is on disk
             self.engine.prune_shards(directory, {f"step-{step}" for step, _ in self.checkpoints.checkpoints()})
 
-        metric = self.last_eval.top1_err if self.last_eval and self.last_eval_step == pos.step else None
-        pos.last_checkpoint = self.checkpoints.save_parts(pos.step, metric=metric, extra=extra,
-                                                          blocking=blocking, on_written=prune)
+        evaluated_now = self.last_eval_step == pos.step
+        metric = self.last_eval.top1_err if self.last_eval and evaluated_now else None
+        ema = self.last_eval_ema if evaluated_now else None
+        pos.last_checkpoint = self.checkpoints.save_parts(
+            pos.step, metric=metric, extra=extra, blocking=blocking, on_written=prune,
+            other_bests={BEST_EMA_NAME: ema.top1_err} if ema else None)
         self.policy.mark_saved()
         self.tracker.flush()
 
@@ -345,6 +366,8 @@ class Trainer:
             if found is None:
                 return
             state, path = found
+            if self.ema is not None:
+                state.setdefault(EMA_PART, None)  # written without EMA: the average starts from these weights
             self.checkpoints.restore(check_model_name(state, self.cfg, path), path)
             self.engine.load_shards(path.parent, f"step-{self.position.step}", path)
         self.position.resumed_from = self.position.last_checkpoint = path
@@ -358,6 +381,8 @@ class Trainer:
                 "epoch": result.epoch, "stopped": result.stopped,
                 "top1_err": final.top1_err if final else None, "top5_err": final.top5_err if final else None,
                 "best_top1_err": self.position.best_top1_err, "world_size": self.ctx.world_size,
+                **({"top1_err_ema": self.last_eval_ema.top1_err if self.last_eval_ema else None,
+                    "best_top1_err_ema": self.position.best_top1_err_ema} if self.ema else {}),
                 "global_batch": self.cfg.optim.batch_size, "seconds": round(result.seconds, 2),
                 "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
                 "run_id": result.run_id}
@@ -366,8 +391,10 @@ class Trainer:
         self.tracker.log_artifact(path)
         # The final evaluation is the last val/ point; no "final/" metrics, whose single-point
         # charts would sort before the training curves in MLflow's UI.
-        if self.position.best_top1_err is not None:
-            self.tracker.log_metrics({"val/best_top1_err": self.position.best_top1_err}, step=result.step)
+        bests = {"val/best_top1_err": self.position.best_top1_err,
+                 "val/best_top1_err_ema": self.position.best_top1_err_ema}
+        if any(value is not None for value in bests.values()):
+            self.tracker.log_metrics({k: v for k, v in bests.items() if v is not None}, step=result.step)
         record_models(self.tracker, self.cfg, self.engine.model, last_checkpoint=result.last_checkpoint,
                       best_checkpoint=self.checkpoints.best_path if self.cfg.checkpoint.keep_best else None,
                       with_models=result.stopped == "finished")

@@ -31,18 +31,21 @@ class Position:
     epoch: int = 0
     batches_done: int = 0
     best_top1_err: float | None = None
+    best_top1_err_ema: float | None = None  # of the weight EMA (ema.enabled)
     last_checkpoint: Path | None = None
     resumed_from: Path | None = None
     history: list[dict[str, float]] = field(default_factory=list)  # evaluations so far
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "batches_done": self.batches_done,
-                "best_top1_err": self.best_top1_err, "history": list(self.history)}
+                "best_top1_err": self.best_top1_err, "best_top1_err_ema": self.best_top1_err_ema,
+                "history": list(self.history)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batches_done = int(state.get("batches_done", 0))
         self.best_top1_err = state.get("best_top1_err")
+        self.best_top1_err_ema = state.get("best_top1_err_ema")
         self.history = list(state.get("history", []))
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dtrain.models.blur_pool import BlurPool
 from dtrain.models.lookup import lookup
 from dtrain.models.shortcuts import (
     MERGE_OPTION_NAMES,
@@ -27,6 +28,7 @@ from dtrain.models.shortcuts import (
     ShortcutMode,
     is_projection,
 )
+from dtrain.models.stochastic_depth import STOCHASTIC_DEPTH_MODES, stochastic_depth
 
 # (in_channels, out_channels, kernel, stride) of one convolution of F.
 ConvShape = tuple[int, int, int, int]
@@ -107,6 +109,10 @@ class UnitOptions:
     scale_shortcut: float | None = None
     gate_bias: float | None = None
     shortcut_dropout: float | None = None
+    # Beyond the papers (the recipes of timm and FFCV): see stochastic_depth.py and blur_pool.py.
+    stochastic_depth: float = 0.0  # drop rate of the last unit's F; linear in depth from 0 (Huang et al. 2016)
+    stochastic_depth_mode: str = "row"  # "row": per sample (timm, torchvision); "batch": the whole batch
+    blurpool: bool = False  # a 3x3 binomial blur before each stride-2 conv of the units (Zhang 2019)
 
     def __post_init__(self) -> None:
         lookup(UNIT_LAYOUTS, UNIT_ALIASES.get(self.unit, self.unit), "unit")
@@ -121,6 +127,11 @@ class UnitOptions:
             raise ValueError(f"shortcut_mode {self.shortcut_mode!r} needs a shortcut; this is a plain net")
         if self.shortcut_dropout is not None and not 0.0 <= self.shortcut_dropout < 1.0:
             raise ValueError(f"shortcut_dropout must be in [0, 1), got {self.shortcut_dropout}")
+        if not 0.0 <= self.stochastic_depth < 1.0:
+            raise ValueError(f"stochastic_depth must be in [0, 1), got {self.stochastic_depth}")
+        if self.stochastic_depth and self.shortcut == "none":
+            raise ValueError("stochastic_depth drops residual branches; a plain net (shortcut none) has none")
+        lookup(dict.fromkeys(STOCHASTIC_DEPTH_MODES), self.stochastic_depth_mode, "stochastic_depth_mode")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -143,8 +154,10 @@ class UnitOptions:
         return MergeContext(in_channels, out_channels, stride, **chosen)
 
 
-def _plan_branch(shapes: list[ConvShape], layout: UnitLayout) -> list[tuple[str, nn.Module | None]]:
-    """Named steps of F in order; relu steps carry no module (functional, no state)."""
+def _plan_branch(shapes: list[ConvShape], layout: UnitLayout,
+                 blurpool: bool = False) -> list[tuple[str, nn.Module | None]]:
+    """Named steps of F in order; relu steps carry no module (functional, no state). With
+    `blurpool`, a stride-2 conv_i gets a blur_i step right in front of it."""
     steps: list[tuple[str, nn.Module | None]] = []
     channels = shapes[0][0]
     conv_count = bn_count = 0
@@ -153,6 +166,8 @@ def _plan_branch(shapes: list[ConvShape], layout: UnitLayout) -> list[tuple[str,
         for op in pattern:
             if op == "conv":
                 conv_count += 1
+                if blurpool and stride > 1:
+                    steps.append((f"blur{conv_count}", BlurPool(cin)))
                 conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
                 steps.append((f"conv{conv_count}", conv))
                 channels = cout
@@ -180,12 +195,13 @@ class ResidualUnit(nn.Module):
         options: UnitOptions,
         shortcut_option: str,
         skip_preactivation: bool = False,
+        drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         layout = options.layout
         shapes = kind.conv_shapes(in_channels, width, stride, options.stride_in_1x1)
         self.out_channels = shapes[-1][1]
-        steps = _plan_branch(shapes, layout)
+        steps = _plan_branch(shapes, layout, options.blurpool)
         preactivation_count = len(layout.preactivation)
         if skip_preactivation:
             steps = steps[preactivation_count:]
@@ -201,6 +217,11 @@ class ResidualUnit(nn.Module):
         make_shortcut = SHORTCUT_OPTIONS[shortcut_option]
         self.downsample = make_shortcut(in_channels, self.out_channels, stride, layout.projection_bn)
         self.shortcut_reads_preactivation = is_projection(self.downsample)
+        # BlurPool in front of a strided projection too, as FFCV's blurs every stride-2 conv.
+        self.shortcut_blur = BlurPool(in_channels) if options.blurpool and stride > 1 and \
+            self.shortcut_reads_preactivation else None
+        # Stochastic depth: this unit's drop rate of F (the net sets it by the linear rule).
+        self.drop_rate, self.drop_mode = drop_rate, options.stochastic_depth_mode
         self.merge: nn.Module | None = None  # a merge exists exactly when a shortcut does
         if self.downsample is not None:
             self.merge = options.mode.make_merge(options.merge_context(in_channels, self.out_channels, stride))
@@ -220,15 +241,18 @@ class ResidualUnit(nn.Module):
         activated = self._run(self.preactivation_steps, x)
         out = self._run(self.branch_steps, activated)
         if self.downsample is not None and self.merge is not None:
+            out = stochastic_depth(out, self.drop_rate, self.drop_mode, self.training)
             source = activated if self.shortcut_reads_preactivation else x
-            out = self.merge(out, self.downsample(source), source)
+            shortcut_input = source if self.shortcut_blur is None else self.shortcut_blur(source)
+            out = self.merge(out, self.downsample(shortcut_input), source)
         return self._run(self.after_add_steps, out)
 
     def extra_repr(self) -> str:
         preactivation = " ".join(self.preactivation_steps)
         shortcut = "no shortcut" if self.downsample is None else "merge with shortcut"
         after_add = " ".join(self.after_add_steps) or "-"
-        return f"steps: [{preactivation}] {' '.join(self.branch_steps)}; {shortcut}; after add: {after_add}"
+        dropped = f"; stochastic depth {self.drop_rate:.4g} ({self.drop_mode})" if self.drop_rate else ""
+        return f"steps: [{preactivation}] {' '.join(self.branch_steps)}; {shortcut}; after add: {after_add}{dropped}"
 
     def last_branch_bn(self) -> nn.BatchNorm2d | None:
         """The last BN inside F: zeroing its gamma makes F(x) = 0 at init (zero_init_residual)."""

@@ -1,7 +1,8 @@
 """Parameters and multiply-adds, counted from the real module graph.
 
 Multiply-adds are those of every Conv2d and Linear that a forward pass of one image runs
-(forward hooks read the actual output shapes), the convention of R1's FLOP counts. BN, ReLU,
+(forward hooks read the actual output shapes), the convention of R1's FLOP counts; BlurPool's
+fixed depthwise 3x3 filter counts as the convolution it is (9 per output value). BN, ReLU,
 additions and pooling are not counted, as in the papers. One image on the CPU costs under a
 second even for ResNet-1202 or ResNet-200; with torch 2.13 on CPU the meta device is slower
 (its ops and inits go through Python decompositions), so `named_complexity` uses the CPU.
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dtrain.models.blur_pool import BlurPool
 from dtrain.models.registry import build, info
 
 
@@ -36,9 +38,13 @@ def _linear_macs(module: nn.Linear, output: torch.Tensor) -> int:
     return output.numel() * module.in_features
 
 
+def _blur_macs(module: BlurPool, output: torch.Tensor) -> int:
+    return output.numel() * 9  # a depthwise 3x3 convolution (stride 1: output size = input size)
+
+
 # module type -> multiply-adds of one call from the module and its output
 _COUNTERS: dict[type[nn.Module], Callable[[Any, torch.Tensor], int]] = {
-    nn.Conv2d: _conv_macs, nn.Linear: _linear_macs}
+    nn.Conv2d: _conv_macs, nn.Linear: _linear_macs, BlurPool: _blur_macs}
 
 
 def multiply_adds(model: nn.Module, input_size: int | tuple[int, int], in_channels: int = 3) -> int:

@@ -14,6 +14,7 @@ from torch import nn
 
 from dtrain.models.blocks import BRANCH_KINDS, ResidualUnit, UnitOptions
 from dtrain.models.lookup import lookup
+from dtrain.models.stochastic_depth import linear_drop_rates
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,14 @@ class ResNet(nn.Module):
 
         channels = stem.width
         self.stage_names: list[str] = []
+        drop_rates = iter(linear_drop_rates(options.stochastic_depth, sum(spec.stage_depths)))
         for stage, (depth, width) in enumerate(zip(spec.stage_depths, spec.stage_widths, strict=True)):
             units = []
             for index in range(depth):
                 first_unit_of_net = stage == 0 and index == 0
                 stride = 2 if stage > 0 and index == 0 else 1
-                unit = ResidualUnit(
-                    channels, width, stride, kind, options, shortcut_option, skip_preactivation=first_unit_of_net
-                )
+                unit = ResidualUnit(channels, width, stride, kind, options, shortcut_option,
+                                    skip_preactivation=first_unit_of_net, drop_rate=next(drop_rates))
                 units.append(unit)
                 channels = unit.out_channels
             name = f"layer{stage + 1}"

@@ -111,7 +111,7 @@ def test_keys_lists_every_field_with_type_default_and_help() -> None:
     assert rows["optim.lr"].type == "float" and rows["optim.lr"].default == 0.1
     assert all(row.help for row in rows.values()), [k for k, r in rows.items() if not r.help]
     assert {s.key for s in sections()} == {"model", "data", "optim", "loss", "schedule", "distributed", "train", "eval",
-                                           "checkpoint", "tracking", "augment"}
+                                           "checkpoint", "tracking", "augment", "ema"}
     result = CliRunner().invoke(cli, ["keys", "schedule"])
     assert result.exit_code == 0
     lines = result.output.splitlines()
