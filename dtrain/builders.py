@@ -101,9 +101,20 @@ def start_tracker(cfg: RunConfig, ctx: DistContext, *, resume_run_id: str | None
     return tracker
 
 
+def decorrelate_rank_streams(seed: int, rank: int) -> None:
+    """After the model is built (the same initialisation on every rank), give each rank its own
+    torch stream: the training-time draws from it (stochastic depth, R2's dropout shortcut) would
+    otherwise repeat across ranks for the same position in each local batch. Rank 0 keeps its
+    stream, so a single-process run draws what it always drew. A resume restores every rank's
+    saved state over this (dtrain.checkpoint.rng)."""
+    if rank:
+        torch.manual_seed(seed + 1_000_003 * rank)
+
+
 def build_trainer(cfg: RunConfig, ctx: DistContext, per_process_batch: int, *, stream=None, loaders=None):
     """The Trainer of `cfg` on this rank (`loaders`: (train, eval) to use instead of the config's)."""
     engine = build_engine(cfg, ctx, build_model(cfg.model))
+    decorrelate_rank_streams(cfg.train.seed, ctx.rank)
     train_loader, eval_loader = loaders or build_loaders(cfg, ctx, per_process_batch)
     return Trainer(cfg, ctx, engine, train_loader, eval_loader, run_checkpoints(cfg, ctx.rank),
                    start_tracker=start_tracker, stream=stream)
