@@ -1,0 +1,27 @@
+"""Exact resume with data.auto_augment on (TrivialAugment-wide, RandAugment): a run preempted
+mid-epoch and resumed ends with the bits of the uninterrupted one (tests/integration/resume_runs.py's
+harness: weights, optimiser and RNG), because every op is drawn from the sample's (seed, epoch,
+index) generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from resume_runs import assert_bitwise_equal, final_checkpoint, train_in_process, uninterrupted
+
+
+@pytest.mark.parametrize("spec", ["ta_wide", "rand-m9-n2"])
+def test_auto_augmented_run_preempted_then_resumed_is_bitwise_identical(tmp_path: Path, spec: str,
+                                                                         reference_run_random_op: dict) -> None:
+    overrides = (f"data.auto_augment={spec}",)
+    reference = uninterrupted(tmp_path / "reference", random_op=True, overrides=overrides)
+    # the augmentation changed what was learned (it is on), yet repeats exactly:
+    assert any(not torch.equal(reference["model"][k], v) for k, v in reference_run_random_op["model"].items())
+    run_dir = tmp_path / "interrupted"
+    first = train_in_process(run_dir, sigterm_at_batch=3, overrides=overrides)
+    assert first.exit_code == 0 and first.result.stopped == "preempted" and first.result.step == 4
+    second = train_in_process(run_dir, overrides=overrides)
+    assert second.exit_code == 0 and second.result.stopped == "finished"
+    assert_bitwise_equal(final_checkpoint(run_dir), reference)
