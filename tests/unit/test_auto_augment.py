@@ -25,7 +25,7 @@ from dtrain.data.auto_augment import (
 from dtrain.data.sampling import sample_rng
 from dtrain.data.transforms import TrainTransform
 from dtrain.errors import ConfigError
-from dtrain.resolve import load_config
+from dtrain.resolve import Placement, load_config
 
 
 def _image(width: int = 40, height: int = 32, seed: int = 0) -> Image.Image:
@@ -204,3 +204,11 @@ def test_config_refusals_are_one_line(overrides: list[str], says: str) -> None:
 @pytest.mark.parametrize("spec", ["ta_wide", "rand-m9-n2"])
 def test_config_accepts_the_specs(spec: str) -> None:
     assert load_config("digits_resnet20", [f"data.auto_augment={spec}"]).data.auto_augment == spec
+
+
+def test_loader_auto_is_refused_once_placed_on_cuda() -> None:
+    """data.loader=auto passes until the device is known; on CUDA it is the gpu loader, which refuses."""
+    with pytest.raises(ConfigError, match="not data.loader=gpu"):
+        load_config("digits_resnet20", ["data.auto_augment=ta_wide", "data.loader=auto"], Placement("cuda"))
+    assert load_config("digits_resnet20", ["data.auto_augment=ta_wide", "data.loader=auto"],
+                       Placement("cpu")).data.loader == "torch"
