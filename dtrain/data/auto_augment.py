@@ -4,17 +4,18 @@
   Data Augmentation", section 3, the "wide" space of Table 1): one op drawn uniformly from 14, at a
   magnitude bin drawn uniformly from 31. torchvision's ResNet-50 IMAGENET1K_V2 recipe
   (`--auto-augment ta_wide`).
-- `rand-mM[-nN]`: RandAugment (Cubuk et al. 2020, "RandAugment: Practical automated data augmentation
-  with a reduced search space", section 3): N ops (default 2) drawn uniformly with replacement, each
-  at the fixed magnitude bin M of 31 (0..30).
+- `ra-mM[-nN]`: RandAugment (Cubuk et al. 2020, "RandAugment: Practical automated data augmentation
+  with a reduced search space", section 3) as torchvision has it (`--auto-augment ra
+  --ra-magnitude M`): N ops (default 2) drawn uniformly with replacement, each at the fixed
+  magnitude bin M of 31 (0..30).
+- `rand-...`: timm's RandAugment, with timm's config string and semantics (dtrain.data.timm_rand_augment).
 
 This follows torchvision/transforms/autoaugment.py (TrivialAugmentWide, RandAugment and _apply_op,
 torchvision >= 0.13) for PIL images: the same op lists in the same order, the same magnitude bins
 (`num_magnitude_bins=31`, computed with the same torch expressions), signed magnitudes negated with
 probability 1/2, and the same PIL calls (ImageEnhance, ImageOps, Image.transform/rotate). Geometric ops
 resample bilinearly, as torchvision's reference recipe asks (`--interpolation bilinear`), and fill with
-black (torchvision's fill=None). timm's RandAugment extras (magnitude noise `mstd`, increasing ops
-`inc1`) are not implemented: a spec naming them is refused.
+black (torchvision's fill=None).
 
 Every draw comes from the sample's generator (seeded by (seed, epoch, sample index), see
 dtrain.data.transforms), a fixed 3 draws per op whatever the op, so a sample's augmentation is
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
@@ -34,6 +35,8 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from dtrain.errors import ConfigError
+
+from .timm_rand_augment import TimmRandAugment, parse_timm_rand
 
 NUM_MAGNITUDE_BINS = 31  # torchvision's default for both
 RESAMPLE = Image.Resampling.BILINEAR
@@ -154,8 +157,13 @@ def apply_op(image: Image.Image, draw: OpDraw) -> Image.Image:
     return OPS[draw.name](image, draw.magnitude)
 
 
+TORCHVISION_LOADERS = ("torch", "synthetic", "dali")  # dali: with its auto_aug ops (dtrain.data.dali_loader)
+
+
 @dataclass(frozen=True)
 class TrivialAugmentWide:
+    loaders = TORCHVISION_LOADERS
+
     def draws(self, image: Image.Image, rng: np.random.Generator) -> list[OpDraw]:
         return [_draw(ta_wide_space(), rng, None)]
 
@@ -168,6 +176,8 @@ class RandAugment:
     magnitude: int  # bin 0..30
     num_ops: int = RAND_DEFAULT_OPS
 
+    loaders = TORCHVISION_LOADERS
+
     def draws(self, image: Image.Image, rng: np.random.Generator) -> list[OpDraw]:
         space = rand_augment_space(image.width, image.height)
         return [_draw(space, rng, self.magnitude) for _ in range(self.num_ops)]
@@ -178,24 +188,26 @@ class RandAugment:
         return image
 
 
-AutoAugment = TrivialAugmentWide | RandAugment
-_RAND_SPEC = re.compile(r"rand-m(\d+)(?:-n(\d+))?")
-SPEC_HELP = "none | ta_wide | rand-mM[-nN] (RandAugment: magnitude bin M in 0..30, N ops, default 2)"
+AutoAugment = TrivialAugmentWide | RandAugment | TimmRandAugment
+_RA_SPEC = re.compile(r"ra-m(\d+)(?:-n(\d+))?")
+SPEC_HELP = ("none | ta_wide | ra-mM[-nN] (torchvision's RandAugment: magnitude bin M in 0..30, N ops, default 2) "
+             "| rand-mM[-nN][-mstdS][-incB] (timm's RandAugment string)")
 
 
-def parse_auto_augment(spec: str) -> AutoAugment | None:
-    """`data.auto_augment` -> the augmentation (None: off); a one-line ConfigError for a bad spec."""
+def parse_auto_augment(spec: str, mean: Sequence[float] | None = None) -> AutoAugment | None:
+    """`data.auto_augment` -> the augmentation (None: off); a one-line ConfigError for a bad spec.
+    `mean` (data.mean): the fill of timm's ops."""
     if spec == "none":
         return None
     if spec == "ta_wide":
         return TrivialAugmentWide()
-    match = _RAND_SPEC.fullmatch(spec)
+    if spec == "rand" or spec.startswith("rand-"):
+        return parse_timm_rand(spec, mean)
+    match = _RA_SPEC.fullmatch(spec)
     if match is None:
-        hint = " (timm's mstd/inc options are not implemented)" if spec.startswith("rand-") else ""
-        raise ConfigError(f"data.auto_augment={spec!r} is not one of {SPEC_HELP}{hint}")
+        raise ConfigError(f"data.auto_augment={spec!r} is not one of {SPEC_HELP}")
     magnitude, num_ops = int(match.group(1)), int(match.group(2) or RAND_DEFAULT_OPS)
     if magnitude >= NUM_MAGNITUDE_BINS or num_ops < 1:
         raise ConfigError(f"data.auto_augment={spec!r}: RandAugment needs a magnitude bin M in "
-                          f"0..{NUM_MAGNITUDE_BINS - 1} and at least 1 op (e.g. rand-m9-n2)")
+                          f"0..{NUM_MAGNITUDE_BINS - 1} and at least 1 op (e.g. ra-m9-n2)")
     return RandAugment(magnitude, num_ops)
-

@@ -176,7 +176,8 @@ def _auto_augment(images, data: DataConfig):
     if isinstance(augment, RandAugment):
         return rand_augment.rand_augment(images, n=augment.num_ops, m=augment.magnitude, **common,
                                          shape=(data.crop_size, data.crop_size), max_translate_rel=150.0 / 331.0)
-    return images
+    raise ConfigError(f"data.auto_augment={data.auto_augment} (timm's RandAugment) is not available with "
+                      "data.loader=dali; use data.loader=torch or synthetic, or ra-mM (torchvision's)")
 
 
 def _pad_crop_after_normalize(images, data: DataConfig, *, dtype, channels_last: bool):

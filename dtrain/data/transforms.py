@@ -258,7 +258,7 @@ class TrainTransform:
             raise ConfigError(
                 f"data.train_augment={data.train_augment!r} is not one of {', '.join(TRAIN_AUGMENTS)}")
         self.geometric = TRAIN_AUGMENTS[data.train_augment](data)
-        self.auto_augment = parse_auto_augment(data.auto_augment)
+        self.auto_augment = parse_auto_augment(data.auto_augment, data.mean)
         self.lighting_std = float(data.lighting_std)
         self.normalize = build_normalize(data)
 

@@ -1,4 +1,4 @@
-"""Exact resume with data.auto_augment on (TrivialAugment-wide, RandAugment): a run preempted
+"""Exact resume with data.auto_augment on (TrivialAugment-wide, torchvision's and timm's RandAugment): a run preempted
 mid-epoch and resumed ends with the bits of the uninterrupted one (tests/integration/resume_runs.py's
 harness: weights, optimiser and RNG), because every op is drawn from the sample's (seed, epoch,
 index) generator."""
@@ -12,7 +12,7 @@ import torch
 from resume_runs import assert_bitwise_equal, final_checkpoint, train_in_process, uninterrupted
 
 
-@pytest.mark.parametrize("spec", ["ta_wide", "rand-m9-n2"])
+@pytest.mark.parametrize("spec", ["ta_wide", "ra-m9-n2", "rand-m7-mstd0.5-inc1"])
 def test_auto_augmented_run_preempted_then_resumed_is_bitwise_identical(tmp_path: Path, spec: str,
                                                                          reference_run_random_op: dict) -> None:
     overrides = (f"data.auto_augment={spec}",)

@@ -23,6 +23,8 @@ from dtrain.data.auto_augment import (
     ta_wide_space,
 )
 from dtrain.data.sampling import sample_rng
+from dtrain.data.timm_rand_augment import INCREASING_OPS, RESAMPLINGS, TimmRandAugment
+from dtrain.data.timm_rand_augment import OPS as TIMM_OPS
 from dtrain.data.transforms import TrainTransform
 from dtrain.errors import ConfigError
 from dtrain.resolve import Placement, load_config
@@ -109,7 +111,7 @@ def test_geometric_ops_move_pixels_as_torchvision_does() -> None:
     assert np.array_equal(sheared[1:, 0], source[:-1, 0]) and (sheared[0, 0] == 0).all()
 
 
-@pytest.mark.parametrize("augment", [TrivialAugmentWide(), RandAugment(9, 2)])
+@pytest.mark.parametrize("augment", [TrivialAugmentWide(), RandAugment(9, 2), TimmRandAugment(7, 2, 0.5, 10, True)])
 def test_same_seed_epoch_index_gives_the_same_image_and_other_indices_other_ops(augment) -> None:
     image = _image()
     first = _pixels(augment(image, sample_rng(7, 3, 11)))
@@ -147,18 +149,23 @@ def test_rand_augment_applies_n_ops_at_the_fixed_bin() -> None:
 
 
 @pytest.mark.parametrize("spec, expected", [
-    ("none", None), ("ta_wide", TrivialAugmentWide()), ("rand-m9", RandAugment(9, 2)),
-    ("rand-m7-n3", RandAugment(7, 3)), ("rand-m0-n1", RandAugment(0, 1)),
+    ("none", None), ("ta_wide", TrivialAugmentWide()), ("ra-m9", RandAugment(9, 2)),
+    ("ra-m7-n3", RandAugment(7, 3)), ("ra-m0-n1", RandAugment(0, 1)),
+    ("rand-m7-mstd0.5-inc1", TimmRandAugment(7, 2, 0.5, 10, True)), ("rand-m9-n3", TimmRandAugment(9, 3)),
+    ("rand-mstd101", TimmRandAugment(10, 2, float("inf"))),
 ])
 def test_specs_parse(spec: str, expected) -> None:
     assert parse_auto_augment(spec) == expected
 
 
 @pytest.mark.parametrize("spec, says", [
-    ("trivial", "is not one of none | ta_wide | rand-mM[-nN]"),
-    ("rand-m31", "magnitude bin M in 0..30"),
-    ("rand-m9-n0", "at least 1 op"),
-    ("rand-m7-mstd0.5-inc1", "timm's mstd/inc options are not implemented"),
+    ("trivial", "is not one of none | ta_wide | ra-mM[-nN]"),
+    ("ra-m31", "magnitude bin M in 0..30"),
+    ("ra-m9-n0", "at least 1 op"),
+    ("rand-m9-w0", "op weights w are not implemented"),
+    ("rand-mx", "section 'mx' is not one of mM, nN"),
+    ("rand-m9.5", "section 'm9.5' needs a number"),
+    ("rand-m9-n0", "needs n >= 1"),
 ])
 def test_bad_specs_are_one_line_errors(spec: str, says: str) -> None:
     with pytest.raises(ConfigError) as error:
@@ -192,8 +199,9 @@ def test_solarize_inverts_from_the_float_threshold_up() -> None:
 
 @pytest.mark.parametrize("overrides, says", [
     (["data.auto_augment=ta_wid"], "data.auto_augment='ta_wid' is not one of none | ta_wide"),
-    (["data.auto_augment=ta_wide", "data.loader=gpu"], "torch, synthetic and dali loaders, not data.loader=gpu"),
-    (["data.auto_augment=rand-m9", "data.loader=ffcv"], "torch, synthetic and dali loaders, not data.loader=ffcv"),
+    (["data.auto_augment=ta_wide", "data.loader=gpu"], "the torch, synthetic, dali loaders, not data.loader=gpu"),
+    (["data.auto_augment=ra-m9", "data.loader=ffcv"], "the torch, synthetic, dali loaders, not data.loader=ffcv"),
+    (["data.auto_augment=rand-m9", "data.loader=dali"], "runs in the torch, synthetic loaders, not data.loader=dali"),
 ])
 def test_config_refusals_are_one_line(overrides: list[str], says: str) -> None:
     with pytest.raises(ConfigError) as error:
@@ -201,7 +209,7 @@ def test_config_refusals_are_one_line(overrides: list[str], says: str) -> None:
     assert says in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("spec", ["ta_wide", "rand-m9-n2"])
+@pytest.mark.parametrize("spec", ["ta_wide", "ra-m9-n2", "rand-m7-mstd0.5-inc1"])
 def test_config_accepts_the_specs(spec: str) -> None:
     assert load_config("digits_resnet20", [f"data.auto_augment={spec}"]).data.auto_augment == spec
 
@@ -212,3 +220,48 @@ def test_loader_auto_is_refused_once_placed_on_cuda() -> None:
         load_config("digits_resnet20", ["data.auto_augment=ta_wide", "data.loader=auto"], Placement("cuda"))
     assert load_config("digits_resnet20", ["data.auto_augment=ta_wide", "data.loader=auto"],
                        Placement("cpu")).data.loader == "torch"
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_OPS))
+def test_timm_ops_at_level_zero_and_ten_are_timms(name: str) -> None:
+    """timm's *_level_to_arg at M=0 and M=10 (the 'increasing' ops: the identity at 0)."""
+    image = _image()
+    source = _pixels(image)
+    at = {level: _pixels(INCREASING_OPS[name](image, level, False, Image.Resampling.BILINEAR, (0, 0, 0)))
+          for level in (0.0, 10.0)}
+    if name in ("AutoContrast", "Equalize", "Invert"):
+        assert np.array_equal(at[0.0], at[10.0])  # no level
+    elif name == "Posterize":  # increasing: 4 bits kept at 0, none at 10
+        assert np.array_equal(at[0.0], source & 0xF0) and (at[10.0] == 0).all()
+    elif name == "Solarize":  # increasing: threshold 256 (nothing) at 0, 0 (everything) at 10
+        assert np.array_equal(at[0.0], source) and np.array_equal(at[10.0], 255 - source)
+    else:
+        assert np.array_equal(at[0.0], source), name
+        assert not np.array_equal(at[10.0], source), name
+    plain = {level: _pixels(TIMM_OPS[name](image, level, False, Image.Resampling.BILINEAR, (0, 0, 0)))
+             for level in (0.0, 10.0)}
+    if name == "Posterize":  # not increasing: 0 bits at 0, 4 at 10
+        assert (plain[0.0] == 0).all() and np.array_equal(plain[10.0], source & 0xF0)
+    if name == "Brightness":  # not increasing: factor 0.1 at 0, 1.9 at 10
+        assert plain[0.0].mean() < source.mean() / 5 < source.mean() < plain[10.0].mean()
+
+
+def test_timm_draws_apply_half_the_ops_and_noise_the_magnitude() -> None:
+    image = _image(8, 8)
+    noisy = [d for i in range(3000) for d in TimmRandAugment(7, 2, 0.5).draws(image, sample_rng(0, 0, i))]
+    assert 0.45 < np.mean([d.applied for d in noisy]) < 0.55
+    levels = np.array([d.level for d in noisy])
+    assert abs(levels.mean() - 7) < 0.05 and 0.45 < levels.std() < 0.55
+    flat = TimmRandAugment(9, 2, float("inf"))  # timm: mstd > 100 samples uniformly in [0, M]
+    uniform = [d.level for i in range(3000) for d in flat.draws(image, sample_rng(0, 0, i))]
+    assert 0 <= min(uniform) < 0.1 and 8.9 < max(uniform) <= 9 and abs(np.mean(uniform) - 4.5) < 0.15
+    clipped = [d.level for i in range(500) for d in TimmRandAugment(10, 2, 2.0).draws(image, sample_rng(0, 0, i))]
+    assert max(clipped) == 10.0  # clipped to [0, 10] (mmax)
+    assert len({d.name for d in noisy}) == 15 and {d.resample for d in noisy} == set(RESAMPLINGS)
+
+
+def test_timm_fill_is_the_datasets_mean_colour() -> None:
+    augment = parse_auto_augment("rand-m9-mstd0.5-inc1", [0.485, 0.456, 0.406])
+    assert isinstance(augment, TimmRandAugment) and augment.fill == (124, 116, 104)  # timm's img_mean
+    moved = _pixels(augment.__class__(10, 1, fill=(1, 2, 3))(_image(), sample_rng(0, 0, 0)))
+    assert moved.shape == (32, 40, 3)

@@ -114,7 +114,7 @@ def test_class_sorted_shards_are_refused_for_training(tmp_path):
         build_train_loader(data, batch_size=4, rank=0, world_size=1, seed=0, device="cpu")
 
 
-@pytest.mark.parametrize("spec", ["ta_wide", "rand-m9-n2"])
+@pytest.mark.parametrize("spec", ["ta_wide", "ra-m9-n2"])
 @pytest.mark.parametrize("augment", ["random_resized_crop", "scale_jitter"])
 def test_auto_augment_runs_in_the_cpu_pipeline(prepared, spec, augment):
     raw = dict(root=str(prepared), train_augment=augment, flip=False, lighting_std=0.0, mean=[0.0] * 3,
