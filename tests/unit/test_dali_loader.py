@@ -133,3 +133,9 @@ def test_auto_augment_with_pad_crop_is_refused_in_one_line(prepared):
     data = DataConfig(root=str(prepared), train_augment="pad_crop", auto_augment="ta_wide", **SMALL)
     with pytest.raises(ConfigError, match="not available with data.loader=dali .*use data.loader=torch$"):
         build_train_loader(data, batch_size=4, rank=0, world_size=1, seed=0, device="cpu")
+
+
+def test_timm_rand_augment_is_refused_in_one_line(prepared):
+    data = DataConfig(root=str(prepared), train_augment="random_resized_crop", auto_augment="rand-m9-mstd0.5", **SMALL)
+    with pytest.raises(ConfigError, match="not available with data.loader=dali; use data.loader=torch or synthetic"):
+        build_train_loader(data, batch_size=4, rank=0, world_size=1, seed=0, device="cpu")
