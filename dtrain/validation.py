@@ -45,6 +45,8 @@ RESUME_SOURCE = "dtrain.engine.state:RESUME_MODES"
 NAMED_KEYS = {**CHOICES, "checkpoint.resume": RESUME_SOURCE}
 # The model registry (importing it registers every net), resolved when model.name is checked.
 MODEL_REGISTRY = "dtrain.models"
+# The largest training crop of any epoch (progressive resizing): one definition, imported when checked.
+LARGEST_TRAIN_CROP = "dtrain.data.resolution:largest_train_crop"
 
 
 def _names(source: str) -> list[str]:
@@ -139,11 +141,26 @@ def check_data(config: RunConfig) -> None:
     _non_negative(config, ["data.pad", "data.workers", "data.lighting_std"])
 
 
+def check_progressive(config: RunConfig) -> None:
+    """data.min_res / max_res / start_ramp / end_ramp (dtrain.data.resolution: FFCV's rule)."""
+    d = config.data
+    if d.min_res is None and d.max_res is None:
+        return
+    if d.min_res is None or d.max_res is None:
+        raise ConfigError(f"data.min_res={d.min_res} and data.max_res={d.max_res}: progressive resizing needs both "
+                          "(or both null)")
+    _check(32 <= d.min_res <= d.max_res, f"progressive resizing needs 32 <= data.min_res <= data.max_res (the ramp "
+                                         f"is rounded to multiples of 32), got {d.min_res} and {d.max_res}")
+    _check(0 <= d.start_ramp <= d.end_ramp, f"progressive resizing needs 0 <= data.start_ramp <= data.end_ramp "
+                                            f"(epochs), got {d.start_ramp} and {d.end_ramp}")
+
+
 def check_synthetic_size(config: RunConfig) -> None:
     """Synthetic images smaller than the crop would be upscaled and train at the crop size (224 for
     ImageNet recipes), not the small size that was asked for."""
     d = config.data
-    size, crop = d.synthetic_image_size, d.crop_size
+    module_name, _, attribute = LARGEST_TRAIN_CROP.partition(":")
+    size, crop = d.synthetic_image_size, getattr(importlib.import_module(module_name), attribute)(d)
     if d.loader != "synthetic" or size >= crop:
         return
     if config.train.smoke:  # smoke_config scaled both: the override was small already
@@ -258,6 +275,7 @@ def _non_negative(config: RunConfig, keys: Iterable[str]) -> None:
 
 
 RULES: list[Callable[[RunConfig], None]] = [
-    check_choices, lambda c: check_model(c.model), check_data, check_synthetic_size, check_optim, check_loss,
+    check_choices, lambda c: check_model(c.model), check_data, check_progressive, check_synthetic_size, check_optim,
+    check_loss,
     check_engine_features, check_schedule, check_run, check_tracking, check_augment,
 ]
