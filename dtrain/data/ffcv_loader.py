@@ -132,6 +132,9 @@ def _train_decoder(data: DataConfig, widths: np.ndarray, heights: np.ndarray) ->
     elif augment == "random_resized_crop":
         ops = [RandomResizedCropRGBImageDecoder((size, size), scale=tuple(data.rrc_scale), ratio=tuple(data.rrc_ratio))]
     elif augment == "pad_crop":
+        if progressive(data):  # the device-side crop of _DeviceNormalize has one size
+            raise ConfigError("data.train_augment=pad_crop with data.loader=ffcv cannot change the crop size per "
+                              "epoch (data.min_res/max_res); use data.loader=torch, gpu or synthetic")
         if not (np.all(widths == size) and np.all(heights == size)):
             raise ConfigError(f"data.train_augment=pad_crop with data.loader=ffcv needs every image to be "
                               f"{size}x{size} (crop_size); use data.loader=torch, gpu or dali for other sizes")
@@ -182,9 +185,6 @@ class _EpochResizer:
     PARAMETERS = ("output_size", "scale", "ratio")
 
     def __init__(self, data: DataConfig, widths: np.ndarray, heights: np.ndarray, decoder: Any):
-        if progressive(data) and data.train_augment == "pad_crop":
-            raise ConfigError("data.train_augment=pad_crop with data.loader=ffcv cannot change the crop size per "
-                              "epoch (data.min_res/max_res); use data.loader=torch, gpu or synthetic")
         self.data, self.widths, self.heights, self.decoder = data, widths, heights, decoder
 
     def set_epoch(self, epoch: int) -> None:
