@@ -167,6 +167,10 @@ def check_synthetic_size(config: RunConfig) -> None:
         raise ConfigError(f"data.synthetic_image_size is {size} once train.smoke=true scaled it, below the smoke "
                           f"crop data.crop_size={crop}: drop the data.synthetic_image_size override (smoke mode "
                           "scales the recipe's image sizes together)")
+    if d.min_res is not None:  # progressive resizing: the crop of the ramp's largest epoch
+        raise ConfigError(f"data.synthetic_image_size={size} is smaller than the largest progressive-resizing crop "
+                          f"({crop}, data.min_res/max_res): the images would be upscaled; raise "
+                          f"data.synthetic_image_size to {crop} or lower data.max_res")
     raise ConfigError(f"data.synthetic_image_size={size} is smaller than data.crop_size={crop}: the images would be "
                       f"upscaled and trained at {crop}x{crop}; for a small fast run use train.smoke=true in place of "
                       f"data.synthetic_image_size={size} (every image size scaled down together), or set "

@@ -107,7 +107,7 @@ def test_bad_ramps_are_one_line_errors(overrides, message):
 
 
 def test_synthetic_images_must_hold_the_largest_crop():
-    with pytest.raises(ConfigError, match="smaller than data.crop_size=96"):
+    with pytest.raises(ConfigError, match=r"smaller than the largest progressive-resizing crop \(96, "):
         load_config("cifar10_resnet20", ["data.loader=synthetic", "data.synthetic_image_size=64",
                                          "data.train_augment=random_resized_crop", "data.min_res=32",
                                          "data.max_res=96", "data.end_ramp=2"])
