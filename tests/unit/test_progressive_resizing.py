@@ -120,3 +120,12 @@ def test_loaders_that_cannot_follow_the_ramp_refuse_in_one_line(prepared):
                                           "synthetic and ffcv loaders can") as caught:
         _train(data, "dali")
     assert "\n" not in str(caught.value)
+
+
+def test_smoke_mode_keeps_the_ramp_at_the_smoke_crop():
+    """train.smoke=true scales every image size to a 32 crop; the ramp's ends stay at 32 (its floor)
+    instead of refusing the synthetic images as smaller than a 192 crop."""
+    data = load_config("resnet50", ["train.smoke=true", "data.loader=synthetic", "data.min_res=160", "data.max_res=192",
+                                    "data.end_ramp=2"]).data
+    assert (data.min_res, data.max_res, data.synthetic_image_size) == (32, 32, 32)
+    assert {train_crop_size(data, epoch) for epoch in range(4)} == {32}
