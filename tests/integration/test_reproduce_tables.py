@@ -125,26 +125,27 @@ def test_shortened_later_recipe_runs_its_projects_protocol_end_to_end(digits, tm
 
 def test_killed_shortened_tv2_run_resumes_bitwise(digits, tmp_path):
     """torchvision's V2 recipe (every feature it turns on: mixup/CutMix, TrivialAugment, random erasing,
-    repeated augmentation, label smoothing, EMA, cosine warm-up), shortened to 8 iterations: killed
-    after step 6 and rerun, `dtrain reproduce` resumes from checkpoint 4 and ends with the bits of the
-    uninterrupted run, the EMA's weights included."""
-    from resume_runs import CRASH_ENV, assert_bitwise_equal
+    repeated augmentation, label smoothing, EMA, cosine warm-up), shortened to the harness's 24
+    iterations: killed after step 10 and rerun, `dtrain reproduce` resumes from checkpoint 8 and ends
+    with the bits of the uninterrupted run, the EMA's weights included."""
+    from resume_runs import CRASH_ENV, EVERY, TOTAL_STEPS, assert_bitwise_equal
 
     from dtrain.checkpoint import atomic_load
     from dtrain.engine.ema import EMA_PART
 
     # the EMA averages from the start (the recipe's 5 warm-up epochs copy) and every 2 steps (recipe: 32)
-    sets = ("train.deterministic=true", "checkpoint.every_iters=4", "checkpoint.every_minutes=0",
+    sets = ("train.deterministic=true", f"checkpoint.every_iters={EVERY}", "checkpoint.every_minutes=0",
             "ema.every_steps=2", "ema.warmup_epochs=0")
-    reference = _reproduce(digits, tmp_path, "tv2-resnet50", tmp_path / "reference", 8, *sets)
+    reference = _reproduce(digits, tmp_path, "tv2-resnet50", tmp_path / "reference", TOTAL_STEPS, *sets)
     assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
     run_dir = tmp_path / "killed"
-    crashed = _reproduce(digits, tmp_path, "tv2-resnet50", run_dir, 8, *sets, env_extra={CRASH_ENV: "6"})
+    crashed = _reproduce(digits, tmp_path, "tv2-resnet50", run_dir, TOTAL_STEPS, *sets,
+                         env_extra={CRASH_ENV: "10"})
     assert crashed.returncode != 0
-    resumed = _reproduce(digits, tmp_path, "tv2-resnet50", run_dir, 8, *sets)
+    resumed = _reproduce(digits, tmp_path, "tv2-resnet50", run_dir, TOTAL_STEPS, *sets)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "ckpt-000000004.pt at step 4" in (run_dir / "train.log").read_text()  # resumed, not retrained
-    final = "checkpoints/ckpt-000000008.pt"
+    assert "ckpt-000000008.pt at step 8" in (run_dir / "train.log").read_text()  # resumed, not retrained
+    final = f"checkpoints/ckpt-{TOTAL_STEPS:09d}.pt"
     state, expected = atomic_load(run_dir / final), atomic_load(tmp_path / "reference" / final)
     assert_bitwise_equal(state, expected)
     ema, ema_expected = state[EMA_PART]["weights"], expected[EMA_PART]["weights"]
