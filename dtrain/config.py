@@ -58,6 +58,11 @@ class DataConfig:
     pad: int = knob(4, "pad_crop: zero padding on each side before the crop")
     flip: bool = knob(True, "random horizontal flip")
     lighting_std: float = knob(0.1, "AlexNet PCA colour augmentation; 0 disables")
+    # After the crop and flip, before normalisation (dtrain.data.auto_augment).
+    auto_augment: str = knob("none", "none | ta_wide (TrivialAugment-wide) | ra-mM[-nN] (torchvision's "
+                                     "RandAugment: magnitude bin M of 31, N ops, default 2) | rand-m9-mstd0.5-inc1 "
+                                     "(timm's RandAugment string); torch and synthetic loaders, dali for ta_wide "
+                                     "and ra; with pad_crop the padding is pixels the ops move")
     normalize: str = knob("channel", "{choices} (channel: (x - mean) / std per channel; per_pixel_mean: R1, the "
                                      "mean image `dtrain prepare` stores with data.root, then / std)")
     mean: list[float] = knob(factory=lambda: list(IMAGENET_MEAN), help="per-channel mean (RGB, 0..1) subtracted")

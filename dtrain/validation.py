@@ -39,6 +39,8 @@ CHOICES: dict[str, str] = {
     "train.amp": "dtrain.engine.precision:AMP_CHOICES",
     "tracking.backend": "dtrain.tracking:BACKENDS",
 }
+# data.auto_augment: its spec parser (the result names the loaders that run it; the others refuse it here).
+AUTO_AUGMENT_PARSER = "dtrain.data.auto_augment:parse_auto_augment"
 # checkpoint.resume: these words (dtrain/engine/state.py) or a checkpoint path.
 RESUME_SOURCE = "dtrain.engine.state:RESUME_MODES"
 # Every key whose help text says `{choices}`, and where its names live.
@@ -264,7 +266,18 @@ def _non_negative(config: RunConfig, keys: Iterable[str]) -> None:
         _check(value >= 0, f"{key} must not be negative, got {value}")
 
 
+def check_auto_augment(config: RunConfig) -> None:
+    """data.auto_augment: a spec the parser takes (its own one-line error), on a loader that runs it."""
+    spec, loader = config.data.auto_augment, config.data.loader
+    module_name, _, attribute = AUTO_AUGMENT_PARSER.partition(":")
+    augment = getattr(importlib.import_module(module_name), attribute)(spec)
+    # data.loader=auto is checked again once the device has decided it
+    _check(augment is None or loader in (*augment.loaders, "auto"),
+           f"data.auto_augment={spec} runs in the {', '.join(augment.loaders) if augment else ''} loaders, not "
+           f"data.loader={loader}; use one of those or set data.auto_augment=none")
+
+
 RULES: list[Callable[[RunConfig], None]] = [
     check_choices, lambda c: check_model(c.model), check_data, check_synthetic_size, check_optim, check_loss,
-    check_engine_features, check_schedule, check_run, check_tracking, check_augment, check_ema,
+    check_engine_features, check_schedule, check_run, check_tracking, check_augment, check_ema, check_auto_augment,
 ]

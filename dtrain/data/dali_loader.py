@@ -33,6 +33,7 @@ import torch
 # Imported only when data.loader=dali is chosen; without DALI the ImportError reaches LOADERS'
 # lookup in dtrain/data/__init__.py, which names the extra to install (dtrain/extras.py).
 from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.auto_aug import rand_augment, trivial_augment
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from dtrain.config import DataConfig
@@ -40,6 +41,7 @@ from dtrain.data import LoaderBuilders  # the registry's entry type; the package
 from dtrain.errors import ConfigError
 from dtrain_prep import layout
 
+from .auto_augment import NUM_MAGNITUDE_BINS, RandAugment, TrivialAugmentWide, parse_auto_augment
 from .eval_fallback import refuse_per_pixel_mean, with_torch_fallback
 from .loaders import EvalBatch
 from .sampling import EpochCursor, mix_seed
@@ -145,6 +147,9 @@ def _train_images(jpegs, data: DataConfig, device: torch.device, *, dtype, chann
         crop = dict(crop=(size, size), crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
                     crop_pos_y=fn.random.uniform(range=[0.0, 1.0]))
     elif augment == "pad_crop":
+        if data.auto_augment != "none":
+            raise ConfigError(f"data.auto_augment={data.auto_augment} with data.train_augment=pad_crop is not "
+                              "available with data.loader=dali (it pads after normalising); use data.loader=torch")
         return _pad_crop_after_normalize(fn.decoders.image(jpegs, **decode), data, dtype=dtype,
                                          channels_last=channels_last)
     elif augment == "none":
@@ -153,9 +158,26 @@ def _train_images(jpegs, data: DataConfig, device: torch.device, *, dtype, chann
     else:
         raise ConfigError(f"data.train_augment={augment!r} is not one of random_resized_crop, scale_jitter, "
                           "pad_crop, none")
+    if data.auto_augment != "none":  # on the uint8 crop, as the torch loader (the flip follows: same distribution)
+        images, crop = _auto_augment(fn.crop(images, **crop) if crop else images, data), {}
     mirror = fn.random.coin_flip() if data.flip else 0
     return _crop_mirror_normalize(images, data, _normalize_mean(data), mirror=mirror, dtype=dtype,
                                   channels_last=channels_last, **crop)
+
+
+def _auto_augment(images, data: DataConfig):
+    """data.auto_augment with DALI's auto_aug ops (the papers' op lists, 31 magnitude bins; DALI's own
+    draws), set as the torch loader's (dtrain.data.auto_augment): black fill, bilinear resampling,
+    TrivialAugment-wide's 32-pixel and RandAugment's 150/331-of-the-image translations."""
+    augment = parse_auto_augment(data.auto_augment)
+    common = dict(num_magnitude_bins=NUM_MAGNITUDE_BINS, fill_value=0, interp_type=types.INTERP_LINEAR)
+    if isinstance(augment, TrivialAugmentWide):
+        return trivial_augment.trivial_augment_wide(images, max_translate_abs=32, **common)
+    if isinstance(augment, RandAugment):
+        return rand_augment.rand_augment(images, n=augment.num_ops, m=augment.magnitude, **common,
+                                         shape=(data.crop_size, data.crop_size), max_translate_rel=150.0 / 331.0)
+    raise ConfigError(f"data.auto_augment={data.auto_augment} (timm's RandAugment) is not available with "
+                      "data.loader=dali; use data.loader=torch or synthetic, or ra-mM (torchvision's)")
 
 
 def _pad_crop_after_normalize(images, data: DataConfig, *, dtype, channels_last: bool):
@@ -210,7 +232,8 @@ class DaliTrainLoader(EpochCursor):
         # Augmentation streams differ per rank; the reader's shuffle seed is shared by all ranks
         # (one global permutation per epoch).
         @pipeline_def(batch_size=batch_size, num_threads=max(1, data.workers), device_id=_device_id(device),
-                      seed=mix_seed(seed, rank, 0xDA11) % (1 << 31), prefetch_queue_depth=2)
+                      seed=mix_seed(seed, rank, 0xDA11) % (1 << 31), prefetch_queue_depth=2,
+                      enable_conditionals=data.auto_augment != "none")  # DALI's auto_aug ops branch per sample
         def pipeline():
             jpegs, labels = _read(data, split, shard_id=rank, num_shards=world_size, shuffle=True,
                                   seed=mix_seed(seed, 0xDA11) % (1 << 31))

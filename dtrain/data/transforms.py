@@ -23,6 +23,7 @@ from PIL import Image
 from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
+from .auto_augment import parse_auto_augment
 from .padding import pad_crop_window
 from .stats import build_normalize
 
@@ -257,6 +258,7 @@ class TrainTransform:
             raise ConfigError(
                 f"data.train_augment={data.train_augment!r} is not one of {', '.join(TRAIN_AUGMENTS)}")
         self.geometric = TRAIN_AUGMENTS[data.train_augment](data)
+        self.auto_augment = parse_auto_augment(data.auto_augment, data.mean)
         self.lighting_std = float(data.lighting_std)
         self.normalize = build_normalize(data)
 
@@ -264,6 +266,10 @@ class TrainTransform:
                                                                          torch.Tensor | None]:
         """(uint8 pixels, lighting offset, pad-and-crop window or None)."""
         view, window = self.geometric.placed(image.convert("RGB"), rng)
+        if self.auto_augment is not None:
+            # torchvision's order: after the crop and flip, on the pixels. Its ops move pad_crop's
+            # padding too, so that is black pixels here (as torchvision pads), not 0 after normalising.
+            view, window = self.auto_augment(view, rng), None
         offset = lighting_shift(self.lighting_std, rng) if self.lighting_std > 0 else torch.zeros(3)
         return to_pixels(view), offset, window
 

@@ -112,3 +112,30 @@ def test_class_sorted_shards_are_refused_for_training(tmp_path):
     data = DataConfig(root=str(out), **(SMALL | {"source": "shards"}))
     with pytest.raises(ConfigError, match="data.source=files"):
         build_train_loader(data, batch_size=4, rank=0, world_size=1, seed=0, device="cpu")
+
+
+@pytest.mark.parametrize("spec", ["ta_wide", "ra-m9-n2"])
+@pytest.mark.parametrize("augment", ["random_resized_crop", "scale_jitter"])
+def test_auto_augment_runs_in_the_cpu_pipeline(prepared, spec, augment):
+    raw = dict(root=str(prepared), train_augment=augment, flip=False, lighting_std=0.0, mean=[0.0] * 3,
+               std=[1.0] * 3, **SMALL)
+    plain = torch.cat([x for x, _ in build_train_loader(DataConfig(**raw), batch_size=8, rank=0, world_size=1,
+                                                        seed=0, device="cpu")])
+    loader = build_train_loader(DataConfig(**raw, auto_augment=spec), batch_size=8, rank=0, world_size=1, seed=0,
+                                device="cpu")
+    augmented = torch.cat([x for x, _ in loader])
+    assert augmented.shape == plain.shape == (24, 3, 24, 24)
+    assert augmented.min() >= 0.0 and augmented.max() <= 1.0
+    assert not torch.equal(augmented, plain)  # the ops are applied
+
+
+def test_auto_augment_with_pad_crop_is_refused_in_one_line(prepared):
+    data = DataConfig(root=str(prepared), train_augment="pad_crop", auto_augment="ta_wide", **SMALL)
+    with pytest.raises(ConfigError, match="not available with data.loader=dali .*use data.loader=torch$"):
+        build_train_loader(data, batch_size=4, rank=0, world_size=1, seed=0, device="cpu")
+
+
+def test_timm_rand_augment_is_refused_in_one_line(prepared):
+    data = DataConfig(root=str(prepared), train_augment="random_resized_crop", auto_augment="rand-m9-mstd0.5", **SMALL)
+    with pytest.raises(ConfigError, match="not available with data.loader=dali; use data.loader=torch or synthetic"):
+        build_train_loader(data, batch_size=4, rank=0, world_size=1, seed=0, device="cpu")

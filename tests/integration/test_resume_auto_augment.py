@@ -1,0 +1,49 @@
+"""Exact resume with data.auto_augment on (TrivialAugment-wide, torchvision's and timm's RandAugment): a run preempted
+mid-epoch and resumed ends with the bits of the uninterrupted one (tests/integration/resume_runs.py's
+harness: weights, optimiser and RNG), because every op is drawn from the sample's (seed, epoch,
+index) generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from resume_runs import (
+    CRASH_ENV,
+    assert_bitwise_equal,
+    explain,
+    final_checkpoint,
+    run_train,
+    subprocess_env,
+    train_in_process,
+    uninterrupted,
+)
+
+
+@pytest.mark.parametrize("spec", ["ta_wide", "ra-m9-n2", "rand-m7-mstd0.5-inc1"])
+def test_auto_augmented_run_preempted_then_resumed_is_bitwise_identical(tmp_path: Path, spec: str,
+                                                                         reference_run_random_op: dict) -> None:
+    overrides = (f"data.auto_augment={spec}",)
+    reference = uninterrupted(tmp_path / "reference", random_op=True, overrides=overrides)
+    # the augmentation changed what was learned (it is on), yet repeats exactly:
+    assert any(not torch.equal(reference["model"][k], v) for k, v in reference_run_random_op["model"].items())
+    run_dir = tmp_path / "interrupted"
+    first = train_in_process(run_dir, sigterm_at_batch=3, overrides=overrides)
+    assert first.exit_code == 0 and first.result.stopped == "preempted" and first.result.step == 4
+    second = train_in_process(run_dir, overrides=overrides)
+    assert second.exit_code == 0 and second.result.stopped == "finished"
+    assert_bitwise_equal(final_checkpoint(run_dir), reference)
+
+
+@pytest.mark.slow
+def test_auto_augmented_run_hard_killed_then_resumed_is_bitwise_identical(tmp_path: Path) -> None:
+    """`python -m dtrain.train` with ta_wide, killed without cleanup after step 10 (checkpoint 8 on disk), rerun."""
+    overrides = ("data.auto_augment=ta_wide",)
+    reference = uninterrupted(tmp_path / "reference", random_op=False, overrides=overrides)
+    run_dir = tmp_path / "killed"
+    crashed = run_train(run_dir, *overrides, env=subprocess_env(**{CRASH_ENV: "10"}))
+    assert crashed.returncode != 0, explain(crashed)
+    resumed = run_train(run_dir, *overrides)
+    assert resumed.returncode == 0 and "ckpt-000000008.pt at step 8" in resumed.stdout, explain(resumed)
+    assert_bitwise_equal(final_checkpoint(run_dir), reference)
