@@ -74,8 +74,8 @@ def tv2_row() -> RecipeRow:
 
 _RSB_NOTE = ("Table 1 could not be read in this session (settings cross-checked with timm's model configs and "
              "mmpretrain's RSB configs); top-5 is timm's results-imagenet.csv for the released seed-0 weights; "
-             "not expressed: bicubic resizing, RandAugment mstd0.5 / inc1 (torchvision's RandAugment at the same "
-             "magnitude fraction), per-epoch lr steps, BCE target threshold (left off)")
+             "not expressed: bicubic resizing of the crop and the test image, per-epoch lr steps, fp16; BCE target "
+             "threshold and label smoothing unverified (left off)")
 
 
 def rsb_rows() -> list[RecipeRow]:

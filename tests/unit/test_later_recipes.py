@@ -6,11 +6,12 @@ The expected values below are written from the sources, not from the recipe file
 - torchvision: the IMAGENET1K_V2 command (--batch-size 128 on 8 GPUs, --lr 0.5, --lr-warmup-epochs 5,
   --epochs 600, --weight-decay 0.00002, --norm-weight-decay 0.0, --label-smoothing 0.1, --mixup-alpha 0.2,
   --cutmix-alpha 1.0, --random-erase 0.1, --train-crop-size 176, --val-resize-size 232, --ra-reps 4,
-  --model-ema) and train.py's defaults (--lr-warmup-decay 0.01, --model-ema-steps 32,
+  --model-ema, --auto-augment ta_wide) and train.py's defaults (--lr-warmup-decay 0.01, --model-ema-steps 32,
   --model-ema-decay 0.99998 rescaled by 8 x 128 x 32 / 600, --val-crop-size 224).
 - RSB (arXiv:2110.00476) Table 1: A1 / A2 / A3 = epochs 600 / 300 / 100, LR 5e-3 / 5e-3 / 8e-3, weight
   decay 0.01 / 0.02 / 0.02, mixup 0.2 / 0.1 / 0.1, CutMix 1.0, stochastic depth 0.05 / 0.05 / none,
-  repeated augmentation yes / yes / no, train res 224 / 224 / 160, batch 2048, LAMB, BCE, warm-up 5,
+  repeated augmentation yes / yes / no, train res 224 / 224 / 160, RandAugment 7/0.5, 7/0.5, 6/0.5 (timm's
+  rand-mM-mstd0.5-inc1), batch 2048, LAMB, BCE, warm-up 5,
   test 224 at crop ratio 0.95.
 - FFCV rn50_configs/rn50_{E}_epochs.yaml: lr 1.7, batch_size 512 x world_size 8, momentum 0.9,
   weight_decay 1e-4, label_smoothing 0.1, use_blurpool 1, min_res 160, validation resolution 256,
@@ -40,7 +41,8 @@ TV2 = {"optim.name": "sgd", "optim.batch_size": 8 * 128, "optim.lr": 0.5, "optim
        "schedule.warmup_lr": 0.01 * 0.5, "schedule.min_lr": 0.0,
        "augment.mixup_alpha": 0.2, "augment.cutmix_alpha": 1.0, "augment.mix_prob": 1.0, "augment.switch_prob": 0.5,
        "augment.erasing_prob": 0.1, "data.crop_size": 176, "data.val_resize": 232, "data.val_crop": 224,
-       "data.repeated_augment_reps": 4, "ema.enabled": True, "ema.every_steps": 32, "ema.warmup_epochs": 5,
+       "data.repeated_augment_reps": 4, "data.auto_augment": "ta_wide",
+       "ema.enabled": True, "ema.every_steps": 32, "ema.warmup_epochs": 5,
        "ema.decay": pytest.approx(1 - (1 - 0.99998) * 8 * 128 * 32 / 600, abs=1e-8),
        "distributed.bn_group_size": 128, "eval.flip_tta": False}
 
@@ -49,10 +51,10 @@ RSB_SHARED = {"optim.name": "lamb", "optim.batch_size": 2048, "optim.scale_lr": 
               "schedule.warmup_epochs": 5, "augment.cutmix_alpha": 1.0, "augment.erasing_prob": 0.0,
               "ema.enabled": False, "data.val_resize": 235, "data.val_crop": 224,
               "model.options.zero_init_residual": True}
-RSB = {  # procedure: (epochs, lr, weight decay, mixup, stochastic depth, RA reps, train res)
-    "a1": (600, 5e-3, 0.01, 0.2, 0.05, 3, 224),
-    "a2": (300, 5e-3, 0.02, 0.1, 0.05, 3, 224),
-    "a3": (100, 8e-3, 0.02, 0.1, 0.0, 1, 160),
+RSB = {  # procedure: (epochs, lr, weight decay, mixup, stochastic depth, RA reps, train res, RandAugment)
+    "a1": (600, 5e-3, 0.01, 0.2, 0.05, 3, 224, "rand-m7-mstd0.5-inc1"),
+    "a2": (300, 5e-3, 0.02, 0.1, 0.05, 3, 224, "rand-m7-mstd0.5-inc1"),
+    "a3": (100, 8e-3, 0.02, 0.1, 0.0, 1, 160, "rand-m6-mstd0.5-inc1"),
 }
 
 FFCV_EPOCHS = (16, 24, 32, 40, 56, 88)
@@ -67,11 +69,11 @@ FFCV = {"optim.name": "sgd", "optim.batch_size": 512 * 8, "optim.lr": 1.7, "opti
 
 def _expected() -> dict[str, dict]:
     cases = {"resnet50_tv2": {**COMMON, **TV2}}
-    for name, (epochs, lr, wd, mixup, depth, reps, res) in RSB.items():
+    for name, (epochs, lr, wd, mixup, depth, reps, res, rand) in RSB.items():
         cases[f"resnet50_rsb_{name}"] = {**COMMON, **RSB_SHARED, "schedule.epochs": epochs, "optim.lr": lr,
                                          "optim.weight_decay": wd, "augment.mixup_alpha": mixup,
                                          "model.options.stochastic_depth": depth, "data.repeated_augment_reps": reps,
-                                         "data.crop_size": res}
+                                         "data.crop_size": res, "data.auto_augment": rand}
     for epochs in FFCV_EPOCHS:
         cases[f"resnet50_ffcv_{epochs}"] = {**COMMON, **FFCV, "schedule.epochs": epochs}
     return cases
