@@ -15,6 +15,10 @@ Protocols (PROTOCOLS) map onto `dtrain eval --mode` (dtrain.data.eval_views):
                  does not name (Protocol.beyond_paper says so in the report)
     single-320   R2 Table 5: one 320x320 crop of the image resized to shorter side 320
     ensemble     R1 Table 5: multi-scale scores averaged over several models
+
+The later recipes (later_recipes) are tested as their own project evaluates them, one centre crop
+at that project's resize and crop: center-232 (torchvision), center-235 (timm), center-256-flip
+(FFCV, with flip test-time augmentation).
 """
 
 from __future__ import annotations
