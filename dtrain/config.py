@@ -54,7 +54,13 @@ class DataConfig:
     rrc_scale: list[float] = knob(factory=lambda: [0.08, 1.0], help="[low, high] area fraction of random_resized_crop")
     rrc_ratio: list[float] = knob(factory=lambda: [0.75, 4.0 / 3.0],
                                   help="[low, high] aspect ratio of random_resized_crop")
-    crop_size: int = knob(224, "side of the square train crop")
+    crop_size: int = knob(224, "side of the square train crop (with min_res/max_res set: unused in training)")
+    # Progressive resizing, FFCV's ImageNet example (libffcv/ffcv-imagenet, train_imagenet.py, get_resolution).
+    min_res: int | None = knob(None, "progressive resizing: train crop side up to epoch start_ramp (0-based), then a "
+                                     "linear ramp rounded to a multiple of 32; null: off (crop_size every epoch)")
+    max_res: int | None = knob(None, "progressive resizing: train crop side from epoch end_ramp on")
+    start_ramp: int = knob(0, "progressive resizing: last epoch at min_res")
+    end_ramp: int = knob(0, "progressive resizing: first epoch at max_res")
     pad: int = knob(4, "pad_crop: zero padding on each side before the crop")
     flip: bool = knob(True, "random horizontal flip")
     lighting_std: float = knob(0.1, "AlexNet PCA colour augmentation; 0 disables")

@@ -43,6 +43,10 @@ def smoke_config(config: RunConfig) -> RunConfig:
         val_resize=scaled(data.val_resize),
         val_crop=scaled(data.val_crop),
         synthetic_image_size=scaled(data.synthetic_image_size),
+        # progressive resizing's ramp is rounded to multiples of 32 (FFCV's rule), which do not scale:
+        # its ends stay at 32 or more (validation's floor), the smoke crop
+        min_res=None if data.min_res is None else max(SMOKE_CROP, scaled(data.min_res)),
+        max_res=None if data.max_res is None else max(SMOKE_CROP, scaled(data.max_res)),
     )
     # single-320 is a fixed 320 crop (R2): evaluate the scaled centre crop instead.
     mode = "center" if evaluation.mode == "single-320" else evaluation.mode

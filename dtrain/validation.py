@@ -47,6 +47,8 @@ RESUME_SOURCE = "dtrain.engine.state:RESUME_MODES"
 NAMED_KEYS = {**CHOICES, "checkpoint.resume": RESUME_SOURCE}
 # The model registry (importing it registers every net), resolved when model.name is checked.
 MODEL_REGISTRY = "dtrain.models"
+# The largest training crop of any epoch (progressive resizing): one definition, imported when checked.
+LARGEST_TRAIN_CROP = "dtrain.data.resolution:largest_train_crop"
 
 
 def _names(source: str) -> list[str]:
@@ -141,17 +143,39 @@ def check_data(config: RunConfig) -> None:
     _non_negative(config, ["data.pad", "data.workers", "data.lighting_std"])
 
 
+def check_progressive(config: RunConfig) -> None:
+    """data.min_res / max_res / start_ramp / end_ramp (dtrain.data.resolution: FFCV's rule)."""
+    d = config.data
+    if d.min_res is None and d.max_res is None:
+        return
+    if d.min_res is None or d.max_res is None:
+        raise ConfigError(f"data.min_res={d.min_res} and data.max_res={d.max_res}: progressive resizing needs both "
+                          "(or both null)")
+    _check(32 <= d.min_res <= d.max_res, f"progressive resizing needs 32 <= data.min_res <= data.max_res (the ramp "
+                                         f"is rounded to multiples of 32), got {d.min_res} and {d.max_res}")
+    _check(0 <= d.start_ramp <= d.end_ramp, f"progressive resizing needs 0 <= data.start_ramp <= data.end_ramp "
+                                            f"(epochs), got {d.start_ramp} and {d.end_ramp}")
+    # Before any process starts (the DALI loader refuses again when built, for data.loader=auto on CUDA).
+    _check(d.loader != "dali", "data.loader=dali cannot change the crop size per epoch (data.min_res/max_res); "
+                               "use data.loader=torch, gpu or ffcv, or set data.min_res=null data.max_res=null")
+
+
 def check_synthetic_size(config: RunConfig) -> None:
     """Synthetic images smaller than the crop would be upscaled and train at the crop size (224 for
     ImageNet recipes), not the small size that was asked for."""
     d = config.data
-    size, crop = d.synthetic_image_size, d.crop_size
+    module_name, _, attribute = LARGEST_TRAIN_CROP.partition(":")
+    size, crop = d.synthetic_image_size, getattr(importlib.import_module(module_name), attribute)(d)
     if d.loader != "synthetic" or size >= crop:
         return
     if config.train.smoke:  # smoke_config scaled both: the override was small already
         raise ConfigError(f"data.synthetic_image_size is {size} once train.smoke=true scaled it, below the smoke "
                           f"crop data.crop_size={crop}: drop the data.synthetic_image_size override (smoke mode "
                           "scales the recipe's image sizes together)")
+    if d.min_res is not None:  # progressive resizing: the crop of the ramp's largest epoch
+        raise ConfigError(f"data.synthetic_image_size={size} is smaller than the largest progressive-resizing crop "
+                          f"({crop}, data.min_res/max_res): the images would be upscaled; raise "
+                          f"data.synthetic_image_size to {crop} or lower data.max_res")
     raise ConfigError(f"data.synthetic_image_size={size} is smaller than data.crop_size={crop}: the images would be "
                       f"upscaled and trained at {crop}x{crop}; for a small fast run use train.smoke=true in place of "
                       f"data.synthetic_image_size={size} (every image size scaled down together), or set "
@@ -278,6 +302,7 @@ def check_auto_augment(config: RunConfig) -> None:
 
 
 RULES: list[Callable[[RunConfig], None]] = [
-    check_choices, lambda c: check_model(c.model), check_data, check_synthetic_size, check_optim, check_loss,
-    check_engine_features, check_schedule, check_run, check_tracking, check_augment, check_ema, check_auto_augment,
+    check_choices, lambda c: check_model(c.model), check_data, check_progressive, check_synthetic_size, check_optim,
+    check_loss, check_engine_features, check_schedule, check_run, check_tracking, check_augment, check_ema,
+    check_auto_augment,
 ]

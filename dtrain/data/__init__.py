@@ -37,7 +37,7 @@ from .gpu_defaults import AUTO, auto_loader
 from .loaders import EvalBatch, EvalLoader, TrainLoader
 from .sources import ManifestSource, SyntheticSource, read_manifest
 from .stats import channel_stats
-from .transforms import TrainTransform, check_train_geometry
+from .transforms import EpochTransforms, check_train_geometry
 
 __all__ = [
     "LOADERS", "LOADER_CHOICES", "LoaderBuilders", "EvalBatch", "EvalLoader", "TrainLoader",
@@ -62,7 +62,7 @@ def _torch_train(data: DataConfig, *, batch_size, rank, world_size, seed, device
     source = ManifestSource(read_manifest(data.root, data.train_split), data.source)
     widths, heights = source.image_sizes()
     check_train_geometry(data, int(widths.min()), int(heights.min()))
-    return TrainLoader(source, TrainTransform(data), batch_size=batch_size, rank=rank,
+    return TrainLoader(source, EpochTransforms(data), batch_size=batch_size, rank=rank,
                        world_size=world_size, seed=seed, workers=data.workers, device=device,
                        repeats=data.repeated_augment_reps)
 
@@ -76,7 +76,7 @@ def _torch_eval(data: DataConfig, *, mode, batch_size, rank, world_size, scales,
 def _synthetic_train(data: DataConfig, *, batch_size, rank, world_size, seed, device, num_classes) -> TrainLoader:
     source = SyntheticSource(data.synthetic_samples, data.synthetic_image_size, num_classes, "train")
     check_train_geometry(data, data.synthetic_image_size, data.synthetic_image_size)
-    return TrainLoader(source, TrainTransform(data), batch_size=batch_size, rank=rank,
+    return TrainLoader(source, EpochTransforms(data), batch_size=batch_size, rank=rank,
                        world_size=world_size, seed=seed, workers=data.workers, device=device,
                        repeats=data.repeated_augment_reps)
 

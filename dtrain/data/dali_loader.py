@@ -216,6 +216,9 @@ class DaliTrainLoader(EpochCursor):
         if data.repeated_augment_reps > 1:  # DALI's readers shuffle and shard themselves
             raise ConfigError(f"data.loader=dali cannot repeat samples (data.repeated_augment_reps="
                               f"{data.repeated_augment_reps}); the torch, gpu and ffcv loaders can")
+        if data.min_res is not None or data.max_res is not None:  # the pipeline's crop size is fixed when built
+            raise ConfigError("data.loader=dali cannot change the crop size per epoch (data.min_res/max_res); the "
+                              "torch, gpu, synthetic and ffcv loaders can")
         split = read_manifest(data.root, data.train_split)
         check_train_geometry(data, int(split.widths.min()), int(split.heights.min()))
         self.num_samples = len(split)

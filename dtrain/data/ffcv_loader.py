@@ -57,6 +57,7 @@ from .eval_fallback import with_torch_fallback
 from .eval_views import R2_SINGLE_CROP
 from .loaders import EvalBatch
 from .padding import crop_windows, draw_windows
+from .resolution import data_at_epoch, progressive
 from .sampling import FFCV_ORDERS as ORDERS
 from .sampling import EpochCursor, epoch_permutation, eval_assignment, mix_seed, train_order
 from .sources import read_manifest
@@ -131,6 +132,9 @@ def _train_decoder(data: DataConfig, widths: np.ndarray, heights: np.ndarray) ->
     elif augment == "random_resized_crop":
         ops = [RandomResizedCropRGBImageDecoder((size, size), scale=tuple(data.rrc_scale), ratio=tuple(data.rrc_ratio))]
     elif augment == "pad_crop":
+        if progressive(data):  # the device-side crop of _DeviceNormalize has one size
+            raise ConfigError("data.train_augment=pad_crop with data.loader=ffcv cannot change the crop size per "
+                              "epoch (data.min_res/max_res); use data.loader=torch, gpu or synthetic")
         if not (np.all(widths == size) and np.all(heights == size)):
             raise ConfigError(f"data.train_augment=pad_crop with data.loader=ffcv needs every image to be "
                               f"{size}x{size} (crop_size); use data.loader=torch, gpu or dali for other sizes")
@@ -171,6 +175,26 @@ class _DeviceNormalize:
         return self.normalize(pixels, offsets, windows)
 
 
+class _EpochResizer:
+    """Progressive resizing (dtrain.data.resolution): before each epoch, the decoder takes the
+    crop size, scale and ratio of that epoch's decoder, as FFCV's ImageNet example sets
+    decoder.output_size each epoch. The Loader then reallocates its buffers to the new size and,
+    built with recompile=True, recompiles the decoder, whose compiled code holds scale and ratio
+    as constants (scale_jitter's crop size, the centre crop's ratio)."""
+
+    PARAMETERS = ("output_size", "scale", "ratio")
+
+    def __init__(self, data: DataConfig, widths: np.ndarray, heights: np.ndarray, decoder: Any):
+        self.data, self.widths, self.heights, self.decoder = data, widths, heights, decoder
+
+    def set_epoch(self, epoch: int) -> None:
+        if not progressive(self.data):
+            return
+        resized = _train_decoder(data_at_epoch(self.data, epoch), self.widths, self.heights)[0]
+        for name in self.PARAMETERS:
+            setattr(self.decoder, name, getattr(resized, name))
+
+
 class FfcvTrainLoader(EpochCursor):
     """The TrainLoader contract over an FFCV Loader; see the module docstring for the order."""
 
@@ -188,6 +212,7 @@ class FfcvTrainLoader(EpochCursor):
         split = read_manifest(data.root, data.train_split)
         check_train_geometry(data, int(split.widths.min()), int(split.heights.min()))
         decoder = _train_decoder(data, split.widths, split.heights)
+        self.resizer = _EpochResizer(data, split.widths, split.heights, decoder[0])
         self.num_samples = len(split)
         self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
         self.batches = self.num_samples // (batch_size * world_size)
@@ -198,7 +223,7 @@ class FfcvTrainLoader(EpochCursor):
         self.order = _FixedOrder(self._indices(0, 0))
         pipelines = {"image": decoder + _image_tail(device), "label": _label_pipeline(device)}
         common = dict(batch_size=batch_size, num_workers=max(1, data.workers), pipelines=pipelines,
-                      drop_last=True, batches_ahead=BATCHES_AHEAD)
+                      drop_last=True, batches_ahead=BATCHES_AHEAD, recompile=progressive(data))
         if order == "random":
             self.loader = Loader(_beton(data, data.train_split), order=self.order, os_cache=os_cache, **common)
         else:
@@ -224,6 +249,7 @@ class FfcvTrainLoader(EpochCursor):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, skip = self.epoch, self.skip
         self.skip = 0
+        self.resizer.set_epoch(epoch)
         if self.quasi_random:  # FFCV's own order; skipped batches are read and dropped
             self.loader.next_epoch = epoch
             batches: Iterator[tuple[int, Any]] = (

@@ -23,6 +23,7 @@ from dtrain.errors import ConfigError
 from .eval_views import R2_SINGLE_CROP
 from .normalize import ScaledMeanImage
 from .padding import pad_crop_window, zero_padding
+from .resolution import data_at_epoch
 from .stats import per_pixel_mean
 from .transforms import TRAIN_AUGMENTS, lighting_shift, random_resized_crop_box
 
@@ -91,8 +92,8 @@ assert set(PLANNERS) == set(TRAIN_AUGMENTS), "every train augmentation needs a p
 
 
 class TrainPlanner:
-    """(width, height, generator) -> (plan [12] int64, lighting offset [3] float32), drawn as
-    TrainTransform.sample draws them."""
+    """(width, height, generator, epoch) -> (plan [12] int64, lighting offset [3] float32), drawn as
+    TrainTransform.sample draws them, cropping at the epoch's size (progressive resizing)."""
 
     def __init__(self, data: DataConfig):
         if data.train_augment not in PLANNERS:
@@ -101,8 +102,9 @@ class TrainPlanner:
         self.planner = PLANNERS[data.train_augment]
         self.lighting_std = float(data.lighting_std)
 
-    def __call__(self, width: int, height: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        plan = torch.tensor(self.planner(self.data, width, height, rng), dtype=torch.int64)
+    def __call__(self, width: int, height: int, rng: np.random.Generator,
+                 epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        plan = torch.tensor(self.planner(data_at_epoch(self.data, epoch), width, height, rng), dtype=torch.int64)
         offset = lighting_shift(self.lighting_std, rng) if self.lighting_std > 0 else torch.zeros(3)
         return plan, offset
 

@@ -95,9 +95,9 @@ class _GpuTrainSamples(Dataset[TrainSample]):
         return len(self.source)
 
     def __getitem__(self, key: tuple[int, ...]) -> TrainSample:
-        index = key[1]  # key: (epoch, index) or, with repeated augmentation, (epoch, index, copy)
+        epoch, index = key[:2]  # key: (epoch, index) or, with repeated augmentation, (epoch, index, copy)
         width, height = int(self.source.manifest.widths[index]), int(self.source.manifest.heights[index])
-        plan, offset = self.planner(width, height, sample_rng(self.seed, *key))
+        plan, offset = self.planner(width, height, sample_rng(self.seed, *key), epoch)
         return _jpeg(self.source, index), plan_coefficients(plan, width, height), bool(plan[FLIP]), offset, \
             self.planner.window(plan), self.source.label(index), index
 

@@ -24,7 +24,7 @@ from dtrain.errors import DtrainError
 from .eval_views import EvalTransform
 from .padding import stack_windows
 from .sampling import EvalBatchSampler, TrainBatchSampler, sample_rng
-from .transforms import TrainTransform
+from .transforms import EpochTransforms
 
 
 class ImageSource(Protocol):
@@ -41,15 +41,16 @@ class EvalBatch(NamedTuple):
 
 
 class _TrainSamples(Dataset):
-    def __init__(self, source: ImageSource, transform: TrainTransform, seed: int):
-        self.source, self.transform, self.seed = source, transform, seed
+    def __init__(self, source: ImageSource, transforms: EpochTransforms, seed: int):
+        self.source, self.transforms, self.seed = source, transforms, seed
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
-        index = key[1]  # key: (epoch, index) or, with repeated augmentation, (epoch, index, copy)
-        pixels, offset, window = self.transform.sample(self.source.image(index), sample_rng(self.seed, *key))
+        epoch, index = key[:2]  # key: (epoch, index) or, with repeated augmentation, (epoch, index, copy)
+        transform = self.transforms(epoch)  # the epoch's crop size (progressive resizing)
+        pixels, offset, window = transform.sample(self.source.image(index), sample_rng(self.seed, *key))
         return pixels, offset, window, self.source.label(index)
 
 
@@ -132,13 +133,13 @@ class TrainLoader:
     set_epoch(epoch, skip_batches=k) iteration yields batches k..len-1 of that epoch.
     """
 
-    def __init__(self, source: ImageSource, transform: TrainTransform, *, batch_size: int, rank: int,
+    def __init__(self, source: ImageSource, transforms: EpochTransforms, *, batch_size: int, rank: int,
                  world_size: int, seed: int, workers: int, device: torch.device, repeats: int = 1):
         self.source = source
         self.device = device
-        self.normalize = transform.normalize
+        self.normalize = transforms.normalize
         self.sampler = TrainBatchSampler(len(source), batch_size, rank, world_size, seed, repeats)
-        self.loader = batch_data_loader(_TrainSamples(source, transform, seed), self.sampler, _collate_train,
+        self.loader = batch_data_loader(_TrainSamples(source, transforms, seed), self.sampler, _collate_train,
                                    workers, device)
 
     @property

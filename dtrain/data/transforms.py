@@ -25,6 +25,7 @@ from dtrain.errors import ConfigError
 
 from .auto_augment import parse_auto_augment
 from .padding import pad_crop_window
+from .resolution import data_at_epoch, largest_train_crop, progressive, train_crop_size
 from .stats import build_normalize
 
 # AlexNet's PCA of ImageNet RGB pixels (values in [0, 1]), as used by fb.resnet.torch.
@@ -280,18 +281,38 @@ class TrainTransform:
 
 
 def check_train_geometry(data: DataConfig, min_width: int, min_height: int) -> None:
-    """Refuse, before any worker starts, an augmentation the smallest image cannot take."""
+    """Refuse, before any worker starts, an augmentation the smallest image cannot take (at the
+    largest crop of any epoch, with progressive resizing)."""
     short = min(min_width, min_height)
-    augment = data.train_augment
-    if augment == "scale_jitter" and data.scale_range[0] < data.crop_size:
+    augment, size = data.train_augment, largest_train_crop(data)
+    crop = f"data.crop_size={size}" if not progressive(data) else f"the largest progressive-resizing crop ({size})"
+    if augment == "scale_jitter" and data.scale_range[0] < size:
         raise ConfigError(
-            f"data.scale_range starts at {data.scale_range[0]}, below data.crop_size={data.crop_size}: "
-            "the random crop would not fit; raise scale_range or lower crop_size")
-    if augment == "pad_crop" and short + 2 * data.pad < data.crop_size:
+            f"data.scale_range starts at {data.scale_range[0]}, below {crop}: "
+            "the random crop would not fit; raise scale_range or lower the crop")
+    if augment == "pad_crop" and short + 2 * data.pad < size:
         raise ConfigError(
-            f"data.crop_size={data.crop_size} does not fit in the smallest image ({min_width}x{min_height}) "
-            f"padded by data.pad={data.pad}; lower crop_size or raise pad")
-    if augment == "none" and data.val_resize < data.crop_size:
+            f"{crop} does not fit in the smallest image ({min_width}x{min_height}) "
+            f"padded by data.pad={data.pad}; lower the crop or raise pad")
+    if augment == "none" and data.val_resize < size:
         raise ConfigError(
-            f"data.train_augment=none crops {data.crop_size} from a shorter side of "
-            f"data.val_resize={data.val_resize}; make val_resize >= crop_size")
+            f"data.train_augment=none crops {crop} from a shorter side of "
+            f"data.val_resize={data.val_resize}; make val_resize >= the crop")
+
+
+class EpochTransforms:
+    """epoch -> the TrainTransform of that epoch's crop size (progressive resizing,
+    dtrain.data.resolution), one per size, built on first use in each worker process; without
+    progressive resizing, the one TrainTransform of data.crop_size."""
+
+    def __init__(self, data: DataConfig):
+        self.data = data
+        first = TrainTransform(data_at_epoch(data, 0))  # checks data.train_augment before any worker starts
+        self.normalize = first.normalize  # the normalisation does not depend on the crop size
+        self._by_size = {train_crop_size(data, 0): first}
+
+    def __call__(self, epoch: int) -> TrainTransform:
+        size = train_crop_size(self.data, epoch)
+        if size not in self._by_size:
+            self._by_size[size] = TrainTransform(data_at_epoch(self.data, epoch))
+        return self._by_size[size]
