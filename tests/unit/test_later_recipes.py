@@ -14,7 +14,8 @@ The expected values below are written from the sources, not from the recipe file
   rand-mM-mstd0.5-inc1), batch 2048, LAMB, BCE, warm-up 5,
   test 224 at crop ratio 0.95.
 - FFCV rn50_configs/rn50_{E}_epochs.yaml: lr 1.7, batch_size 512 x world_size 8, momentum 0.9,
-  weight_decay 1e-4, label_smoothing 0.1, use_blurpool 1, min_res 160, validation resolution 256,
+  weight_decay 1e-4, label_smoothing 0.1, use_blurpool 1, min_res 160, max_res 192, start_ramp / end_ramp
+  16: 11/13, 24: 17/20, 32: 23/27, 40: 29/34, 56: 41/48, 88: 65/76, validation resolution 256,
   lr_tta true; train_imagenet.py: lr_peak_epoch 2, start 1e-4 x lr, linear to 0.
 """
 
@@ -28,6 +29,7 @@ from dtrain.analysis.paper_numbers import ROWS
 from dtrain.analysis.reports import Measured, render_report
 from dtrain.analysis.row_cost import row_cost
 from dtrain.config import flatten, to_dict
+from dtrain.data.resolution import train_crop_size
 from dtrain.resolve import load_config
 
 COMMON = {"model.name": "resnet50_v1_5", "model.num_classes": 1000, "data.train_augment": "random_resized_crop",
@@ -57,12 +59,12 @@ RSB = {  # procedure: (epochs, lr, weight decay, mixup, stochastic depth, RA rep
     "a3": (100, 8e-3, 0.02, 0.1, 0.0, 1, 160, "rand-m6-mstd0.5-inc1"),
 }
 
-FFCV_EPOCHS = (16, 24, 32, 40, 56, 88)
+FFCV_RAMPS = {16: (11, 13), 24: (17, 20), 32: (23, 27), 40: (29, 34), 56: (41, 48), 88: (65, 76)}  # start, end
 FFCV = {"optim.name": "sgd", "optim.batch_size": 512 * 8, "optim.lr": 1.7, "optim.scale_lr": False,
         "optim.momentum": 0.9, "optim.weight_decay": 1e-4, "optim.no_decay_bn_bias": True,
         "loss.name": "cross_entropy", "loss.label_smoothing": 0.1, "model.options.blurpool": True,
         "schedule.kind": "linear", "schedule.warmup_epochs": 2, "schedule.warmup_lr": pytest.approx(1e-4 * 1.7),
-        "schedule.min_lr": 0.0, "data.crop_size": 160, "data.val_crop": 256, "eval.flip_tta": True,
+        "schedule.min_lr": 0.0, "data.min_res": 160, "data.max_res": 192, "data.val_crop": 256, "eval.flip_tta": True,
         "augment.mixup_alpha": 0.0, "augment.cutmix_alpha": 0.0, "ema.enabled": False,
         "distributed.bn_group_size": 512}
 
@@ -74,8 +76,9 @@ def _expected() -> dict[str, dict]:
                                          "optim.weight_decay": wd, "augment.mixup_alpha": mixup,
                                          "model.options.stochastic_depth": depth, "data.repeated_augment_reps": reps,
                                          "data.crop_size": res, "data.auto_augment": rand}
-    for epochs in FFCV_EPOCHS:
-        cases[f"resnet50_ffcv_{epochs}"] = {**COMMON, **FFCV, "schedule.epochs": epochs}
+    for epochs, (start, end) in FFCV_RAMPS.items():
+        cases[f"resnet50_ffcv_{epochs}"] = {**COMMON, **FFCV, "schedule.epochs": epochs, "data.start_ramp": start,
+                                            "data.end_ramp": end}
     return cases
 
 
@@ -156,3 +159,10 @@ def test_a_later_rows_report_does_not_ask_for_the_papers_normalisation():
                         recipe=row.recipe, overrides=[], normalize="channel")
     report = render_report(row, measured)
     assert "Normalisation differs" not in report and "center-232" in report and "19.14" in report
+
+
+def test_ffcv_recipes_train_at_ffcvs_resolution_per_epoch():
+    """FFCV's get_resolution for the 16-epoch config (start_ramp 11, end_ramp 13): 160 through epoch 11,
+    then np.interp(12, [11, 13], [160, 192]) = 176 -> round(5.5) * 32 = 192 (half to even), 192 on."""
+    data = load_config("resnet50_ffcv_16", []).data
+    assert [train_crop_size(data, epoch) for epoch in range(16)] == [160] * 12 + [192] * 4
