@@ -2,11 +2,13 @@
 the paper reports (R1: He et al., Deep Residual Learning for Image Recognition, CVPR 2016; R2:
 He et al., Identity Mappings in Deep Residual Networks, ECCV 2016). `dtrain reproduce ROW` compares a run
 with one of these rows. This module holds R1's rows and gathers R2's
-(paper_numbers_r2); what a row holds is paper_row.PaperRow.
+(paper_numbers_r2) and, after them, the later recipes' (later_recipes: torchvision, timm, FFCV);
+what a row holds is paper_row.PaperRow.
 """
 
 from __future__ import annotations
 
+from dtrain.analysis.later_recipes import later_recipe_rows
 from dtrain.analysis.paper_numbers_r2 import r2_rows
 from dtrain.analysis.paper_row import R1_IMAGENET_FLOPS, PaperRow
 from dtrain.errors import DtrainError
@@ -67,7 +69,8 @@ def _r1_imagenet() -> list[PaperRow]:
 
 
 def _all_rows() -> list[PaperRow]:
-    return _r1_imagenet() + _r1_table6() + r2_rows()
+    # the papers' rows, then the later recipes' (torchvision, timm, FFCV: later_recipes)
+    return _r1_imagenet() + _r1_table6() + r2_rows() + later_recipe_rows()
 
 
 ROWS: dict[str, PaperRow] = {row.key: row for row in _all_rows()}

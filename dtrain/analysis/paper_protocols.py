@@ -15,6 +15,10 @@ Protocols (PROTOCOLS) map onto `dtrain eval --mode` (dtrain.data.eval_views):
                  does not name (Protocol.beyond_paper says so in the report)
     single-320   R2 Table 5: one 320x320 crop of the image resized to shorter side 320
     ensemble     R1 Table 5: multi-scale scores averaged over several models
+
+The later recipes (later_recipes) are tested as their own project evaluates them, one centre crop
+at that project's resize and crop: center-232 (torchvision), center-235 (timm), center-256-flip
+(FFCV, with flip test-time augmentation).
 """
 
 from __future__ import annotations
@@ -49,6 +53,16 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("ensemble", "multi-scale", "multi-scale scores averaged over the ensemble's models (R1 Table 5)",
              overrides=(f"eval.scales=[{','.join(str(s) for s in R1_SCALES)}]",), ensemble=True,
              beyond_paper=_FLIPS),
+    # The later recipes (later_recipes): one centre crop, at the resize and crop their project tests with.
+    Protocol("center-232", "center", "224 centre crop of shorter side 232, bilinear (torchvision's "
+             "ResNet50_Weights.IMAGENET1K_V2 transforms)", overrides=("data.val_resize=232", "data.val_crop=224")),
+    Protocol("center-235", "center", "224 centre crop of shorter side 235 = floor(224 / crop_pct 0.95) (timm)",
+             overrides=("data.val_resize=235", "data.val_crop=224"),
+             beyond_paper="timm resizes bicubically; dtrain resizes bilinearly"),
+    Protocol("center-256-flip", "center", "256 centre crop of shorter side 292 (FFCV: the centre 224/256 of the "
+             "shorter side resized to 256) and its horizontal flip", overrides=("data.val_resize=292",
+             "data.val_crop=256", "eval.flip_tta=true"),
+             beyond_paper="FFCV sums the image's and the flip's logits; dtrain averages their softmax scores"),
 )}
 
 
@@ -93,6 +107,13 @@ TABLES: dict[str, TableProtocol] = {t.source: t for t in (
     TableProtocol("R2 Table 5", "single-320", "column 'test crop' 320x320 (224x224 for the first row); "
                   "caption: 'single-crop error'"),
     TableProtocol("R2 sec. 5", "center", "text: 'single-crop (224x224) validation error 24.6%/7.5% vs. 23.6%/7.1%'"),
+    # Beyond the papers (later_recipes): each project's own evaluation.
+    TableProtocol("torchvision IMAGENET1K_V2", "center-232", "torchvision/models/resnet.py: transforms="
+                  "partial(ImageClassification, crop_size=224, resize_size=232)"),
+    TableProtocol("RSB Table 1", "center-235", "RSB Table 1: test res 224, test crop ratio 0.95; timm/models/"
+                  "resnet.py resnet50.a*_in1k crop_pct 0.95, bicubic"),
+    TableProtocol("FFCV rn50 configs", "center-256-flip", "rn50_configs/*.yaml: validation resolution 256, lr_tta "
+                  "true; train_imagenet.py: CenterCropRGBImageDecoder(ratio=224/256), logits + flipped logits"),
 )}
 
 # Rows of a table whose protocol differs from the table's usual one, with the column that says so.

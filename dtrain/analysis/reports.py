@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from dtrain.analysis.later_recipes import is_later_recipe
 from dtrain.analysis.paper_row import PaperRow
 
 
@@ -97,7 +98,8 @@ def _caveats(row: PaperRow, m: Measured) -> list[str]:
     if not dataset_matches(row, m):
         caveats.append(f"**Different dataset**: the paper measured on {row.dataset}, this run used "
                        f"{m.dataset or 'an unknown dataset'} ({m.data_root}).")
-    if m.normalize and m.normalize != PAPER_NORMALIZE:
+    # the later recipes' projects normalise per channel, as their recipes do (later_recipes)
+    if m.normalize and m.normalize != PAPER_NORMALIZE and not is_later_recipe(row):
         caveats.append(f"**Normalisation differs**: this run subtracted {m.normalization or m.normalize}; the papers "
                        "subtract the per-pixel mean image (R1 sec. 3.4, 4.2): data.normalize=per_pixel_mean.")
     if m.model_changes:

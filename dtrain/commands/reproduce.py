@@ -7,27 +7,57 @@ from pathlib import Path
 import click
 
 from dtrain.analysis import reproduction
+from dtrain.analysis.later_recipes import is_later_recipe
 from dtrain.analysis.paper_numbers import ROWS, get_row
+from dtrain.analysis.row_cost import row_cost
 from dtrain.commands.overrides import all_overrides, complete_override, set_option
 
 
-def list_table(rows) -> str:
-    """One line per row: key, source, protocol, statistic over runs, recipe, paper's errors."""
-    def err(value, fails=False):
-        return "fail" if fails else ("—" if value is None else f"{value:.2f}")
+def _err(value, fails=False):
+    return "fail" if fails else ("—" if value is None else f"{value:.2f}")
 
-    lines = [f"{'row':44} {'table':11} {'protocol':12} {'runs':12} {'recipe':32} {'top-1 %':>7} {'top-5 %':>7}  "
-             "dataset"]
+
+PAPERS_TITLE = "From the papers (R1: He et al., CVPR 2016; R2: He et al., ECCV 2016), errors as printed there:"
+LATER_TITLE = ("Later recipes (beyond the papers: torchvision, timm, FFCV), errors = 100 - the accuracy each "
+               "project publishes:")
+
+
+def _paper_lines(rows) -> list[str]:
+    lines = [PAPERS_TITLE, f"{'row':44} {'table':11} {'protocol':12} {'runs':12} {'recipe':32} {'epochs':>6} "
+                           f"{'images':>8} {'top-1 %':>7} {'top-5 %':>7}  dataset"]
     for r in rows:
+        epochs, images = row_cost(r).describe()
         lines.append(f"{r.key:44} {r.source:11} {r.protocol.name:12} {r.runs_statistic:12} {r.recipe:32} "
-                     f"{err(r.top1_err, r.fails):>7} {err(r.top5_err):>7}  {r.dataset}")
-    return "\n".join(lines)
+                     f"{epochs:>6} {images:>8} {_err(r.top1_err, r.fails):>7} {_err(r.top5_err):>7}  {r.dataset}")
+    return lines
+
+
+def _later_lines(rows) -> list[str]:
+    lines = [LATER_TITLE, f"{'row':20} {'source':26} {'protocol':15} {'runs':10} {'recipe':18} {'epochs':>6} "
+                          f"{'images':>8} {'top-1 %':>7} {'top-5 %':>7}  turns on"]
+    for r in rows:
+        epochs, images = row_cost(r).describe()
+        lines.append(f"{r.key:20} {r.source:26} {r.protocol.name:15} {r.runs_statistic:10} {r.recipe:18} "
+                     f"{epochs:>6} {images:>8} {_err(r.top1_err):>7} {_err(r.top5_err):>7}  {r.turns_on}")
+    return lines
+
+
+def list_table(rows) -> str:
+    """The papers' rows, then the later recipes' (later_recipes): key, source, protocol, recipe, what
+    training it costs (epochs, images seen), the reference errors (and the papers' statistic over runs)."""
+    rows = list(rows)
+    papers = [r for r in rows if not is_later_recipe(r)]
+    later = [r for r in rows if is_later_recipe(r)]
+    groups = ([_paper_lines(papers)] if papers else []) + ([_later_lines(later)] if later else [])
+    return "\n\n".join("\n".join(group) for group in groups)
 
 
 @click.command("reproduce")
 @click.argument("row", required=False)
 @click.argument("overrides", nargs=-1, shell_complete=complete_override)
-@click.option("--list", "list_rows", is_flag=True, help="List the table rows that can be reproduced.")
+@click.option("--list", "list_rows", is_flag=True,
+              help="List the rows that can be reproduced: the papers' tables, then the later recipes (torchvision, "
+                   "timm, FFCV), each with its cost (epochs, images seen) and reference errors.")
 @click.option("--data-root", default=None, help="Prepared dataset (default: the recipe's data.root).")
 @click.option("--budget-iters", type=click.IntRange(min=4), default=None,
               help="Shorten the run to this many iterations, the recipe's warm-up and lr drops at the same "

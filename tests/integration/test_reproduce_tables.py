@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from dtrain.analysis.paper_numbers import ROWS
 from dtrain.data.eval_views import VIEW_KEYS
@@ -46,8 +47,19 @@ def digits(tmp_path_factory):
     return root
 
 
+# The later recipes (later_recipes), one row per source, at the digits' 32x32: their protocols fix
+# the test resize and crop (232/224, 235/224, 292/256), which the digits need at 36/32 (--eval-set:
+# the report says the protocol changed).
+LATER_ON_DIGITS = ["model.num_classes=10", "data.crop_size=32", "optim.batch_size=16", "eval.batch_size=64",
+                   "data.val_resize=36", "data.val_crop=32"]
+LATER_EVAL = ["data.val_resize=36", "data.val_crop=32"]
+# row -> its own digits overrides: FFCV's progressive resizing ramps 32 -> 64 (its 160 -> 192 on ImageNet)
+LATER_CASES = {"tv2-resnet50": [], "rsb-a3-resnet50": [], "ffcv-rn50-16": ["data.min_res=32", "data.max_res=64"]}
+
+
 def test_cases_cover_every_table():
-    assert {ROWS[row].source for row, _ in CASES} == {row.source for row in ROWS.values()}
+    covered = {ROWS[row].source for row, _ in CASES} | {ROWS[row].source for row in LATER_CASES}
+    assert covered == {row.source for row in ROWS.values()}
 
 
 @pytest.mark.parametrize("row,overrides", CASES, ids=[c[0] for c in CASES])
@@ -87,3 +99,59 @@ def test_seeds_train_repeats_and_report_the_papers_statistic(digits, tmp_path):
     assert all((run_dir / f"seed-{i}" / "protocol_results.json").is_file() for i in (0, 1))
     assert "## 2 runs (seeds 0..1); the paper reports: best of 5" in report
     assert "| best | 6.43 |" in report and "| mean +- std | 6.61 +- 0.16 |" in report
+
+
+def _reproduce(digits, cwd, row, run_dir, budget, *sets, env_extra=None):
+    args = ["reproduce", row, "--data-root", str(digits), "--budget-iters", str(budget), "--run-dir", str(run_dir)]
+    args += [a for o in [*LATER_ON_DIGITS, *COMMON, *sets] for a in ("--set", o)]
+    args += [a for o in LATER_EVAL for a in ("--eval-set", o)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "dtrain", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=900)
+
+
+@pytest.mark.parametrize("row", LATER_CASES)
+def test_shortened_later_recipe_runs_its_projects_protocol_end_to_end(digits, tmp_path, row):
+    run_dir = tmp_path / "run"
+    result = _reproduce(digits, tmp_path, row, run_dir, 4, *LATER_CASES[row])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = (run_dir / "report.md").read_text()
+    protocol = ROWS[row].protocol
+    assert "**SHORTENED RUN**: 4 iterations" in report
+    assert f"Paper's test protocol: **{protocol.name}**" in report and ROWS[row].source in report
+    assert "**Protocol changed**" in report and "data.val_resize=36" in report
+    assert f"| final | {protocol.name} |" in report
+    assert "Normalisation differs" not in report  # these projects normalise per channel, as the recipes do
+
+
+def test_killed_shortened_tv2_run_resumes_bitwise(digits, tmp_path):
+    """torchvision's V2 recipe (every feature it turns on: mixup/CutMix, TrivialAugment, random erasing,
+    repeated augmentation, label smoothing, EMA, cosine warm-up), shortened to the harness's 24
+    iterations: killed after step 10 and rerun, `dtrain reproduce` resumes from the newest checkpoint on
+    disk and ends with the bits of the uninterrupted run, the EMA's weights included."""
+    from resume_runs import CRASH_ENV, EVERY, TOTAL_STEPS, assert_bitwise_equal
+
+    from dtrain.checkpoint import atomic_load
+    from dtrain.engine.ema import EMA_PART
+
+    # the EMA averages from the start (the recipe's 5 warm-up epochs copy) and every 2 steps (recipe: 32)
+    sets = ("train.deterministic=true", f"checkpoint.every_iters={EVERY}", "checkpoint.every_minutes=0",
+            "ema.every_steps=2", "ema.warmup_epochs=0")
+    reference = _reproduce(digits, tmp_path, "tv2-resnet50", tmp_path / "reference", TOTAL_STEPS, *sets)
+    assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
+    run_dir = tmp_path / "killed"
+    crashed = _reproduce(digits, tmp_path, "tv2-resnet50", run_dir, TOTAL_STEPS, *sets,
+                         env_extra={CRASH_ENV: "10"})
+    assert crashed.returncode != 0
+    resumed = _reproduce(digits, tmp_path, "tv2-resnet50", run_dir, TOTAL_STEPS, *sets)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    # resumed, not retrained: from checkpoint 8, or 4 when the kill came before ResNet-50's checkpoint 8
+    # (weights, SGD momentum and EMA) was on disk: the newest valid one is taken
+    log = (run_dir / "train.log").read_text()
+    assert "ckpt-000000008.pt at step 8" in log or "ckpt-000000004.pt at step 4" in log, log[-2000:]
+    final = f"checkpoints/ckpt-{TOTAL_STEPS:09d}.pt"
+    state, expected = atomic_load(run_dir / final), atomic_load(tmp_path / "reference" / final)
+    assert_bitwise_equal(state, expected)
+    ema, ema_expected = state[EMA_PART]["weights"], expected[EMA_PART]["weights"]
+    assert ema.keys() == ema_expected.keys()
+    assert all(torch.equal(ema[k], ema_expected[k]) for k in ema)

@@ -14,6 +14,7 @@ from dtrain.analysis.paper_protocols import PROTOCOLS, TABLES
 from dtrain.analysis.protocol_eval import EnsembleModel, ProtocolResult, evaluate_protocol
 from dtrain.analysis.reports import Measured, render_report, repeat_statistics
 from dtrain.checkpoint import atomic_save
+from dtrain.commands.reproduce import LATER_TITLE, PAPERS_TITLE
 from dtrain.config import to_dict
 from dtrain.engine.lr_schedule import keep_epochs
 from dtrain.resolve import load_config
@@ -23,7 +24,9 @@ from dtrain.resolve import load_config
 # tests the single original view, R2 Table 5's "test crop" column is 320x320 but for one row.
 PAPER = {"R1 Table 2": "ten-crop", "R1 Table 3": "ten-crop", "R1 Table 4": "multi-scale", "R1 Table 5": "ensemble",
          "R1 Table 6": "center", "R2 Table 1": "center", "R2 Table 2": "center", "R2 Table 3": "center",
-         "R2 Table 4": "center", "R2 Table 5": "single-320", "R2 sec. 5": "center"}
+         "R2 Table 4": "center", "R2 Table 5": "single-320", "R2 sec. 5": "center",
+         # the later recipes', from each project's evaluation code (later_recipes)
+         "torchvision IMAGENET1K_V2": "center-232", "RSB Table 1": "center-235", "FFCV rn50 configs": "center-256-flip"}
 EXCEPTIONS = {"r2-table5-resnet152-224": "center"}
 
 
@@ -31,7 +34,8 @@ def test_every_row_uses_its_tables_protocol_and_the_table_cites_it():
     for key, row in ROWS.items():
         assert row.protocol.name == EXCEPTIONS.get(key, PAPER[row.source]), key
     evidence_words = {"ten-crop": "10-crop", "multi-scale": "multi-scale", "single-320": "320",
-                      "ensemble": "ensembles", "center": "single"}
+                      "ensemble": "ensembles", "center": "single", "center-232": "resize_size=232",
+                      "center-235": "crop ratio 0.95", "center-256-flip": "lr_tta"}
     for source, table in TABLES.items():
         assert table.protocol == PAPER[source]
         assert evidence_words[table.protocol] in table.evidence, source
@@ -41,7 +45,8 @@ def test_list_shows_every_row_of_the_required_tables_with_protocol():
     from dtrain.commands.reproduce import reproduce
 
     out = CliRunner().invoke(reproduce, ["--list"]).output
-    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    lines = {line.split()[0]: line for line in out.splitlines()
+             if line.strip() and not line.startswith(("row ", PAPERS_TITLE, LATER_TITLE))}
     assert set(lines) == set(ROWS)
     for key, row in ROWS.items():
         assert f" {row.protocol.name} " in lines[key]
@@ -62,6 +67,8 @@ PAPER_STATISTIC = {
     # "all CIFAR architectures' results in this paper are the median of 5 runs"
     "R2 Table 4": "median of 5",  # caption: "Our results are the median of 5 runs with mean+-std in brackets"
     "R2 Table 5": "single run", "R2 sec. 5": "single run",  # ImageNet, no repeats stated
+    # the later recipes: one released set of weights each (timm's RSB weights: "seed 0")
+    "torchvision IMAGENET1K_V2": "single run", "RSB Table 1": "single run", "FFCV rn50 configs": "single run",
 }
 ROW_STATISTIC = {  # rows (table, column) whose number is another statistic than their table's
     "r1-table6-resnet110": "best of 5",  # R1 Table 6, column error (%): "6.43 (6.61+-0.16)", "best (mean+-std)"
@@ -94,7 +101,7 @@ def test_list_shows_each_rows_statistic():
     from dtrain.commands.reproduce import reproduce
 
     out = CliRunner().invoke(reproduce, ["--list"]).output
-    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     for key, row in ROWS.items():
         assert f" {row.runs_statistic} " in lines[key], key
     assert " median of 5 " in lines["r2-table1-original"] and " mean of 5 " in lines["r2-table4-cifar10-resnet110"]
