@@ -11,9 +11,9 @@ from gloo_processes import run_on_gloo
 from torch.nn import functional as F
 
 from dtrain import models
-from dtrain.config import load_config
 from dtrain.distributed.context import DistContext
 from dtrain.engine.ddp import DDPEngine
+from dtrain.resolve import load_config
 
 WORLD, ACCUM, MICRO_BATCH = 2, 2, 4
 
