@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -30,8 +31,17 @@ def installed(tmp_path_factory) -> dict:
     env["OMP_NUM_THREADS"] = "1"
     base = tmp_path_factory.mktemp("wheel")
     dist = base / "dist"
+    # Built from the checkout's files as git sees them (tracked and untracked, not ignored), as a
+    # fresh clone would: setuptools' build/ in a working checkout keeps modules deleted since.
+    source = base / "source"
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard"], capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(dist), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(dist), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stdout + build.stderr
     wheel = next(dist.glob("dtrain-*.whl"))
     env_dir = base / "venv"
