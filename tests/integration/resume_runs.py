@@ -148,6 +148,16 @@ def train_in_process(run_dir: Path, *, random_op: bool = True, sigterm_at_batch:
         torch.set_num_threads(threads)
 
 
+def preempted_then_resumed(run_dir: Path, overrides: tuple[str, ...] = ()) -> dict:
+    """The in-process run stopped by SIGTERM during batch 3 (it checkpoints step 4), then run again
+    to the end: the final checkpoint of the resumed run."""
+    first = train_in_process(run_dir, sigterm_at_batch=3, overrides=overrides)
+    assert first.exit_code == 0 and first.result.stopped == "preempted" and first.result.step == 4
+    second = train_in_process(run_dir, overrides=overrides)
+    assert second.exit_code == 0 and second.result.stopped == "finished"
+    return final_checkpoint(run_dir)
+
+
 def uninterrupted(run_dir: Path, random_op: bool, overrides: tuple[str, ...] = ()) -> dict:
     outcome = train_in_process(run_dir, random_op=random_op, overrides=overrides)
     assert outcome.exit_code == 0 and outcome.result.stopped == "finished"

@@ -15,10 +15,10 @@ from resume_runs import (
     assert_bitwise_equal,
     explain,
     final_checkpoint,
+    preempted_then_resumed,
     run_torchrun,
     run_train,
     subprocess_env,
-    train_in_process,
     uninterrupted,
 )
 
@@ -31,12 +31,7 @@ def test_augmented_run_preempted_then_resumed_is_bitwise_identical(tmp_path: Pat
     reference = uninterrupted(tmp_path / "reference", random_op=True, overrides=AUGMENTED)
     # the augmentations changed what was learned (they are on), yet repeat exactly:
     assert any(not torch.equal(reference["model"][k], v) for k, v in reference_run_random_op["model"].items())
-    run_dir = tmp_path / "interrupted"
-    first = train_in_process(run_dir, sigterm_at_batch=3, overrides=AUGMENTED)
-    assert first.exit_code == 0 and first.result.stopped == "preempted" and first.result.step == 4
-    second = train_in_process(run_dir, overrides=AUGMENTED)
-    assert second.exit_code == 0 and second.result.stopped == "finished"
-    assert_bitwise_equal(final_checkpoint(run_dir), reference)
+    assert_bitwise_equal(preempted_then_resumed(tmp_path / "interrupted", AUGMENTED), reference)
 
 
 @pytest.mark.slow
