@@ -129,9 +129,10 @@ def test_shortened_later_recipe_runs_its_projects_protocol_end_to_end(digits, tm
 # Each recipe's own features on: tv2 (mixup/CutMix, TrivialAugment, random erasing, repeated
 # augmentation, label smoothing, EMA, cosine warm-up), RSB A1 (LAMB, BCE, timm's RandAugment,
 # stochastic depth, repeated augmentation, clipping), FFCV (progressive resizing, BlurPool, linear
-# decay, flip TTA); the other rows of a source differ from these only in numbers.
-RESUMED_ROWS = {"tv2-resnet50": ("ema.every_steps=2", "ema.warmup_epochs=0"), "rsb-a1-resnet50": (),
-                "ffcv-rn50-16": tuple(FFCV_ON_DIGITS)}
+# decay, flip TTA); every row of each source.
+RESUMED_ROWS = {"tv2-resnet50": ("ema.every_steps=2", "ema.warmup_epochs=0"),
+                **{f"rsb-{a}-resnet50": () for a in ("a1", "a2", "a3")},
+                **{f"ffcv-rn50-{e}": tuple(FFCV_ON_DIGITS) for e in (16, 24, 32, 40, 56, 88)}}
 
 
 @pytest.mark.parametrize("row", RESUMED_ROWS)
