@@ -22,6 +22,7 @@ from torch import nn
 
 from dtrain import models
 from dtrain.checkpoint import read_checkpoint
+from dtrain.checkpoint.rng import derived_seed
 from dtrain.config import ModelConfig, RunConfig, dump_yaml, to_dict
 from dtrain.data import build_eval_loader, build_train_loader
 from dtrain.data.eval_views import FLIPPED_MODES
@@ -108,7 +109,7 @@ def decorrelate_rank_streams(seed: int, rank: int) -> None:
     stream, so a single-process run draws what it always drew. A resume restores every rank's
     saved state over this (dtrain.checkpoint.rng)."""
     if rank:
-        torch.manual_seed(seed + 1_000_003 * rank)
+        torch.manual_seed(derived_seed(seed, rank, step=0))
 
 
 def build_trainer(cfg: RunConfig, ctx: DistContext, per_process_batch: int, *, stream=None, loaders=None):

@@ -11,16 +11,15 @@ rank that failed), 2 a user error (one line).
 from __future__ import annotations
 
 import os
-import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from dtrain.builders import build_trainer
 from dtrain.checkpoint.fingerprint import check_resume
+from dtrain.checkpoint.rng import reseed_all
 from dtrain.checkpoint.run_lock import lock_run_dir, usable_directory
 from dtrain.config import RunConfig
 from dtrain.distributed.context import DistContext, env_rank, init_distributed, teardown
@@ -35,13 +34,6 @@ from dtrain.tracking import keep_output_without_reader, prefix_rank_output, reso
 class Outcome:
     exit_code: int
     result: TrainResult | None
-
-
-def seed_everything(seed: int) -> None:
-    """The same seed on every rank: identical model initialisation (DDP also broadcasts rank 0's)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def set_deterministic(enabled: bool, device: torch.device) -> None:
@@ -92,7 +84,7 @@ def train_config(cfg: RunConfig, *, stream=None) -> Outcome:
         if ctx.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and ctx.is_distributed:
             # N processes on one machine would each take every core and thrash.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-        seed_everything(placed.train.seed)
+        reseed_all(placed.train.seed)  # the same seed on every rank: identical model initialisation
         result = build_trainer(placed, ctx, placed.optim.per_process_batch(ctx.world_size), stream=stream).run()
         if ctx.is_main:
             print_summary(placed, result, stream or sys.stdout)
