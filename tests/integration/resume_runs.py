@@ -158,6 +158,16 @@ def preempted_then_resumed(run_dir: Path, overrides: tuple[str, ...] = ()) -> di
     return final_checkpoint(run_dir)
 
 
+def hard_killed_then_resumed(run_dir: Path, overrides: tuple[str, ...] = ()) -> dict:
+    """`python -m dtrain.train` killed without cleanup after step 10 (checkpoint 8 on disk), then
+    rerun: the final checkpoint of the resumed run."""
+    crashed = run_train(run_dir, *overrides, env=subprocess_env(**{CRASH_ENV: "10"}))
+    assert crashed.returncode != 0, explain(crashed)
+    resumed = run_train(run_dir, *overrides)
+    assert resumed.returncode == 0 and "ckpt-000000008.pt at step 8" in resumed.stdout, explain(resumed)
+    return final_checkpoint(run_dir)
+
+
 def uninterrupted(run_dir: Path, random_op: bool, overrides: tuple[str, ...] = ()) -> dict:
     outcome = train_in_process(run_dir, random_op=random_op, overrides=overrides)
     assert outcome.exit_code == 0 and outcome.result.stopped == "finished"

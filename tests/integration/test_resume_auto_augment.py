@@ -10,13 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from resume_runs import (
-    CRASH_ENV,
     assert_bitwise_equal,
-    explain,
-    final_checkpoint,
+    hard_killed_then_resumed,
     preempted_then_resumed,
-    run_train,
-    subprocess_env,
     uninterrupted,
 )
 
@@ -36,9 +32,4 @@ def test_auto_augmented_run_hard_killed_then_resumed_is_bitwise_identical(tmp_pa
     """`python -m dtrain.train` with ta_wide, killed without cleanup after step 10 (checkpoint 8 on disk), rerun."""
     overrides = ("data.auto_augment=ta_wide",)
     reference = uninterrupted(tmp_path / "reference", random_op=False, overrides=overrides)
-    run_dir = tmp_path / "killed"
-    crashed = run_train(run_dir, *overrides, env=subprocess_env(**{CRASH_ENV: "10"}))
-    assert crashed.returncode != 0, explain(crashed)
-    resumed = run_train(run_dir, *overrides)
-    assert resumed.returncode == 0 and "ckpt-000000008.pt at step 8" in resumed.stdout, explain(resumed)
-    assert_bitwise_equal(final_checkpoint(run_dir), reference)
+    assert_bitwise_equal(hard_killed_then_resumed(tmp_path / "killed", overrides), reference)

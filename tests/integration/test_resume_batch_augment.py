@@ -15,9 +15,9 @@ from resume_runs import (
     assert_bitwise_equal,
     explain,
     final_checkpoint,
+    hard_killed_then_resumed,
     preempted_then_resumed,
     run_torchrun,
-    run_train,
     subprocess_env,
     uninterrupted,
 )
@@ -38,12 +38,7 @@ def test_augmented_run_preempted_then_resumed_is_bitwise_identical(tmp_path: Pat
 def test_augmented_run_hard_killed_then_resumed_is_bitwise_identical(tmp_path: Path) -> None:
     """`python -m dtrain.train` killed without cleanup after step 10 (checkpoint 8 on disk), rerun."""
     reference = uninterrupted(tmp_path / "reference", random_op=False, overrides=AUGMENTED)
-    run_dir = tmp_path / "killed"
-    crashed = run_train(run_dir, *AUGMENTED, env=subprocess_env(**{CRASH_ENV: "10"}))
-    assert crashed.returncode != 0, explain(crashed)
-    resumed = run_train(run_dir, *AUGMENTED)
-    assert resumed.returncode == 0 and "ckpt-000000008.pt at step 8" in resumed.stdout, explain(resumed)
-    assert_bitwise_equal(final_checkpoint(run_dir), reference)
+    assert_bitwise_equal(hard_killed_then_resumed(tmp_path / "killed", AUGMENTED), reference)
 
 
 @pytest.mark.slow
