@@ -155,7 +155,7 @@ def check_progressive(config: RunConfig) -> None:
                                          f"is rounded to multiples of 32), got {d.min_res} and {d.max_res}")
     _check(0 <= d.start_ramp <= d.end_ramp, f"progressive resizing needs 0 <= data.start_ramp <= data.end_ramp "
                                             f"(epochs), got {d.start_ramp} and {d.end_ramp}")
-    # Before any process starts (the DALI loader refuses again when built, for data.loader=auto on CUDA).
+    # Before any process starts; `place` validates again once data.loader=auto is decided.
     _check(d.loader != "dali", "data.loader=dali cannot change the crop size per epoch (data.min_res/max_res); "
                                "use data.loader=torch, gpu or ffcv, or set data.min_res=null data.max_res=null")
 
