@@ -141,6 +141,14 @@ class ScheduleConfig:
     plateau_patience: int = knob(3, "evaluations without improvement of validation error")
     plateau_threshold: float = knob(1e-3, "relative improvement that counts as one (plateau)")
     min_lr: float = knob(0.0, "the lr never goes below this")
+    # torchvision's and timm's references call scheduler.step() once per epoch: their warm-up and
+    # cosine are staircases of one value per epoch; FFCV and the papers' CIFAR runs change it per step.
+    step_on: str = knob("iteration", "{choices}: when the lr changes (epoch: held for each epoch at its value at "
+                                     "the epoch's first step, as torchvision's and timm's per-epoch scheduler.step())")
+    decay_over: str = knob("after_warmup", "cosine, linear: {choices} (after_warmup: the decay runs from the "
+                                           "warm-up's end to the run's end, torchvision's SequentialLR and FFCV; "
+                                           "whole_run: over the whole run from step 0, the warm-up replacing its "
+                                           "first steps, timm's CosineLRScheduler without warmup_prefix)")
     iters_at_batch: int | None = knob(None, "epoch-keeping: milestones (step_iters), max_iters and warmup_iters are "
                                             "counted at this global batch and rescaled at another optim.batch_size")
 

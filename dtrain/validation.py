@@ -32,6 +32,8 @@ CHOICES: dict[str, str] = {
     "loss.name": "dtrain.engine.loss:LOSSES",
     "schedule.kind": "dtrain.engine.lr_schedule:SCHEDULES",
     "schedule.warmup": "dtrain.engine.lr_schedule:WARMUPS",
+    "schedule.step_on": "dtrain.engine.lr_schedule:STEP_ON",
+    "schedule.decay_over": "dtrain.engine.lr_schedule:DECAY_OVER",
     "distributed.engine": "dtrain.engine.engine:ENGINES",
     "distributed.backend": "dtrain.distributed.context:BACKEND_CHOICES",
     "distributed.grad_compression": "dtrain.distributed.wrap:GRAD_COMPRESSION_HOOKS",

@@ -102,6 +102,11 @@ def shortened_schedule(schedule: ScheduleConfig, budget_iters: int, full_iters: 
             if schedule.warmup_until_err is not None else ""
         parts.append(f"{schedule.warmup} warm-up at lr {schedule.warmup_lr:g} for {warmup} iteration(s){until} "
                      f"(recipe: {recipe})")
+    if schedule.step_on == "epoch":
+        # A short run's epochs are not the recipe's (epochs=null: the budget ends it), so an
+        # once-per-epoch staircase would not keep the recipe's shape: the short run steps every iteration.
+        overrides.append("schedule.step_on=iteration")
+        parts.append("lr updated every iteration (the recipe updates it once per epoch)")
     fractions = _drop_fractions(schedule)
     if schedule.kind in ("step_iters", "step_epochs", "plateau"):
         drops = [max(1, round(f * budget_iters)) for f in (fractions or STAND_IN_DROPS)]

@@ -16,6 +16,11 @@ then CosineAnnealingLR over the remaining epochs, and FFCV's linear ramp down). 
 (schedule.warmup) wraps any kind: constant (R1 ResNet-110 and R2 CIFAR: lr 0.01, then the
 schedule) or linear (from warmup_lr to the schedule's lr) for warmup_iters steps, or warmup_epochs
 epochs (converted to iterations when the run's epoch length is known: build_schedule).
+schedule.step_on=epoch holds each epoch at the lr of its first step (torchvision's and timm's
+references call scheduler.step() once per epoch, so their warm-up and cosine are staircases);
+schedule.decay_over says where a cosine/linear decay starts: at the warm-up's end (torchvision's
+SequentialLR, FFCV) or at step 0 with the warm-up replacing its first steps (timm's
+CosineLRScheduler with warmup_prefix=False, which RSB trained with).
 A constant warm-up may instead end on R1's criterion (sec. 4.2: "0.01 ... until the training error
 is below 80% (about 400 iterations)"), schedule.warmup_until_err, with warmup_iters as its cap: see
 WarmupCriterion. That decision is part of the schedule's state (`state_dict`), so a resumed run
@@ -108,13 +113,23 @@ class WarmupCriterion:
         self.recent = [float(e) for e in state.get("warmup_recent_errors", [])]
 
 
-class LRSchedule:
-    """Base: subclasses give `schedule_lr(step, epoch)`; warm-up and plateau are applied here."""
+# schedule.step_on -> the step whose lr an optimiser step takes, from (step, epoch, steps per epoch).
+STEP_ON: dict[str, Callable[[int, int, int], int]] = {
+    "iteration": lambda step, epoch, per_epoch: step,
+    "epoch": lambda step, epoch, per_epoch: epoch * per_epoch,  # the epoch's first step
+}
+# schedule.decay_over: where cosine/linear decay starts (DecaySchedule.progress).
+DECAY_OVER = ("after_warmup", "whole_run")
 
-    def __init__(self, cfg: ScheduleConfig, base_lr: float, total_iters: int):
+
+class LRSchedule:
+    """Base: subclasses give `schedule_lr(step, epoch)`; warm-up, plateau and step_on are applied here."""
+
+    def __init__(self, cfg: ScheduleConfig, base_lr: float, total_iters: int, iters_per_epoch: int = 0):
         self.cfg = cfg
         self.base_lr = base_lr
         self.total_iters = max(1, total_iters)
+        self.iters_per_epoch = iters_per_epoch
         self.warmup = WarmupCriterion(cfg.warmup_until_err, cfg.warmup_iters)
 
     def schedule_lr(self, step: int, epoch: int) -> float:
@@ -122,6 +137,7 @@ class LRSchedule:
 
     def lr_at(self, step: int, epoch: int) -> float:
         """The lr of the optimiser step number `step` (0-based) taken during epoch `epoch`."""
+        step = STEP_ON[self.cfg.step_on](step, epoch, self.iters_per_epoch)
         lr = max(self.schedule_lr(step, epoch), self.cfg.min_lr)
         return apply_warmup(self.cfg, lr, step, self.warmup.end())
 
@@ -161,11 +177,15 @@ class StepItersSchedule(LRSchedule):
 
 
 class DecaySchedule(LRSchedule):
-    """Decays from base_lr at the end of the warm-up (step 0 without one) to min_lr at total_iters;
-    during the warm-up the scheduled lr is base_lr, the linear warm-up's target."""
+    """Decays from base_lr to min_lr at total_iters, starting at the end of the warm-up (step 0 without
+    one, or with decay_over=whole_run); during the warm-up the scheduled lr is base_lr, the linear
+    warm-up's target (timm's warm-up also climbs to the base lr, not to the cosine's value there)."""
 
     def progress(self, step: int) -> float:
-        start = self.warmup.end() if self.cfg.warmup != "none" else 0
+        warmup_end = self.warmup.end() if self.cfg.warmup != "none" else 0
+        if step < warmup_end:
+            return 0.0
+        start = warmup_end if self.cfg.decay_over == "after_warmup" else 0
         return min(max(step - start, 0) / max(self.total_iters - start, 1), 1.0)
 
 
@@ -183,8 +203,8 @@ class LinearDecaySchedule(DecaySchedule):
 class PlateauSchedule(LRSchedule):
     """R1: lr / 10 when the validation error plateaus (ReduceLROnPlateau, mode min, rel threshold)."""
 
-    def __init__(self, cfg: ScheduleConfig, base_lr: float, total_iters: int):
-        super().__init__(cfg, base_lr, total_iters)
+    def __init__(self, cfg: ScheduleConfig, base_lr: float, total_iters: int, iters_per_epoch: int = 0):
+        super().__init__(cfg, base_lr, total_iters, iters_per_epoch)
         self.best = math.inf
         self.bad_evals = 0
         self.drops = 0
@@ -230,7 +250,7 @@ def apply_warmup(cfg: ScheduleConfig, lr: float, step: int, end: int | None = No
     return WARMUPS[cfg.warmup](cfg, lr, step)
 
 
-SCHEDULES: dict[str, Callable[[ScheduleConfig, float, int], LRSchedule]] = {
+SCHEDULES: dict[str, Callable[[ScheduleConfig, float, int, int], LRSchedule]] = {
     "constant": ConstantSchedule,
     "step_epochs": StepEpochsSchedule,
     "step_iters": StepItersSchedule,
@@ -254,7 +274,8 @@ def warmup_in_iterations(cfg: ScheduleConfig, iters_per_epoch: int | None) -> Sc
 
 def build_schedule(cfg: ScheduleConfig, base_lr: float, total_iters: int,
                    iters_per_epoch: int | None = None) -> LRSchedule:
-    """The run's schedule; iters_per_epoch (optimiser steps per epoch) converts schedule.warmup_epochs."""
+    """The run's schedule; iters_per_epoch (optimiser steps per epoch) converts schedule.warmup_epochs
+    and places the epochs of schedule.step_on=epoch."""
     try:
         factory = SCHEDULES[cfg.kind]
     except KeyError:
@@ -265,4 +286,6 @@ def build_schedule(cfg: ScheduleConfig, base_lr: float, total_iters: int,
     if cfg.warmup_until_err is not None and cfg.warmup != "constant":
         raise ConfigError(f"schedule.warmup_until_err ends a constant warm-up; set schedule.warmup=constant "
                           f"(it is {cfg.warmup}) or schedule.warmup_until_err=null")
-    return factory(cfg, base_lr, total_iters)
+    if cfg.step_on == "epoch" and not iters_per_epoch:
+        raise ConfigError("schedule.step_on=epoch needs the run's epoch length; use schedule.step_on=iteration")
+    return factory(cfg, base_lr, total_iters, iters_per_epoch or 0)

@@ -1,9 +1,10 @@
 """Exact resume with the later recipes' loss, optimiser and schedule keys on: LAMB + BCE (label
-smoothing, target threshold) + linear warm-up in epochs + cosine, and AdamW + smoothed
+smoothing, target threshold) + linear warm-up in epochs + cosine, AdamW + smoothed
 cross-entropy + warm-up in iterations + linear decay, both with no decay on norm/bias parameters
-and gradient clipping. Preempted (in this process), hard-killed (a subprocess) and on 2 processes,
-each resumed run ends with the same bits as the uninterrupted one (the harness of test_resume:
-tiny CIFAR ResNet-20 on synthetic data, 24 steps = 3 epochs of 8, a checkpoint every 4)."""
+and gradient clipping, and SGD with an lr held per epoch (schedule.step_on=epoch). Preempted (in
+this process), hard-killed (a subprocess) and on 2 processes, each resumed run ends with the same
+bits as the uninterrupted one (the harness of test_resume: tiny CIFAR ResNet-20 on synthetic data,
+24 steps = 3 epochs of 8, a checkpoint every 4)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ RECIPES = {
     "adamw_smoothing_linear": (*COMMON, "optim.name=adamw", "optim.lr=0.002", "optim.weight_decay=0.05",
                                "optim.clip_grad_norm=0.5", "loss.label_smoothing=0.1", "schedule.kind=linear",
                                "schedule.warmup_iters=6", "schedule.min_lr=1e-5"),
+    # torchvision's and timm's per-epoch staircase, the cosine counted from step 0 (timm): the lr is a
+    # function of the epoch, so a resume inside an epoch (step 4) must keep that epoch's value.
+    "sgd_epoch_staircase": (*COMMON, "optim.name=sgd", "optim.lr=0.05", "optim.weight_decay=1e-4",
+                            "schedule.kind=cosine", "schedule.warmup_epochs=1", "schedule.warmup_lr=0.005",
+                            "schedule.step_on=epoch", "schedule.decay_over=whole_run"),
 }
 
 
@@ -58,7 +64,8 @@ def test_preempted_then_resumed_is_bitwise_identical(tmp_path: Path, recipe) -> 
 def test_the_optimiser_state_is_in_the_checkpoint(recipe) -> None:
     overrides, reference = recipe
     slots = set(next(iter(reference["optimizer"]["state"].values())))
-    assert {"exp_avg", "exp_avg_sq"} <= slots  # AdamW's and LAMB's moments both resume
+    moments = {"exp_avg", "exp_avg_sq"} if "optim.name=sgd" not in overrides else {"momentum_buffer"}
+    assert moments <= slots  # AdamW's and LAMB's moments, SGD's momentum, resume
     assert [g["weight_decay"] for g in reference["optimizer"]["param_groups"]] == [
         float(next(o for o in overrides if o.startswith("optim.weight_decay=")).split("=")[1]), 0.0]
 

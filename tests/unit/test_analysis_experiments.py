@@ -133,3 +133,15 @@ def test_a_warm_up_in_epochs_keeps_its_fraction_of_a_shortened_run():
                             "schedule.warmup=linear", "schedule.warmup_epochs=5", "schedule.warmup_lr=0.001")
     assert (schedule.warmup_iters, schedule.warmup_epochs, schedule.kind, schedule.max_iters) == (10, 0, "cosine", 200)
     assert "for 10 iteration(s) (recipe: 5 of 100 epochs)" in text
+
+
+def test_a_shortened_per_epoch_recipe_steps_its_lr_every_iteration():
+    # torchvision's V2 recipe steps once per epoch; a short run's epochs are not the recipe's, so a
+    # staircase over them would not keep the shape: the short run changes the lr every iteration.
+    schedule, text = _short("resnet50_tv2", 120)
+    assert (schedule.step_on, schedule.warmup_iters, schedule.max_iters) == ("iteration", 1, 120)
+    assert "lr updated every iteration (the recipe updates it once per epoch)" in text
+    lrs = _lrs(schedule, 120)
+    assert len(set(lrs[1:])) == 119  # a value per step after the warm-up step, down the cosine
+    assert "step_on" not in " ".join(shortened_schedule(load_config("cifar10_resnet20", []).schedule, 120,
+                                                        64000).overrides)

@@ -40,7 +40,8 @@ TV2 = {"optim.name": "sgd", "optim.batch_size": 8 * 128, "optim.lr": 0.5, "optim
        "optim.momentum": 0.9, "optim.weight_decay": 2e-5, "optim.no_decay_bn_bias": True,
        "loss.name": "cross_entropy", "loss.label_smoothing": 0.1,
        "schedule.kind": "cosine", "schedule.epochs": 600, "schedule.warmup_epochs": 5,
-       "schedule.warmup_lr": 0.01 * 0.5, "schedule.min_lr": 0.0,
+       "schedule.warmup_lr": 0.01 * 0.5, "schedule.min_lr": 0.0, "schedule.step_on": "epoch",
+       "schedule.decay_over": "after_warmup",
        "augment.mixup_alpha": 0.2, "augment.cutmix_alpha": 1.0, "augment.mix_prob": 1.0, "augment.switch_prob": 0.5,
        "augment.erasing_prob": 0.1, "data.crop_size": 176, "data.val_resize": 232, "data.val_crop": 224,
        "data.repeated_augment_reps": 4, "data.auto_augment": "ta_wide",
@@ -50,7 +51,8 @@ TV2 = {"optim.name": "sgd", "optim.batch_size": 8 * 128, "optim.lr": 0.5, "optim
 
 RSB_SHARED = {"optim.name": "lamb", "optim.batch_size": 2048, "optim.scale_lr": False, "optim.no_decay_bn_bias": True,
               "optim.clip_grad_norm": 1.0, "loss.name": "bce", "schedule.kind": "cosine",
-              "schedule.warmup_epochs": 5, "augment.cutmix_alpha": 1.0, "augment.erasing_prob": 0.0,
+              "schedule.warmup_epochs": 5, "schedule.step_on": "epoch", "schedule.decay_over": "whole_run",
+              "augment.cutmix_alpha": 1.0, "augment.erasing_prob": 0.0,
               "ema.enabled": False, "data.val_resize": 235, "data.val_crop": 224,
               "model.options.zero_init_residual": True}
 RSB = {  # procedure: (epochs, lr, weight decay, mixup, stochastic depth, RA reps, train res, RandAugment)
@@ -64,7 +66,8 @@ FFCV = {"optim.name": "sgd", "optim.batch_size": 512 * 8, "optim.lr": 1.7, "opti
         "optim.momentum": 0.9, "optim.weight_decay": 1e-4, "optim.no_decay_bn_bias": True,
         "loss.name": "cross_entropy", "loss.label_smoothing": 0.1, "model.options.blurpool": True,
         "schedule.kind": "linear", "schedule.warmup_epochs": 2, "schedule.warmup_lr": pytest.approx(1e-4 * 1.7),
-        "schedule.min_lr": 0.0, "data.min_res": 160, "data.max_res": 192, "data.val_crop": 256, "eval.flip_tta": True,
+        "schedule.min_lr": 0.0, "schedule.step_on": "iteration", "schedule.decay_over": "after_warmup",
+        "data.min_res": 160, "data.max_res": 192, "data.val_crop": 256, "eval.flip_tta": True,
         "augment.mixup_alpha": 0.0, "augment.cutmix_alpha": 0.0, "ema.enabled": False,
         "distributed.bn_group_size": 512}
 

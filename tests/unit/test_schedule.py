@@ -1,11 +1,13 @@
 """The papers' learning rates at given iterations/epochs (R1 sec. 3.4 and 4.2; R2 for its pre-activation
-nets)."""
+nets), and the later recipes' against their projects' schedulers (torchvision per epoch, timm's cosine)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
+import torch
 
 from dtrain.config import OptimConfig, ScheduleConfig
 from dtrain.engine.lr_schedule import build_schedule, scaled_lr
@@ -178,8 +180,6 @@ def _train_lrs(run_dir, *extra: str) -> list[float]:
 
 
 def test_the_trainer_checkpoints_the_warm_up_decision_and_a_resume_keeps_it(tmp_path):
-    import torch
-
     whole = _train_lrs(tmp_path / "whole")
     ckpt = tmp_path / "whole" / "checkpoints" / "ckpt-000000008.pt"
     ended = torch.load(ckpt, weights_only=False)["lr_schedule"]["warmup_ended_at"]
@@ -232,3 +232,88 @@ def test_warm_up_in_epochs_is_that_many_epochs_of_iterations():
                                         "schedule.warmup_iters=5"])
     resolved = load_config("digits_resnet20", ["schedule.warmup=linear", "schedule.warmup_epochs=2"])
     assert resolved.schedule.warmup_epochs == 2
+
+
+def _torchvision_lrs(epochs: int, warmup_epochs: int, lr: float, decay: float) -> list[float]:
+    """torchvision references/classification/train.py's scheduler, built from torch's own classes:
+    SequentialLR([LinearLR(start_factor=decay, total_iters=warmup), CosineAnnealingLR(T_max=epochs - warmup)],
+    milestones=[warmup]), stepped once after every epoch; the lr each epoch trains with."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [
+        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=decay, total_iters=warmup_epochs),
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs - warmup_epochs, eta_min=0.0)],
+        milestones=[warmup_epochs])
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_step_on_epoch_is_torchvisions_per_epoch_warm_up_and_cosine():
+    """resnet50_tv2's schedule at 12 epochs (of 7 steps each) against torch's SequentialLR stepped per
+    epoch, at every step of every epoch: each epoch is held at one value, the value torchvision trains it with."""
+    tv2 = load_config("resnet50_tv2", []).schedule
+    assert (tv2.step_on, tv2.decay_over, tv2.warmup_epochs) == ("epoch", "after_warmup", 5)
+    epochs, per_epoch = 12, 7
+    cfg = dataclasses.replace(tv2, epochs=epochs)
+    ours = build_schedule(cfg, 0.5, epochs * per_epoch, iters_per_epoch=per_epoch)
+    reference = _torchvision_lrs(epochs, 5, 0.5, decay=tv2.warmup_lr / 0.5)
+    for epoch in range(epochs):
+        held = [ours.lr_at(epoch * per_epoch + i, epoch) for i in range(per_epoch)]
+        assert held == pytest.approx([reference[epoch]] * per_epoch, rel=1e-9, abs=1e-12), epoch
+    assert reference[0] == pytest.approx(0.005) and reference[5] == pytest.approx(0.5)  # start and peak
+    per_step = build_schedule(dataclasses.replace(cfg, step_on="iteration"), 0.5, epochs * per_epoch,
+                              iters_per_epoch=per_epoch)
+    assert per_step.lr_at(3, 0) > per_step.lr_at(0, 0) == ours.lr_at(3, 0)  # per iteration climbs within epoch 0
+
+
+def _timm_cosine(epoch: int, epochs: int, warmup: int, lr: float, warmup_lr: float, min_lr: float) -> float:
+    """timm/scheduler/cosine_lr.py CosineLRScheduler._get_lr(t) with t_initial=epochs, warmup_t=warmup,
+    warmup_prefix=False, one cycle (timm's scheduler_factory for train.py's --sched cosine)."""
+    if epoch < warmup:
+        return warmup_lr + epoch * (lr - warmup_lr) / warmup
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * epoch / epochs))
+
+
+@pytest.mark.parametrize("recipe", ["resnet50_rsb_a1", "resnet50_rsb_a2", "resnet50_rsb_a3"])
+def test_rsb_recipes_follow_timms_per_epoch_cosine_counted_from_epoch_0(recipe):
+    config = load_config(recipe, [])
+    s, lr = config.schedule, config.optim.lr
+    assert (s.step_on, s.decay_over) == ("epoch", "whole_run")
+    per_epoch = 3
+    ours = build_schedule(s, lr, s.epochs * per_epoch, iters_per_epoch=per_epoch)
+    for epoch in (0, 1, 4, 5, 6, s.epochs // 2, s.epochs - 1):
+        expected = _timm_cosine(epoch, s.epochs, 5, lr, s.warmup_lr, s.min_lr)
+        assert [ours.lr_at(epoch * per_epoch + i, epoch) for i in range(per_epoch)] == pytest.approx(
+            [expected] * per_epoch, rel=1e-12), epoch
+    # counted from epoch 0: at the warm-up's end the cosine is already past its peak
+    assert ours.lr_at(5 * per_epoch, 5) < lr
+
+
+def test_decay_over_whole_run_only_moves_where_the_decay_starts():
+    after = _warm_then("cosine")
+    whole = _warm_then("cosine", decay_over="whole_run")
+    assert [whole.lr_at(i, 0) for i in range(5)] == [after.lr_at(i, 0) for i in range(5)]  # the same warm-up
+    assert whole.lr_at(5, 0) == pytest.approx(0.05 * (1 + math.cos(math.pi * 5 / 105)))
+    assert whole.lr_at(104, 0) == pytest.approx(0.05 * (1 + math.cos(math.pi * 104 / 105)))
+
+
+def test_step_on_epoch_needs_the_epoch_length_and_known_names():
+    with pytest.raises(ConfigError, match="step_on=epoch needs the run's epoch length"):
+        build_schedule(ScheduleConfig(kind="cosine", step_on="epoch"), 0.1, 100)
+    for key, bad in (("schedule.step_on", "epochs"), ("schedule.decay_over", "whole")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config("digits_resnet20", [f"{key}={bad}"])
+
+
+def test_the_trainer_holds_the_lr_for_each_epoch_with_step_on_epoch(tmp_path):
+    """The loop gives the schedule its epoch: 12 steps of 4 per epoch, a warm-up epoch, then a cosine
+    counted from step 0: three values, each held for a whole epoch."""
+    lrs = _train_lrs(tmp_path, "data.synthetic_samples=16", "schedule.warmup=linear", "schedule.warmup_until_err=null",
+                     "schedule.warmup_iters=0", "schedule.warmup_epochs=1", "schedule.warmup_lr=0.01",
+                     "schedule.kind=cosine", "schedule.step_on=epoch", "schedule.decay_over=whole_run",
+                     "optim.lr=0.1", "optim.scale_lr=false")
+    expected = [0.01] + [0.05 * (1 + math.cos(math.pi * epoch / 3)) for epoch in (1, 2)]
+    assert lrs == pytest.approx([value for value in expected for _ in range(4)])
