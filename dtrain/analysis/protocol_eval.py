@@ -2,7 +2,9 @@
 
 The training loop validates with the recipe's cheap eval.mode (a centre crop); a table of the
 papers was measured otherwise (10-crop, multi-scale, a 320 crop), so `dtrain reproduce` tests the
-final and the best checkpoint again with the row's protocol (paper_protocols) before it compares.
+final and the best checkpoint again with the row's protocol (paper_protocols) before it compares;
+a run with a weight EMA (ema.enabled) is tested with the EMA's weights too (final_ema: the final
+checkpoint's EMA, best_ema: best_ema.pt), since a published number may be either model's.
 
 An ensemble's prediction is the mean of its members' softmax scores, each member's scores being
 averaged over the protocol's views first (R1 sec. 3.4 / 4.1). `EnsembleModel` returns the log
@@ -20,7 +22,7 @@ from torch import nn
 
 from dtrain.analysis.paper_protocols import Protocol
 from dtrain.builders import build_val_loader, load_for_inference
-from dtrain.checkpoint.manager import CheckpointManager
+from dtrain.checkpoint.manager import BEST_EMA_NAME, CheckpointManager
 from dtrain.distributed.context import DistContext
 from dtrain.engine.evaluate import evaluate
 from dtrain.errors import DtrainError
@@ -30,8 +32,16 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclass(frozen=True)
+class CheckpointWeights:
+    """One set of weights a protocol is run on: a checkpoint file and which of its models."""
+    which: str  # "final" | "best" | "final_ema" | "best_ema"
+    path: Path
+    weights_of: str = "model"  # builders.load_for_inference: "model" (live weights) or "ema"
+
+
+@dataclass(frozen=True)
 class ProtocolResult:
-    which: str  # "final" | "best" | "ensemble"
+    which: str  # "final" | "best" | "final_ema" | "best_ema" | "ensemble"
     protocol: str
     eval_mode: str
     paths: tuple[str, ...]
@@ -70,19 +80,33 @@ def run_checkpoints(run_dir: Path) -> dict[str, Path]:
     return chosen
 
 
-def _load(path: Path, overrides: list[str]):
-    loaded = load_for_inference(path, overrides)
+def weights_to_test(run_dir: Path, ema: bool) -> list[CheckpointWeights]:
+    """The final and best checkpoints' live weights, and with `ema` (the run's ema.enabled) the final
+    checkpoint's EMA and best_ema.pt's (when written)."""
+    chosen = [CheckpointWeights(which, path) for which, path in run_checkpoints(run_dir).items()]
+    if ema:
+        chosen.append(CheckpointWeights("final_ema", chosen[0].path, "ema"))
+        best_ema = Path(run_dir) / CHECKPOINT_DIR / BEST_EMA_NAME
+        if best_ema.is_file():
+            chosen.append(CheckpointWeights("best_ema", best_ema, "ema"))
+    return chosen
+
+
+def _load(path: Path, overrides: list[str], weights_of: str):
+    loaded = load_for_inference(path, overrides, weights_of=weights_of)
     return loaded.config, loaded.model
 
 
 def evaluate_protocol(paths: Sequence[Path], protocol: Protocol, overrides: Sequence[str] = (),
-                      which: str = "final", batch_size: int | None = None) -> ProtocolResult:
+                      which: str = "final", batch_size: int | None = None,
+                      weights_of: str = "model") -> ProtocolResult:
     """Errors (%) of one checkpoint, or of the ensemble of several, under `protocol`, on the
-    validation split the first checkpoint's config names (overrides may change it)."""
+    validation split the first checkpoint's config names (overrides may change it); weights_of="ema":
+    the checkpoints' weight EMA instead of their live weights."""
     if not paths:
         raise DtrainError("no checkpoint to evaluate")
     all_overrides = [f"eval.mode={protocol.eval_mode}", *protocol.overrides, *overrides]
-    loaded = [_load(Path(p), all_overrides) for p in paths]
+    loaded = [_load(Path(p), all_overrides, weights_of) for p in paths]
     cfg = loaded[0][0]
     check_data_root(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

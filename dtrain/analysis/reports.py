@@ -27,7 +27,8 @@ class Measured:
     run_dir: str = ""
     seconds: float | None = None
     budget_iters: int | None = None
-    protocol_results: list = field(default_factory=list)  # protocol_eval.ProtocolResult: final, best / ensemble
+    # protocol_eval.ProtocolResult: final, best (and final_ema, best_ema) / ensemble
+    protocol_results: list = field(default_factory=list)
     protocol_changes: list[str] = field(default_factory=list)  # the user's overrides of the paper's protocol
     model_changes: list[str] = field(default_factory=list)  # the user's overrides that changed the network
     model: str = ""  # model.name the run trained
@@ -110,6 +111,11 @@ def _caveats(row: PaperRow, m: Measured) -> list[str]:
     tested = m.compared[2]
     caveats.append(f"Paper's test protocol: **{protocol.name}** ({protocol.description}; {row.source}). "
                    f"Compared here: {tested}.")
+    ema = [r for r in m.protocol_results if r.which.endswith("_ema")]
+    if ema:
+        errors = ", ".join(f"{r.which} {_num(r.top1_err)}%" for r in ema)
+        caveats.append(f"**Weight EMA**: the run kept an EMA of its weights; compared above are the live weights, "
+                       f"the EMA's top-1 errors are {errors} (table below).")
     if protocol.beyond_paper:
         caveats.append(f"**Beyond the paper**: {protocol.beyond_paper}.")
     if m.protocol_changes:

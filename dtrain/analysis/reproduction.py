@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dtrain import models
 from dtrain.analysis.paper_row import PaperRow
-from dtrain.analysis.protocol_eval import evaluate_protocol, run_checkpoints
+from dtrain.analysis.protocol_eval import evaluate_protocol, run_checkpoints, weights_to_test
 from dtrain.analysis.reports import Measured, render_report
 from dtrain.analysis.training_runs import (
     ShortenedSchedule,
@@ -130,11 +130,13 @@ def model_changes(row_config: RunConfig, config: RunConfig, overrides: list[str]
 
 
 def protocol_test(row: PaperRow, config: RunConfig, run_dir: Path, opts: ReproduceOptions, echo=print) -> list:
-    """The row's protocol on the run's final and best checkpoints; saved to RUN_DIR/protocol_results.json."""
+    """The row's protocol on the run's final and best checkpoints (and their weight EMA when the run kept
+    one); saved to RUN_DIR/protocol_results.json."""
     results = []
-    for which, path in run_checkpoints(run_dir).items():
-        echo(f"  testing the {which} checkpoint with {row.protocol.name} ({path.name})")
-        results.append(evaluate_protocol([path], row.protocol, protocol_overrides(config, opts), which=which))
+    for tested in weights_to_test(run_dir, config.ema.enabled):
+        echo(f"  testing the {tested.which} weights with {row.protocol.name} ({tested.path.name})")
+        results.append(evaluate_protocol([tested.path], row.protocol, protocol_overrides(config, opts),
+                                         which=tested.which, weights_of=tested.weights_of))
     (run_dir / RESULTS_NAME).write_text(json.dumps([r.as_dict() for r in results], indent=1) + "\n")
     return results
 

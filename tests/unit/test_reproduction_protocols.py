@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,11 +12,19 @@ from prepared_data import write_prepared
 
 from dtrain.analysis.paper_numbers import ROWS
 from dtrain.analysis.paper_protocols import PROTOCOLS, TABLES
-from dtrain.analysis.protocol_eval import EnsembleModel, ProtocolResult, evaluate_protocol
+from dtrain.analysis.protocol_eval import (
+    CheckpointWeights,
+    EnsembleModel,
+    ProtocolResult,
+    evaluate_protocol,
+    weights_to_test,
+)
 from dtrain.analysis.reports import Measured, render_report, repeat_statistics
 from dtrain.checkpoint import atomic_save
+from dtrain.checkpoint.manager import BEST_EMA_NAME
 from dtrain.commands.reproduce import LATER_TITLE, PAPERS_TITLE
 from dtrain.config import to_dict
+from dtrain.engine.ema import EMA_PART
 from dtrain.engine.lr_schedule import keep_epochs
 from dtrain.resolve import load_config
 
@@ -190,6 +199,47 @@ def test_protocols_run_on_checkpoints_and_an_ensemble(tmp_path):
     assert ensemble.samples == 5 and ensemble.paths == tuple(str(p) for p in paths)
 
 
+def _predicting(tmp_path, root, cls: int) -> Path:
+    """A checkpoint of a net that answers class `cls` for every image (fc weights 0, bias one-hot)."""
+    path = _checkpoint(tmp_path, root, seed=0)
+    state = torch.load(path, weights_only=False)
+    state["model"]["fc.weight"].zero_()
+    state["model"]["fc.bias"].copy_(10.0 * torch.nn.functional.one_hot(torch.tensor(cls), 3))
+    out = tmp_path / f"predicts-{cls}.pt"
+    atomic_save(state, out)
+    return out
+
+
+def test_a_run_with_a_weight_ema_is_tested_with_the_emas_weights_too(tmp_path):
+    """The tv2 recipe keeps a weight EMA and torchvision does not say which model its number is: the
+    protocol runs on the EMA's weights of the final checkpoint and of best_ema.pt, as their own rows."""
+    root = write_prepared(tmp_path / "data", counts={"train": 6, "val": 5}, sizes=[(36, 36)])
+    center = PROTOCOLS["center"]
+    # 5 images of 3 classes: the constant answers of the most and the least frequent class differ in error
+    errors = {cls: evaluate_protocol([_predicting(tmp_path, root, cls)], center).top1_err for cls in range(3)}
+    live_cls, ema_cls = min(errors, key=errors.get), max(errors, key=errors.get)
+    assert errors[live_cls] < errors[ema_cls]
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    final = run_dir / "checkpoints" / "ckpt-000000008.pt"
+    state = torch.load(_predicting(tmp_path, root, live_cls), weights_only=False)
+    state[EMA_PART] = {"weights": torch.load(_predicting(tmp_path, root, ema_cls), weights_only=False)["model"]}
+    atomic_save(state, final)
+    assert [(t.which, t.path, t.weights_of) for t in weights_to_test(run_dir, ema=False)] == [("final", final, "model")]
+    atomic_save(state, run_dir / "checkpoints" / BEST_EMA_NAME)
+    assert [(t.which, t.path.name, t.weights_of) for t in weights_to_test(run_dir, ema=True)] == [
+        ("final", final.name, "model"), ("final_ema", final.name, "ema"), ("best_ema", BEST_EMA_NAME, "ema")]
+    live = evaluate_protocol([final], center)
+    ema = evaluate_protocol([final], center, which="final_ema", weights_of="ema")
+    assert (live.top1_err, ema.top1_err) == (errors[live_cls], errors[ema_cls])
+    measured = Measured(top1_err=None, top5_err=None, params=1, multiply_adds=1, input_size=32, iterations=8,
+                        full_iterations=8, dataset="ImageNet", data_root="", eval_mode="center", recipe="resnet50_tv2",
+                        protocol_results=[live, ema])
+    text = render_report(ROWS["tv2-resnet50"], measured, [])
+    assert "**Weight EMA**" in text and f"final_ema {ema.top1_err:.2f}%" in text and "| final_ema | center |" in text
+    assert f"| top-1 error % | {ROWS['tv2-resnet50'].top1_err:.2f} | {live.top1_err:.2f} |" in text  # live compared
+
+
 def test_resnet1202_warms_up_as_r1_trains_it_like_resnet110():
     warm = load_config("cifar10_resnet110").schedule
     s = load_config("cifar10_resnet1202").schedule
@@ -231,11 +281,12 @@ def _report_only(tmp_path, monkeypatch, *args) -> str:
     from dtrain.analysis import reproduction
     from dtrain.cli import main
 
-    def evaluate(paths, protocol, overrides=(), which="final"):
+    def evaluate(paths, protocol, overrides=(), which="final", weights_of="model"):
         return ProtocolResult(which, protocol.name, protocol.eval_mode, tuple(map(str, paths)), 9.0, 1.0, 10,
                               (f"eval.mode={protocol.eval_mode}", *protocol.overrides, *overrides))
 
-    monkeypatch.setattr(reproduction, "run_checkpoints", lambda run_dir: {"final": run_dir / "ckpt.pt"})
+    monkeypatch.setattr(reproduction, "weights_to_test",
+                        lambda run_dir, ema: [CheckpointWeights("final", run_dir / "ckpt.pt")])
     monkeypatch.setattr(reproduction, "evaluate_protocol", evaluate)
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
