@@ -57,10 +57,11 @@ def _row(key: str, source: str, recipe: str, top1_acc: float, top5_acc: float | 
                      turns_on=turns_on, citation=citation)
 
 
-_TV2_NOTE = ("not expressed: lr stepped per epoch in torchvision (per iteration here); --norm-weight-decay 0 "
+_TV2_NOTE = ("not expressed: --norm-weight-decay 0 "
              "leaves fc.bias decayed (no_decay_bn_bias exempts it too); EMA steps counted per epoch there; "
-             "fp32 there, bf16 autocast here on CUDA; the reference is the released weights' accuracy, and "
-             "`dtrain reproduce` tests the live weights (EMA weights: `dtrain eval --weights ema`)")
+             "fp32 there, bf16 autocast here on CUDA; the reference is the released weights' accuracy, whether "
+             "the EMA's or the live model's is not stated: `dtrain reproduce` compares the live weights and "
+             "reports the EMA's beside them")
 
 
 def tv2_row() -> RecipeRow:
@@ -74,8 +75,8 @@ def tv2_row() -> RecipeRow:
 
 _RSB_NOTE = ("Table 1 could not be read in this session (settings cross-checked with timm's model configs and "
              "mmpretrain's RSB configs); top-5 is timm's results-imagenet.csv for the released seed-0 weights; "
-             "not expressed: bicubic resizing of the crop and the test image, per-epoch lr steps, fp16; BCE target "
-             "threshold and label smoothing unverified (left off)")
+             "not expressed: bicubic resizing of the crop and the test image, fp16, timm's default 10 cooldown "
+             "epochs; BCE target threshold and label smoothing unverified (left off)")
 
 
 def rsb_rows() -> list[RecipeRow]:
