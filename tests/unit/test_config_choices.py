@@ -44,6 +44,8 @@ IMPLEMENTED = {
     "loss.name": list(LOSSES),
     "schedule.kind": list(lr_schedule.SCHEDULES),
     "schedule.warmup": list(lr_schedule.WARMUPS),
+    "schedule.step_on": list(lr_schedule.STEP_ON),
+    "schedule.decay_over": list(lr_schedule.DECAY_OVER),
     "distributed.engine": list(ENGINES),
     "distributed.backend": ["auto", *BACKEND_DEVICES],
     "distributed.grad_compression": list(GRAD_COMPRESSION_HOOKS),
