@@ -61,6 +61,11 @@ class DataConfig:
     max_res: int | None = knob(None, "progressive resizing: train crop side from epoch end_ramp on")
     start_ramp: int = knob(0, "progressive resizing: last epoch at min_res")
     end_ramp: int = knob(0, "progressive resizing: first epoch at max_res")
+    # Resampling filters (dtrain.data.transforms.INTERPOLATIONS): torchvision's recipes resize bilinearly,
+    # timm's bicubically (test) or with either at random per sample (its train.py default).
+    train_interpolation: str = knob("bilinear", "{choices}: the filter that resizes training crops (random: "
+                                                "bilinear or bicubic drawn per sample, timm's default)")
+    val_interpolation: str = knob("bilinear", "{choices}: the filter that resizes test images")
     pad: int = knob(4, "pad_crop: zero padding on each side before the crop")
     flip: bool = knob(True, "random horizontal flip")
     lighting_std: float = knob(0.1, "AlexNet PCA colour augmentation; 0 disables")

@@ -24,6 +24,8 @@ CHOICES: dict[str, str] = {
     "data.loader": "dtrain.data:LOADER_CHOICES",
     "data.train_augment": "dtrain.data.transforms:TRAIN_AUGMENTS",
     "data.normalize": "dtrain.data.stats:NORMALIZATIONS",
+    "data.train_interpolation": "dtrain.data.transforms:INTERPOLATIONS",
+    "data.val_interpolation": "dtrain.data.transforms:VAL_INTERPOLATIONS",
     "data.source": "dtrain.data.sources:SOURCES",
     "data.ffcv_order": "dtrain.data.sampling:FFCV_ORDERS",
     "data.gpu_decoder": "dtrain.data.gpu_decode:DECODER_CHOICES",
@@ -53,9 +55,14 @@ MODEL_REGISTRY = "dtrain.models"
 LARGEST_TRAIN_CROP = "dtrain.data.resolution:largest_train_crop"
 
 
-def _names(source: str) -> list[str]:
+def _imported(source: str) -> Any:
+    """The object a "module:ATTRIBUTE" source names."""
     module_name, _, attribute = source.partition(":")
-    return list(getattr(importlib.import_module(module_name), attribute))
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def _names(source: str) -> list[str]:
+    return list(_imported(source))
 
 
 def bool_for_name_hint(key: str, value: bool) -> str:
@@ -292,6 +299,16 @@ def _non_negative(config: RunConfig, keys: Iterable[str]) -> None:
         _check(value >= 0, f"{key} must not be negative, got {value}")
 
 
+def check_interpolation(config: RunConfig) -> None:
+    """data.train_interpolation / val_interpolation: on a loader that resizes with that filter."""
+    loader = config.data.loader
+    for key in ("data.train_interpolation", "data.val_interpolation"):
+        name = getattr(config.data, key.split(".")[1])
+        loaders = _imported(CHOICES[key])[name].loaders  # the registry; check_choices ran first
+        _check(loader in (*loaders, "auto"), f"{key}={name} resizes in the {', '.join(loaders)} loaders, not "
+               f"data.loader={loader}; use one of those or set {key}=bilinear")
+
+
 def check_auto_augment(config: RunConfig) -> None:
     """data.auto_augment: a spec the parser takes (its own one-line error), on a loader that runs it."""
     spec, loader = config.data.auto_augment, config.data.loader
@@ -306,5 +323,5 @@ def check_auto_augment(config: RunConfig) -> None:
 RULES: list[Callable[[RunConfig], None]] = [
     check_choices, lambda c: check_model(c.model), check_data, check_progressive, check_synthetic_size, check_optim,
     check_loss, check_engine_features, check_schedule, check_run, check_tracking, check_augment, check_ema,
-    check_auto_augment,
+    check_auto_augment, check_interpolation,
 ]

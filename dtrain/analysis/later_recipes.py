@@ -75,8 +75,9 @@ def tv2_row() -> RecipeRow:
 
 _RSB_NOTE = ("Table 1 could not be read in this session (settings cross-checked with timm's model configs and "
              "mmpretrain's RSB configs); top-5 is timm's results-imagenet.csv for the released seed-0 weights; "
-             "not expressed: bicubic resizing of the crop and the test image, fp16, timm's default 10 cooldown "
-             "epochs; BCE target threshold and label smoothing unverified (left off)")
+             "not expressed: fp16, timm's default 10 cooldown epochs; BCE target threshold and label smoothing "
+             "unverified (left off); training resizes with timm train.py's default (bilinear or bicubic per "
+             "sample), which the paper does not confirm")
 
 
 def rsb_rows() -> list[RecipeRow]:

@@ -55,10 +55,10 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              beyond_paper=_FLIPS),
     # The later recipes (later_recipes): one centre crop, at the resize and crop their project tests with.
     Protocol("center-232", "center", "224 centre crop of shorter side 232, bilinear (torchvision's "
-             "ResNet50_Weights.IMAGENET1K_V2 transforms)", overrides=("data.val_resize=232", "data.val_crop=224")),
-    Protocol("center-235", "center", "224 centre crop of shorter side 235 = floor(224 / crop_pct 0.95) (timm)",
-             overrides=("data.val_resize=235", "data.val_crop=224"),
-             beyond_paper="timm resizes bicubically; dtrain resizes bilinearly"),
+             "ResNet50_Weights.IMAGENET1K_V2 transforms)",
+             overrides=("data.val_resize=232", "data.val_crop=224", "data.val_interpolation=bilinear")),
+    Protocol("center-235", "center", "224 centre crop of shorter side 235 = floor(224 / crop_pct 0.95), bicubic "
+             "(timm)", overrides=("data.val_resize=235", "data.val_crop=224", "data.val_interpolation=bicubic")),
     Protocol("center-256-flip", "center", "256 centre crop of shorter side 292 (FFCV: the centre 224/256 of the "
              "shorter side resized to 256) and its horizontal flip", overrides=("data.val_resize=292",
              "data.val_crop=256", "eval.flip_tta=true"),

@@ -57,6 +57,16 @@ TEN_CROP_POSITIONS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5)
 MIXED_DECODER_OPTIONS = dict(device_memory_padding=211_025_920, host_memory_padding=140_544_512,
                              hw_decoder_load=0.65)
 OUTPUT_DTYPES = {torch.float32: types.FLOAT, torch.float16: types.FLOAT16}
+# data.train_interpolation / val_interpolation -> DALI's filter (random per sample stays with the torch loader:
+# transforms.INTERPOLATIONS names the loaders of each, and validation refuses the others).
+DALI_INTERPOLATIONS = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC}
+
+
+def _interp(name: str):
+    if name not in DALI_INTERPOLATIONS:
+        raise ConfigError(f"interpolation {name} is not available with data.loader=dali (one of "
+                          f"{', '.join(DALI_INTERPOLATIONS)}); use data.loader=torch")
+    return DALI_INTERPOLATIONS[name]
 
 
 def _device_id(device: torch.device) -> int | None:
@@ -134,16 +144,18 @@ def _train_images(jpegs, data: DataConfig, device: torch.device, *, dtype, chann
     """The augmentations of dtrain.data.transforms (same distributions, DALI's own random draws)."""
     size, augment = data.crop_size, data.train_augment
     decode = _decoder_kwargs(device)
+    interp = _interp(data.train_interpolation)
     crop: dict = {}
     if augment == "random_resized_crop":
         # ROI decoding: only the crop window is decoded (docs/platform.md: the fastest CPU path measured).
         images = fn.decoders.image_random_crop(jpegs, random_area=list(data.rrc_scale),
                                                random_aspect_ratio=list(data.rrc_ratio), num_attempts=10, **decode)
-        images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)
+        images = fn.resize(images, resize_x=size, resize_y=size, antialias=True, interp_type=interp)
     elif augment == "scale_jitter":
         low, high = data.scale_range
         shorter = fn.random.uniform(values=[float(s) for s in range(low, high + 1)])
-        images = fn.resize(fn.decoders.image(jpegs, **decode), resize_shorter=shorter, antialias=True)
+        images = fn.resize(fn.decoders.image(jpegs, **decode), resize_shorter=shorter, antialias=True,
+                           interp_type=interp)
         crop = dict(crop=(size, size), crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
                     crop_pos_y=fn.random.uniform(range=[0.0, 1.0]))
     elif augment == "pad_crop":
@@ -153,7 +165,8 @@ def _train_images(jpegs, data: DataConfig, device: torch.device, *, dtype, chann
         return _pad_crop_after_normalize(fn.decoders.image(jpegs, **decode), data, dtype=dtype,
                                          channels_last=channels_last)
     elif augment == "none":
-        images = fn.resize(fn.decoders.image(jpegs, **decode), resize_shorter=float(data.val_resize), antialias=True)
+        images = fn.resize(fn.decoders.image(jpegs, **decode), resize_shorter=float(data.val_resize), antialias=True,
+                           interp_type=interp)
         crop = dict(crop=(size, size))
     else:
         raise ConfigError(f"data.train_augment={augment!r} is not one of random_resized_crop, scale_jitter, "
@@ -291,6 +304,7 @@ class DaliEvalLoader:
             raise ConfigError(f"data.val_resize={data.val_resize} is smaller than data.val_crop={data.val_crop}; "
                               "make val_resize >= val_crop")
         resize, crop = (320, 320) if mode == "single-320" else (data.val_resize, data.val_crop)
+        interp = _interp(data.val_interpolation)
         positions = TEN_CROP_POSITIONS if mode == "ten-crop" else ((0.5, 0.5),)
         split = read_manifest(data.root, data.val_split)
         self.num_samples = len(split)
@@ -306,7 +320,7 @@ class DaliEvalLoader:
         def pipeline():
             jpegs, labels = _read(data, split, shard_id=rank, num_shards=world_size, shuffle=False, seed=0)
             images = fn.resize(fn.decoders.image(jpegs, **_decoder_kwargs(device)), resize_shorter=float(resize),
-                               antialias=True)
+                               antialias=True, interp_type=interp)
             views = []
             for mirror in ((0, 1) if mode == "ten-crop" else (0,)):
                 for x, y in positions:

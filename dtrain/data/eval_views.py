@@ -22,7 +22,7 @@ from dtrain.config import DataConfig
 from dtrain.errors import ConfigError
 
 from .stats import build_normalize
-from .transforms import center_crop, crop, hflip, resize_shorter_side, to_pixels
+from .transforms import RESAMPLE, VAL_INTERPOLATIONS, center_crop, crop, hflip, resize_shorter_side, to_pixels
 
 R2_SINGLE_CROP = 320  # R2 Table 5: shorter side 320, 320x320 centre crop
 
@@ -39,20 +39,22 @@ class Views(Protocol):
 class CenterView:
     resize: int
     crop_size: int
+    resample: Image.Resampling = RESAMPLE  # data.val_interpolation's filter
     fixed_size = True  # every image gives views of one size, so images can be batched
 
     def __call__(self, image: Image.Image) -> list[Image.Image]:
-        return [center_crop(resize_shorter_side(image, self.resize), self.crop_size)]
+        return [center_crop(resize_shorter_side(image, self.resize, self.resample), self.crop_size)]
 
 
 @dataclass(frozen=True)
 class TenCrop:
     resize: int
     crop_size: int
+    resample: Image.Resampling = RESAMPLE
     fixed_size = True
 
     def __call__(self, image: Image.Image) -> list[Image.Image]:
-        image = resize_shorter_side(image, self.resize)
+        image = resize_shorter_side(image, self.resize, self.resample)
         width, height, size = image.width, image.height, self.crop_size
         if width < size or height < size:
             raise ValueError(f"cannot ten-crop {size}x{size} from a {width}x{height} image")
@@ -70,31 +72,36 @@ class TenCrop:
 @dataclass(frozen=True)
 class MultiScale:
     scales: tuple[int, ...]
+    resample: Image.Resampling = RESAMPLE
     fixed_size = False  # sizes follow each image's aspect ratio
 
     def __call__(self, image: Image.Image) -> list[Image.Image]:
         views = []
         for scale in self.scales:
-            resized = resize_shorter_side(image, scale)
+            resized = resize_shorter_side(image, scale, self.resample)
             views += [resized, hflip(resized)]
         return views
 
 
+def _filter(data: DataConfig) -> Image.Resampling:
+    return VAL_INTERPOLATIONS[data.val_interpolation].filters[0]
+
+
 EVAL_VIEWS: dict[str, Callable[[DataConfig, Sequence[int]], Views]] = {
-    "center": lambda d, scales: CenterView(d.val_resize, d.val_crop),
-    "ten-crop": lambda d, scales: TenCrop(d.val_resize, d.val_crop),
-    "multi-scale": lambda d, scales: MultiScale(tuple(int(s) for s in scales)),
-    "single-320": lambda d, scales: CenterView(R2_SINGLE_CROP, R2_SINGLE_CROP),
+    "center": lambda d, scales: CenterView(d.val_resize, d.val_crop, _filter(d)),
+    "ten-crop": lambda d, scales: TenCrop(d.val_resize, d.val_crop, _filter(d)),
+    "multi-scale": lambda d, scales: MultiScale(tuple(int(s) for s in scales), _filter(d)),
+    "single-320": lambda d, scales: CenterView(R2_SINGLE_CROP, R2_SINGLE_CROP, _filter(d)),
 }
 
 # The config keys each eval.mode's views read (besides the image): a change of any other key
 # leaves that mode's views as they are (single-320 fixes its geometry, multi-scale reads only the
 # scales), which `dtrain reproduce` uses to name only real changes to a paper's test protocol.
 VIEW_KEYS: dict[str, tuple[str, ...]] = {
-    "center": ("data.val_resize", "data.val_crop"),
-    "ten-crop": ("data.val_resize", "data.val_crop"),
-    "multi-scale": ("eval.scales",),
-    "single-320": (),
+    "center": ("data.val_resize", "data.val_crop", "data.val_interpolation"),
+    "ten-crop": ("data.val_resize", "data.val_crop", "data.val_interpolation"),
+    "multi-scale": ("eval.scales", "data.val_interpolation"),
+    "single-320": ("data.val_interpolation",),
 }
 assert set(VIEW_KEYS) == set(EVAL_VIEWS), "every eval.mode names the keys its views read"
 # The eval.modes whose views include their horizontal flips: eval.flip_tta adds nothing to them.

@@ -38,6 +38,37 @@ LIGHTING_EIGVEC = torch.tensor([
 
 RESAMPLE = Image.Resampling.BILINEAR  # PIL's bilinear filter antialiases when it shrinks, like torchvision's
 
+ALL_LOADERS = ("torch", "synthetic", "gpu", "dali", "ffcv")
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """A resampling filter, or several of which each sample draws one (timm's "random"), and the loaders
+    that resize with it: the gpu loader reproduces PIL's bilinear filter only (dtrain.data.gpu_resample),
+    FFCV's decoders resize with their own filter, DALI has no per-sample choice here."""
+
+    filters: tuple[Image.Resampling, ...]
+    loaders: tuple[str, ...]
+
+    def pick(self, rng: np.random.Generator) -> Image.Resampling:
+        """The filter of one sample; draws from `rng` only when there is a choice (so bilinear and
+        bicubic runs keep the random streams of runs before this option existed)."""
+        if len(self.filters) == 1:
+            return self.filters[0]
+        return self.filters[int(rng.integers(len(self.filters)))]
+
+
+BILINEAR = Interpolation((Image.Resampling.BILINEAR,), ALL_LOADERS)
+BICUBIC = Interpolation((Image.Resampling.BICUBIC,), ("torch", "synthetic", "dali"))
+# data.train_interpolation: timm's RandomResizedCropAndInterpolation takes "random" as a choice of these two.
+INTERPOLATIONS: dict[str, Interpolation] = {
+    "bilinear": BILINEAR,
+    "bicubic": BICUBIC,
+    "random": Interpolation((Image.Resampling.BILINEAR, Image.Resampling.BICUBIC), ("torch", "synthetic")),
+}
+# data.val_interpolation: a test image is resized one way (a literal: `dtrain keys` reads it without importing).
+VAL_INTERPOLATIONS: dict[str, Interpolation] = {"bilinear": BILINEAR, "bicubic": BICUBIC}
+
 class GeometricAugment(Protocol):
     """image, generator -> augmented image; `placed` also gives the pad-and-crop window (or None)."""
 
@@ -51,7 +82,7 @@ class GeometricAugment(Protocol):
 # ------------------------------------------------------------------------------------------
 
 
-def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+def resize_shorter_side(image: Image.Image, size: int, resample: Image.Resampling = RESAMPLE) -> Image.Image:
     """Resize so the shorter side is `size`, keeping the aspect ratio (torchvision's Resize(int))."""
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
@@ -59,7 +90,7 @@ def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
         return image  # keeps the original view bit-exact (CIFAR: val_resize == image size)
     new_long = int(size * long / short)
     new_size = (size, new_long) if width <= height else (new_long, size)
-    return image.resize(new_size, RESAMPLE)
+    return image.resize(new_size, resample)
 
 
 def crop(image: Image.Image, left: int, top: int, width: int, height: int) -> Image.Image:
@@ -131,9 +162,11 @@ class ScaleJitter(_Unpadded):
     high: int
     crop_size: int
     flip: bool
+    interpolation: Interpolation = BILINEAR
 
     def resize(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
-        return resize_shorter_side(image, int(rng.integers(self.low, self.high + 1)))
+        size = int(rng.integers(self.low, self.high + 1))
+        return resize_shorter_side(image, size, self.interpolation.pick(rng))
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         image = random_crop(self.resize(image, rng), self.crop_size, rng)
@@ -177,11 +210,12 @@ class RandomResizedCrop(_Unpadded):
     ratio: tuple[float, float]
     crop_size: int
     flip: bool
+    interpolation: Interpolation = BILINEAR
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         left, top, w, h = random_resized_crop_box(image.width, image.height, self.scale, self.ratio, rng)
         size = (self.crop_size, self.crop_size)
-        image = image.resize(size, RESAMPLE, box=(left, top, left + w, top + h))
+        image = image.resize(size, self.interpolation.pick(rng), box=(left, top, left + w, top + h))
         return maybe_flip(image, rng, self.flip)
 
 
@@ -213,17 +247,20 @@ class NoAugment(_Unpadded):
 
     resize: int
     crop_size: int
+    interpolation: Interpolation = BILINEAR
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
-        return center_crop(resize_shorter_side(image, self.resize), self.crop_size)
+        return center_crop(resize_shorter_side(image, self.resize, self.interpolation.pick(rng)), self.crop_size)
 
 
 TRAIN_AUGMENTS: dict[str, Callable[[DataConfig], GeometricAugment]] = {
-    "scale_jitter": lambda d: ScaleJitter(d.scale_range[0], d.scale_range[1], d.crop_size, d.flip),
+    "scale_jitter": lambda d: ScaleJitter(d.scale_range[0], d.scale_range[1], d.crop_size, d.flip,
+                                          INTERPOLATIONS[d.train_interpolation]),
     "random_resized_crop": lambda d: RandomResizedCrop(
-        (d.rrc_scale[0], d.rrc_scale[1]), (d.rrc_ratio[0], d.rrc_ratio[1]), d.crop_size, d.flip),
-    "pad_crop": lambda d: PadCrop(d.pad, d.crop_size, d.flip),
-    "none": lambda d: NoAugment(d.val_resize, d.crop_size),
+        (d.rrc_scale[0], d.rrc_scale[1]), (d.rrc_ratio[0], d.rrc_ratio[1]), d.crop_size, d.flip,
+        INTERPOLATIONS[d.train_interpolation]),
+    "pad_crop": lambda d: PadCrop(d.pad, d.crop_size, d.flip),  # no resize
+    "none": lambda d: NoAugment(d.val_resize, d.crop_size, INTERPOLATIONS[d.train_interpolation]),
 }
 
 

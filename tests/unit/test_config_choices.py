@@ -16,7 +16,7 @@ from dtrain.data.gpu_decode import DECODERS
 from dtrain.data.sampling import FFCV_ORDERS
 from dtrain.data.sources import SOURCES
 from dtrain.data.stats import NORMALIZATIONS
-from dtrain.data.transforms import TRAIN_AUGMENTS
+from dtrain.data.transforms import INTERPOLATIONS, TRAIN_AUGMENTS
 from dtrain.distributed.context import BACKEND_DEVICES, DEVICE_CHOICES
 from dtrain.distributed.wrap import GRAD_COMPRESSION_HOOKS
 from dtrain.engine import lr_schedule
@@ -36,6 +36,8 @@ IMPLEMENTED = {
     "data.loader": [*data.LOADERS, "auto"],
     "data.train_augment": list(TRAIN_AUGMENTS),
     "data.normalize": list(NORMALIZATIONS),
+    "data.train_interpolation": list(INTERPOLATIONS),
+    "data.val_interpolation": ["bilinear", "bicubic"],
     "data.source": list(SOURCES),
     "data.ffcv_order": list(FFCV_ORDERS),
     "data.gpu_decoder": ["auto", *DECODERS],

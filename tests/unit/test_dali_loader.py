@@ -139,3 +139,22 @@ def test_timm_rand_augment_is_refused_in_one_line(prepared):
     data = DataConfig(root=str(prepared), train_augment="random_resized_crop", auto_augment="rand-m9-mstd0.5", **SMALL)
     with pytest.raises(ConfigError, match="not available with data.loader=dali; use data.loader=torch or synthetic"):
         build_train_loader(data, batch_size=4, rank=0, world_size=1, seed=0, device="cpu")
+
+
+def test_val_interpolation_resizes_with_dalis_filter_of_that_name(tmp_path):
+    """DALI's antialiased resize is not PIL's bit for bit, but each DALI filter lands nearer the torch
+    loader's (PIL's) filter of the same name than the other one."""
+    root = write_prepared(tmp_path / "data", counts={"train": 4, "val": 7}, sizes=[(97, 71), (80, 120)])
+
+    def views(loader: str, interpolation: str) -> torch.Tensor:
+        data = DataConfig(root=str(root), loader=loader, source="files", val_resize=40, val_crop=32, workers=1,
+                          mean=[0.0] * 3, std=[1.0] * 3, val_interpolation=interpolation)
+        batch = next(iter(build_eval_loader(data, mode="center", batch_size=7, rank=0, world_size=1, device="cpu")))
+        return batch.views[0][batch.valid]
+
+    filters = ("bilinear", "bicubic")
+    pil = {name: views("torch", name) for name in filters}
+    for name in filters:
+        dali = views("dali", name)
+        distance = {other: (dali - pil[other]).abs().mean().item() for other in filters}
+        assert min(distance, key=distance.get) == name, distance

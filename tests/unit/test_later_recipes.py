@@ -123,8 +123,9 @@ def test_later_rows_hold_the_published_numbers():
 
 def test_later_rows_test_as_their_project_evaluates():
     protocols = {row.key: row.protocol for row in later_recipe_rows()}
-    assert protocols["tv2-resnet50"].overrides == ("data.val_resize=232", "data.val_crop=224")
-    assert all(p.overrides == ("data.val_resize=235", "data.val_crop=224")
+    assert protocols["tv2-resnet50"].overrides == ("data.val_resize=232", "data.val_crop=224",
+                                                   "data.val_interpolation=bilinear")
+    assert all(p.overrides == ("data.val_resize=235", "data.val_crop=224", "data.val_interpolation=bicubic")
                for key, p in protocols.items() if key.startswith("rsb-"))
     assert all(p.overrides == ("data.val_resize=292", "data.val_crop=256", "eval.flip_tta=true")
                for key, p in protocols.items() if key.startswith("ffcv-"))
