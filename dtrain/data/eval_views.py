@@ -96,7 +96,8 @@ EVAL_VIEWS: dict[str, Callable[[DataConfig, Sequence[int]], Views]] = {
 
 # The config keys each eval.mode's views read (besides the image): a change of any other key
 # leaves that mode's views as they are (single-320 fixes its geometry, multi-scale reads only the
-# scales), which `dtrain reproduce` uses to name only real changes to a paper's test protocol.
+# scales; every mode resizes with data.val_interpolation), which `dtrain reproduce` uses to name
+# only real changes to a paper's test protocol.
 VIEW_KEYS: dict[str, tuple[str, ...]] = {
     "center": ("data.val_resize", "data.val_crop", "data.val_interpolation"),
     "ten-crop": ("data.val_resize", "data.val_crop", "data.val_interpolation"),

@@ -15,6 +15,7 @@ import torch
 
 from dtrain.analysis.paper_numbers import ROWS
 from dtrain.data.eval_views import VIEW_KEYS
+from dtrain.resolve import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -124,6 +125,11 @@ def test_shortened_later_recipe_runs_its_projects_protocol_end_to_end(digits, tm
     assert "**Protocol changed**" in report and "data.val_resize=36" in report
     assert f"| final | {protocol.name} |" in report
     assert "Normalisation differs" not in report  # these projects normalise per channel, as the recipes do
+    config = load_config(ROWS[row].recipe, [])
+    # torchvision's V2 keeps a weight EMA: its EMA is tested beside the live weights
+    assert (f"| final_ema | {protocol.name} |" in report) == config.ema.enabled == ("**Weight EMA**" in report)
+    # torchvision and timm step the lr per epoch; a short run steps it every iteration and says so
+    assert ("lr updated every iteration" in report) == (config.schedule.step_on == "epoch")
 
 
 # Each recipe's own features on: tv2 (mixup/CutMix, TrivialAugment, random erasing, repeated
