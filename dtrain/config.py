@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,10 @@ class OptimConfig:
     momentum: float = knob(0.9, "SGD momentum")
     nesterov: bool = knob(False, "Nesterov momentum")
     weight_decay: float = knob(1e-4, "L2 weight decay (adamw: decoupled; lamb: added to the update)")
-    no_decay_bn_bias: bool = knob(False, "no weight decay on normalisation-layer parameters and biases "
-                                         "(torchvision's --norm-weight-decay 0 --bias-weight-decay 0)")
+    no_decay: str = knob("none", "{choices}: the parameters trained without weight decay (norm_and_bias: "
+                                 "normalisation layers and every bias, timm's; norm: normalisation layers only, "
+                                 "torchvision's --norm-weight-decay 0; bn_named: the parameters whose name contains "
+                                 "'bn', FFCV's)")
     betas: list[float] = knob(factory=lambda: [0.9, 0.999], help="adamw, lamb: [beta1, beta2] of the moment averages")
     eps: float | None = knob(None, "adamw, lamb: the denominator's epsilon (null: the optimiser's default, adamw "
                                    "1e-8, lamb 1e-6 as timm)")
@@ -303,6 +306,43 @@ class BoolForString(ConfigError):
     def __init__(self, key: str, value: bool) -> None:
         super().__init__(f"{key} must be a string, got {value!r}")
         self.key, self.value = key, value
+
+
+# Keys renamed after they shipped: old dotted key -> (new dotted key, the old value as a new one). A
+# recipe, an override, a checkpoint's saved config or a run's fingerprint written with the old key
+# means the same run (dtrain.resolve.typed and dtrain.checkpoint.fingerprint translate them). Keys are
+# one section deep (section.key).
+RENAMED_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "optim.no_decay_bn_bias": ("optim.no_decay", lambda on: "norm_and_bias" if on else "none"),
+}
+
+
+def renamed(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` (nested sections) with every old key of RENAMED_KEYS as its new key; both at once is an
+    error (which one was meant is not known)."""
+    raw = dict(raw)
+    for old, (new, translate) in RENAMED_KEYS.items():
+        section, _, leaf = old.partition(".")
+        node = raw.get(section)
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        node = dict(node)
+        value = node.pop(leaf)
+        new_leaf = new.partition(".")[2]
+        if new_leaf in node:
+            raise ConfigError(f"{old} (now {new}) and {new} are both set; keep {new} only")
+        node[new_leaf] = translate(value)
+        raw[section] = node
+    return raw
+
+
+def renamed_flat(flat: dict[str, Any]) -> dict[str, Any]:
+    """The same for flattened settings (a fingerprint's), where the old key wins over nothing else."""
+    flat = dict(flat)
+    for old, (new, translate) in RENAMED_KEYS.items():
+        if old in flat:
+            flat.setdefault(new, translate(flat.pop(old)))
+    return flat
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:

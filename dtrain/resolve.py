@@ -3,7 +3,8 @@ in, the RunConfig a run uses out. Its stages, in this order:
 
     overrides    the recipe's YAML (with the files it `extends:`) <- key=value (parse_override,
                  the one override parser of every command and of `dtrain k8s render`)
-    types        the dataclasses (dtrain.config.from_dict); a bad key names the file holding it
+    types        the dataclasses (dtrain.config.from_dict), renamed keys read as their new names
+                 (config.RENAMED_KEYS); a bad key names the file holding it
     derived      settings that follow from others: epoch-keeping schedules (lr_schedule.keep_epochs)
     smoke        train.smoke=true: every image size scaled down together (dtrain.smoke)
     device       `auto` of train.amp / channels_last / data.loader (dtrain.device_defaults), once
@@ -33,7 +34,7 @@ from typing import Any
 import yaml
 
 from dtrain import yaml12
-from dtrain.config import BoolForString, RunConfig, from_dict
+from dtrain.config import BoolForString, RunConfig, from_dict, renamed
 from dtrain.device_defaults import apply_device_defaults
 from dtrain.engine.lr_schedule import keep_epochs
 from dtrain.errors import ConfigError
@@ -105,7 +106,7 @@ def typed(raw: dict[str, Any]) -> RunConfig:
     """The RunConfig of a mapping, types checked (not values). true/false where a key takes
     registry names says what to write instead (train.amp=false -> train.amp=none)."""
     try:
-        config: RunConfig = from_dict(RunConfig, raw)
+        config: RunConfig = from_dict(RunConfig, renamed(raw))
     except BoolForString as exc:
         hint = bool_for_name_hint(exc.key, exc.value)
         if not hint:

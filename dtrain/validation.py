@@ -31,6 +31,7 @@ CHOICES: dict[str, str] = {
     "data.gpu_decoder": "dtrain.data.gpu_decode:DECODER_CHOICES",
     "eval.mode": "dtrain.data.eval_views:EVAL_VIEWS",
     "optim.name": "dtrain.engine.optimizer:OPTIMIZERS",
+    "optim.no_decay": "dtrain.engine.optimizer:NO_DECAY",
     "loss.name": "dtrain.engine.loss:LOSSES",
     "schedule.kind": "dtrain.engine.lr_schedule:SCHEDULES",
     "schedule.warmup": "dtrain.engine.lr_schedule:WARMUPS",

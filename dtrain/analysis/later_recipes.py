@@ -57,8 +57,7 @@ def _row(key: str, source: str, recipe: str, top1_acc: float, top5_acc: float | 
                      turns_on=turns_on, citation=citation)
 
 
-_TV2_NOTE = ("not expressed: --norm-weight-decay 0 "
-             "leaves fc.bias decayed (no_decay_bn_bias exempts it too); EMA steps counted per epoch there; "
+_TV2_NOTE = ("not expressed: EMA steps counted per epoch there; "
              "fp32 there, bf16 autocast here on CUDA; the reference is the released weights' accuracy, whether "
              "the EMA's or the live model's is not stated: `dtrain reproduce` compares the live weights and "
              "reports the EMA's beside them")
@@ -94,8 +93,7 @@ def rsb_rows() -> list[RecipeRow]:
             for name, top1, top5, epochs, own in procedures]
 
 
-_FFCV_NOTE = ("not expressed: FFCV exempts only parameters named '*bn*' from weight decay (downsample BN and "
-              "fc.bias decay there); its data are written at 500 px, JPEG 90; flip TTA sums logits there, "
+_FFCV_NOTE = ("not expressed: its data are written at 500 px, JPEG 90; flip TTA sums logits there, "
               "averages softmaxes here; fp16 there, bf16 here")
 
 # libffcv/ffcv-imagenet README.md, the configurations table (ResNet-50, 8 x A100): epochs -> top-1, top-5

@@ -7,7 +7,7 @@ so a recipe's numbers mean the same here:
     m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2          (Adam moments)
     u = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps) + wd * w    (bias-corrected, decay in u)
     w = w - lr * r * u,  r = ||w|| / ||u|| per parameter tensor (1 if either norm is 0)
-A group with weight_decay 0 (the norm/bias group of optim.no_decay_bn_bias) takes the plain Adam
+A group with weight_decay 0 (the exempt group of optim.no_decay) takes the plain Adam
 update (r = 1), as timm does unless always_adapt. timm's Lamb also clips the global gradient norm
 at 1.0 inside the step; here clipping is optim.clip_grad_norm for every optimiser (set it to 1.0).
 """

@@ -139,7 +139,7 @@ def test_fp16_gradient_compression_is_deepspeeds_communication_data_type(straigh
 # The later recipes' keys through DeepSpeed: torch's AdamW as ZeRO-1's client optimiser over the
 # norm/bias-exempt groups, optim.clip_grad_norm as DeepSpeed's gradient_clipping, BCE with label
 # smoothing, a linear warm-up of one epoch (4 steps) then cosine.
-LATER_RECIPE_KEYS = ("optim.name=adamw", "optim.lr=0.002", "optim.weight_decay=0.05", "optim.no_decay_bn_bias=true",
+LATER_RECIPE_KEYS = ("optim.name=adamw", "optim.lr=0.002", "optim.weight_decay=0.05", "optim.no_decay=norm_and_bias",
                      "optim.clip_grad_norm=0.5", "loss.name=bce", "loss.label_smoothing=0.1", "schedule.kind=cosine",
                      "schedule.warmup=linear", "schedule.warmup_epochs=1", "schedule.warmup_lr=0.0")
 

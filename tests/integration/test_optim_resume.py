@@ -24,7 +24,7 @@ from resume_runs import (
     train_in_process,
 )
 
-COMMON = ("optim.no_decay_bn_bias=true", "schedule.warmup=linear", "schedule.warmup_lr=0.0")
+COMMON = ("optim.no_decay=norm_and_bias", "schedule.warmup=linear", "schedule.warmup_lr=0.0")
 RECIPES = {
     # The warm-up is the first epoch (8 steps): a resume from step 8 starts exactly at the cosine's peak.
     "lamb_bce_cosine": (*COMMON, "optim.name=lamb", "optim.lr=0.01", "optim.weight_decay=0.02",
@@ -106,7 +106,7 @@ def baseline(tmp_path_factory) -> tuple[int, dict]:
 
 @pytest.mark.parametrize("overrides", [
     ("loss.name=bce",), ("loss.label_smoothing=0.1",), ("optim.name=adamw", "optim.lr=0.001"),
-    ("optim.name=lamb", "optim.lr=0.001"), ("optim.clip_grad_norm=0.01",), ("optim.no_decay_bn_bias=true",),
+    ("optim.name=lamb", "optim.lr=0.001"), ("optim.clip_grad_norm=0.01",), ("optim.no_decay=norm_and_bias",),
     ("schedule.kind=cosine",), ("schedule.kind=linear",), ("schedule.warmup=linear", "schedule.warmup_epochs=1"),
 ], ids=lambda o: " ".join(o))
 def test_each_key_reaches_the_training_run(tmp_path: Path, baseline, overrides: tuple[str, ...]) -> None:

@@ -22,7 +22,7 @@ from dtrain.distributed.wrap import GRAD_COMPRESSION_HOOKS
 from dtrain.engine import lr_schedule
 from dtrain.engine.engine import ENGINES
 from dtrain.engine.loss import LOSSES
-from dtrain.engine.optimizer import OPTIMIZERS
+from dtrain.engine.optimizer import NO_DECAY, OPTIMIZERS
 from dtrain.engine.precision import AMP_DTYPES
 from dtrain.engine.state import RESUME_MODES
 from dtrain.errors import ConfigError
@@ -44,6 +44,7 @@ IMPLEMENTED = {
     "eval.mode": list(EVAL_VIEWS),
     "optim.name": list(OPTIMIZERS),
     "loss.name": list(LOSSES),
+    "optim.no_decay": list(NO_DECAY),
     "schedule.kind": list(lr_schedule.SCHEDULES),
     "schedule.warmup": list(lr_schedule.WARMUPS),
     "schedule.step_on": list(lr_schedule.STEP_ON),

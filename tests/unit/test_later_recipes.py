@@ -37,7 +37,7 @@ COMMON = {"model.name": "resnet50_v1_5", "model.num_classes": 1000, "data.train_
           "data.val_split": "val", "schedule.max_iters": None, "schedule.warmup": "linear", "eval.mode": "center"}
 
 TV2 = {"optim.name": "sgd", "optim.batch_size": 8 * 128, "optim.lr": 0.5, "optim.scale_lr": False,
-       "optim.momentum": 0.9, "optim.weight_decay": 2e-5, "optim.no_decay_bn_bias": True,
+       "optim.momentum": 0.9, "optim.weight_decay": 2e-5, "optim.no_decay": "norm",
        "loss.name": "cross_entropy", "loss.label_smoothing": 0.1,
        "schedule.kind": "cosine", "schedule.epochs": 600, "schedule.warmup_epochs": 5,
        "schedule.warmup_lr": 0.01 * 0.5, "schedule.min_lr": 0.0, "schedule.step_on": "epoch",
@@ -49,8 +49,9 @@ TV2 = {"optim.name": "sgd", "optim.batch_size": 8 * 128, "optim.lr": 0.5, "optim
        "ema.decay": pytest.approx(1 - (1 - 0.99998) * 8 * 128 * 32 / 600, abs=1e-8),
        "distributed.bn_group_size": 128, "eval.flip_tta": False}
 
-RSB_SHARED = {"optim.name": "lamb", "optim.batch_size": 2048, "optim.scale_lr": False, "optim.no_decay_bn_bias": True,
-              "optim.clip_grad_norm": 1.0, "loss.name": "bce", "schedule.kind": "cosine",
+RSB_SHARED = {"optim.name": "lamb", "optim.batch_size": 2048, "optim.scale_lr": False,
+              "optim.no_decay": "norm_and_bias", "optim.clip_grad_norm": 1.0, "loss.name": "bce",
+              "schedule.kind": "cosine",
               "schedule.warmup_epochs": 5, "schedule.step_on": "epoch", "schedule.decay_over": "whole_run",
               "augment.cutmix_alpha": 1.0, "augment.erasing_prob": 0.0,
               "ema.enabled": False, "data.val_resize": 235, "data.val_crop": 224,
@@ -63,7 +64,7 @@ RSB = {  # procedure: (epochs, lr, weight decay, mixup, stochastic depth, RA rep
 
 FFCV_RAMPS = {16: (11, 13), 24: (17, 20), 32: (23, 27), 40: (29, 34), 56: (41, 48), 88: (65, 76)}  # start, end
 FFCV = {"optim.name": "sgd", "optim.batch_size": 512 * 8, "optim.lr": 1.7, "optim.scale_lr": False,
-        "optim.momentum": 0.9, "optim.weight_decay": 1e-4, "optim.no_decay_bn_bias": True,
+        "optim.momentum": 0.9, "optim.weight_decay": 1e-4, "optim.no_decay": "bn_named",
         "loss.name": "cross_entropy", "loss.label_smoothing": 0.1, "model.options.blurpool": True,
         "schedule.kind": "linear", "schedule.warmup_epochs": 2, "schedule.warmup_lr": pytest.approx(1e-4 * 1.7),
         "schedule.min_lr": 0.0, "schedule.step_on": "iteration", "schedule.decay_over": "after_warmup",

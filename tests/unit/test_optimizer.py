@@ -1,6 +1,7 @@
-"""optim.*: the optimiser registry (SGD, AdamW, LAMB), no weight decay on normalisation layers and
-biases, LAMB's update against the paper's formula, gradient clipping by global norm (DDP, with
-fp16 unscaling; DeepSpeed's gradient_clipping), and what DeepSpeed refuses."""
+"""optim.*: the optimiser registry (SGD, AdamW, LAMB), the parameters without weight decay (each
+later recipe's project's choice; the renamed key), LAMB's update against the paper's formula,
+gradient clipping by global norm (DDP, with fp16 unscaling; DeepSpeed's gradient_clipping), and
+what DeepSpeed refuses."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import torch
 from torch import nn
 
 from dtrain import models
-from dtrain.config import OptimConfig
+from dtrain.builders import build_model
+from dtrain.checkpoint.fingerprint import changed_keys, result_settings
+from dtrain.config import OptimConfig, to_dict
 from dtrain.engine.deepspeed_engine import deepspeed_config
 from dtrain.engine.lamb import Lamb
 from dtrain.engine.optimizer import build_optimizer, clip_gradients, param_groups
 from dtrain.errors import ConfigError
-from dtrain.resolve import load_config
+from dtrain.resolve import load_config, saved_config
 
 
 class _Mixed(nn.Module):
@@ -33,7 +36,7 @@ class _Mixed(nn.Module):
 
 def test_norm_layers_and_biases_get_no_weight_decay_and_the_rest_the_configured_value():
     model = models.build("resnet20", 10)
-    decay, no_decay = param_groups(model, 5e-4, no_decay_bn_bias=True)
+    decay, no_decay = param_groups(model, 5e-4, "norm_and_bias")
     names = {id(p): n for n, p in model.named_parameters()}
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (5e-4, 0.0)
     exempt = {names[id(p)] for p in no_decay["params"]}
@@ -43,16 +46,56 @@ def test_norm_layers_and_biases_get_no_weight_decay_and_the_rest_the_configured_
     assert all(names[id(p)].endswith("weight") and p.ndim > 1 for p in decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     mixed = _Mixed()
-    decay, no_decay = param_groups(mixed, 0.05, no_decay_bn_bias=True)
+    decay, no_decay = param_groups(mixed, 0.05, "norm_and_bias")
     assert [p is q for p, q in zip(decay["params"], [mixed.conv.weight, mixed.fc.weight], strict=True)] == [True, True]
     assert len(no_decay["params"]) == 8  # conv/fc biases, bn/gn/ln weight and bias
-    (everything,) = param_groups(mixed, 0.05, no_decay_bn_bias=False)
+    (everything,) = param_groups(mixed, 0.05, "none")
     assert everything["weight_decay"] == 0.05 and len(everything["params"]) == 10
+
+
+def _exempt_names(recipe: str) -> set[str]:
+    """The parameter names a recipe's optim.no_decay trains without weight decay, on its ResNet-50."""
+    config = load_config(recipe, [])
+    model = build_model(config.model)
+    _, exempt = param_groups(model, config.optim.weight_decay, config.optim.no_decay)
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)] for p in exempt["params"]}
+
+
+def test_each_recipe_exempts_the_parameters_its_project_exempts():
+    """ResNet-50's 1-d parameters: the BNs (bn1..bn3 of each block, the stem's bn1, downsample.1) and fc.bias."""
+    model = build_model(load_config("resnet50_tv2", []).model)
+    one_d = {n for n, p in model.named_parameters() if p.ndim == 1}
+    downsample_bn = {n for n in one_d if ".downsample.1." in n}
+    assert len(downsample_bn) == 8 and "fc.bias" in one_d
+    # timm (RSB): filter_bias_and_bn, every 1-d parameter
+    assert _exempt_names("resnet50_rsb_a1") == one_d
+    # torchvision V2 (--norm-weight-decay 0): every BN, but fc.bias decays
+    assert _exempt_names("resnet50_tv2") == one_d - {"fc.bias"}
+    # FFCV: names containing 'bn' - the downsample BN and fc.bias decay
+    assert _exempt_names("resnet50_ffcv_16") == one_d - {"fc.bias"} - downsample_bn
+
+
+def test_the_old_key_no_decay_bn_bias_still_reads_as_before():
+    assert load_config("digits_resnet20", ["optim.no_decay_bn_bias=true"]).optim.no_decay == "norm_and_bias"
+    assert load_config("digits_resnet20", ["optim.no_decay_bn_bias=false"]).optim.no_decay == "none"
+    with pytest.raises(ConfigError, match="optim.no_decay_bn_bias .now optim.no_decay. and optim.no_decay are both"):
+        load_config("digits_resnet20", ["optim.no_decay=norm", "optim.no_decay_bn_bias=true"])
+    with pytest.raises(ConfigError, match="optim.no_decay='norms' is not one of none, norm_and_bias, norm, bn_named"):
+        load_config("digits_resnet20", ["optim.no_decay=norms"])
+    # a checkpoint's saved config and a run's fingerprint written with the old key: the same run
+    saved = to_dict(load_config("digits_resnet20", []))
+    saved["optim"] = {k: v for k, v in saved["optim"].items() if k != "no_decay"} | {"no_decay_bn_bias": True}
+    assert saved_config(saved).optim.no_decay == "norm_and_bias"
+    now = result_settings(load_config("digits_resnet20", ["optim.no_decay=norm_and_bias"]))
+    before = {k: v for k, v in now.items() if k != "optim.no_decay"} | {"optim.no_decay_bn_bias": True}
+    assert changed_keys(before, now) == []
+    assert changed_keys(before | {"optim.no_decay_bn_bias": False}, now) == ["optim.no_decay"]
 
 
 @pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("lamb", Lamb)])
 def test_the_registry_builds_each_optimiser_with_the_groups_decay(name, cls):
-    optim = OptimConfig(name=name, weight_decay=0.05, no_decay_bn_bias=True, betas=[0.8, 0.99], lr=0.004)
+    optim = OptimConfig(name=name, weight_decay=0.05, no_decay="norm_and_bias", betas=[0.8, 0.99], lr=0.004)
     optimizer = build_optimizer(_Mixed(), optim)
     assert type(optimizer) is cls
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05, 0.0]
@@ -94,7 +137,7 @@ def _global_norm(model: nn.Module) -> float:
 
 def test_clipping_bounds_the_global_gradient_norm_and_keeps_small_ones():
     model = _Mixed()
-    optimizer = build_optimizer(model, OptimConfig(no_decay_bn_bias=True))
+    optimizer = build_optimizer(model, OptimConfig(no_decay="norm_and_bias"))
     for p in model.parameters():
         p.grad = torch.full_like(p, 3.0)
     direction = [p.grad.clone() for p in model.parameters()]
