@@ -337,7 +337,8 @@ def renamed(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def renamed_flat(flat: dict[str, Any]) -> dict[str, Any]:
-    """The same for flattened settings (a fingerprint's), where the old key wins over nothing else."""
+    """The same for flattened settings (a fingerprint's): the old key's value translated to the new
+    key, unless the new key is recorded too."""
     flat = dict(flat)
     for old, (new, translate) in RENAMED_KEYS.items():
         if old in flat:

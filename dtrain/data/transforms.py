@@ -69,6 +69,7 @@ INTERPOLATIONS: dict[str, Interpolation] = {
 # data.val_interpolation: a test image is resized one way (a literal: `dtrain keys` reads it without importing).
 VAL_INTERPOLATIONS: dict[str, Interpolation] = {"bilinear": BILINEAR, "bicubic": BICUBIC}
 
+
 class GeometricAugment(Protocol):
     """image, generator -> augmented image; `placed` also gives the pad-and-crop window (or None)."""
 
