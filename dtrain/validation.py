@@ -174,8 +174,7 @@ def check_synthetic_size(config: RunConfig) -> None:
     """Synthetic images smaller than the crop would be upscaled and train at the crop size (224 for
     ImageNet recipes), not the small size that was asked for."""
     d = config.data
-    module_name, _, attribute = LARGEST_TRAIN_CROP.partition(":")
-    size, crop = d.synthetic_image_size, getattr(importlib.import_module(module_name), attribute)(d)
+    size, crop = d.synthetic_image_size, _imported(LARGEST_TRAIN_CROP)(d)
     if d.loader != "synthetic" or size >= crop:
         return
     if config.train.smoke:  # smoke_config scaled both: the override was small already
@@ -313,8 +312,7 @@ def check_interpolation(config: RunConfig) -> None:
 def check_auto_augment(config: RunConfig) -> None:
     """data.auto_augment: a spec the parser takes (its own one-line error), on a loader that runs it."""
     spec, loader = config.data.auto_augment, config.data.loader
-    module_name, _, attribute = AUTO_AUGMENT_PARSER.partition(":")
-    augment = getattr(importlib.import_module(module_name), attribute)(spec)
+    augment = _imported(AUTO_AUGMENT_PARSER)(spec)
     # data.loader=auto is checked again once the device has decided it
     _check(augment is None or loader in (*augment.loaders, "auto"),
            f"data.auto_augment={spec} runs in the {', '.join(augment.loaders) if augment else ''} loaders, not "
