@@ -4,7 +4,7 @@ in, the RunConfig a run uses out. Its stages, in this order:
     overrides    the recipe's YAML (with the files it `extends:`) <- key=value (parse_override,
                  the one override parser of every command and of `dtrain k8s render`)
     types        the dataclasses (dtrain.config.from_dict), renamed keys read as their new names
-                 (config.RENAMED_KEYS); a bad key names the file holding it
+                 (dtrain.config_renames); a bad key names the file holding it
     derived      settings that follow from others: epoch-keeping schedules (lr_schedule.keep_epochs)
     smoke        train.smoke=true: every image size scaled down together (dtrain.smoke)
     device       `auto` of train.amp / channels_last / data.loader (dtrain.device_defaults), once
@@ -34,7 +34,8 @@ from typing import Any
 import yaml
 
 from dtrain import yaml12
-from dtrain.config import BoolForString, RunConfig, from_dict, renamed
+from dtrain.config import BoolForString, RunConfig, from_dict
+from dtrain.config_renames import renamed
 from dtrain.device_defaults import apply_device_defaults
 from dtrain.engine.lr_schedule import keep_epochs
 from dtrain.errors import ConfigError

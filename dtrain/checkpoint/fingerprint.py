@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from dtrain.checkpoint.manager import CHECKPOINT_NAME
-from dtrain.config import RunConfig, flatten, renamed_flat, to_dict
+from dtrain.config import RunConfig, flatten, to_dict
+from dtrain.config_renames import renamed_flat
 from dtrain.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     it) counts as changed only where its value is not the default, i.e. not the behaviour the run
     had before the key existed: an upgrade alone never blocks a resume."""
     defaults = result_settings(RunConfig())
-    old = renamed_flat(old)  # a fingerprint written before a key was renamed (config.RENAMED_KEYS)
+    old = renamed_flat(old)  # a fingerprint written before a key was renamed (dtrain.config_renames)
     return sorted(key for key in old.keys() | new.keys()
                   if old.get(key, defaults.get(key)) != new.get(key))
 
