@@ -89,48 +89,41 @@ def _posterize_bins(num_bins: int, steps: int) -> tuple[float, ...]:
     return tuple(float(b) for b in (8 - (torch.arange(num_bins) / ((num_bins - 1) / steps)).round().int()).tolist())
 
 
-@cache
-def ta_wide_space(num_bins: int = NUM_MAGNITUDE_BINS) -> dict[str, OpRange]:
-    """TrivialAugmentWide._augmentation_space, in its order."""
-    wide = _bins(0.99, num_bins)
+def _op_space(num_bins: int, *, shear: float, translate_x: float, translate_y: float, rotate: float,
+              enhance: float, posterize_steps: int) -> dict[str, OpRange]:
+    """The 14 ops of torchvision's _augmentation_space, in its order; the two policies differ only in
+    the largest magnitude of each op and how far Posterize reduces the bits."""
+    enhance_bins = _bins(enhance, num_bins)
     return {
         "Identity": OpRange((), False),
-        "ShearX": OpRange(wide, True),
-        "ShearY": OpRange(wide, True),
-        "TranslateX": OpRange(_bins(32.0, num_bins), True),
-        "TranslateY": OpRange(_bins(32.0, num_bins), True),
-        "Rotate": OpRange(_bins(135.0, num_bins), True),
-        "Brightness": OpRange(wide, True),
-        "Color": OpRange(wide, True),
-        "Contrast": OpRange(wide, True),
-        "Sharpness": OpRange(wide, True),
-        "Posterize": OpRange(_posterize_bins(num_bins, 6), False),
+        "ShearX": OpRange(_bins(shear, num_bins), True),
+        "ShearY": OpRange(_bins(shear, num_bins), True),
+        "TranslateX": OpRange(_bins(translate_x, num_bins), True),
+        "TranslateY": OpRange(_bins(translate_y, num_bins), True),
+        "Rotate": OpRange(_bins(rotate, num_bins), True),
+        "Brightness": OpRange(enhance_bins, True),
+        "Color": OpRange(enhance_bins, True),
+        "Contrast": OpRange(enhance_bins, True),
+        "Sharpness": OpRange(enhance_bins, True),
+        "Posterize": OpRange(_posterize_bins(num_bins, posterize_steps), False),
         "Solarize": OpRange(tuple(torch.linspace(255.0, 0.0, num_bins).tolist()), False),
         "AutoContrast": OpRange((), False),
         "Equalize": OpRange((), False),
     }
+
+
+@cache
+def ta_wide_space(num_bins: int = NUM_MAGNITUDE_BINS) -> dict[str, OpRange]:
+    """TrivialAugmentWide._augmentation_space."""
+    return _op_space(num_bins, shear=0.99, translate_x=32.0, translate_y=32.0, rotate=135.0, enhance=0.99,
+                     posterize_steps=6)
 
 
 @lru_cache(maxsize=64)  # one per image size (a few: the crop size)
 def rand_augment_space(width: int, height: int, num_bins: int = NUM_MAGNITUDE_BINS) -> dict[str, OpRange]:
-    """RandAugment._augmentation_space, in its order (translations scale with the image: 150/331 of it)."""
-    narrow = _bins(0.9, num_bins)
-    return {
-        "Identity": OpRange((), False),
-        "ShearX": OpRange(_bins(0.3, num_bins), True),
-        "ShearY": OpRange(_bins(0.3, num_bins), True),
-        "TranslateX": OpRange(_bins(150.0 / 331.0 * width, num_bins), True),
-        "TranslateY": OpRange(_bins(150.0 / 331.0 * height, num_bins), True),
-        "Rotate": OpRange(_bins(30.0, num_bins), True),
-        "Brightness": OpRange(narrow, True),
-        "Color": OpRange(narrow, True),
-        "Contrast": OpRange(narrow, True),
-        "Sharpness": OpRange(narrow, True),
-        "Posterize": OpRange(_posterize_bins(num_bins, 4), False),
-        "Solarize": OpRange(tuple(torch.linspace(255.0, 0.0, num_bins).tolist()), False),
-        "AutoContrast": OpRange((), False),
-        "Equalize": OpRange((), False),
-    }
+    """RandAugment._augmentation_space (translations scale with the image: 150/331 of it)."""
+    return _op_space(num_bins, shear=0.3, translate_x=150.0 / 331.0 * width, translate_y=150.0 / 331.0 * height,
+                     rotate=30.0, enhance=0.9, posterize_steps=4)
 
 
 @dataclass(frozen=True)
