@@ -22,24 +22,27 @@ LATER_TITLE = ("Later recipes (beyond the papers: torchvision, timm, FFCV), erro
                "project publishes:")
 
 
-def _paper_lines(rows) -> list[str]:
-    lines = [PAPERS_TITLE, f"{'row':44} {'table':11} {'protocol':12} {'runs':12} {'recipe':32} {'epochs':>6} "
-                           f"{'images':>8} {'top-1 %':>7} {'top-5 %':>7}  dataset"]
+def _row_lines(title: str, rows, widths: tuple[int, int, int, int, int], first_header: str, last_header: str,
+               last) -> list[str]:
+    """A `--list` table: row key, source (`first_header`), protocol, statistic over runs and recipe in
+    columns of `widths`, then each row's cost and published errors, then `last(row)`."""
+    headers = ("row", first_header, "protocol", "runs", "recipe")
+    cost = f"{'epochs':>6} {'images':>8} {'top-1 %':>7} {'top-5 %':>7}"
+    lines = [title, " ".join(f"{h:{w}}" for h, w in zip(headers, widths, strict=True)) + f" {cost}  {last_header}"]
     for r in rows:
+        cells = (r.key, r.source, r.protocol.name, r.runs_statistic, r.recipe)
         epochs, images = row_cost(r).describe()
-        lines.append(f"{r.key:44} {r.source:11} {r.protocol.name:12} {r.runs_statistic:12} {r.recipe:32} "
-                     f"{epochs:>6} {images:>8} {_err(r.top1_err, r.fails):>7} {_err(r.top5_err):>7}  {r.dataset}")
+        lines.append(" ".join(f"{c:{w}}" for c, w in zip(cells, widths, strict=True)) +
+                     f" {epochs:>6} {images:>8} {_err(r.top1_err, r.fails):>7} {_err(r.top5_err):>7}  {last(r)}")
     return lines
+
+
+def _paper_lines(rows) -> list[str]:
+    return _row_lines(PAPERS_TITLE, rows, (44, 11, 12, 12, 32), "table", "dataset", lambda r: r.dataset)
 
 
 def _later_lines(rows) -> list[str]:
-    lines = [LATER_TITLE, f"{'row':20} {'source':26} {'protocol':15} {'runs':10} {'recipe':18} {'epochs':>6} "
-                          f"{'images':>8} {'top-1 %':>7} {'top-5 %':>7}  turns on"]
-    for r in rows:
-        epochs, images = row_cost(r).describe()
-        lines.append(f"{r.key:20} {r.source:26} {r.protocol.name:15} {r.runs_statistic:10} {r.recipe:18} "
-                     f"{epochs:>6} {images:>8} {_err(r.top1_err):>7} {_err(r.top5_err):>7}  {r.turns_on}")
-    return lines
+    return _row_lines(LATER_TITLE, rows, (20, 26, 15, 10, 18), "source", "turns on", lambda r: r.turns_on)
 
 
 def list_table(rows) -> str:
